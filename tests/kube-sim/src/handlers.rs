@@ -1,0 +1,937 @@
+//! Resource requests: list, get, create, update (PUT), merge patch and delete, with the API
+//! server's semantics (namespaces must exist, conflicts on stale resource versions,
+//! server-set metadata, CRDs that add their API when created, continue tokens and their
+//! expiry, RBAC and aggregator faults).
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+
+use crate::discovery::{Served, View};
+use crate::objects::{self, metadata_mut, rfc3339, time_of_rv};
+use crate::rng::Rng;
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::server::{Reply, Req};
+use crate::store::{self, ContinueToken, Obj, PutMode, WriteError};
+use crate::{ObjectKey, Shared, State, register_crd, status};
+
+/// Where a resource request points.
+struct Target<'a> {
+    served: Served,
+    namespace: Option<&'a str>,
+    name: Option<&'a str>,
+    subresource: Option<&'a str>,
+}
+
+/// Handles a request below `/api/<version>` or `/apis/<group>/<version>`.
+pub(crate) fn resource(shared: &Arc<Shared>, req: &Req, group: &str, version: &str, rest: &[&str]) -> Reply {
+    if rest.first() == Some(&"watch") || matches!(req.param("watch"), Some("true" | "1")) {
+        // Watches are not simulated.
+        return Reply::status(status::method_not_allowed());
+    }
+    let (namespace, plural, name, subresource) = match rest {
+        [p] => (None, *p, None, None),
+        ["namespaces", n] if group.is_empty() => (None, "namespaces", Some(*n), None),
+        ["namespaces", n, s] if group.is_empty() && matches!(*s, "status" | "finalize") => {
+            (None, "namespaces", Some(*n), Some(*s))
+        }
+        ["namespaces", n, p] => (Some(*n), *p, None, None),
+        ["namespaces", n, p, name] => (Some(*n), *p, Some(*name), None),
+        ["namespaces", n, p, name, s] => (Some(*n), *p, Some(*name), Some(*s)),
+        [p, name] => (None, *p, Some(*name), None),
+        [p, name, s] => (None, *p, Some(*name), Some(*s)),
+        _ => return Reply::status(status::path_not_found()),
+    };
+    let served = {
+        let state = shared.read();
+        shared.resolve(&state, group, version, plural)
+    };
+    let Some(served) = served else {
+        return Reply::status(status::path_not_found());
+    };
+    if shared.faults.is_unavailable(group) {
+        return Reply::status(status::service_unavailable());
+    }
+    let namespaced = served.def.namespaced;
+    if (namespace.is_some() && !namespaced) || (name.is_some() && namespace.is_none() && namespaced) {
+        return Reply::status(status::path_not_found());
+    }
+    let t = Target {
+        served,
+        namespace,
+        name,
+        subresource,
+    };
+    let verb = match (&req.method, t.name, t.subresource) {
+        (&hyper::Method::GET, None, _) => "list",
+        (&hyper::Method::POST, None, _) => "create",
+        (&hyper::Method::DELETE, None, _) => "deletecollection",
+        (&hyper::Method::GET, Some(_), _) => "get",
+        (&hyper::Method::PUT, Some(_), _) => "update",
+        (&hyper::Method::PATCH, Some(_), _) => "patch",
+        (&hyper::Method::DELETE, Some(_), None) => "delete",
+        _ => return Reply::status(status::method_not_allowed()),
+    };
+    if shared.faults.is_forbidden(&t.served.def.plural) {
+        return Reply::status(status::forbidden(
+            group,
+            &t.served.def.plural,
+            t.name.unwrap_or_default(),
+            verb,
+            t.namespace,
+        ));
+    }
+    if let Some(sub) = t.subresource {
+        let Some(def) = t.served.def.subresources.iter().find(|s| s.name == sub) else {
+            return Reply::status(status::path_not_found());
+        };
+        // Only the status subresource is simulated (read and replace).
+        if sub != "status" || !def.verbs.iter().any(|v| v == verb) {
+            return Reply::status(status::method_not_allowed());
+        }
+    } else if !t.served.def.has_verb(verb) {
+        return Reply::status(status::method_not_allowed());
+    }
+    if t.served.view == View::EventsV1 && verb != "list" && verb != "get" {
+        // Writes go through the core events API; converting back is not simulated.
+        return Reply::status(status::method_not_allowed());
+    }
+    if verb == "create" && namespaced && t.namespace.is_none() {
+        return Reply::status(status::method_not_allowed());
+    }
+    match verb {
+        "list" => list(shared, req, &t),
+        "get" => get(shared, req, &t),
+        "create" => create(shared, req, &t),
+        "update" => update(shared, req, &t),
+        "patch" => patch(shared, req, &t),
+        "delete" => delete(shared, &t),
+        _ => Reply::status(status::method_not_allowed()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reads.
+
+/// What the client asked the response to be rendered as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rendering {
+    Full,
+    Table,
+    Metadata,
+}
+
+fn rendering(accept: &str) -> Rendering {
+    // The first acceptable form wins, as in the server's content negotiation.
+    for media in accept.split(',') {
+        let params: Vec<&str> = media.split(';').map(str::trim).collect();
+        let base = params.first().copied().unwrap_or_default();
+        if base != "application/json" && base != "*/*" {
+            continue;
+        }
+        let as_ = params.iter().find_map(|p| p.strip_prefix("as="));
+        let g = params.iter().find_map(|p| p.strip_prefix("g="));
+        match (as_, g) {
+            (Some("Table"), Some("meta.k8s.io")) => return Rendering::Table,
+            (Some("PartialObjectMetadata" | "PartialObjectMetadataList"), Some("meta.k8s.io")) => {
+                return Rendering::Metadata;
+            }
+            (None, _) => return Rendering::Full,
+            _ => continue,
+        }
+    }
+    Rendering::Full
+}
+
+fn list(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
+    let limit = match req.param("limit") {
+        None | Some("") => None,
+        Some(l) => match l.parse::<usize>() {
+            Ok(l) => Some(l).filter(|l| *l > 0),
+            Err(_) => return Reply::status(status::bad_request(&format!("invalid limit: {l:?}"))),
+        },
+    };
+    let labels = match LabelSelector::parse(req.param("labelSelector").unwrap_or_default()) {
+        Ok(s) => s,
+        Err(e) => return Reply::status(status::bad_request(&e)),
+    };
+    let fields = match FieldSelector::parse(req.param("fieldSelector").unwrap_or_default()) {
+        Ok(s) => s,
+        Err(e) => return Reply::status(status::bad_request(&e)),
+    };
+    let token = match req.param("continue").filter(|c| !c.is_empty()) {
+        Some(c) => match ContinueToken::decode(c) {
+            Ok(t) => Some(t),
+            Err(e) => return Reply::status(status::bad_request(&e)),
+        },
+        None => None,
+    };
+    let (storage_group, storage_plural) = (&t.served.storage.0, &t.served.storage.1);
+    let state = shared.read();
+    let current = state.store.current_rv();
+    let (at, start, pages) = match &token {
+        Some(tok) => {
+            let expired_by_fault = shared
+                .faults
+                .expire_after()
+                .is_some_and(|k| tok.pages >= k);
+            let compacted = tok.rv > 0 && (tok.rv as u64) < state.store.compacted_rv();
+            if expired_by_fault || compacted {
+                let fresh = ContinueToken {
+                    rv: -1,
+                    start: tok.start.clone(),
+                    pages: 0,
+                };
+                return Reply::status(status::expired(&fresh.encode()));
+            }
+            if tok.rv > 0 && tok.rv as u64 > current {
+                return Reply::status(status::bad_request(
+                    "continue key is not valid: resource version is newer than the server's",
+                ));
+            }
+            let at = if tok.rv < 0 { current } else { tok.rv as u64 };
+            (at, Some(tok.start.as_str()), tok.pages)
+        }
+        None => (current, None, 0),
+    };
+    if limit.is_some() && shared.faults.take_drop(pages) {
+        return Reply::Drop;
+    }
+    let page = state.store.list(
+        storage_group,
+        storage_plural,
+        t.namespace,
+        start,
+        at,
+        limit,
+        &labels,
+        &fields,
+    );
+    drop(state);
+    let next = page.continue_key.as_ref().map(|k| {
+        ContinueToken {
+            rv: at as i64,
+            start: format!("{k}\0"),
+            pages: pages + 1,
+        }
+        .encode()
+    });
+    let alt = t.served.view == View::EventsV1;
+    let mut meta = format!("{{\"resourceVersion\":\"{at}\"");
+    if let Some(c) = &next {
+        meta.push_str(",\"continue\":");
+        meta.push_str(&store::json_str(c));
+    }
+    if let Some(r) = page.remaining {
+        meta.push_str(&format!(",\"remainingItemCount\":{r}"));
+    }
+    meta.push('}');
+    match rendering(&req.accept) {
+        Rendering::Full => {
+            let size: usize = page.items.iter().map(|o| o.item_bytes(alt).len() + 1).sum();
+            let mut out = Vec::with_capacity(size + meta.len() + 128);
+            out.extend_from_slice(b"{\"kind\":");
+            out.extend_from_slice(store::json_str(&format!("{}List", t.served.def.kind)).as_bytes());
+            out.extend_from_slice(b",\"apiVersion\":");
+            out.extend_from_slice(store::json_str(&t.served.api_version()).as_bytes());
+            out.extend_from_slice(b",\"metadata\":");
+            out.extend_from_slice(meta.as_bytes());
+            out.extend_from_slice(b",\"items\":[");
+            for (i, o) in page.items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(o.item_bytes(alt));
+            }
+            out.extend_from_slice(b"]}");
+            Reply::json(200, out)
+        }
+        Rendering::Metadata => {
+            let items: Vec<String> = page.items.iter().map(|o| partial_metadata(o, alt)).collect();
+            let body = format!(
+                "{{\"kind\":\"PartialObjectMetadataList\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":{meta},\"items\":[{}]}}",
+                items.join(",")
+            );
+            Reply::json(200, body.into_bytes())
+        }
+        Rendering::Table => {
+            let now = time_of_rv(shared.start_rv, current);
+            Reply::json(200, table(&page.items, alt, &meta, now).into_bytes())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct MetaOnly<'a> {
+    #[serde(borrow)]
+    metadata: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct Created<'a> {
+    #[serde(borrow, rename = "creationTimestamp")]
+    creation_timestamp: Option<&'a str>,
+}
+
+fn raw_metadata(o: &Obj, alt: bool) -> &str {
+    serde_json::from_slice::<MetaOnly<'_>>(o.item_bytes(alt))
+        .map(|m| m.metadata.get())
+        .unwrap_or("{}")
+}
+
+fn partial_metadata(o: &Obj, alt: bool) -> String {
+    format!(
+        "{{\"kind\":\"PartialObjectMetadata\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":{}}}",
+        raw_metadata(o, alt)
+    )
+}
+
+/// The server-side table of the generic table convertor: name and age.
+fn table(items: &[Arc<Obj>], alt: bool, meta: &str, now: i64) -> String {
+    let mut rows = Vec::with_capacity(items.len());
+    for o in items {
+        let m = raw_metadata(o, alt);
+        let created = serde_json::from_str::<Created<'_>>(m)
+            .ok()
+            .and_then(|c| c.creation_timestamp.map(str::to_string))
+            .unwrap_or_default();
+        let age = parse_rfc3339(&created)
+            .map(|t| human_age(now - t))
+            .unwrap_or_else(|| "<unknown>".to_string());
+        rows.push(format!(
+            "{{\"cells\":[{},{}],\"object\":{{\"kind\":\"PartialObjectMetadata\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":{m}}}}}",
+            store::json_str(&o.name),
+            store::json_str(&age)
+        ));
+    }
+    format!(
+        "{{\"kind\":\"Table\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":{meta},\"columnDefinitions\":[{{\"name\":\"Name\",\"type\":\"string\",\"format\":\"name\",\"description\":\"Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated.\",\"priority\":0}},{{\"name\":\"Age\",\"type\":\"string\",\"format\":\"\",\"description\":\"CreationTimestamp is a timestamp representing the server time when this object was created.\",\"priority\":0}}],\"rows\":[{}]}}",
+        rows.join(",")
+    )
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC timestamp as written by this server.
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days-from-civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// Age as kubectl prints it.
+fn human_age(secs: i64) -> String {
+    let s = secs.max(0);
+    let (m, h, d) = (s / 60, s / 3600, s / 86_400);
+    if s < 120 {
+        format!("{s}s")
+    } else if m < 10 {
+        format!("{m}m{}s", s % 60)
+    } else if h < 3 {
+        format!("{m}m")
+    } else if h < 8 {
+        format!("{h}h{}m", m % 60)
+    } else if h < 48 {
+        format!("{h}h")
+    } else if d < 8 {
+        format!("{d}d{}h", h % 24)
+    } else if d < 730 {
+        format!("{d}d")
+    } else {
+        format!("{}y{}d", d / 365, d % 365)
+    }
+}
+
+fn get(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
+    let name = t.name.unwrap_or_default();
+    let key = store::object_key(t.namespace, name);
+    let obj = {
+        let state = shared.read();
+        state.store.get(&t.served.storage.0, &t.served.storage.1, &key)
+    };
+    let Some(obj) = obj else {
+        return Reply::status(status::not_found(&t.served.group, &t.served.def.plural, name));
+    };
+    let alt = t.served.view == View::EventsV1;
+    match rendering(&req.accept) {
+        Rendering::Full => Reply::json(200, obj.full_bytes(&t.served.api_version(), &t.served.def.kind, alt)),
+        Rendering::Metadata => Reply::json(200, partial_metadata(&obj, alt).into_bytes()),
+        Rendering::Table => {
+            let now = time_of_rv(shared.start_rv, shared.read().store.current_rv());
+            let meta = format!("{{\"resourceVersion\":\"{}\"}}", obj.rv);
+            Reply::json(200, table(std::slice::from_ref(&obj), alt, &meta, now).into_bytes())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Writes.
+
+fn parse_body(req: &Req) -> Result<Map<String, Value>, Reply> {
+    match serde_json::from_slice::<Value>(&req.body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(Reply::status(status::bad_request("the request body is not a JSON object"))),
+        Err(e) => Err(Reply::status(status::bad_request(&format!(
+            "couldn't get version/kind; json parse error: {e}"
+        )))),
+    }
+}
+
+/// Checks `apiVersion`/`kind` of a body against the endpoint and fills them in if absent.
+fn check_type(obj: &mut Map<String, Value>, served: &Served) -> Result<(), Reply> {
+    let expected_av = served.api_version();
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        Some(av) if av != expected_av => {
+            return Err(Reply::status(status::bad_request(&format!(
+                "the API version in the data ({av}) does not match the expected API version ({expected_av})"
+            ))));
+        }
+        _ => {}
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        Some(k) if k != served.def.kind => {
+            return Err(Reply::status(status::bad_request(&format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                served.def.kind
+            ))));
+        }
+        _ => {}
+    }
+    obj.insert("apiVersion".into(), json!(expected_av));
+    obj.insert("kind".into(), json!(served.def.kind));
+    Ok(())
+}
+
+
+
+fn custom(state: &State, t: &Target<'_>) -> bool {
+    state
+        .store
+        .collection(&t.served.storage.0, &t.served.storage.1)
+        .is_some_and(|c| c.rtype.custom)
+}
+
+fn has_status_subresource(t: &Target<'_>) -> bool {
+    t.served.def.subresources.iter().any(|s| s.name == "status")
+}
+
+fn namespace_exists(state: &State, ns: &str) -> bool {
+    state.store.get("", "namespaces", ns).is_some()
+}
+
+/// Writes one object version and builds the reply body from it.
+fn store_object(state: &mut State, t: &Target<'_>, value: Value, mode: PutMode, code: u16) -> Result<Reply, WriteError> {
+    let alt = (t.served.storage.0.is_empty() && t.served.storage.1 == "events")
+        .then(|| objects::events_v1_view(&value));
+    let is_custom = custom(state, t);
+    let obj = match Obj::from_value(value, is_custom, alt.as_ref()) {
+        Ok(o) => o,
+        Err(e) => return Ok(Reply::status(status::bad_request(&e))),
+    };
+    let body = obj.full_bytes(&t.served.api_version(), &t.served.def.kind, false);
+    state.store.put(&t.served.storage.0, &t.served.storage.1, obj, mode)?;
+    Ok(Reply::json(code, body))
+}
+
+fn create(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
+    let mut obj = match parse_body(req) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_type(&mut obj, &t.served) {
+        return r;
+    }
+    let group = t.served.group.clone();
+    let plural = t.served.def.plural.clone();
+    let kind = t.served.def.kind.clone();
+    {
+        let meta = metadata_mut(&mut obj);
+        match (t.namespace, meta.get("namespace").and_then(Value::as_str)) {
+            (Some(url), Some(body)) if url != body => {
+                return Reply::status(status::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            (Some(url), _) => {
+                meta.insert("namespace".into(), json!(url));
+            }
+            (None, _) => {
+                meta.remove("namespace");
+            }
+        }
+        for k in ["uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "generation"] {
+            meta.remove(k);
+        }
+    }
+    let mut state = shared.write();
+    if let Some(ns) = t.namespace
+        && !namespace_exists(&state, ns)
+    {
+        return Reply::status(status::not_found("", "namespaces", ns));
+    }
+    let rv = state.store.next_rv();
+    let name = {
+        let meta = metadata_mut(&mut obj);
+        match meta.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            Some(n) => n.to_string(),
+            None => match meta.get("generateName").and_then(Value::as_str) {
+                Some(prefix) if !prefix.is_empty() => {
+                    let n = format!(
+                        "{prefix}{}",
+                        Rng::derived(shared.config.seed, &format!("generateName/{rv}")).suffix(5)
+                    );
+                    meta.insert("name".into(), json!(n));
+                    n
+                }
+                _ => {
+                    return Reply::status(status::invalid(
+                        &kind,
+                        "",
+                        &group,
+                        "metadata.name",
+                        "Required value: name or generateName is required",
+                    ));
+                }
+            },
+        }
+    };
+    let key = store::object_key(t.namespace, &name);
+    if state.store.get(&t.served.storage.0, &t.served.storage.1, &key).is_some() {
+        return Reply::status(status::already_exists(&group, &plural, &name));
+    }
+    let now = rfc3339(time_of_rv(shared.start_rv, rv));
+    let is_custom = custom(&state, t);
+    {
+        let meta = metadata_mut(&mut obj);
+        let uid = Rng::derived(shared.config.seed, &format!("create/{rv}")).uuid();
+        meta.insert("uid".into(), json!(uid));
+        meta.insert("resourceVersion".into(), json!(rv.to_string()));
+        meta.insert("creationTimestamp".into(), json!(now));
+        if objects::has_generation(&kind, is_custom) {
+            meta.insert("generation".into(), json!(1));
+        }
+    }
+    // The status of a resource with a status subresource is the controllers' business: a
+    // create starts from an empty one, as on the real server.
+    if has_status_subresource(t) {
+        obj.remove("status");
+    }
+    let crd_delay = *shared.crd_delay.lock().unwrap_or_else(|p| p.into_inner());
+    match (group.as_str(), plural.as_str()) {
+        ("", "namespaces") => {
+            let meta = metadata_mut(&mut obj);
+            let labels = meta.entry("labels").or_insert_with(|| json!({}));
+            if let Value::Object(l) = labels {
+                l.insert("kubernetes.io/metadata.name".into(), json!(name));
+            }
+            obj.insert("spec".into(), json!({"finalizers": ["kubernetes"]}));
+            obj.insert("status".into(), json!({"phase": "Active"}));
+        }
+        ("", "pods") => {
+            obj.insert("status".into(), json!({"phase": "Pending", "qosClass": "BestEffort"}));
+        }
+        ("", "persistentvolumeclaims") | ("", "persistentvolumes") => {
+            obj.insert("status".into(), json!({"phase": "Pending"}));
+        }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            obj.insert("status".into(), crd_status_of(&obj, crd_delay.is_zero(), &now));
+        }
+        _ => {}
+    }
+    let api_version = t.served.api_version();
+    objects::record_manager(
+        &mut obj,
+        &api_version,
+        &objects::manager_from_user_agent(req.user_agent.as_deref()),
+        &now,
+        false,
+    );
+    let value = Value::Object(obj);
+    let is_crd = group == "apiextensions.k8s.io" && plural == "customresourcedefinitions";
+    if is_crd && register_crd(&mut state, &value, crd_delay.is_zero()).is_none() {
+        return Reply::status(status::invalid(
+            &kind,
+            &name,
+            &group,
+            "spec",
+            "Invalid value: group, names and versions are required",
+        ));
+    }
+    let reply = match store_object(&mut state, t, value, PutMode::Create, 201) {
+        Ok(reply) => reply,
+        Err(_) => return Reply::status(status::already_exists(&group, &plural, &name)),
+    };
+    shared
+        .create_log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(ObjectKey {
+            group: t.served.storage.0.clone(),
+            version: state
+                .store
+                .collection(&t.served.storage.0, &t.served.storage.1)
+                .map(|c| c.rtype.version.clone())
+                .unwrap_or_else(|| t.served.version.clone()),
+            resource: t.served.storage.1.clone(),
+            kind,
+            namespace: t.namespace.map(str::to_string),
+            name: name.clone(),
+        });
+    drop(state);
+    if is_crd && !crd_delay.is_zero() {
+        schedule_establish(shared, name, crd_delay);
+    }
+    reply
+}
+
+/// The status the apiextensions controllers give a new CRD.
+fn crd_status_of(obj: &Map<String, Value>, established: bool, now: &str) -> Value {
+    let names = obj.get("spec").and_then(|s| s.get("names")).cloned().unwrap_or(json!({}));
+    let mut accepted = names.clone();
+    if accepted.get("listKind").is_none()
+        && let Some(k) = names.get("kind").and_then(Value::as_str)
+    {
+        accepted["listKind"] = json!(format!("{k}List"));
+    }
+    if accepted.get("singular").is_none()
+        && let Some(k) = names.get("kind").and_then(Value::as_str)
+    {
+        accepted["singular"] = json!(k.to_lowercase());
+    }
+    let stored: Vec<Value> = obj
+        .get("spec")
+        .and_then(|s| s.get("versions"))
+        .and_then(Value::as_array)
+        .map(|vs| {
+            vs.iter()
+                .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+                .filter_map(|v| v.get("name").cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let established_cond = if established {
+        json!({"lastTransitionTime": now, "message": "the initial names have been accepted", "reason": "InitialNamesAccepted", "status": "True", "type": "Established"})
+    } else {
+        json!({"lastTransitionTime": now, "message": "not all names are accepted", "reason": "Installing", "status": "False", "type": "Established"})
+    };
+    json!({
+        "acceptedNames": accepted,
+        "conditions": [
+            {"lastTransitionTime": now, "message": "no conflicts found", "reason": "NoConflicts", "status": "True", "type": "NamesAccepted"},
+            established_cond,
+        ],
+        "storedVersions": stored,
+    })
+}
+
+/// Establishes a CRD after a delay, as the establishing controller does.
+fn schedule_establish(shared: &Arc<Shared>, name: String, delay: std::time::Duration) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let mut state = shared.write();
+        let Some(obj) = state.store.get("apiextensions.k8s.io", "customresourcedefinitions", &name) else {
+            return;
+        };
+        let Some(mut value) = obj.full_value("apiextensions.k8s.io/v1", "CustomResourceDefinition") else {
+            return;
+        };
+        let rv = state.store.next_rv();
+        let now = rfc3339(time_of_rv(shared.start_rv, rv));
+        if let Some(m) = value.as_object() {
+            let st = crd_status_of(m, true, &now);
+            value["status"] = st;
+        }
+        value["metadata"]["resourceVersion"] = json!(rv.to_string());
+        register_crd(&mut state, &value, true);
+        if let Ok(o) = Obj::from_value(value, false, None) {
+            let _ = state.store.put(
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                o,
+                PutMode::Update(None),
+            );
+        }
+    });
+}
+
+fn update(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
+    let mut obj = match parse_body(req) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_type(&mut obj, &t.served) {
+        return r;
+    }
+    replace(shared, req, t, obj, true)
+}
+
+fn patch(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
+    let ct = req.content_type.split(';').next().unwrap_or_default().trim();
+    if ct != "application/merge-patch+json" && ct != "application/strategic-merge-patch+json" {
+        return Reply::status(status::unsupported_media_type(ct));
+    }
+    let patch = match serde_json::from_slice::<Value>(&req.body) {
+        Ok(p @ Value::Object(_)) => p,
+        _ => return Reply::status(status::bad_request("the patch is not a JSON object")),
+    };
+    let name = t.name.unwrap_or_default();
+    let current = {
+        let state = shared.read();
+        state
+            .store
+            .get(&t.served.storage.0, &t.served.storage.1, &store::object_key(t.namespace, name))
+    };
+    let Some(current) = current else {
+        return Reply::status(status::not_found(&t.served.group, &t.served.def.plural, name));
+    };
+    let Some(mut value) = current.full_value(&t.served.api_version(), &t.served.def.kind) else {
+        return Reply::status(status::bad_request("stored object is unreadable"));
+    };
+    merge_patch(&mut value, &patch);
+    let Value::Object(obj) = value else {
+        return Reply::status(status::bad_request("the patched object is not a JSON object"));
+    };
+    // A patch only checks the resource version if it sets one.
+    let explicit_rv = patch.pointer("/metadata/resourceVersion").is_some();
+    let mut obj = obj;
+    if !explicit_rv {
+        metadata_mut(&mut obj).remove("resourceVersion");
+    }
+    replace(shared, req, t, obj, false)
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            if let Value::Object(t) = target {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// Replaces an object (PUT, or the result of a patch) with server-side bookkeeping.
+fn replace(shared: &Shared, req: &Req, t: &Target<'_>, mut obj: Map<String, Value>, strict_name: bool) -> Reply {
+    let name = t.name.unwrap_or_default().to_string();
+    let group = t.served.group.clone();
+    let plural = t.served.def.plural.clone();
+    let status_only = t.subresource == Some("status");
+    {
+        let meta = metadata_mut(&mut obj);
+        match meta.get("name").and_then(Value::as_str) {
+            Some(n) if n != name && strict_name => {
+                return Reply::status(status::bad_request(&format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            _ => {
+                meta.insert("name".into(), json!(name));
+            }
+        }
+        match (t.namespace, meta.get("namespace").and_then(Value::as_str)) {
+            (Some(url), Some(body)) if url != body => {
+                return Reply::status(status::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            (Some(url), _) => {
+                meta.insert("namespace".into(), json!(url));
+            }
+            (None, _) => {
+                meta.remove("namespace");
+            }
+        }
+    }
+    let mut state = shared.write();
+    let key = store::object_key(t.namespace, &name);
+    let Some(current) = state.store.get(&t.served.storage.0, &t.served.storage.1, &key) else {
+        return Reply::status(status::not_found(&group, &plural, &name));
+    };
+    let expected = match metadata_mut(&mut obj).get("resourceVersion").and_then(Value::as_str) {
+        Some(rv) => match rv.parse::<u64>() {
+            Ok(rv) => Some(rv),
+            Err(_) => {
+                return Reply::status(status::invalid(
+                    &t.served.def.kind,
+                    &name,
+                    &group,
+                    "metadata.resourceVersion",
+                    "Invalid value: must be a number",
+                ));
+            }
+        },
+        None => None,
+    };
+    if let Some(e) = expected
+        && e != current.rv
+    {
+        return Reply::status(status::conflict(&group, &plural, &name));
+    }
+    let Some(Value::Object(old)) = current.full_value(&t.served.api_version(), &t.served.def.kind) else {
+        return Reply::status(status::bad_request("stored object is unreadable"));
+    };
+    let old_meta = old.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut new = if status_only {
+        let mut n = old.clone();
+        n.insert("status".into(), obj.get("status").cloned().unwrap_or(json!({})));
+        n
+    } else {
+        if has_status_subresource(t) {
+            match old.get("status") {
+                Some(s) => obj.insert("status".into(), s.clone()),
+                None => obj.remove("status"),
+            };
+        }
+        obj
+    };
+    let rv = state.store.next_rv();
+    let now = rfc3339(time_of_rv(shared.start_rv, rv));
+    let is_custom = custom(&state, t);
+    let spec_changed = ["spec", "data", "template", "rules"]
+        .iter()
+        .any(|k| new.get(*k) != old.get(*k));
+    {
+        let meta = metadata_mut(&mut new);
+        for k in ["uid", "creationTimestamp"] {
+            match old_meta.get(k) {
+                Some(v) => meta.insert(k.into(), v.clone()),
+                None => meta.remove(k),
+            };
+        }
+        meta.insert("resourceVersion".into(), json!(rv.to_string()));
+        if objects::has_generation(&t.served.def.kind, is_custom) {
+            let g = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
+            meta.insert(
+                "generation".into(),
+                json!(if spec_changed && !status_only { g + 1 } else { g }),
+            );
+        } else {
+            meta.remove("generation");
+        }
+        if !meta.contains_key("managedFields")
+            && let Some(mf) = old_meta.get("managedFields")
+        {
+            meta.insert("managedFields".into(), mf.clone());
+        }
+    }
+    objects::record_manager(
+        &mut new,
+        &t.served.api_version(),
+        &objects::manager_from_user_agent(req.user_agent.as_deref()),
+        &now,
+        status_only,
+    );
+    let value = Value::Object(new);
+    if group == "apiextensions.k8s.io" && plural == "customresourcedefinitions" {
+        let established = state.crds.get(&name).is_some_and(|c| c.established);
+        register_crd(&mut state, &value, established);
+    }
+    match store_object(&mut state, t, value, PutMode::Update(Some(current.rv)), 200) {
+        Ok(reply) => reply,
+        Err(WriteError::Conflict) => Reply::status(status::conflict(&group, &plural, &name)),
+        Err(_) => Reply::status(status::not_found(&group, &plural, &name)),
+    }
+}
+
+fn delete(shared: &Shared, t: &Target<'_>) -> Reply {
+    let name = t.name.unwrap_or_default().to_string();
+    let group = t.served.group.clone();
+    let plural = t.served.def.plural.clone();
+    let (sg, sp) = (t.served.storage.0.clone(), t.served.storage.1.clone());
+    let mut state = shared.write();
+    let key = store::object_key(t.namespace, &name);
+    let Some(current) = state.store.get(&sg, &sp, &key) else {
+        return Reply::status(status::not_found(&group, &plural, &name));
+    };
+    let rv = state.store.next_rv();
+    let now = rfc3339(time_of_rv(shared.start_rv, rv));
+    let mut shown = current.full_value(&t.served.api_version(), &t.served.def.kind);
+    if sg.is_empty() && sp == "namespaces" {
+        // Namespace deletion removes everything in it (immediately, where the real server's
+        // namespace controller takes a while) and reports the namespace as terminating.
+        let targets: Vec<(String, String)> = state
+            .store
+            .collections()
+            .filter(|c| c.rtype.namespaced)
+            .map(|c| (c.rtype.group.clone(), c.rtype.plural.clone()))
+            .collect();
+        for (g, p) in targets {
+            for o in state.store.current(&g, &p) {
+                if o.namespace.as_deref() == Some(name.as_str()) {
+                    let k = store::object_key(Some(&name), &o.name);
+                    state.store.delete(&g, &p, &k, rv);
+                }
+            }
+        }
+        if let Some(v) = shown.as_mut() {
+            v["metadata"]["deletionTimestamp"] = json!(now);
+            v["status"] = json!({"phase": "Terminating"});
+        }
+    }
+    if sg == "apiextensions.k8s.io" && sp == "customresourcedefinitions" {
+        if let Some(crd) = state.crds.remove(&name) {
+            state.store.remove_collection(&crd.group, &crd.plural);
+        }
+    }
+    state.store.delete(&sg, &sp, &key, rv);
+    drop(state);
+    match shown {
+        Some(v) => Reply::json(200, serde_json::to_vec(&v).unwrap_or_default()),
+        None => Reply::json(
+            200,
+            status::success(json!({"name": name, "group": group, "kind": plural, "uid": current.uid.to_string()})),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation() {
+        assert!(rendering("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json") == Rendering::Table);
+        assert!(rendering("application/json") == Rendering::Full);
+        assert!(rendering("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1") == Rendering::Metadata);
+        assert!(rendering("") == Rendering::Full);
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(human_age(5), "5s");
+        assert_eq!(human_age(3 * 86_400 + 7200), "3d2h");
+        assert_eq!(human_age(40 * 86_400), "40d");
+        assert_eq!(parse_rfc3339("2025-01-15T10:00:00Z"), Some(objects::BASE_TIME));
+    }
+
+    #[test]
+    fn merge() {
+        let mut v = json!({"a": {"b": 1, "c": 2}, "d": [1]});
+        merge_patch(&mut v, &json!({"a": {"b": null, "e": 3}, "d": [2]}));
+        assert_eq!(v, json!({"a": {"c": 2, "e": 3}, "d": [2]}));
+    }
+}

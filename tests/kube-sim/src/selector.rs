@@ -1,0 +1,263 @@
+//! Label and field selectors of list requests, parsed the way the API server parses them.
+//!
+//! Label selectors support every operator of the real grammar: `a=b`, `a==b`, `a!=b`,
+//! `a in (x,y)`, `a notin (x,y)`, `a` (exists) and `!a` (does not exist). Field selectors are
+//! honoured for `metadata.name` and `metadata.namespace` (`=`, `==`, `!=`); other fields are
+//! accepted and ignored.
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Op {
+    Eq(String),
+    NotEq(String),
+    In(Vec<String>),
+    NotIn(Vec<String>),
+    Exists,
+    NotExists,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Requirement {
+    key: String,
+    op: Op,
+}
+
+/// A parsed label selector; the empty selector matches everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LabelSelector {
+    reqs: Vec<Requirement>,
+}
+
+impl LabelSelector {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.reqs.is_empty()
+    }
+
+    pub(crate) fn parse(text: &str) -> Result<LabelSelector, String> {
+        let mut reqs = Vec::new();
+        for part in split_top_level(text) {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            reqs.push(parse_requirement(part)?);
+        }
+        Ok(LabelSelector { reqs })
+    }
+
+    pub(crate) fn matches<'a, I>(&self, labels: I) -> bool
+    where
+        I: Fn(&str) -> Option<&'a str>,
+    {
+        self.reqs.iter().all(|r| {
+            let value = labels(&r.key);
+            match &r.op {
+                Op::Eq(v) => value == Some(v.as_str()),
+                Op::NotEq(v) => value != Some(v.as_str()),
+                Op::In(vs) => value.is_some_and(|x| vs.iter().any(|v| v == x)),
+                Op::NotIn(vs) => !value.is_some_and(|x| vs.iter().any(|v| v == x)),
+                Op::Exists => value.is_some(),
+                Op::NotExists => value.is_none(),
+            }
+        })
+    }
+}
+
+/// Splits at commas that are not inside a parenthesised value set.
+fn split_top_level(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 317
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+}
+
+fn valid_value(value: &str) -> bool {
+    value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn parse_requirement(part: &str) -> Result<Requirement, String> {
+    let bad = |why: &str| format!("unable to parse requirement: {why}: {part:?}");
+    if let Some(key) = part.strip_prefix('!') {
+        let key = key.trim();
+        if !valid_key(key) {
+            return Err(bad("invalid label key"));
+        }
+        return Ok(Requirement {
+            key: key.to_string(),
+            op: Op::NotExists,
+        });
+    }
+    for (token, ctor) in [("!=", 0), ("==", 1), ("=", 1)] {
+        if let Some((k, v)) = part.split_once(token) {
+            let (k, v) = (k.trim(), v.trim());
+            if !valid_key(k) {
+                return Err(bad("invalid label key"));
+            }
+            if !valid_value(v) {
+                return Err(bad("invalid label value"));
+            }
+            let op = if ctor == 0 {
+                Op::NotEq(v.to_string())
+            } else {
+                Op::Eq(v.to_string())
+            };
+            return Ok(Requirement {
+                key: k.to_string(),
+                op,
+            });
+        }
+    }
+    let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
+    if words.len() == 2 {
+        let key = words[0].trim();
+        let rest = words[1].trim();
+        let (notin, set) = if let Some(s) = rest.strip_prefix("notin") {
+            (true, s)
+        } else if let Some(s) = rest.strip_prefix("in") {
+            (false, s)
+        } else {
+            return Err(bad("unknown operator"));
+        };
+        let set = set.trim();
+        let inner = set
+            .strip_prefix('(')
+            .and_then(|s| s.strip_suffix(')'))
+            .ok_or_else(|| bad("expected a parenthesised set of values"))?;
+        if !valid_key(key) {
+            return Err(bad("invalid label key"));
+        }
+        let values: Vec<String> = inner
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect();
+        if values.iter().any(|v| !valid_value(v)) {
+            return Err(bad("invalid label value"));
+        }
+        if values.is_empty() {
+            return Err(bad("for 'in', 'notin' operators, values set can't be empty"));
+        }
+        return Ok(Requirement {
+            key: key.to_string(),
+            op: if notin {
+                Op::NotIn(values)
+            } else {
+                Op::In(values)
+            },
+        });
+    }
+    if !valid_key(part) {
+        return Err(bad("invalid label key"));
+    }
+    Ok(Requirement {
+        key: part.to_string(),
+        op: Op::Exists,
+    })
+}
+
+/// The supported part of a field selector.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FieldSelector {
+    name: Option<(bool, String)>,
+    namespace: Option<(bool, String)>,
+}
+
+impl FieldSelector {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.name.is_none() && self.namespace.is_none()
+    }
+
+    pub(crate) fn parse(text: &str) -> Result<FieldSelector, String> {
+        let mut out = FieldSelector::default();
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            let (key, eq, value) = if let Some((k, v)) = part.split_once("!=") {
+                (k, false, v)
+            } else if let Some((k, v)) = part.split_once("==") {
+                (k, true, v)
+            } else if let Some((k, v)) = part.split_once('=') {
+                (k, true, v)
+            } else {
+                return Err(format!("invalid selector: '{text}'; can't understand '{part}'"));
+            };
+            match key.trim() {
+                "metadata.name" => out.name = Some((eq, value.trim().to_string())),
+                "metadata.namespace" => out.namespace = Some((eq, value.trim().to_string())),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn matches(&self, namespace: Option<&str>, name: &str) -> bool {
+        let check = |sel: &Option<(bool, String)>, actual: &str| match sel {
+            None => true,
+            Some((true, v)) => v == actual,
+            Some((false, v)) => v != actual,
+        };
+        check(&self.name, name) && check(&self.namespace, namespace.unwrap_or(""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<&'a str> {
+        move |k| pairs.iter().find(|(a, _)| *a == k).map(|(_, v)| *v)
+    }
+
+    #[test]
+    fn operators() {
+        let l = [("app", "web"), ("tier", "front")];
+        let m = |s: &str| LabelSelector::parse(s).unwrap().matches(labels(&l));
+        assert!(m("app=web"));
+        assert!(m("app==web"));
+        assert!(!m("app=db"));
+        assert!(m("app!=db"));
+        assert!(m("app"));
+        assert!(!m("!app"));
+        assert!(m("!missing"));
+        assert!(m("tier in (front, back)"));
+        assert!(!m("tier notin (front,back)"));
+        assert!(m("app=web,tier in (front,back),!missing"));
+        assert!(m(""));
+        assert!(LabelSelector::parse("app in ()").is_err());
+        assert!(LabelSelector::parse("a b c").is_err());
+    }
+
+    #[test]
+    fn fields() {
+        let f = FieldSelector::parse("metadata.name=x,spec.nodeName=n1").unwrap();
+        assert!(f.matches(Some("ns"), "x"));
+        assert!(!f.matches(Some("ns"), "y"));
+        let f = FieldSelector::parse("metadata.namespace!=kube-system").unwrap();
+        assert!(f.matches(Some("default"), "x"));
+        assert!(!f.matches(Some("kube-system"), "x"));
+    }
+}
