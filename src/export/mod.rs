@@ -1,0 +1,351 @@
+//! The exporter: from a snapshot manifest, materialize the plain layout
+//! `backup/<ts>/[<namespace>/]<resource>.json` that people and scripts read.
+//!
+//! Each file is a kubectl List of the file's objects, sorted by name. A file is described by
+//! its recipe (the ordered ids of its objects); the local index remembers where each recipe
+//! was last written, so an unchanged file is a server-side copy of that key, without reading
+//! or rendering its objects. Changed files are rendered from the store and uploaded.
+//!
+//! The exporter runs after the manifest is stored (packs -> index -> manifest -> layout) and
+//! can run again on the same manifest: it finishes an interrupted export without redoing
+//! what is already in place. It never writes outside `backup/<ts>/`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::snapshot::manifest::{ExportRecord, ExportedFile, Manifest, Transfer};
+use crate::store::{FileHash, ObjectId, RemoteFile, Store, StoreError};
+
+/// Name of the local index table: recipe -> where that file was last written.
+const EXPORTED_TREE: &str = "exported";
+/// Bumped whenever the rendering of a file changes, so old recipes are not copied.
+const FORMAT: &[u8] = b"kube-autosave list v1\n";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("exporting {key}: {source}")]
+    Store {
+        key: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error(transparent)]
+    Manifest(StoreError),
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Files copied or uploaded at the same time.
+    pub concurrency: usize,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        Self { concurrency: 8 }
+    }
+}
+
+/// One file to write.
+#[derive(Debug, Clone)]
+pub struct PlannedFile {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub key: String,
+    pub ids: Vec<ObjectId>,
+    pub recipe: FileHash,
+}
+
+/// Where a recipe was last written (kept in the local index).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Written {
+    key: String,
+    size: u64,
+    hash: FileHash,
+    how: Transfer,
+}
+
+/// The file name of a resource: the plural, qualified by the group when the same plural is
+/// served by more than one group and this one is not the core group.
+fn file_names(manifest: &Manifest) -> Vec<String> {
+    let mut groups_of: HashMap<&str, Vec<&str>> = HashMap::new();
+    let plurals = manifest
+        .resources
+        .iter()
+        .map(|r| (r.resource.resource.as_str(), r.resource.group.as_str()))
+        .chain(
+            manifest
+                .skipped
+                .iter()
+                .filter_map(|s| s.resource.as_deref().map(|r| (r, s.group.as_str()))),
+        );
+    for (plural, group) in plurals {
+        let groups = groups_of.entry(plural).or_default();
+        if !groups.contains(&group) {
+            groups.push(group);
+        }
+    }
+    manifest
+        .resources
+        .iter()
+        .map(|r| {
+            let rt = &r.resource;
+            let shared = groups_of
+                .get(rt.resource.as_str())
+                .is_some_and(|g| g.len() > 1);
+            if shared && !rt.group.is_empty() {
+                format!("{}.{}.json", rt.resource, rt.group)
+            } else {
+                format!("{}.json", rt.resource)
+            }
+        })
+        .collect()
+}
+
+/// The files of a manifest's plain layout, in key order.
+pub fn plan(manifest: &Manifest) -> Vec<PlannedFile> {
+    let names = file_names(manifest);
+    let mut files: BTreeMap<String, PlannedFile> = BTreeMap::new();
+    for object in &manifest.objects {
+        let name = &names[object.resource as usize];
+        let key = RemoteFile::Layout {
+            time: &manifest.time,
+            namespace: object.namespace.as_deref(),
+            name,
+        }
+        .key();
+        files
+            .entry(key.clone())
+            .or_insert_with(|| PlannedFile {
+                namespace: object.namespace.clone(),
+                name: name.clone(),
+                key,
+                ids: Vec::new(),
+                recipe: FileHash::of(b""),
+            })
+            .ids
+            .push(object.id);
+    }
+    files
+        .into_values()
+        .map(|mut file| {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(FORMAT);
+            for id in &file.ids {
+                hasher.update(id.as_bytes());
+            }
+            file.recipe = FileHash::from_bytes(*hasher.finalize().as_bytes());
+            file
+        })
+        .collect()
+}
+
+/// Renders a List file from its objects (canonical JSON each), one item per line so that
+/// the file greps and diffs well and stays valid JSON.
+pub fn render(objects: &[Bytes]) -> Bytes {
+    let len: usize = objects.iter().map(|o| o.len() + 2).sum();
+    let mut out = Vec::with_capacity(len + 64);
+    out.extend_from_slice(b"{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[");
+    for (i, object) in objects.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'\n');
+        out.extend_from_slice(object);
+    }
+    out.extend_from_slice(b"\n]}\n");
+    Bytes::from(out)
+}
+
+struct Exporter<'a> {
+    store: &'a Store,
+    written: sled::Tree,
+}
+
+impl Exporter<'_> {
+    fn lookup(&self, recipe: &FileHash) -> Option<Written> {
+        let value = self.written.get(recipe.as_bytes()).ok()??;
+        serde_json::from_slice(&value).ok()
+    }
+
+    fn remember(&self, recipe: &FileHash, written: &Written) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(written).unwrap_or_default();
+        self.written
+            .insert(recipe.as_bytes(), value)
+            .map_err(|e| StoreError::Index {
+                path: self.store.cache().path().to_path_buf(),
+                message: e.to_string(),
+            })?;
+        Ok(())
+    }
+
+    async fn export_file(&self, file: PlannedFile) -> Result<ExportedFile, ExportError> {
+        let fail = |source| ExportError::Store {
+            key: file.key.clone(),
+            source,
+        };
+        let done = |written: &Written| ExportedFile {
+            key: file.key.clone(),
+            size: written.size,
+            hash: written.hash,
+            recipe: file.recipe,
+            objects: file.ids.len() as u64,
+            how: written.how,
+        };
+        if let Some(previous) = self.lookup(&file.recipe) {
+            if previous.key == file.key {
+                // Written by an earlier, interrupted run of this export.
+                return Ok(done(&previous));
+            }
+            match self.store.backend().copy(&previous.key, &file.key).await {
+                Ok(()) => {
+                    let written = Written {
+                        key: file.key.clone(),
+                        how: Transfer::Copied,
+                        ..previous
+                    };
+                    self.remember(&file.recipe, &written).map_err(fail)?;
+                    return Ok(done(&written));
+                }
+                Err(StoreError::NotFound { .. }) => {
+                    tracing::debug!(from = %previous.key, "copy source is gone; uploading");
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        let by_id: HashMap<ObjectId, Bytes> = self
+            .store
+            .get_many(file.ids.clone())
+            .try_collect()
+            .await
+            .map_err(fail)?;
+        let objects: Vec<Bytes> = file
+            .ids
+            .iter()
+            .map(|id| by_id.get(id).cloned().ok_or(StoreError::MissingObject(*id)))
+            .collect::<Result<_, _>>()
+            .map_err(fail)?;
+        let data = render(&objects);
+        let written = Written {
+            key: file.key.clone(),
+            size: data.len() as u64,
+            hash: FileHash::of(&data),
+            how: Transfer::Uploaded,
+        };
+        self.store
+            .backend()
+            .put(&file.key, data)
+            .await
+            .map_err(fail)?;
+        self.remember(&file.recipe, &written).map_err(fail)?;
+        Ok(done(&written))
+    }
+}
+
+/// What the exporter reports while it runs.
+pub type ExportProgressFn = Arc<dyn Fn(&ExportedFile) + Send + Sync>;
+
+/// Writes the plain layout of `manifest`, then records the export in the manifest and saves
+/// it. Running it again on a manifest whose export was interrupted finishes the job.
+pub async fn export(
+    store: &Store,
+    manifest: &mut Manifest,
+    options: &ExportOptions,
+    progress: Option<ExportProgressFn>,
+) -> Result<ExportRecord, ExportError> {
+    let started = Instant::now();
+    let written = store
+        .cache()
+        .tree(EXPORTED_TREE)
+        .map_err(ExportError::Manifest)?;
+    let exporter = Exporter { store, written };
+    if exporter.written.is_empty() {
+        seed_from_latest_export(store, &exporter, manifest).await;
+    }
+    let files = plan(manifest);
+    let mut results: Vec<ExportedFile> = futures::stream::iter(files)
+        .map(|file| exporter.export_file(file))
+        .buffer_unordered(options.concurrency.max(1))
+        .inspect_ok(|file| {
+            if let Some(progress) = &progress {
+                progress(file);
+            }
+        })
+        .try_collect()
+        .await?;
+    results.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut record = ExportRecord::default();
+    for file in &results {
+        match file.how {
+            Transfer::Copied => {
+                record.files_copied += 1;
+                record.bytes_copied += file.size;
+            }
+            Transfer::Uploaded => {
+                record.files_uploaded += 1;
+                record.bytes_uploaded += file.size;
+            }
+        }
+    }
+    record.files = results;
+    record.duration_ms = started.elapsed().as_millis() as u64;
+    manifest.export = Some(record.clone());
+    manifest.save(store).await.map_err(ExportError::Manifest)?;
+    store.cache().flush().await.map_err(ExportError::Manifest)?;
+    Ok(record)
+}
+
+/// A lost local index forgets where files were written; the newest exported manifest knows,
+/// so the next export copies instead of uploading everything again.
+async fn seed_from_latest_export(store: &Store, exporter: &Exporter<'_>, current: &Manifest) {
+    let Ok(times) = Manifest::list(store).await else {
+        return;
+    };
+    for time in times.iter().rev().filter(|t| **t != current.time) {
+        let Ok(manifest) = Manifest::load(store, time).await else {
+            continue;
+        };
+        let Some(export) = manifest.export else {
+            continue;
+        };
+        for file in export.files {
+            let written = Written {
+                key: file.key,
+                size: file.size,
+                hash: file.hash,
+                how: file.how,
+            };
+            let _ = exporter.remember(&file.recipe, &written);
+        }
+        return;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_files_are_kubectl_lists() {
+        let objects = vec![
+            Bytes::from_static(
+                br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"}}"#,
+            ),
+            Bytes::from_static(
+                br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"b"}}"#,
+            ),
+        ];
+        let file = render(&objects);
+        let parsed: serde_json::Value = serde_json::from_slice(&file).unwrap();
+        assert_eq!(parsed["kind"], "List");
+        assert_eq!(parsed["apiVersion"], "v1");
+        assert_eq!(parsed["items"].as_array().unwrap().len(), 2);
+        assert_eq!(parsed["items"][1]["metadata"]["name"], "b");
+        let empty: serde_json::Value = serde_json::from_slice(&render(&[])).unwrap();
+        assert_eq!(empty["items"], serde_json::json!([]));
+    }
+}

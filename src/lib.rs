@@ -1,0 +1,8 @@
+//! kube-autosave keeps restorable snapshots of every Kubernetes resource of a cluster in S3:
+//! a content-addressed store of deduplicated objects (`store`), the reader that turns a
+//! cluster into a snapshot (`snapshot`), and the exporter that publishes each snapshot in the
+//! plain `backup/<ts>/<namespace>/<resource>.json` layout (`export`).
+
+pub mod export;
+pub mod snapshot;
+pub mod store;

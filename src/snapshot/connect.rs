@@ -1,0 +1,44 @@
+//! Connecting to the cluster with the standard kubeconfig chain: `--kubeconfig` and
+//! `--context` when given, else `KUBECONFIG`, `~/.kube/config`, or the in-cluster service
+//! account.
+
+use std::path::PathBuf;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use super::SnapshotError;
+
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+}
+
+pub async fn connect(options: &ClusterOptions) -> Result<kube::Client, SnapshotError> {
+    let kube_options = KubeConfigOptions {
+        context: options.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let config = match &options.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
+                SnapshotError::Connect(format!("cannot read kubeconfig {}: {e}", path.display()))
+            })?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube_options)
+                .await
+                .map_err(|e| {
+                    SnapshotError::Connect(format!("kubeconfig {}: {e}", path.display()))
+                })?
+        }
+        None if options.context.is_some() => kube::Config::from_kubeconfig(&kube_options)
+            .await
+            .map_err(|e| SnapshotError::Connect(format!("kubeconfig: {e}")))?,
+        None => kube::Config::infer().await.map_err(|e| {
+            SnapshotError::Connect(format!(
+                "no cluster configured ({e}); pass --kubeconfig, set KUBECONFIG, or run in a pod"
+            ))
+        })?,
+    };
+    kube::Client::try_from(config)
+        .map_err(|e| SnapshotError::Connect(format!("cannot create the API client: {e}")))
+}

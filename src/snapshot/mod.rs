@@ -1,0 +1,379 @@
+//! Reading a cluster into a snapshot: discover every listable resource, list each one page
+//! by page, clean every object with the rules, hash its canonical JSON and hand it to the
+//! store; then write the manifest. Objects stream through (a page at a time per resource);
+//! only the manifest entries grow with the cluster. A resource or group that cannot be read
+//! is recorded as skipped with the reason; it never fails the snapshot as a whole.
+//!
+//! This module never writes to the cluster.
+
+pub mod api;
+pub mod canonical;
+pub mod connect;
+pub mod discovery;
+pub mod manifest;
+pub mod rules;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use api::{Api, ApiError, RetryPolicy};
+pub use connect::{ClusterOptions, connect};
+pub use discovery::{Discovered, DiscoveryError, ResourceType, discover};
+pub use manifest::{Manifest, ManifestObject, ManifestResource, Skipped, SnapshotStats};
+pub use rules::Rules;
+
+use crate::store::{ObjectId, SnapshotTime, Store, StoreError};
+
+/// How to read the cluster.
+#[derive(Debug, Clone)]
+pub struct SnapshotOptions {
+    pub cluster_name: String,
+    /// Items per list request.
+    pub page_size: u32,
+    /// Resources listed at the same time.
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+    pub rules: Rules,
+    /// Restarts of one resource's list after expired continue tokens before giving up on it.
+    pub max_list_restarts: u32,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> Self {
+        Self {
+            cluster_name: "cluster".to_string(),
+            page_size: 500,
+            concurrency: 4,
+            retry: RetryPolicy::default(),
+            rules: Rules::default(),
+            max_list_restarts: 5,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{0}")]
+    Connect(String),
+    #[error(
+        "{0}; check the kubeconfig and context, and that the API server is reachable from here"
+    )]
+    Discovery(#[from] DiscoveryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a snapshot reports while it runs.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Discovered { resources: usize, skipped: usize },
+    Page { objects: u64 },
+    ResourceDone { resource: String, objects: u64 },
+    ResourceSkipped { resource: String, reason: String },
+}
+
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+#[derive(Deserialize)]
+struct ListPage {
+    #[serde(default)]
+    metadata: ListMeta,
+    #[serde(default)]
+    items: Vec<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct ListMeta {
+    #[serde(rename = "continue", default)]
+    continue_token: Option<String>,
+}
+
+/// The store writer stopped (its error is what the caller reports).
+struct WriterGone;
+
+/// The objects read from one resource.
+struct ResourceOutcome {
+    entries: Vec<ManifestObject>,
+    skipped: Option<Skipped>,
+    excluded: u64,
+    bytes: u64,
+    pages: u64,
+    restarts: u64,
+}
+
+/// Percent-encodes a query parameter value.
+fn encode_query(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+struct Lister<'a> {
+    api: &'a Api,
+    options: &'a SnapshotOptions,
+    objects: mpsc::Sender<(ObjectId, Bytes)>,
+    progress: &'a ProgressFn,
+    seen: &'a AtomicU64,
+}
+
+use tokio::sync::mpsc;
+
+impl Lister<'_> {
+    async fn list(&self, index: u32, rt: &ResourceType) -> Result<ResourceOutcome, WriterGone> {
+        let mut outcome = ResourceOutcome {
+            entries: Vec::new(),
+            skipped: None,
+            excluded: 0,
+            bytes: 0,
+            pages: 0,
+            restarts: 0,
+        };
+        let mut token: Option<String> = None;
+        let selector = self
+            .options
+            .rules
+            .label_selector
+            .as_deref()
+            .map(|s| format!("&labelSelector={}", encode_query(s)))
+            .unwrap_or_default();
+        loop {
+            let mut path = format!(
+                "{}?limit={}{selector}",
+                rt.collection_path(None),
+                self.options.page_size
+            );
+            if let Some(token) = &token {
+                path.push_str("&continue=");
+                path.push_str(&encode_query(token));
+            }
+            outcome.pages += 1;
+            let body = match self.api.get(&path, "application/json").await {
+                Ok(body) => body,
+                Err(e) if e.is_expired() && token.is_some() => {
+                    // The consistent choice: start the list again, forget what this resource
+                    // gave so far (the store keeps the objects; they are not sent twice).
+                    outcome.restarts += 1;
+                    if u64::from(self.options.max_list_restarts) < outcome.restarts {
+                        return Ok(self.skip(rt, outcome, &e));
+                    }
+                    tracing::info!(resource = %rt.qualified_name(), "continue token expired; restarting the list");
+                    outcome.entries.clear();
+                    outcome.excluded = 0;
+                    outcome.bytes = 0;
+                    token = None;
+                    continue;
+                }
+                Err(e) => return Ok(self.skip(rt, outcome, &e)),
+            };
+            let page: ListPage = match serde_json::from_slice(&body) {
+                Ok(page) => page,
+                Err(e) => {
+                    return Ok(self.skip(rt, outcome, &ApiError::Decode(format!("{path}: {e}"))));
+                }
+            };
+            let count = page.items.len() as u64;
+            for mut item in page.items {
+                if self.options.rules.apply(rt, &mut item).is_err() {
+                    outcome.excluded += 1;
+                    continue;
+                }
+                let metadata = item.get("metadata");
+                let name = metadata
+                    .and_then(|m| m.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let namespace = metadata
+                    .and_then(|m| m.get("namespace"))
+                    .and_then(Value::as_str)
+                    .filter(|_| rt.namespaced)
+                    .map(str::to_string);
+                let bytes = Bytes::from(canonical::to_vec(&item));
+                let id = ObjectId::of(&bytes);
+                outcome.bytes += bytes.len() as u64;
+                outcome.entries.push(ManifestObject {
+                    resource: index,
+                    namespace,
+                    name,
+                    id,
+                    size: bytes.len() as u32,
+                });
+                self.objects
+                    .send((id, bytes))
+                    .await
+                    .map_err(|_| WriterGone)?;
+            }
+            self.seen.fetch_add(count, Ordering::Relaxed);
+            (self.progress)(Progress::Page { objects: count });
+            match page.metadata.continue_token.filter(|t| !t.is_empty()) {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        (self.progress)(Progress::ResourceDone {
+            resource: rt.qualified_name(),
+            objects: outcome.entries.len() as u64,
+        });
+        Ok(outcome)
+    }
+
+    fn skip(
+        &self,
+        rt: &ResourceType,
+        mut outcome: ResourceOutcome,
+        e: &ApiError,
+    ) -> ResourceOutcome {
+        tracing::warn!(resource = %rt.qualified_name(), error = %e, "skipping resource");
+        (self.progress)(Progress::ResourceSkipped {
+            resource: rt.qualified_name(),
+            reason: e.to_string(),
+        });
+        outcome.entries.clear();
+        outcome.skipped = Some(Skipped {
+            group: rt.group.clone(),
+            version: Some(rt.version.clone()),
+            resource: Some(rt.resource.clone()),
+            namespace: None,
+            code: e.code(),
+            reason: e.to_string(),
+        });
+        outcome
+    }
+}
+
+/// Takes one snapshot of the cluster behind `api` into `store` and writes its manifest.
+pub async fn take_snapshot(
+    api: &Api,
+    store: &Store,
+    options: &SnapshotOptions,
+    progress: ProgressFn,
+) -> Result<Manifest, SnapshotError> {
+    let started = Instant::now();
+    let time = unused_time(store).await?;
+
+    let discovered = discover(api).await?;
+    let mut skipped = discovered.skipped;
+    let resources: Vec<ResourceType> = discovered
+        .resources
+        .into_iter()
+        .filter(|rt| options.rules.wants_resource(rt))
+        .collect();
+    progress(Progress::Discovered {
+        resources: resources.len(),
+        skipped: skipped.len(),
+    });
+
+    // One writer takes objects from every lister: compression and packing stay in one place
+    // while hashing and cleaning run in the listers, in parallel.
+    let (sender, mut receiver) = mpsc::channel::<(ObjectId, Bytes)>(2048);
+    let mut writer = store.writer()?;
+    let writing = tokio::spawn(async move {
+        while let Some((id, bytes)) = receiver.recv().await {
+            writer.add_with_id(id, &bytes).await?;
+        }
+        writer.finish().await
+    });
+
+    let seen = AtomicU64::new(0);
+    let lister = Lister {
+        api,
+        options,
+        objects: sender,
+        progress: &progress,
+        seen: &seen,
+    };
+    let outcomes: Vec<Result<ResourceOutcome, WriterGone>> =
+        futures::stream::iter(resources.iter().enumerate())
+            .map(|(i, rt)| lister.list(i as u32, rt))
+            .buffered(options.concurrency.max(1))
+            .collect()
+            .await;
+    drop(lister);
+    let store_stats = writing
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+
+    let mut stats = SnapshotStats {
+        store: store_stats,
+        ..SnapshotStats::default()
+    };
+    let mut manifest_resources = Vec::new();
+    let mut objects = Vec::new();
+    for (rt, outcome) in resources.into_iter().zip(outcomes) {
+        // The writer finished without error, so every lister got its objects through.
+        let Ok(mut outcome) = outcome else {
+            unreachable!("a lister lost the store writer, which did not fail")
+        };
+        stats.list_requests += outcome.pages;
+        stats.list_restarts += outcome.restarts;
+        if let Some(skip) = outcome.skipped {
+            skipped.push(skip);
+            continue;
+        }
+        stats.excluded += outcome.excluded;
+        stats.bytes += outcome.bytes;
+        let index = manifest_resources.len() as u32;
+        for entry in &mut outcome.entries {
+            entry.resource = index;
+        }
+        manifest_resources.push(ManifestResource {
+            resource: rt,
+            count: outcome.entries.len() as u64,
+        });
+        objects.append(&mut outcome.entries);
+    }
+    objects.sort_by(|a, b| {
+        (a.resource, &a.namespace, &a.name).cmp(&(b.resource, &b.namespace, &b.name))
+    });
+    skipped.sort();
+    stats.objects = objects.len() as u64;
+    stats.duration_ms = started.elapsed().as_millis() as u64;
+
+    let manifest = Manifest {
+        version: manifest::MANIFEST_VERSION,
+        time,
+        cluster: options.cluster_name.clone(),
+        resources: manifest_resources,
+        objects,
+        skipped,
+        stats,
+        export: None,
+    };
+    manifest.save(store).await?;
+    Ok(manifest)
+}
+
+/// Now, or the next free second if a snapshot of this second exists already.
+async fn unused_time(store: &Store) -> Result<SnapshotTime, StoreError> {
+    let taken = Manifest::list(store).await?;
+    let mut time = SnapshotTime::now();
+    while taken.contains(&time) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        time = SnapshotTime::now().max(time.next_second());
+    }
+    Ok(time)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(
+            super::encode_query("app in (a,b)"),
+            "app%20in%20%28a%2Cb%29"
+        );
+    }
+}

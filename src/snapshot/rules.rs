@@ -1,0 +1,359 @@
+//! What a snapshot keeps and how objects are cleaned so that they can be created in a fresh
+//! cluster. Every rule is configurable; the defaults follow DESIGN.md: strip what the server
+//! assigns, leave out what controllers or the cluster recreate by themselves.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::discovery::ResourceType;
+
+/// The snapshot rules (the `rules:` part of the configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Rules {
+    /// Remove `status` from every object.
+    pub strip_status: bool,
+    /// `metadata` fields the server assigns, removed from every object.
+    pub strip_metadata: Vec<String>,
+    /// More fields to remove, as JSON pointers (`/metadata/annotations/example.com~1x`).
+    pub strip_fields: Vec<String>,
+    /// Remove Service `spec.clusterIP`/`clusterIPs` (kept for headless services).
+    pub strip_service_cluster_ip: bool,
+    /// Remove the PVC binding annotations `pv.kubernetes.io/bind-completed` and
+    /// `pv.kubernetes.io/bound-by-controller`.
+    pub strip_pvc_binding: bool,
+    /// Remove PV `spec.claimRef.uid`/`resourceVersion`.
+    pub strip_pv_claim_ref_identity: bool,
+    /// Only these resources (`configmaps`, `deployments.apps`); empty means all.
+    pub include_resources: Vec<String>,
+    /// Resources left out (`events`, `leases.coordination.k8s.io`, or a group: `*.metrics.k8s.io`).
+    pub exclude_resources: Vec<String>,
+    /// Only these namespaces; empty means all. Cluster-scoped objects are always kept.
+    pub include_namespaces: Vec<String>,
+    pub exclude_namespaces: Vec<String>,
+    /// A label selector sent to the API server with every list (`app=web,tier!=cache`).
+    pub label_selector: Option<String>,
+    /// Keep objects that a controller owns (a `controller: true` ownerReference).
+    pub keep_controller_owned: bool,
+    /// Keep Secrets of type `kubernetes.io/service-account-token`.
+    pub keep_service_account_tokens: bool,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            strip_status: true,
+            strip_metadata: [
+                "uid",
+                "resourceVersion",
+                "selfLink",
+                "creationTimestamp",
+                "generation",
+                "managedFields",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ]
+            .map(String::from)
+            .to_vec(),
+            strip_fields: Vec::new(),
+            strip_service_cluster_ip: true,
+            strip_pvc_binding: true,
+            strip_pv_claim_ref_identity: true,
+            include_resources: Vec::new(),
+            exclude_resources: [
+                "events",
+                "events.events.k8s.io",
+                "endpoints",
+                "endpointslices.discovery.k8s.io",
+                "leases.coordination.k8s.io",
+            ]
+            .map(String::from)
+            .to_vec(),
+            include_namespaces: Vec::new(),
+            exclude_namespaces: Vec::new(),
+            label_selector: None,
+            keep_controller_owned: false,
+            keep_service_account_tokens: false,
+        }
+    }
+}
+
+/// Why an object was left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exclusion {
+    Namespace,
+    ControllerOwned,
+    ServiceAccountToken,
+}
+
+fn matches_resource(pattern: &str, rt: &ResourceType) -> bool {
+    if let Some(group) = pattern.strip_prefix("*.") {
+        return rt.group == group;
+    }
+    pattern == rt.qualified_name() || (rt.group.is_empty() && pattern == rt.resource)
+}
+
+impl Rules {
+    /// Whether a resource type is read at all.
+    pub fn wants_resource(&self, rt: &ResourceType) -> bool {
+        let included = self.include_resources.is_empty()
+            || self
+                .include_resources
+                .iter()
+                .any(|p| matches_resource(p, rt));
+        included
+            && !self
+                .exclude_resources
+                .iter()
+                .any(|p| matches_resource(p, rt))
+    }
+
+    pub fn wants_namespace(&self, namespace: &str) -> bool {
+        let included = self.include_namespaces.is_empty()
+            || self.include_namespaces.iter().any(|n| n == namespace);
+        included && !self.exclude_namespaces.iter().any(|n| n == namespace)
+    }
+
+    /// Decides whether to keep `object` (an item of a list of `rt`) and, if so, cleans it in
+    /// place: sets `apiVersion`/`kind` (list items of built-in kinds come without them) and
+    /// removes what the rules strip.
+    pub fn apply(&self, rt: &ResourceType, object: &mut Value) -> Result<(), Exclusion> {
+        let Some(map) = object.as_object_mut() else {
+            return Ok(());
+        };
+        if rt.namespaced {
+            let namespace = map
+                .get("metadata")
+                .and_then(|m| m.get("namespace"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !self.wants_namespace(namespace) {
+                return Err(Exclusion::Namespace);
+            }
+        }
+        if !self.keep_controller_owned && is_controller_owned(map) {
+            return Err(Exclusion::ControllerOwned);
+        }
+        if !self.keep_service_account_tokens
+            && rt.group.is_empty()
+            && rt.resource == "secrets"
+            && map.get("type").and_then(Value::as_str)
+                == Some("kubernetes.io/service-account-token")
+        {
+            return Err(Exclusion::ServiceAccountToken);
+        }
+
+        map.entry("apiVersion")
+            .or_insert_with(|| Value::String(rt.api_version()));
+        map.entry("kind")
+            .or_insert_with(|| Value::String(rt.kind.clone()));
+        if self.strip_status {
+            map.remove("status");
+        }
+        if let Some(Value::Object(metadata)) = map.get_mut("metadata") {
+            for field in &self.strip_metadata {
+                metadata.remove(field);
+            }
+        }
+        match (rt.group.as_str(), rt.resource.as_str()) {
+            ("", "services") if self.strip_service_cluster_ip => strip_cluster_ip(map),
+            ("", "persistentvolumeclaims") if self.strip_pvc_binding => {
+                if let Some(Value::Object(annotations)) = map
+                    .get_mut("metadata")
+                    .and_then(|m| m.get_mut("annotations"))
+                {
+                    annotations.remove("pv.kubernetes.io/bind-completed");
+                    annotations.remove("pv.kubernetes.io/bound-by-controller");
+                    if annotations.is_empty()
+                        && let Some(Value::Object(metadata)) = map.get_mut("metadata")
+                    {
+                        metadata.remove("annotations");
+                    }
+                }
+            }
+            ("", "persistentvolumes") if self.strip_pv_claim_ref_identity => {
+                if let Some(Value::Object(claim_ref)) =
+                    map.get_mut("spec").and_then(|s| s.get_mut("claimRef"))
+                {
+                    claim_ref.remove("uid");
+                    claim_ref.remove("resourceVersion");
+                }
+            }
+            _ => {}
+        }
+        for pointer in &self.strip_fields {
+            remove_pointer(object, pointer);
+        }
+        Ok(())
+    }
+}
+
+fn is_controller_owned(map: &serde_json::Map<String, Value>) -> bool {
+    map.get("metadata")
+        .and_then(|m| m.get("ownerReferences"))
+        .and_then(Value::as_array)
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        })
+}
+
+fn strip_cluster_ip(map: &mut serde_json::Map<String, Value>) {
+    let Some(Value::Object(spec)) = map.get_mut("spec") else {
+        return;
+    };
+    if spec.get("clusterIP").and_then(Value::as_str) == Some("None") {
+        return;
+    }
+    spec.remove("clusterIP");
+    spec.remove("clusterIPs");
+}
+
+/// Removes the value at a JSON pointer, if there is one.
+fn remove_pointer(value: &mut Value, pointer: &str) {
+    let Some((parent, last)) = pointer.rsplit_once('/') else {
+        return;
+    };
+    let last = last.replace("~1", "/").replace("~0", "~");
+    match value.pointer_mut(parent) {
+        Some(Value::Object(map)) => {
+            map.remove(&last);
+        }
+        Some(Value::Array(items)) => {
+            if let Ok(i) = last.parse::<usize>()
+                && i < items.len()
+            {
+                items.remove(i);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rt(group: &str, resource: &str, kind: &str) -> ResourceType {
+        ResourceType {
+            group: group.into(),
+            version: "v1".into(),
+            kind: kind.into(),
+            resource: resource.into(),
+            namespaced: true,
+        }
+    }
+
+    #[test]
+    fn server_fields_are_stripped_and_type_is_set() {
+        let mut cm = json!({
+            "metadata": {"name": "a", "namespace": "n", "uid": "u", "resourceVersion": "5",
+                         "creationTimestamp": "t", "managedFields": [], "generation": 2,
+                         "selfLink": "/x", "labels": {"k": "v"}},
+            "data": {"x": "y"},
+            "status": {"phase": "x"}
+        });
+        Rules::default()
+            .apply(&rt("", "configmaps", "ConfigMap"), &mut cm)
+            .unwrap();
+        assert_eq!(
+            cm,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "a", "namespace": "n", "labels": {"k": "v"}},
+                   "data": {"x": "y"}})
+        );
+    }
+
+    #[test]
+    fn service_cluster_ip_is_removed_unless_headless() {
+        let rules = Rules::default();
+        let svc = rt("", "services", "Service");
+        let mut normal = json!({"metadata": {"name": "a"}, "spec": {"clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1"], "ports": []}});
+        rules.apply(&svc, &mut normal).unwrap();
+        assert_eq!(normal["spec"], json!({"ports": []}));
+        let mut headless = json!({"metadata": {"name": "a"}, "spec": {"clusterIP": "None", "clusterIPs": ["None"]}});
+        rules.apply(&svc, &mut headless).unwrap();
+        assert_eq!(headless["spec"]["clusterIP"], "None");
+    }
+
+    #[test]
+    fn controller_owned_and_token_secrets_are_left_out_by_default() {
+        let rules = Rules::default();
+        let mut pod = json!({"metadata": {"name": "p", "ownerReferences": [{"kind": "ReplicaSet", "controller": true}]}});
+        assert_eq!(
+            rules.apply(&rt("", "pods", "Pod"), &mut pod),
+            Err(Exclusion::ControllerOwned)
+        );
+        let mut token =
+            json!({"metadata": {"name": "t"}, "type": "kubernetes.io/service-account-token"});
+        assert_eq!(
+            rules.apply(&rt("", "secrets", "Secret"), &mut token),
+            Err(Exclusion::ServiceAccountToken)
+        );
+        let keep = Rules {
+            keep_controller_owned: true,
+            keep_service_account_tokens: true,
+            ..Rules::default()
+        };
+        assert!(keep.apply(&rt("", "pods", "Pod"), &mut pod).is_ok());
+        assert!(keep.apply(&rt("", "secrets", "Secret"), &mut token).is_ok());
+    }
+
+    #[test]
+    fn pvc_and_pv_binding_details_are_removed() {
+        let rules = Rules::default();
+        let mut pvc = json!({"metadata": {"name": "c", "annotations": {
+            "pv.kubernetes.io/bind-completed": "yes", "pv.kubernetes.io/bound-by-controller": "yes", "keep": "me"}}});
+        rules
+            .apply(
+                &rt("", "persistentvolumeclaims", "PersistentVolumeClaim"),
+                &mut pvc,
+            )
+            .unwrap();
+        assert_eq!(pvc["metadata"]["annotations"], json!({"keep": "me"}));
+        let mut pv = json!({"metadata": {"name": "v"}, "spec": {"claimRef": {"name": "c", "namespace": "n", "uid": "u", "resourceVersion": "1"}}});
+        let mut pv_rt = rt("", "persistentvolumes", "PersistentVolume");
+        pv_rt.namespaced = false;
+        rules.apply(&pv_rt, &mut pv).unwrap();
+        assert_eq!(
+            pv["spec"]["claimRef"],
+            json!({"name": "c", "namespace": "n"})
+        );
+    }
+
+    #[test]
+    fn extra_fields_resources_and_namespaces() {
+        let rules = Rules {
+            strip_fields: vec![
+                "/metadata/annotations/example.com~1note".into(),
+                "/spec/x".into(),
+            ],
+            exclude_namespaces: vec!["scratch".into()],
+            ..Rules::default()
+        };
+        let mut obj = json!({"metadata": {"name": "a", "namespace": "n", "annotations": {"example.com/note": "x", "y": "z"}}, "spec": {"x": 1, "y": 2}});
+        rules
+            .apply(&rt("example.com", "widgets", "Widget"), &mut obj)
+            .unwrap();
+        assert_eq!(obj["metadata"]["annotations"], json!({"y": "z"}));
+        assert_eq!(obj["spec"], json!({"y": 2}));
+        let mut scratch = json!({"metadata": {"name": "a", "namespace": "scratch"}});
+        assert_eq!(
+            rules.apply(&rt("", "configmaps", "ConfigMap"), &mut scratch),
+            Err(Exclusion::Namespace)
+        );
+        assert!(!rules.wants_resource(&rt("", "events", "Event")));
+        assert!(!rules.wants_resource(&rt("coordination.k8s.io", "leases", "Lease")));
+        assert!(rules.wants_resource(&rt("apps", "deployments", "Deployment")));
+        let only = Rules {
+            include_resources: vec!["deployments.apps".into(), "configmaps".into()],
+            exclude_resources: vec!["*.metrics.k8s.io".into()],
+            ..Rules::default()
+        };
+        assert!(only.wants_resource(&rt("apps", "deployments", "Deployment")));
+        assert!(only.wants_resource(&rt("", "configmaps", "ConfigMap")));
+        assert!(!only.wants_resource(&rt("", "secrets", "Secret")));
+        assert!(!only.wants_resource(&rt("metrics.k8s.io", "pods", "PodMetrics")));
+    }
+}

@@ -1,0 +1,190 @@
+//! The storage seam: one small async trait that every destination implements (S3, a local
+//! directory, memory), and wrappers that add behaviour around any of them (a key prefix,
+//! request counting, fault injection). Backends know nothing about packs or snapshots; they
+//! move bytes under keys. Keys are `/`-separated and relative to the backend's root.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+
+use super::error::StoreResult;
+
+/// What a listing or `head` tells about one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Whether `put_if_absent` wrote the key or found it there already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    AlreadyExists,
+}
+
+/// A place that stores bytes under keys.
+#[async_trait]
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// A human-readable description of where the data goes (for messages and logs).
+    fn describe(&self) -> String;
+
+    /// Writes `data` under `key`, replacing what was there. Readers never see a partial value.
+    async fn put(&self, key: &str, data: Bytes) -> StoreResult<()>;
+
+    /// Writes `data` under `key` unless the key exists. Content-addressed keys use this: a
+    /// second writer of the same content finds it there and does nothing.
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<PutOutcome>;
+
+    async fn get(&self, key: &str) -> StoreResult<Bytes>;
+
+    /// Reads the bytes `range` (end exclusive) of `key`.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes>;
+
+    /// The key's size, or `None` when it does not exist.
+    async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>>;
+
+    /// Copies `from` to `to` inside the destination without sending the bytes through us.
+    async fn copy(&self, from: &str, to: &str) -> StoreResult<()>;
+
+    /// Every key that starts with `prefix`, in no particular order.
+    fn list(&self, prefix: &str) -> BoxStream<'_, StoreResult<ObjectMeta>>;
+
+    /// Deletes `key`; deleting a missing key is not an error.
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+}
+
+pub type DynBackend = Arc<dyn Backend>;
+
+/// Conveniences built from the core operations.
+#[async_trait]
+pub trait BackendExt: Backend {
+    /// All keys under `prefix`, sorted.
+    async fn list_all(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+        let mut all: Vec<ObjectMeta> = self.list(prefix).try_collect().await?;
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(all)
+    }
+
+    async fn exists(&self, key: &str) -> StoreResult<bool> {
+        Ok(self.head(key).await?.is_some())
+    }
+
+    /// `get` that answers `None` for a missing key instead of an error.
+    async fn get_opt(&self, key: &str) -> StoreResult<Option<Bytes>> {
+        match self.get(key).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl<T: Backend + ?Sized> BackendExt for T {}
+
+#[async_trait]
+impl<T: Backend + ?Sized> Backend for Arc<T> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    async fn put(&self, key: &str, data: Bytes) -> StoreResult<()> {
+        (**self).put(key, data).await
+    }
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<PutOutcome> {
+        (**self).put_if_absent(key, data).await
+    }
+    async fn get(&self, key: &str) -> StoreResult<Bytes> {
+        (**self).get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
+        (**self).get_range(key, range).await
+    }
+    async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
+        (**self).head(key).await
+    }
+    async fn copy(&self, from: &str, to: &str) -> StoreResult<()> {
+        (**self).copy(from, to).await
+    }
+    fn list(&self, prefix: &str) -> BoxStream<'_, StoreResult<ObjectMeta>> {
+        (**self).list(prefix)
+    }
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        (**self).delete(key).await
+    }
+}
+
+/// Puts every key of `inner` under `prefix/` (object_store's `PrefixStore`): the cluster's
+/// base folder inside a bucket.
+#[derive(Debug)]
+pub struct PrefixBackend<B> {
+    inner: B,
+    prefix: String,
+}
+
+impl<B: Backend> PrefixBackend<B> {
+    /// `prefix` without leading or trailing slashes; empty means no prefix.
+    pub fn new(inner: B, prefix: &str) -> Self {
+        let prefix = prefix.trim_matches('/');
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        Self { inner, prefix }
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Backend for PrefixBackend<B> {
+    fn describe(&self) -> String {
+        format!(
+            "{}/{}",
+            self.inner.describe().trim_end_matches('/'),
+            self.prefix.trim_end_matches('/')
+        )
+    }
+    async fn put(&self, key: &str, data: Bytes) -> StoreResult<()> {
+        self.inner.put(&self.full(key), data).await
+    }
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<PutOutcome> {
+        self.inner.put_if_absent(&self.full(key), data).await
+    }
+    async fn get(&self, key: &str) -> StoreResult<Bytes> {
+        self.inner.get(&self.full(key)).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
+        self.inner.get_range(&self.full(key), range).await
+    }
+    async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
+        let meta = self.inner.head(&self.full(key)).await?;
+        Ok(meta.map(|m| ObjectMeta {
+            key: key.to_string(),
+            size: m.size,
+        }))
+    }
+    async fn copy(&self, from: &str, to: &str) -> StoreResult<()> {
+        self.inner.copy(&self.full(from), &self.full(to)).await
+    }
+    fn list(&self, prefix: &str) -> BoxStream<'_, StoreResult<ObjectMeta>> {
+        let strip = self.prefix.len();
+        self.inner
+            .list(&self.full(prefix))
+            .map_ok(move |m| ObjectMeta {
+                key: m.key[strip..].to_string(),
+                size: m.size,
+            })
+            .boxed()
+    }
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.inner.delete(&self.full(key)).await
+    }
+}

@@ -1,0 +1,178 @@
+//! The local sled index: which objects the store already holds and where, plus small tables
+//! for the exporter (rendered file hashes) and the pusher (pending work).
+//!
+//! It is a cache and nothing more. Everything in the `objects` tree can be rebuilt from the
+//! remote index files, so a missing or corrupt directory is rebuilt, never fatal. It must
+//! never hold an object that no remote index file lists: entries are inserted only after the
+//! index file that lists them is stored.
+
+use std::path::{Path, PathBuf};
+
+use super::error::{StoreError, StoreResult};
+use super::id::{IndexId, ObjectId};
+use super::pack::{IndexFile, Location};
+
+/// Bumped when the layout of the trees changes; an older cache is rebuilt.
+const CACHE_FORMAT: &[u8] = b"1";
+
+pub struct Cache {
+    path: PathBuf,
+    db: sled::Db,
+    objects: sled::Tree,
+    index_files: sled::Tree,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sled_error(path: &Path, e: sled::Error) -> StoreError {
+    StoreError::Index {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+impl Cache {
+    /// Opens the cache at `path`. A directory held by another process is an error; one that
+    /// cannot be read (corrupt, or written by an incompatible version) is wiped and started
+    /// afresh, and the caller rebuilds it from the remote index files.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        match Self::try_open(path) {
+            Ok(cache) => Ok(cache),
+            Err(e) if is_lock_error(&e) => Err(StoreError::IndexLocked {
+                path: path.to_path_buf(),
+            }),
+            Err(e) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    "the local index cannot be read; rebuilding it from the store"
+                );
+                std::fs::remove_dir_all(path).map_err(|e| StoreError::io(path, e))?;
+                Self::try_open(path).map_err(|e| sled_error(path, e))
+            }
+        }
+    }
+
+    fn try_open(path: &Path) -> Result<Self, sled::Error> {
+        // sled panics on some kinds of damage instead of returning an error.
+        let opened = std::panic::catch_unwind(|| {
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(64 * 1024 * 1024)
+                .open()
+        })
+        .unwrap_or_else(|_| Err(sled::Error::Corruption { at: None, bt: () }))?;
+        match opened.get(b"format")? {
+            Some(format) if &format[..] == CACHE_FORMAT => {}
+            Some(_) => {
+                return Err(sled::Error::Unsupported(
+                    "local index format changed".to_string(),
+                ));
+            }
+            None => {
+                opened.insert(b"format", CACHE_FORMAT)?;
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            objects: opened.open_tree("objects")?,
+            index_files: opened.open_tree("index_files")?,
+            db: opened,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn location(&self, id: &ObjectId) -> StoreResult<Option<Location>> {
+        let found = self
+            .objects
+            .get(id.as_bytes())
+            .map_err(|e| sled_error(&self.path, e))?;
+        Ok(found.and_then(|v| Location::decode(&v)))
+    }
+
+    pub fn contains(&self, id: &ObjectId) -> StoreResult<bool> {
+        self.objects
+            .contains_key(id.as_bytes())
+            .map_err(|e| sled_error(&self.path, e))
+    }
+
+    pub fn object_count(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn knows_index_file(&self, id: &IndexId) -> StoreResult<bool> {
+        self.index_files
+            .contains_key(id.as_bytes())
+            .map_err(|e| sled_error(&self.path, e))
+    }
+
+    pub fn index_files(&self) -> StoreResult<Vec<IndexId>> {
+        self.index_files
+            .iter()
+            .keys()
+            .map(|k| {
+                k.map_err(|e| sled_error(&self.path, e))
+                    .map(|k| IndexId::from_slice(&k))
+            })
+            .filter_map(|r| r.transpose())
+            .collect()
+    }
+
+    /// Records every entry of a stored index file, then the index file itself, so that an
+    /// interrupted insert is redone at the next sync.
+    pub fn insert_index_file(&self, id: &IndexId, index: &IndexFile) -> StoreResult<()> {
+        let mut batch = sled::Batch::default();
+        for pack in &index.packs {
+            for (object, location) in pack.locations() {
+                batch.insert(object.as_bytes(), &location.encode()[..]);
+            }
+        }
+        self.objects
+            .apply_batch(batch)
+            .map_err(|e| sled_error(&self.path, e))?;
+        self.index_files
+            .insert(id.as_bytes(), &[])
+            .map_err(|e| sled_error(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Forgets everything the store told us (before a full rebuild).
+    pub fn clear_store_entries(&self) -> StoreResult<()> {
+        self.index_files
+            .clear()
+            .map_err(|e| sled_error(&self.path, e))?;
+        self.objects
+            .clear()
+            .map_err(|e| sled_error(&self.path, e))?;
+        Ok(())
+    }
+
+    /// A named table for other parts of the program (the exporter's file hashes, the
+    /// pusher's pending work). What goes in there must be rebuildable or re-doable too.
+    pub fn tree(&self, name: &str) -> StoreResult<sled::Tree> {
+        self.db
+            .open_tree(name)
+            .map_err(|e| sled_error(&self.path, e))
+    }
+
+    pub async fn flush(&self) -> StoreResult<()> {
+        self.db
+            .flush_async()
+            .await
+            .map(drop)
+            .map_err(|e| sled_error(&self.path, e))
+    }
+}

@@ -1,0 +1,112 @@
+//! Errors of the store: every variant names the key, object or path it concerns, and the
+//! user-facing message says what to do about it.
+
+use std::path::PathBuf;
+
+use super::id::{ObjectId, PackId};
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid destination {uri:?}: {reason}")]
+    InvalidUri { uri: String, reason: String },
+
+    #[error("{key}: not found")]
+    NotFound { key: String },
+
+    #[error(
+        "could not connect to the endpoint URL {endpoint} ({op} {key}): {message}; \
+         check the endpoint, the network and that the S3 service is up"
+    )]
+    Unreachable {
+        endpoint: String,
+        op: &'static str,
+        key: String,
+        message: String,
+    },
+
+    #[error(
+        "access denied by {endpoint} ({op} {key}): {message}; check the AWS credentials \
+         (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profile or IRSA role), the bucket policy \
+         and, for a KMS-encrypted bucket, --sse aws:kms with the right key id"
+    )]
+    AccessDenied {
+        endpoint: String,
+        op: &'static str,
+        key: String,
+        message: String,
+    },
+
+    #[error("bucket {bucket:?} does not exist at {endpoint}; create it or fix the destination URI")]
+    NoSuchBucket { endpoint: String, bucket: String },
+
+    #[error("{op} {key} at {endpoint} failed: {message}")]
+    Remote {
+        endpoint: String,
+        op: &'static str,
+        key: String,
+        message: String,
+    },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("object {object} in pack {pack:#} is corrupt: {reason}; run `kube-autosave verify`")]
+    Corrupt {
+        object: ObjectId,
+        pack: PackId,
+        reason: String,
+    },
+
+    #[error("object {0:#} is not in the store (no index file lists it)")]
+    MissingObject(ObjectId),
+
+    #[error("{key}: malformed {what}: {reason}")]
+    Malformed {
+        key: String,
+        what: &'static str,
+        reason: String,
+    },
+
+    #[error(
+        "the local index at {path} is in use by another kube-autosave process; stop it or \
+         point --cache-dir elsewhere"
+    )]
+    IndexLocked { path: PathBuf },
+
+    #[error("local index at {path}: {message}")]
+    Index { path: PathBuf, message: String },
+
+    #[error("{op} {key}: injected fault")]
+    Injected { op: &'static str, key: String },
+}
+
+impl StoreError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when the error says the key does not exist (as opposed to a failure to tell).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+
+    /// True for errors that may go away by themselves (network, 5xx, injected faults), so the
+    /// operation is worth retrying later rather than reporting as a permanent failure.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unreachable { .. }
+                | StoreError::Remote { .. }
+                | StoreError::Injected { .. }
+        )
+    }
+}

@@ -1,0 +1,509 @@
+//! The content-addressed store: every distinct object is kept once, zstd-compressed in packs,
+//! addressed by its BLAKE3 hash, in S3 or a local directory.
+//!
+//! Write order is an invariant: packs, then the index files that point into them (then, one
+//! level up, manifests, then the plain layout). The local sled index is only a cache of the
+//! remote index files: it may be deleted at any time and is rebuilt on open. An object the
+//! cache knows is never uploaded again. This module must never delete anything outside a
+//! prune plan, and never record an object locally before the index file that lists it is
+//! stored.
+
+pub mod backend;
+pub mod cache;
+pub mod error;
+pub mod id;
+pub mod layout;
+pub mod local;
+pub mod memory;
+pub mod pack;
+pub mod s3;
+pub mod uri;
+pub mod wrappers;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+pub use backend::{Backend, BackendExt, DynBackend, ObjectMeta, PrefixBackend, PutOutcome};
+pub use cache::Cache;
+pub use error::{StoreError, StoreResult};
+pub use id::{FileHash, IndexId, ObjectId, PackId, SnapshotId};
+pub use layout::{Folder, RemoteFile, SnapshotTime};
+pub use local::LocalBackend;
+pub use memory::MemoryBackend;
+pub use pack::{IndexFile, IndexedPack, Location};
+pub use s3::{S3Backend, S3Options, Sse};
+pub use uri::Destination;
+
+/// Tunables of the store's write path.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// A pack is sealed and uploaded once it holds this many compressed bytes.
+    pub pack_size: usize,
+    /// zstd level for objects (3 is zstd's default: fast, and most of the gain).
+    pub compression_level: i32,
+    /// Pack uploads running at once.
+    pub uploads_in_flight: usize,
+    /// An index file is written after this many packs (and at the end of every writer), so an
+    /// interrupted long run keeps most of what it uploaded.
+    pub index_every_packs: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            pack_size: 4 * 1024 * 1024,
+            compression_level: 3,
+            uploads_in_flight: 4,
+            index_every_packs: 64,
+        }
+    }
+}
+
+/// What a writer did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutStats {
+    /// Objects handed to the writer.
+    pub objects: u64,
+    /// Objects the store did not hold before (each stored once).
+    pub new_objects: u64,
+    /// Uncompressed bytes of all objects handed in.
+    pub raw_bytes: u64,
+    /// Uncompressed bytes of the new objects.
+    pub new_raw_bytes: u64,
+    /// Compressed bytes of the new objects, as stored in packs.
+    pub compressed_bytes: u64,
+    pub packs_written: u64,
+    pub index_files_written: u64,
+    /// Requests sent to the backend.
+    pub requests: u64,
+    /// Bytes sent to the backend (packs and index files).
+    pub uploaded_bytes: u64,
+}
+
+impl PutStats {
+    pub fn add(&mut self, other: &PutStats) {
+        self.objects += other.objects;
+        self.new_objects += other.new_objects;
+        self.raw_bytes += other.raw_bytes;
+        self.new_raw_bytes += other.new_raw_bytes;
+        self.compressed_bytes += other.compressed_bytes;
+        self.packs_written += other.packs_written;
+        self.index_files_written += other.index_files_written;
+        self.requests += other.requests;
+        self.uploaded_bytes += other.uploaded_bytes;
+    }
+}
+
+/// What a sync of the local index with the remote index files did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SyncStats {
+    pub index_files_loaded: usize,
+    pub rebuilt: bool,
+}
+
+struct Inner {
+    backend: DynBackend,
+    cache: Cache,
+    /// Local copies of packs this machine wrote or read, so that exporting a snapshot reads
+    /// objects from disk instead of downloading packs again. Content-addressed, so never stale.
+    packs_dir: PathBuf,
+    config: StoreConfig,
+}
+
+/// A handle on the store of one destination; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.inner.backend.describe())
+            .field("cache", &self.inner.cache.path())
+            .finish()
+    }
+}
+
+/// The local index directory for a destination: one per destination under `cache_dir`, so two
+/// destinations never share what they believe is stored.
+pub fn cache_path(cache_dir: &Path, backend: &dyn Backend) -> PathBuf {
+    let hash = blake3::hash(backend.describe().as_bytes());
+    cache_dir.join(format!("index-{}", &hash.to_hex()[..16]))
+}
+
+impl Store {
+    /// Opens the store at `backend`, with its local index under `cache_dir`, and brings the
+    /// local index up to date with the remote index files.
+    pub async fn open(
+        backend: DynBackend,
+        cache_dir: &Path,
+        config: StoreConfig,
+    ) -> StoreResult<Self> {
+        let path = cache_path(cache_dir, backend.as_ref());
+        let packs_dir = path.with_extension("packs");
+        std::fs::create_dir_all(&packs_dir).map_err(|e| StoreError::io(&packs_dir, e))?;
+        let cache = tokio::task::spawn_blocking(move || Cache::open(&path))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        let store = Self {
+            inner: Arc::new(Inner {
+                backend,
+                cache,
+                packs_dir,
+                config,
+            }),
+        };
+        store.sync_index().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> &DynBackend {
+        &self.inner.backend
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.inner.cache
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// Loads the remote index files the local index does not know yet. When one it knows has
+    /// gone (pruned, or the destination was wiped), the local index is rebuilt from scratch.
+    pub async fn sync_index(&self) -> StoreResult<SyncStats> {
+        let remote = self.remote_index_files().await?;
+        let known = self.inner.cache.index_files()?;
+        let remote_set: HashSet<IndexId> = remote.iter().copied().collect();
+        let mut stats = SyncStats::default();
+        if known.iter().any(|id| !remote_set.contains(id)) {
+            tracing::info!("index files were removed from the store; rebuilding the local index");
+            self.inner.cache.clear_store_entries()?;
+            stats.rebuilt = true;
+        }
+        for id in remote {
+            if self.inner.cache.knows_index_file(&id)? {
+                continue;
+            }
+            self.load_index_file(&id).await?;
+            stats.index_files_loaded += 1;
+        }
+        Ok(stats)
+    }
+
+    /// Forgets the local index and rebuilds it from the remote index files.
+    pub async fn rebuild_index(&self) -> StoreResult<SyncStats> {
+        self.inner.cache.clear_store_entries()?;
+        let mut stats = self.sync_index().await?;
+        stats.rebuilt = true;
+        Ok(stats)
+    }
+
+    async fn remote_index_files(&self) -> StoreResult<Vec<IndexId>> {
+        let folder = Folder::Index;
+        let listed = self.inner.backend.list_all(&folder.prefix()).await?;
+        Ok(listed
+            .iter()
+            .filter_map(|m| folder.name_in(&m.key))
+            .filter_map(|name| name.parse().ok())
+            .collect())
+    }
+
+    async fn load_index_file(&self, id: &IndexId) -> StoreResult<()> {
+        let key = RemoteFile::Index(id).key();
+        let bytes = self.inner.backend.get(&key).await?;
+        let index = IndexFile::decode(&key, id, &bytes)?;
+        self.inner.cache.insert_index_file(id, &index)
+    }
+
+    /// A writer that stores objects new to the store. Call [`StoreWriter::finish`] at the
+    /// end: until then, what it wrote is not recorded as stored.
+    pub fn writer(&self) -> StoreResult<StoreWriter> {
+        StoreWriter::new(self.clone())
+    }
+
+    /// Stores a stream of objects; returns each object's id, in order, and what was done.
+    pub async fn put<S>(&self, objects: S) -> StoreResult<(Vec<ObjectId>, PutStats)>
+    where
+        S: Stream<Item = Bytes>,
+    {
+        let mut writer = self.writer()?;
+        let mut ids = Vec::new();
+        let mut objects = std::pin::pin!(objects);
+        while let Some(object) = objects.next().await {
+            ids.push(writer.add(&object).await?);
+        }
+        Ok((ids, writer.finish().await?))
+    }
+
+    /// Whether the store holds `id` (according to the local index).
+    pub fn contains(&self, id: &ObjectId) -> StoreResult<bool> {
+        self.inner.cache.contains(id)
+    }
+
+    pub async fn location(&self, id: &ObjectId) -> StoreResult<Location> {
+        if let Some(location) = self.inner.cache.location(id)? {
+            return Ok(location);
+        }
+        // Another writer may have stored it since we opened.
+        self.sync_index().await?;
+        self.inner
+            .cache
+            .location(id)?
+            .ok_or(StoreError::MissingObject(*id))
+    }
+
+    /// The original bytes of `id`, checked against the id.
+    pub async fn get(&self, id: &ObjectId) -> StoreResult<Bytes> {
+        let location = self.location(id).await?;
+        let key = RemoteFile::Pack(&location.pack).key();
+        let range = location.offset..location.offset + u64::from(location.length);
+        let stored = match self.inner.backend.get_range(&key, range).await {
+            Ok(stored) => stored,
+            Err(StoreError::NotFound { .. }) => {
+                return Err(StoreError::Corrupt {
+                    object: *id,
+                    pack: location.pack,
+                    reason: format!("pack {key} is missing"),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        pack::open_blob(id, &location, &stored)
+    }
+
+    /// Reads many objects, fetching each pack at most once; yields `(id, bytes)` in pack
+    /// order. Every object is checked against its id.
+    pub fn get_many(
+        &self,
+        ids: Vec<ObjectId>,
+    ) -> impl Stream<Item = StoreResult<(ObjectId, Bytes)>> + '_ {
+        futures::stream::once(async move {
+            let mut by_pack: std::collections::BTreeMap<PackId, Vec<(ObjectId, Location)>> =
+                Default::default();
+            for id in ids {
+                let location = self.location(&id).await?;
+                by_pack
+                    .entry(location.pack)
+                    .or_default()
+                    .push((id, location));
+            }
+            Ok::<_, StoreError>(futures::stream::iter(by_pack).map(move |(pack, wanted)| {
+                let this = self.clone();
+                async move { this.read_from_pack(pack, wanted).await }
+            }))
+        })
+        .map_ok(|packs| {
+            packs
+                .buffered(4)
+                .map_ok(|objects| futures::stream::iter(objects.into_iter().map(Ok)))
+                .try_flatten()
+        })
+        .try_flatten()
+    }
+
+    fn local_pack(&self, pack: &PackId) -> PathBuf {
+        self.inner.packs_dir.join(pack.to_hex())
+    }
+
+    async fn read_from_pack(
+        &self,
+        pack: PackId,
+        wanted: Vec<(ObjectId, Location)>,
+    ) -> StoreResult<Vec<(ObjectId, Bytes)>> {
+        let local = self.local_pack(&pack);
+        if !local.is_file() {
+            let key = RemoteFile::Pack(&pack).key();
+            let data = match self.inner.backend.get(&key).await {
+                Ok(data) => data,
+                Err(StoreError::NotFound { .. }) => {
+                    return Err(StoreError::Corrupt {
+                        object: wanted[0].0,
+                        pack,
+                        reason: format!("pack {key} is missing"),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            if PackId::of(&data) == pack {
+                save_local_pack(&local, &data).await?;
+            } else {
+                // Keep no local copy of a damaged pack; report the objects it damages.
+                return wanted
+                    .into_iter()
+                    .map(|(id, location)| {
+                        let start = location.offset as usize;
+                        let stored = data
+                            .get(start..start + location.length as usize)
+                            .unwrap_or_default();
+                        pack::open_blob(&id, &location, stored).map(|bytes| (id, bytes))
+                    })
+                    .collect();
+            }
+        }
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::File::open(&local).map_err(|e| StoreError::io(&local, e))?;
+            wanted
+                .into_iter()
+                .map(|(id, location)| {
+                    let mut stored = vec![0u8; location.length as usize];
+                    file.read_exact_at(&mut stored, location.offset)
+                        .map_err(|e| StoreError::io(&local, e))?;
+                    pack::open_blob(&id, &location, &stored).map(|bytes| (id, bytes))
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+}
+
+async fn save_local_pack(path: &Path, data: &Bytes) -> StoreResult<()> {
+    let path = path.to_path_buf();
+    let data = data.clone();
+    tokio::task::spawn_blocking(move || {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| StoreError::io(dir, e))?;
+        std::io::Write::write_all(&mut temp, &data).map_err(|e| StoreError::io(&path, e))?;
+        temp.persist(&path)
+            .map_err(|e| StoreError::io(&path, e.error))?;
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// Stores objects new to the store: compresses them into packs, uploads sealed packs in the
+/// background, and writes an index file for them before recording them in the local index.
+pub struct StoreWriter {
+    store: Store,
+    builder: pack::PackBuilder,
+    /// Objects added by this writer that the local index does not list yet.
+    pending: HashSet<ObjectId>,
+    uploads: JoinSet<StoreResult<(IndexedPack, u64)>>,
+    /// Uploaded packs waiting for their index file.
+    unindexed: Vec<IndexedPack>,
+    stats: PutStats,
+}
+
+impl StoreWriter {
+    fn new(store: Store) -> StoreResult<Self> {
+        let builder = pack::PackBuilder::new(store.inner.config.compression_level)?;
+        Ok(Self {
+            store,
+            builder,
+            pending: HashSet::new(),
+            uploads: JoinSet::new(),
+            unindexed: Vec::new(),
+            stats: PutStats::default(),
+        })
+    }
+
+    /// Adds one object and returns its id. A known object costs a hash and a lookup.
+    pub async fn add(&mut self, object: &[u8]) -> StoreResult<ObjectId> {
+        let id = ObjectId::of(object);
+        self.add_with_id(id, object).await?;
+        Ok(id)
+    }
+
+    /// Adds an object whose id the caller already computed (it must be `ObjectId::of(object)`).
+    pub async fn add_with_id(&mut self, id: ObjectId, object: &[u8]) -> StoreResult<bool> {
+        self.stats.objects += 1;
+        self.stats.raw_bytes += object.len() as u64;
+        if self.pending.contains(&id) || self.store.inner.cache.contains(&id)? {
+            return Ok(false);
+        }
+        let compressed = self.builder.add(id, object)?;
+        self.pending.insert(id);
+        self.stats.new_objects += 1;
+        self.stats.new_raw_bytes += object.len() as u64;
+        self.stats.compressed_bytes += compressed as u64;
+        if self.builder.len() >= self.store.inner.config.pack_size {
+            self.seal_and_upload().await?;
+        }
+        Ok(true)
+    }
+
+    pub fn stats(&self) -> PutStats {
+        self.stats
+    }
+
+    async fn seal_and_upload(&mut self) -> StoreResult<()> {
+        if self.builder.is_empty() {
+            return Ok(());
+        }
+        while self.uploads.len() >= self.store.inner.config.uploads_in_flight.max(1) {
+            self.join_one().await?;
+        }
+        let sealed = self.builder.seal();
+        let backend = self.store.inner.backend.clone();
+        let local = self.store.local_pack(&sealed.id);
+        self.uploads.spawn(async move {
+            save_local_pack(&local, &sealed.data).await?;
+            let key = RemoteFile::Pack(&sealed.id).key();
+            let size = sealed.data.len() as u64;
+            backend.put_if_absent(&key, sealed.data.clone()).await?;
+            Ok((sealed.indexed(), size))
+        });
+        Ok(())
+    }
+
+    async fn join_one(&mut self) -> StoreResult<()> {
+        let Some(joined) = self.uploads.join_next().await else {
+            return Ok(());
+        };
+        let (indexed, size) =
+            joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        self.stats.packs_written += 1;
+        self.stats.requests += 1;
+        self.stats.uploaded_bytes += size;
+        self.unindexed.push(indexed);
+        if self.unindexed.len() >= self.store.inner.config.index_every_packs {
+            self.write_index().await?;
+        }
+        Ok(())
+    }
+
+    async fn write_index(&mut self) -> StoreResult<()> {
+        if self.unindexed.is_empty() {
+            return Ok(());
+        }
+        let index = IndexFile::new(std::mem::take(&mut self.unindexed));
+        let (id, bytes) = index.encode()?;
+        let size = bytes.len() as u64;
+        self.store
+            .inner
+            .backend
+            .put_if_absent(&RemoteFile::Index(&id).key(), bytes)
+            .await?;
+        self.stats.index_files_written += 1;
+        self.stats.requests += 1;
+        self.stats.uploaded_bytes += size;
+        self.store.inner.cache.insert_index_file(&id, &index)?;
+        for pack in &index.packs {
+            for blob in &pack.blobs {
+                self.pending.remove(&blob.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads what is left, writes the last index file and records everything as stored.
+    pub async fn finish(mut self) -> StoreResult<PutStats> {
+        self.seal_and_upload().await?;
+        while !self.uploads.is_empty() {
+            self.join_one().await?;
+        }
+        self.write_index().await?;
+        self.store.inner.cache.flush().await?;
+        Ok(self.stats)
+    }
+}

@@ -1,0 +1,6 @@
+//! kube-autosave's integration tests, one binary: each module tells one part of the user's
+//! story against real servers on loopback (an S3 server, the simulated API server).
+
+mod support;
+
+mod store;

@@ -1,0 +1,26 @@
+//! Shared fixtures of the integration tests: real servers on loopback and test data.
+
+pub mod objects;
+pub mod s3_server;
+
+use std::sync::Arc;
+
+use kube_autosave::store::{DynBackend, PrefixBackend, S3Backend};
+
+pub use s3_server::S3Server;
+
+/// The project's S3 backend on the test server's bucket, under `prefix`.
+pub async fn s3_backend(server: &S3Server, prefix: &str) -> DynBackend {
+    let s3 = S3Backend::connect(s3_server::BUCKET, &server.options())
+        .await
+        .expect("S3 backend");
+    Arc::new(PrefixBackend::new(s3, prefix))
+}
+
+/// Logs of the test run go to the test's output when RUST_LOG is set.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
