@@ -3,6 +3,9 @@
 //! cluster into a snapshot (`snapshot`), and the exporter that publishes each snapshot in the
 //! plain `backup/<ts>/<namespace>/<resource>.json` layout (`export`).
 
+pub mod cli;
+pub mod config;
 pub mod export;
+pub mod job;
 pub mod snapshot;
 pub mod store;

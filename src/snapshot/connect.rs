@@ -15,6 +15,9 @@ pub struct ClusterOptions {
 }
 
 pub async fn connect(options: &ClusterOptions) -> Result<kube::Client, SnapshotError> {
+    // Both rustls back ends are linked (kube uses ring, the AWS SDK aws-lc); name one for the
+    // process, or rustls refuses to pick. A second call finds it installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let kube_options = KubeConfigOptions {
         context: options.context.clone(),
         ..KubeConfigOptions::default()

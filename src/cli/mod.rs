@@ -1,0 +1,227 @@
+//! The command line: flags and `KUBE_AUTOSAVE_*` environment variables over the
+//! `kubeResourcesAutosave:` section of a `cluster.yaml`, and one function per command.
+//! Exit codes are part of the interface (see [`ExitCode`]).
+
+mod output;
+mod snapshot;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, ConfigError, FileConfig};
+use crate::export::ExportOptions;
+use crate::job::JobSettings;
+use crate::snapshot::{ClusterOptions, SnapshotOptions};
+use crate::store::{Destination, S3Options, StoreConfig};
+
+/// Exit codes scripts can rely on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    Ok = 0,
+    /// The command failed; nothing was completed.
+    Failed = 1,
+    /// Bad flags, configuration or input; nothing was changed.
+    Usage = 2,
+    /// The snapshot completed but some resources could not be read (listed in the summary).
+    Partial = 3,
+}
+
+/// The destination when none is configured: a local folder in the working directory.
+pub const DEFAULT_DESTINATION: &str = "kube-autosave-backups";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kube-autosave",
+    version,
+    about = "Restorable, incremental snapshots of every Kubernetes resource of a cluster in S3"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// A cluster.yaml with a `kubeResourcesAutosave:` section.
+    #[arg(long, global = true, env = "KUBE_AUTOSAVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Destination: s3://bucket[/prefix], file:///path or a path [default: ./kube-autosave-backups]
+    #[arg(long = "to", global = true, env = "KUBE_AUTOSAVE_S3_URI")]
+    pub to: Option<String>,
+    /// The cluster's folder under the destination [default: the config's clusterName, else "cluster"]
+    #[arg(long, global = true, env = "KUBE_AUTOSAVE_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// A custom S3 endpoint (MinIO, Ceph, ...), e.g. http://127.0.0.1:9000.
+    #[arg(long, global = true, env = "KUBE_AUTOSAVE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Path-style S3 addressing (endpoint/bucket/key), which most S3-compatible stores need.
+    #[arg(long, global = true, env = "KUBE_AUTOSAVE_PATH_STYLE")]
+    pub path_style: bool,
+    /// The AWS region [default: from the AWS chain, else us-east-1].
+    #[arg(long, global = true, env = "KUBE_AUTOSAVE_REGION")]
+    pub region: Option<String>,
+    /// Server-side encryption for every write: AES256 or aws:kms.
+    #[arg(long, global = true, env = "KUBE_AUTOSAVE_SSE")]
+    pub sse: Option<String>,
+    /// The KMS key id for --sse aws:kms [default: the bucket's default key].
+    #[arg(long, global = true, env = "KUBE_AUTOSAVE_SSE_KMS_KEY_ID")]
+    pub sse_kms_key_id: Option<String>,
+    /// Where the local index (a cache) and packs live [default: ./kube-autosave-data].
+    #[arg(long, global = true, env = "KUBE_AUTOSAVE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ClusterArgs {
+    /// The kubeconfig to use [default: KUBECONFIG, ~/.kube/config, or the in-cluster account].
+    #[arg(long, env = "KUBE_AUTOSAVE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use [default: the current context].
+    #[arg(long, env = "KUBE_AUTOSAVE_CONTEXT")]
+    pub context: Option<String>,
+    /// Items per list request.
+    #[arg(long, env = "KUBE_AUTOSAVE_PAGE_SIZE")]
+    pub page_size: Option<u32>,
+    /// Resources listed at the same time.
+    #[arg(long, env = "KUBE_AUTOSAVE_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take one snapshot now: discover, list, store, export the plain layout.
+    Snapshot(ClusterArgs),
+    /// Try it without a cluster: start the bundled simulated API server, snapshot it twice
+    /// (before and after some changes) into a local folder, and show where to look.
+    Demo(snapshot::DemoArgs),
+}
+
+/// Settings that do not depend on the command.
+pub struct Common {
+    pub file: FileConfig,
+    pub destination: Destination,
+    pub cluster_name: String,
+    pub s3: S3Options,
+    pub cache_dir: PathBuf,
+}
+
+impl GlobalArgs {
+    pub fn resolve(&self) -> Result<Common, ConfigError> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let (key, uri) = match (&self.to, &file.s3_uri) {
+            (Some(to), _) => ("--to", to.clone()),
+            (None, Some(uri)) => ("s3URI", uri.clone()),
+            (None, None) => ("--to", DEFAULT_DESTINATION.to_string()),
+        };
+        let destination = config::parse_destination(key, &uri)?;
+        let cluster_name = self
+            .cluster_name
+            .clone()
+            .or_else(|| file.cluster_name.clone())
+            .unwrap_or_else(|| "cluster".to_string());
+        if cluster_name.is_empty() || cluster_name.contains('/') {
+            return Err(ConfigError::Value {
+                key: "clusterName".to_string(),
+                value: cluster_name,
+                problem: "must be a non-empty name without '/'".to_string(),
+            });
+        }
+        let sse = match self.sse.clone().or_else(|| file.sse.clone()) {
+            Some(sse) => Some(config::parse_sse(
+                "sse",
+                &sse,
+                self.sse_kms_key_id
+                    .clone()
+                    .or_else(|| file.sse_kms_key_id.clone()),
+            )?),
+            None => None,
+        };
+        let s3 = S3Options {
+            region: self.region.clone().or_else(|| file.region.clone()),
+            endpoint: self
+                .s3_endpoint
+                .clone()
+                .or_else(|| file.s3_endpoint.clone()),
+            path_style: self.path_style || file.path_style.unwrap_or(false),
+            sse,
+            static_credentials: None,
+        };
+        let cache_dir = self
+            .cache_dir
+            .clone()
+            .or_else(|| file.cache_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("kube-autosave-data"));
+        Ok(Common {
+            file,
+            destination,
+            cluster_name,
+            s3,
+            cache_dir,
+        })
+    }
+}
+
+impl Common {
+    pub fn job_settings(&self, cluster: &ClusterArgs) -> JobSettings {
+        let mut snapshot = SnapshotOptions {
+            cluster_name: self.cluster_name.clone(),
+            rules: self.file.rules.clone().unwrap_or_default(),
+            ..SnapshotOptions::default()
+        };
+        if let Some(page_size) = cluster.page_size.or(self.file.page_size) {
+            snapshot.page_size = page_size.max(1);
+        }
+        if let Some(concurrency) = cluster.concurrency.or(self.file.concurrency) {
+            snapshot.concurrency = concurrency.max(1);
+        }
+        JobSettings {
+            destination: self.destination.clone(),
+            cluster_name: self.cluster_name.clone(),
+            s3: self.s3.clone(),
+            cache_dir: self.cache_dir.clone(),
+            cluster: ClusterOptions {
+                kubeconfig: cluster.kubeconfig.clone(),
+                context: cluster.context.clone(),
+            },
+            snapshot,
+            store: StoreConfig::default(),
+            export: ExportOptions::default(),
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "kube_autosave=info",
+        1 => "kube_autosave=debug,info",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KUBE_AUTOSAVE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+/// Parses the command line, runs the command, and returns the process exit code.
+pub async fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    let code = match &cli.command {
+        Command::Snapshot(cluster) => snapshot::snapshot(&cli.global, cluster).await,
+        Command::Demo(args) => snapshot::demo(&cli.global, args).await,
+    };
+    code as i32
+}

@@ -1,0 +1,198 @@
+//! Configuration: the `kubeResourcesAutosave:` section of a `cluster.yaml`, overridden by
+//! `KUBE_AUTOSAVE_*` environment variables and flags (the CLI does that merge). Parsing is
+//! strict: an unknown key, a bad duration or a bad URI is an error that names the key and the
+//! value, so a typo never turns into a backup that silently goes elsewhere or never runs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::snapshot::Rules;
+use crate::store::{Destination, Sse};
+
+/// The section's name in `cluster.yaml`.
+pub const SECTION: &str = "kubeResourcesAutosave";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {value:?} {problem}")]
+    Value {
+        key: String,
+        value: String,
+        problem: String,
+    },
+}
+
+/// The `kubeResourcesAutosave:` section as written.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(rename = "s3URI")]
+    pub s3_uri: Option<String>,
+    pub cluster_name: Option<String>,
+    pub interval: Option<String>,
+    pub push_interval: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub path_style: Option<bool>,
+    pub region: Option<String>,
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+    pub cache_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub page_size: Option<u32>,
+    pub concurrency: Option<usize>,
+    pub rules: Option<Rules>,
+}
+
+#[derive(Deserialize)]
+struct ClusterYaml {
+    #[serde(rename = "kubeResourcesAutosave")]
+    section: Option<serde_yaml_ng::Value>,
+}
+
+impl FileConfig {
+    /// Reads the section from a `cluster.yaml`; other top-level keys belong to other tools
+    /// and are ignored. A file without the section is an empty configuration.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let parse_error = |message: String| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        };
+        let file: ClusterYaml =
+            serde_yaml_ng::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        let Some(section) = file.section else {
+            return Ok(Self::default());
+        };
+        if section.is_null() {
+            return Ok(Self::default());
+        }
+        serde_yaml_ng::from_value(section).map_err(|e| parse_error(format!("{SECTION}: {e}")))
+    }
+}
+
+/// Parses a duration such as `24h`, `90m`, `30s` or `1h30m`; `key` names the setting in the
+/// error.
+pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let duration = humantime::parse_duration(value.trim()).map_err(|e| ConfigError::Value {
+        key: key.to_string(),
+        value: value.to_string(),
+        problem: format!("is not a duration ({e}); write e.g. 24h, 90m or 30s"),
+    })?;
+    if duration.is_zero() {
+        return Err(ConfigError::Value {
+            key: key.to_string(),
+            value: value.to_string(),
+            problem: "must be longer than zero".to_string(),
+        });
+    }
+    Ok(duration)
+}
+
+pub fn parse_destination(key: &str, value: &str) -> Result<Destination, ConfigError> {
+    value
+        .parse()
+        .map_err(|e: crate::store::StoreError| ConfigError::Value {
+            key: key.to_string(),
+            value: value.to_string(),
+            problem: format!("is not a valid destination: {e}"),
+        })
+}
+
+pub fn parse_sse(key: &str, value: &str, kms_key: Option<String>) -> Result<Sse, ConfigError> {
+    match value.parse::<Sse>() {
+        Ok(Sse::Kms { .. }) => Ok(Sse::Kms { key_id: kms_key }),
+        Ok(sse) => Ok(sse),
+        Err(problem) => Err(ConfigError::Value {
+            key: key.to_string(),
+            value: value.to_string(),
+            problem,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_original_switch_parses() {
+        let text = "\
+clusterName: ignored-by-us
+kubeResourcesAutosave:
+  enabled: true
+  s3URI: s3://my-bucket-name
+  clusterName: my-cluster-name
+  interval: 24h
+  pushInterval: 1m
+";
+        let config = FileConfig::parse(Path::new("cluster.yaml"), text).unwrap();
+        assert_eq!(config.enabled, Some(true));
+        assert_eq!(config.s3_uri.as_deref(), Some("s3://my-bucket-name"));
+        assert_eq!(config.cluster_name.as_deref(), Some("my-cluster-name"));
+        assert_eq!(
+            parse_duration("interval", config.interval.as_deref().unwrap()).unwrap(),
+            Duration::from_secs(86_400)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = FileConfig::parse(
+            Path::new("cluster.yaml"),
+            "kubeResourcesAutosave:\n  enabled: true\n  s3Uri: s3://x\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("s3Uri"), "{err}");
+        assert!(err.contains("cluster.yaml"), "{err}");
+        let err = parse_duration("kubeResourcesAutosave.interval", "24x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kubeResourcesAutosave.interval"), "{err}");
+        assert!(err.contains("\"24x\""), "{err}");
+        assert_eq!(
+            parse_duration("i", "90m").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(parse_duration("i", "30s").unwrap(), Duration::from_secs(30));
+        assert!(parse_duration("i", "0s").is_err());
+        let err = parse_destination("s3URI", "s3://").unwrap_err().to_string();
+        assert!(err.contains("s3URI") && err.contains("no bucket"), "{err}");
+    }
+
+    #[test]
+    fn rules_are_configurable() {
+        let text = "kubeResourcesAutosave:\n  rules:\n    excludeNamespaces: [scratch]\n    keepControllerOwned: true\n";
+        let config = FileConfig::parse(Path::new("c.yaml"), text).unwrap();
+        let rules = config.rules.unwrap();
+        assert_eq!(rules.exclude_namespaces, vec!["scratch".to_string()]);
+        assert!(rules.keep_controller_owned);
+        assert!(rules.strip_status, "unset rules keep their defaults");
+        let err = FileConfig::parse(
+            Path::new("c.yaml"),
+            "kubeResourcesAutosave:\n  rules:\n    keepOwned: true\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("keepOwned"), "{err}");
+    }
+}
