@@ -94,6 +94,9 @@ struct ListMeta {
     continue_token: Option<String>,
 }
 
+/// Page size after restarts grows up to this.
+const MAX_RESTART_PAGE_SIZE: u32 = 10_000;
+
 /// The store writer stopped (its error is what the caller reports).
 struct WriterGone;
 
@@ -142,6 +145,7 @@ impl Lister<'_> {
             restarts: 0,
         };
         let mut token: Option<String> = None;
+        let mut page_size = self.options.page_size;
         let selector = self
             .options
             .rules
@@ -150,11 +154,7 @@ impl Lister<'_> {
             .map(|s| format!("&labelSelector={}", encode_query(s)))
             .unwrap_or_default();
         loop {
-            let mut path = format!(
-                "{}?limit={}{selector}",
-                rt.collection_path(None),
-                self.options.page_size
-            );
+            let mut path = format!("{}?limit={page_size}{selector}", rt.collection_path(None),);
             if let Some(token) = &token {
                 path.push_str("&continue=");
                 path.push_str(&encode_query(token));
@@ -169,7 +169,14 @@ impl Lister<'_> {
                     if u64::from(self.options.max_list_restarts) < outcome.restarts {
                         return Ok(self.skip(rt, outcome, &e));
                     }
-                    tracing::info!(resource = %rt.qualified_name(), "continue token expired; restarting the list");
+                    // Bigger pages finish the list in fewer round trips, before the next
+                    // compaction expires the token again.
+                    page_size = page_size.saturating_mul(4).min(MAX_RESTART_PAGE_SIZE);
+                    tracing::info!(
+                        resource = %rt.qualified_name(),
+                        page_size,
+                        "continue token expired; restarting the list"
+                    );
                     outcome.entries.clear();
                     outcome.excluded = 0;
                     outcome.bytes = 0;

@@ -1,5 +1,6 @@
 //! Shared fixtures of the integration tests: real servers on loopback and test data.
 
+pub mod cluster;
 pub mod objects;
 pub mod s3_server;
 

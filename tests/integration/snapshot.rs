@@ -1,0 +1,514 @@
+//! Reading a cluster into a snapshot, against the simulated API server over real HTTP: the
+//! snapshot holds exactly the server's objects minus the default exclusions, every object is
+//! cleaned so that it can be created in a fresh cluster, faults end in a complete snapshot
+//! that names what it missed, and unchanged objects are never stored twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use kube_autosave::snapshot::{Manifest, Rules, SnapshotOptions, take_snapshot};
+use kube_autosave::store::{LocalBackend, ObjectId, Store, StoreConfig};
+use kube_sim::ObjectKey;
+use serde_json::Value;
+
+use crate::support::cluster::Cluster;
+
+/// (qualified resource, namespace, name): how tests compare snapshots with the server.
+type Key = (String, Option<String>, String);
+
+fn qualified(group: &str, resource: &str) -> String {
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
+}
+
+fn sim_key(k: &ObjectKey) -> Key {
+    (
+        qualified(&k.group, &k.resource),
+        k.namespace.clone(),
+        k.name.clone(),
+    )
+}
+
+/// The default exclusions, written out from DESIGN.md independently of the rules code.
+fn kept_by_default(sim: &kube_sim::SimServer, k: &ObjectKey) -> bool {
+    let excluded_resource = matches!(
+        (k.group.as_str(), k.resource.as_str()),
+        ("", "events")
+            | ("events.k8s.io", "events")
+            | ("", "endpoints")
+            | ("discovery.k8s.io", "endpointslices")
+            | ("coordination.k8s.io", "leases")
+    );
+    if excluded_resource {
+        return false;
+    }
+    let object = sim.object(k).expect("listed object exists");
+    let controlled = object["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|refs| refs.iter().any(|r| r["controller"] == Value::Bool(true)));
+    let token = k.resource == "secrets" && object["type"] == "kubernetes.io/service-account-token";
+    !controlled && !token
+}
+
+fn expected(sim: &kube_sim::SimServer) -> BTreeSet<Key> {
+    sim.objects()
+        .iter()
+        .filter(|k| kept_by_default(sim, k))
+        .map(sim_key)
+        .collect()
+}
+
+/// The snapshot's objects, leaving out the metrics API (computed by the server, not stored).
+fn snapshot_keys(manifest: &Manifest) -> BTreeSet<Key> {
+    manifest
+        .objects
+        .iter()
+        .filter(|o| manifest.resource_of(o).group != "metrics.k8s.io")
+        .map(|o| {
+            (
+                manifest.resource_of(o).qualified_name(),
+                o.namespace.clone(),
+                o.name.clone(),
+            )
+        })
+        .collect()
+}
+
+fn ids_by_key(manifest: &Manifest) -> BTreeMap<Key, ObjectId> {
+    manifest
+        .objects
+        .iter()
+        .map(|o| {
+            (
+                (
+                    manifest.resource_of(o).qualified_name(),
+                    o.namespace.clone(),
+                    o.name.clone(),
+                ),
+                o.id,
+            )
+        })
+        .collect()
+}
+
+struct Fixture {
+    cluster: Cluster,
+    store: Store,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Fixture {
+    async fn new(objects: usize, seed: u64) -> Fixture {
+        let cluster = Cluster::start(objects, seed).await;
+        let (data, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let backend = Arc::new(LocalBackend::new(data.path()).unwrap());
+        let store = Store::open(backend, cache.path(), StoreConfig::default())
+            .await
+            .unwrap();
+        Fixture {
+            cluster,
+            store,
+            _dirs: (data, cache),
+        }
+    }
+
+    async fn snapshot(&self, options: &SnapshotOptions) -> Manifest {
+        let api = self.cluster.api().await;
+        // Snapshot names have a resolution of one second; never wait in the test for that.
+        take_snapshot(&api, &self.store, options, Arc::new(|_| {}))
+            .await
+            .expect("snapshot")
+    }
+
+    async fn objects(&self, manifest: &Manifest) -> BTreeMap<Key, Value> {
+        let ids = ids_by_key(manifest);
+        let by_id: BTreeMap<ObjectId, Bytes> = self
+            .store
+            .get_many(ids.values().copied().collect())
+            .map(|r| r.unwrap())
+            .collect()
+            .await;
+        ids.into_iter()
+            .map(|(k, id)| (k, serde_json::from_slice(&by_id[&id]).unwrap()))
+            .collect()
+    }
+}
+
+fn options() -> SnapshotOptions {
+    SnapshotOptions {
+        cluster_name: "test".to_string(),
+        retry: crate::support::cluster::quick_retries(),
+        ..SnapshotOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_holds_exactly_the_servers_objects_minus_the_default_exclusions() {
+    crate::support::init_logging();
+    let fx = Fixture::new(3_000, 11).await;
+    let manifest = fx.snapshot(&options()).await;
+
+    assert!(manifest.skipped.is_empty(), "{:?}", manifest.skipped);
+    assert_eq!(snapshot_keys(&manifest), expected(&fx.cluster.sim));
+    // The CRD and its custom resources are in it, and so is the aggregated metrics API.
+    let resources: BTreeSet<String> = manifest
+        .resources
+        .iter()
+        .filter(|r| r.count > 0)
+        .map(|r| r.resource.qualified_name())
+        .collect();
+    for wanted in [
+        "customresourcedefinitions.apiextensions.k8s.io",
+        "widgets.example.com",
+        "pods.metrics.k8s.io",
+        "deployments.apps",
+        "configmaps",
+        "namespaces",
+    ] {
+        assert!(
+            resources.contains(wanted),
+            "{wanted} missing from {resources:?}"
+        );
+    }
+    // No subresources, and every listed resource at one version only.
+    assert!(
+        manifest
+            .resources
+            .iter()
+            .all(|r| !r.resource.resource.contains('/'))
+    );
+    // The manifest's counts and figures agree with its objects.
+    let total: u64 = manifest.resources.iter().map(|r| r.count).sum();
+    assert_eq!(total, manifest.objects.len() as u64);
+    assert_eq!(manifest.stats.objects, total);
+    assert_eq!(manifest.stats.store.new_objects, total);
+    assert!(manifest.stats.excluded > 0);
+    // It is stored, after the data it points at.
+    let loaded = Manifest::load(&fx.store, &manifest.time).await.unwrap();
+    assert_eq!(loaded, manifest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_are_cleaned_so_they_can_be_created_in_a_fresh_cluster() {
+    let fx = Fixture::new(2_000, 12).await;
+    let manifest = fx.snapshot(&options()).await;
+    let objects = fx.objects(&manifest).await;
+    let sim = &fx.cluster.sim;
+
+    let (mut services, mut headless, mut pvcs, mut pvs) = (0, 0, 0, 0);
+    for (key, object) in &objects {
+        let (resource, namespace, name) = key;
+        let metadata = &object["metadata"];
+        assert_eq!(metadata["name"], name.as_str());
+        assert_eq!(metadata["namespace"].as_str(), namespace.as_deref());
+        assert!(
+            object["apiVersion"].is_string() && object["kind"].is_string(),
+            "{key:?}"
+        );
+        assert!(object.get("status").is_none(), "{key:?} has a status");
+        for field in [
+            "uid",
+            "resourceVersion",
+            "selfLink",
+            "creationTimestamp",
+            "generation",
+            "managedFields",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
+            assert!(
+                metadata.get(field).is_none(),
+                "{key:?} keeps metadata.{field}"
+            );
+        }
+        match resource.as_str() {
+            "services" => {
+                services += 1;
+                let ip = &object["spec"]["clusterIP"];
+                if ip == "None" {
+                    headless += 1;
+                } else {
+                    assert!(ip.is_null(), "{key:?} keeps clusterIP {ip}");
+                    assert!(object["spec"].get("clusterIPs").is_none());
+                }
+            }
+            "persistentvolumeclaims" => {
+                pvcs += 1;
+                let annotations = &metadata["annotations"];
+                assert!(annotations.get("pv.kubernetes.io/bind-completed").is_none());
+                assert!(
+                    annotations
+                        .get("pv.kubernetes.io/bound-by-controller")
+                        .is_none()
+                );
+            }
+            "persistentvolumes" => {
+                if let Some(claim) = object["spec"].get("claimRef") {
+                    pvs += 1;
+                    assert!(claim.get("uid").is_none() && claim.get("resourceVersion").is_none());
+                    assert!(claim["name"].is_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(services > 0 && headless > 0 && pvcs > 0 && pvs > 0);
+
+    // What the server sent had all of it (the test is not vacuous), and kinds match the server.
+    let bound_pvc = sim
+        .objects()
+        .into_iter()
+        .find(|k| k.resource == "persistentvolumeclaims")
+        .and_then(|k| sim.object(&k))
+        .unwrap();
+    assert_eq!(
+        bound_pvc["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"],
+        "yes"
+    );
+    for k in sim
+        .objects()
+        .iter()
+        .filter(|k| kept_by_default(sim, k))
+        .step_by(37)
+    {
+        let ours = &objects[&sim_key(k)];
+        assert_eq!(ours["kind"], k.kind.as_str());
+        assert_eq!(ours["apiVersion"], k.api_version().as_str());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_exclusion_rule_can_be_changed() {
+    let fx = Fixture::new(2_000, 13).await;
+    let sim = &fx.cluster.sim;
+    let all: Vec<ObjectKey> = sim.objects();
+
+    // Keep what the defaults leave out.
+    let keep_all = SnapshotOptions {
+        rules: Rules {
+            exclude_resources: Vec::new(),
+            keep_controller_owned: true,
+            keep_service_account_tokens: true,
+            ..Rules::default()
+        },
+        ..options()
+    };
+    let manifest = fx.snapshot(&keep_all).await;
+    let every: BTreeSet<Key> = all.iter().map(sim_key).collect();
+    // Core events are also served as events.k8s.io events: both are in the snapshot.
+    let got: BTreeSet<Key> = snapshot_keys(&manifest)
+        .into_iter()
+        .filter(|k| k.0 != "events.events.k8s.io")
+        .collect();
+    assert_eq!(got, every);
+    let has = |pred: &dyn Fn(&ObjectKey, &Value) -> bool| {
+        all.iter()
+            .any(|k| pred(k, &sim.object(k).unwrap()) && got.contains(&sim_key(k)))
+    };
+    assert!(has(&|k, _| k.resource == "events"));
+    assert!(has(&|k, _| k.resource == "leases"));
+    assert!(has(
+        &|_, o| o["metadata"]["ownerReferences"][0]["controller"] == true
+    ));
+    assert!(has(
+        &|_, o| o["type"] == "kubernetes.io/service-account-token"
+    ));
+
+    // Namespaces and resources in and out.
+    let namespace = all
+        .iter()
+        .find_map(|k| k.namespace.clone().filter(|ns| ns.ends_with("-prod")))
+        .unwrap();
+    let rules = SnapshotOptions {
+        rules: Rules {
+            exclude_namespaces: vec![namespace.clone()],
+            include_resources: vec![
+                "configmaps".into(),
+                "deployments.apps".into(),
+                "namespaces".into(),
+            ],
+            ..Rules::default()
+        },
+        ..options()
+    };
+    let manifest = fx.snapshot(&rules).await;
+    let got = snapshot_keys(&manifest);
+    let want: BTreeSet<Key> = all
+        .iter()
+        .filter(|k| kept_by_default(sim, k))
+        .map(sim_key)
+        .filter(|(r, ns, _)| {
+            ["configmaps", "deployments.apps", "namespaces"].contains(&r.as_str())
+                && ns.as_deref() != Some(namespace.as_str())
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert!(
+        got.iter()
+            .any(|(r, _, n)| r == "namespaces" && *n == namespace)
+    );
+
+    // A label selector goes to the server.
+    let (label, value) = all
+        .iter()
+        .filter(|k| k.resource == "configmaps")
+        .find_map(|k| {
+            let o = sim.object(k)?;
+            let labels = o["metadata"]["labels"].as_object()?;
+            labels
+                .iter()
+                .find(|(name, _)| name.as_str() == "app.kubernetes.io/name")
+                .map(|(name, v)| (name.clone(), v.as_str().unwrap_or_default().to_string()))
+        })
+        .unwrap();
+    let selected = SnapshotOptions {
+        rules: Rules {
+            label_selector: Some(format!("{label}={value}")),
+            include_resources: vec!["configmaps".into()],
+            ..Rules::default()
+        },
+        ..options()
+    };
+    let manifest = fx.snapshot(&selected).await;
+    let want: BTreeSet<Key> = all
+        .iter()
+        .filter(|k| k.resource == "configmaps" && kept_by_default(sim, k))
+        .filter(|k| sim.object(k).unwrap()["metadata"]["labels"][&label] == value.as_str())
+        .map(sim_key)
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(snapshot_keys(&manifest), want);
+}
+
+/// Each fault ends with a complete snapshot that names exactly what it skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_end_in_a_complete_snapshot_that_names_what_it_missed() {
+    let fx = Fixture::new(2_000, 14).await;
+    let sim = &fx.cluster.sim;
+    let everything = expected(sim);
+
+    // 403 on one resource.
+    sim.faults().forbid("configmaps", true);
+    let manifest = fx.snapshot(&options()).await;
+    sim.faults().forbid("configmaps", false);
+    let skipped: Vec<(String, Option<u16>)> = manifest
+        .skipped
+        .iter()
+        .map(|s| (s.what(), s.code))
+        .collect();
+    assert_eq!(skipped, vec![("configmaps".to_string(), Some(403))]);
+    assert!(
+        manifest.skipped[0].reason.contains("forbidden"),
+        "{:?}",
+        manifest.skipped
+    );
+    let without: BTreeSet<Key> = everything
+        .iter()
+        .filter(|k| k.0 != "configmaps")
+        .cloned()
+        .collect();
+    assert_eq!(snapshot_keys(&manifest), without);
+
+    // 503 from an aggregated API whose backend is down.
+    sim.faults().group_unavailable("metrics.k8s.io", true);
+    let manifest = fx.snapshot(&options()).await;
+    sim.faults().group_unavailable("metrics.k8s.io", false);
+    assert!(!manifest.skipped.is_empty());
+    for skipped in &manifest.skipped {
+        assert_eq!(skipped.group, "metrics.k8s.io", "{skipped:?}");
+        assert_eq!(skipped.code, Some(503), "{skipped:?}");
+    }
+    assert_eq!(snapshot_keys(&manifest), everything);
+
+    // 410 Gone on expired continue tokens mid-list: restarted, no duplicates, no holes.
+    sim.faults().expire_continue_after(Some(2));
+    let small_pages = SnapshotOptions {
+        page_size: 20,
+        ..options()
+    };
+    let manifest = fx.snapshot(&small_pages).await;
+    sim.faults().expire_continue_after(None);
+    assert!(manifest.skipped.is_empty(), "{:?}", manifest.skipped);
+    assert!(manifest.stats.list_restarts > 0);
+    assert_eq!(snapshot_keys(&manifest), everything);
+    let total = manifest.objects.len();
+    let distinct: BTreeSet<Key> = ids_by_key(&manifest).into_keys().collect();
+    assert_eq!(distinct.len(), total, "an object appears twice");
+
+    // 429 with Retry-After: waited for, nothing lost.
+    sim.faults().throttle(3, 1);
+    let manifest = fx.snapshot(&options()).await;
+    assert!(manifest.skipped.is_empty(), "{:?}", manifest.skipped);
+    assert_eq!(snapshot_keys(&manifest), everything);
+
+    // A connection dropped mid-list: retried.
+    sim.faults().drop_connection_after_pages(Some(1));
+    let manifest = fx.snapshot(&small_pages).await;
+    assert!(manifest.skipped.is_empty(), "{:?}", manifest.skipped);
+    assert_eq!(snapshot_keys(&manifest), everything);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_objects_are_stored_once_and_churn_stores_exactly_the_changes() {
+    let fx = Fixture::new(3_000, 15).await;
+    let sim = &fx.cluster.sim;
+    let first = fx.snapshot(&options()).await;
+    assert!(first.stats.store.new_objects > 0);
+
+    let second = fx.snapshot(&options()).await;
+    assert_eq!(second.stats.store.new_objects, 0);
+    assert_eq!(second.stats.store.packs_written, 0);
+    assert_eq!(ids_by_key(&second), ids_by_key(&first));
+
+    // Remember the server's objects, churn 1 %, and compute what really changed.
+    let before: BTreeMap<ObjectKey, Value> = sim
+        .objects()
+        .into_iter()
+        .map(|k| (k.clone(), sim.object(&k).unwrap()))
+        .collect();
+    let churn = sim.churn(0.01, 99);
+    assert!(!churn.modified.is_empty());
+    let third = fx.snapshot(&options()).await;
+    let server_fields = |mut v: Value| {
+        for f in ["resourceVersion", "generation", "managedFields"] {
+            v["metadata"].as_object_mut().unwrap().remove(f);
+        }
+        v.as_object_mut().unwrap().remove("status");
+        v
+    };
+    let kept_now: BTreeSet<Key> = expected(sim);
+    let mut really_changed: BTreeSet<Key> = churn
+        .modified
+        .iter()
+        .filter(|k| kept_now.contains(&sim_key(k)))
+        .filter(|k| server_fields(before[*k].clone()) != server_fields(sim.object(k).unwrap()))
+        .map(sim_key)
+        .collect();
+    really_changed.extend(
+        churn
+            .added
+            .iter()
+            .map(sim_key)
+            .filter(|k| kept_now.contains(k)),
+    );
+
+    let (old, new) = (ids_by_key(&second), ids_by_key(&third));
+    let changed: BTreeSet<Key> = new
+        .iter()
+        .filter(|(k, _)| k.0 != "pods.metrics.k8s.io" && k.0 != "nodes.metrics.k8s.io")
+        .filter(|(k, id)| old.get(*k) != Some(*id))
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(changed, really_changed);
+    assert!(!changed.is_empty());
+    let new_ids: BTreeSet<ObjectId> = changed.iter().map(|k| new[k]).collect();
+    assert_eq!(third.stats.store.new_objects, new_ids.len() as u64);
+    for deleted in &churn.deleted {
+        assert!(!new.contains_key(&sim_key(deleted)));
+    }
+}
