@@ -267,16 +267,45 @@ pub async fn export(
         seed_from_latest_export(store, &exporter, manifest).await;
     }
     let files = plan(manifest);
-    let mut results: Vec<ExportedFile> = futures::stream::iter(files)
-        .map(|file| exporter.export_file(file))
-        .buffer_unordered(options.concurrency.max(1))
-        .inspect_ok(|file| {
-            if let Some(progress) = &progress {
-                progress(file);
+    // After a failure no new file is started, but the ones under way finish and are
+    // recorded, so that the next run does not upload them again.
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let outcomes: Vec<Option<Result<ExportedFile, ExportError>>> = futures::stream::iter(files)
+        .map(|file| {
+            let (failed, exporter, progress) = (&failed, &exporter, &progress);
+            async move {
+                if failed.load(std::sync::atomic::Ordering::SeqCst) {
+                    return None;
+                }
+                let outcome = exporter.export_file(file).await;
+                match &outcome {
+                    Ok(file) => {
+                        if let Some(progress) = progress {
+                            progress(file);
+                        }
+                    }
+                    Err(_) => failed.store(true, std::sync::atomic::Ordering::SeqCst),
+                }
+                Some(outcome)
             }
         })
-        .try_collect()
-        .await?;
+        .buffer_unordered(options.concurrency.max(1))
+        .collect()
+        .await;
+    let mut results = Vec::with_capacity(outcomes.len());
+    let mut first_error = None;
+    for outcome in outcomes.into_iter().flatten() {
+        match outcome {
+            Ok(file) => results.push(file),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        store.cache().flush().await.map_err(ExportError::Manifest)?;
+        return Err(e);
+    }
     results.sort_by(|a, b| a.key.cmp(&b.key));
     let mut record = ExportRecord::default();
     for file in &results {

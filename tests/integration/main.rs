@@ -3,5 +3,7 @@
 
 mod support;
 
+mod cli;
+mod export;
 mod snapshot;
 mod store;

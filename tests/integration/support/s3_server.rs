@@ -133,3 +133,59 @@ impl Drop for S3Server {
         self.stop();
     }
 }
+
+/// A plain S3 client (the AWS SDK, nothing of ours) on the test server, for tests that
+/// check what a user of `aws s3` would see.
+pub async fn plain_client(server: &S3Server) -> aws_sdk_s3::Client {
+    let credentials =
+        aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
+    let config = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(server.endpoint())
+        .force_path_style(true)
+        .credentials_provider(credentials)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// Every key under `prefix` with its bytes, read with the plain client.
+pub async fn read_all(
+    client: &aws_sdk_s3::Client,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, bytes::Bytes> {
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let page = client
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .expect("list");
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
+        match page.next_continuation_token() {
+            Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+            _ => break,
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for key in keys {
+        let object = client
+            .get_object()
+            .bucket(BUCKET)
+            .key(&key)
+            .send()
+            .await
+            .expect("get");
+        let body = object.body.collect().await.expect("body").into_bytes();
+        out.insert(key, body);
+    }
+    out
+}

@@ -1,0 +1,190 @@
+//! The `kube-autosave` binary as scripts use it: flags, environment, config file, the
+//! summary, and exit codes (0 done, 1 failed, 2 bad input, 3 done but resources skipped).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::cluster::Cluster;
+use crate::support::s3_server::{self, S3Server};
+
+fn kube_autosave(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kube-autosave"));
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        // Keep the AWS chain to what the test gives it.
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.join("no-aws-credentials"),
+        );
+    command
+}
+
+fn with_s3<'a>(command: &'a mut Command, s3: &S3Server) -> &'a mut Command {
+    command
+        .env("AWS_ACCESS_KEY_ID", s3_server::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", s3_server::SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .args(["--s3-endpoint", &s3.endpoint(), "--path-style"])
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_to_s3_prints_a_summary_and_exits_zero_or_three_when_something_was_skipped() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start(1_000, 31).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+
+    let output = tokio::task::spawn_blocking({
+        let mut command = kube_autosave(dir.path());
+        with_s3(&mut command, &s3).args([
+            "snapshot",
+            "--to",
+            "s3://backups/team",
+            "--cluster-name",
+            "prod",
+            "--kubeconfig",
+            &kubeconfig,
+        ]);
+        move || command.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    for expected in [
+        "objects",
+        "new objects",
+        "uploaded",
+        "copied",
+        "duration",
+        "skipped       nothing",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("s3://backups/team/prod/backup/"),
+        "{stdout}"
+    );
+    assert!(s3.bucket_dir().join("team/prod/store/snapshots").is_dir());
+
+    // A resource the service account may not list: done, but exit code 3, and it says what.
+    cluster.sim.faults().forbid("secrets", true);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let output = tokio::task::spawn_blocking({
+        let mut command = kube_autosave(dir.path());
+        with_s3(&mut command, &s3)
+            .env("KUBE_AUTOSAVE_S3_URI", "s3://backups/team")
+            .env("KUBE_AUTOSAVE_CLUSTER_NAME", "prod")
+            .env("KUBECONFIG", &kubeconfig)
+            .arg("snapshot");
+        move || command.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(stdout.contains("secrets: 403"), "{stdout}");
+    // The second snapshot copied what did not change.
+    assert!(!stdout.contains("copied        0 B"), "{stdout}");
+}
+
+#[test]
+fn bad_input_exits_two_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = kube_autosave(dir.path())
+        .args(["snapshot", "--to", "gs://bucket/x"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(stderr.contains("unknown scheme \"gs\""), "{stderr}");
+
+    std::fs::write(
+        dir.path().join("cluster.yaml"),
+        "kubeResourcesAutosave:\n  enabled: true\n  s3Uri: s3://typo\n",
+    )
+    .unwrap();
+    let output = kube_autosave(dir.path())
+        .args(["snapshot", "--config", "cluster.yaml"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(stderr.contains("s3Uri"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        vec!["cluster.yaml".to_string()],
+        "bad input created files"
+    );
+}
+
+#[test]
+fn an_unreachable_cluster_fails_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+         contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: t\n"
+    );
+    std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
+    let output = kube_autosave(dir.path())
+        .args(["snapshot", "--kubeconfig", "kubeconfig", "--to", "out"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("API server is reachable"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")) || stderr.contains("/api"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_destination_snapshots_go_to_a_local_folder() {
+    let cluster = Cluster::start(300, 32).await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokio::task::spawn_blocking({
+        let mut command = kube_autosave(dir.path());
+        command.args([
+            "snapshot",
+            "--kubeconfig",
+            &cluster.kubeconfig.display().to_string(),
+        ]);
+        move || command.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let backups = dir.path().join("kube-autosave-backups/cluster/backup");
+    let snapshots: Vec<_> = std::fs::read_dir(&backups).unwrap().collect();
+    assert_eq!(snapshots.len(), 1);
+    assert!(
+        stdout.contains("kube-autosave-backups/cluster/backup/"),
+        "{stdout}"
+    );
+}

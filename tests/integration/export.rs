@@ -1,0 +1,404 @@
+//! The plain layout in S3, as `aws s3 ls`/`aws s3 sync` users see it: checked with a plain
+//! S3 client, never through the project's own reader. Unchanged files are server-side
+//! copies; an interrupted export finishes without redoing what is done.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use kube_autosave::export::{ExportOptions, export};
+use kube_autosave::job::{JobProgress, JobReport, JobSettings, open_backend, run_job};
+use kube_autosave::snapshot::manifest::Transfer;
+use kube_autosave::snapshot::{Manifest, SnapshotOptions, take_snapshot};
+use kube_autosave::store::wrappers::{CountingBackend, FaultOps, FaultyBackend};
+use kube_autosave::store::{DynBackend, SnapshotTime, Store, StoreConfig};
+use serde_json::Value;
+
+use crate::support::cluster::{Cluster, quick_retries};
+use crate::support::s3_server::{self, S3Server};
+
+const PREFIX: &str = "team/prod/backup/";
+
+struct Setup {
+    s3: S3Server,
+    cluster: Cluster,
+    settings: JobSettings,
+    _cache: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new(objects: usize, seed: u64) -> Setup {
+        let s3 = S3Server::start();
+        let cluster = Cluster::start(objects, seed).await;
+        let cache = tempfile::tempdir().unwrap();
+        let settings = JobSettings {
+            destination: "s3://backups/team".parse().unwrap(),
+            cluster_name: "prod".to_string(),
+            s3: s3.options(),
+            cache_dir: cache.path().to_path_buf(),
+            cluster: cluster.options(),
+            snapshot: SnapshotOptions {
+                cluster_name: "prod".to_string(),
+                retry: quick_retries(),
+                ..SnapshotOptions::default()
+            },
+            store: StoreConfig::default(),
+            export: ExportOptions::default(),
+        };
+        Setup {
+            s3,
+            cluster,
+            settings,
+            _cache: cache,
+        }
+    }
+
+    async fn backend(&self) -> DynBackend {
+        open_backend(
+            &self.settings.destination,
+            &self.settings.cluster_name,
+            &self.settings.s3,
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn job(&self) -> JobReport {
+        // Snapshot names have a resolution of one second.
+        tokio::time::sleep(std::time::Duration::from_millis(1050)).await;
+        run_job(&self.settings, self.backend().await, JobProgress::default())
+            .await
+            .expect("snapshot job")
+    }
+}
+
+/// One parsed plain-layout file: (namespace, file name) -> items.
+type Layout = BTreeMap<(Option<String>, String), Vec<Value>>;
+
+/// Reads `backup/<ts>/` with a plain S3 client and checks the shape of every key and file.
+async fn read_layout(s3: &S3Server, time: &SnapshotTime) -> Layout {
+    let client = s3_server::plain_client(s3).await;
+    let folder = format!("{PREFIX}{time}/");
+    let files = s3_server::read_all(&client, &folder).await;
+    assert!(!files.is_empty(), "nothing under {folder}");
+    let mut layout = Layout::new();
+    for (key, body) in files {
+        let rest = key.strip_prefix(&folder).unwrap();
+        let parts: Vec<&str> = rest.split('/').collect();
+        let (namespace, name) = match parts.as_slice() {
+            [name] => (None, name.to_string()),
+            [ns, name] => (Some(ns.to_string()), name.to_string()),
+            _ => panic!("unexpected key {key}"),
+        };
+        assert!(name.ends_with(".json"), "{key}");
+        let list: Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert_eq!(list["apiVersion"], "v1", "{key}");
+        assert_eq!(list["kind"], "List", "{key}");
+        let items = list["items"].as_array().unwrap().clone();
+        assert!(!items.is_empty(), "{key}: a file with no objects");
+        let names: Vec<&str> = items
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "{key}: items are not sorted by name");
+        for item in &items {
+            assert!(
+                item["apiVersion"].is_string() && item["kind"].is_string(),
+                "{key}"
+            );
+            assert_eq!(
+                item["metadata"]["namespace"].as_str(),
+                namespace.as_deref(),
+                "{key}"
+            );
+            assert!(item.get("status").is_none(), "{key}");
+            for field in [
+                "uid",
+                "resourceVersion",
+                "managedFields",
+                "creationTimestamp",
+            ] {
+                assert!(
+                    item["metadata"].get(field).is_none(),
+                    "{key}: metadata.{field}"
+                );
+            }
+        }
+        let kinds: BTreeSet<&str> = items.iter().map(|i| i["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds.len(), 1, "{key}: one kind per file, got {kinds:?}");
+        layout.insert((namespace, name), items);
+    }
+    layout
+}
+
+/// (file name without .json, namespace, name) for every object of a manifest.
+fn manifest_objects(manifest: &Manifest) -> BTreeSet<(String, Option<String>, String)> {
+    manifest
+        .objects
+        .iter()
+        .map(|o| {
+            let rt = manifest.resource_of(o);
+            let file = if rt.group == "metrics.k8s.io" {
+                format!("{}.{}", rt.resource, rt.group)
+            } else {
+                rt.resource.clone()
+            };
+            (file, o.namespace.clone(), o.name.clone())
+        })
+        .collect()
+}
+
+fn layout_objects(layout: &Layout) -> BTreeSet<(String, Option<String>, String)> {
+    layout
+        .iter()
+        .flat_map(|((ns, file), items)| {
+            let file = file.trim_end_matches(".json").to_string();
+            items.iter().map(move |i| {
+                (
+                    file.clone(),
+                    ns.clone(),
+                    i["metadata"]["name"].as_str().unwrap().to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plain_layout_matches_the_design_and_the_manifest() {
+    let setup = Setup::new(2_000, 21).await;
+    let report = setup.job().await;
+    let manifest = &report.manifest;
+    let time = manifest.time.to_string();
+    assert_eq!(time.len(), 17);
+    assert_eq!(&time[2..3], "-");
+    assert_eq!(&time[8..9], "_");
+
+    let layout = read_layout(&setup.s3, &manifest.time).await;
+    let files: BTreeSet<(Option<&str>, &str)> = layout
+        .keys()
+        .map(|(ns, f)| (ns.as_deref(), f.as_str()))
+        .collect();
+    // Cluster-scoped at the top, namespaced under the namespace, qualified names where a
+    // plural is served by more than one group.
+    for top in [
+        "namespaces.json",
+        "persistentvolumes.json",
+        "clusterroles.json",
+        "customresourcedefinitions.json",
+    ] {
+        assert!(files.contains(&(None, top)), "{top} missing: {files:?}");
+    }
+    assert!(
+        files.contains(&(Some("kube-system"), "configmaps.json")),
+        "{files:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|(ns, f)| ns.is_some() && *f == "deployments.json")
+    );
+    assert!(
+        files
+            .iter()
+            .any(|(ns, f)| ns.is_some() && *f == "widgets.json")
+    );
+    assert!(files.iter().any(|(_, f)| *f == "pods.metrics.k8s.io.json"));
+    assert!(
+        !files
+            .iter()
+            .any(|(_, f)| *f == "events.json" || *f == "events.events.k8s.io.json")
+    );
+
+    // Every object of the manifest is in exactly one file, and nothing else is.
+    let in_layout = layout_objects(&layout);
+    let count: usize = layout.values().map(Vec::len).sum();
+    assert_eq!(count, in_layout.len(), "an object appears in two files");
+    assert_eq!(in_layout, manifest_objects(manifest));
+
+    // The export is recorded in the manifest, file by file.
+    let export = manifest.export.as_ref().unwrap();
+    assert_eq!(export.files.len(), layout.len());
+    assert!(export.files.iter().all(|f| f.how == Transfer::Uploaded));
+    assert_eq!(report.export.files_copied, 0);
+    // And `kubectl apply -f` would take each file's items as they are (checked in the
+    // restore tests); here: the server's objects are all there.
+    let sim = &setup.cluster.sim;
+    let deployment = sim
+        .objects()
+        .into_iter()
+        .find(|k| k.resource == "deployments" && k.namespace.as_deref() != Some("kube-system"))
+        .unwrap();
+    let file = &layout[&(deployment.namespace.clone(), "deployments.json".to_string())];
+    assert!(
+        file.iter()
+            .any(|i| i["metadata"]["name"] == deployment.name.as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_files_are_server_side_copies_and_churn_uploads_only_changed_files() {
+    let setup = Setup::new(2_000, 22).await;
+    let first = setup.job().await;
+    let files = first.export.files.len() as u64;
+
+    // Nothing changed: every plain-layout file is a copy; the only PUTs are the manifest
+    // (written before the export, and again with the export's record).
+    let second = setup.job().await;
+    assert_eq!(second.export.files_uploaded, 0);
+    assert_eq!(second.export.bytes_uploaded, 0);
+    assert_eq!(second.export.files_copied, files);
+    assert_eq!(second.requests.copies, files);
+    assert_eq!(second.requests.puts, 2, "{:?}", second.requests);
+    assert_eq!(second.manifest.stats.store.new_objects, 0);
+    let layout_one = read_layout(&setup.s3, &first.manifest.time).await;
+    let layout_two = read_layout(&setup.s3, &second.manifest.time).await;
+    assert_eq!(layout_one, layout_two);
+
+    // 1 % churn: exactly the files that hold a changed, added or removed object are uploaded.
+    let before: BTreeMap<_, _> = second
+        .manifest
+        .objects
+        .iter()
+        .map(|o| ((o.resource, o.namespace.clone(), o.name.clone()), o.id))
+        .collect();
+    setup.cluster.sim.churn(0.01, 5);
+    let third = setup.job().await;
+    let after: BTreeMap<_, _> = third
+        .manifest
+        .objects
+        .iter()
+        .map(|o| ((o.resource, o.namespace.clone(), o.name.clone()), o.id))
+        .collect();
+    // The same resources are listed in the same order, so indexes compare.
+    assert_eq!(
+        second
+            .manifest
+            .resources
+            .iter()
+            .map(|r| &r.resource)
+            .collect::<Vec<_>>(),
+        third
+            .manifest
+            .resources
+            .iter()
+            .map(|r| &r.resource)
+            .collect::<Vec<_>>()
+    );
+    let touched: BTreeSet<(u32, Option<String>)> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|(r, ns, _)| (*r, ns.clone()))
+        .collect();
+    let names = |m: &Manifest, r: u32, ns: &Option<String>| {
+        let rt = &m.resources[r as usize].resource;
+        let file = if rt.group == "metrics.k8s.io" {
+            format!("{}.{}.json", rt.resource, rt.group)
+        } else {
+            format!("{}.json", rt.resource)
+        };
+        match ns {
+            Some(ns) => format!("{PREFIX}{}/{ns}/{file}", m.time),
+            None => format!("{PREFIX}{}/{file}", m.time),
+        }
+    };
+    let expected_uploads: BTreeSet<String> = touched
+        .iter()
+        .filter(|(r, ns)| after.keys().any(|(r2, ns2, _)| r2 == r && ns2 == ns))
+        .map(|(r, ns)| names(&third.manifest, *r, ns))
+        .collect();
+    let uploaded: BTreeSet<String> = third
+        .export
+        .files
+        .iter()
+        .filter(|f| f.how == Transfer::Uploaded)
+        .map(|f| format!("team/prod/{}", f.key))
+        .collect();
+    assert!(!uploaded.is_empty());
+    assert_eq!(uploaded, expected_uploads);
+    let layout_three = read_layout(&setup.s3, &third.manifest.time).await;
+    assert_eq!(
+        layout_objects(&layout_three),
+        manifest_objects(&third.manifest)
+    );
+    assert!(third.export.bytes_uploaded < first.export.bytes_uploaded / 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_export_is_finished_without_redoing_work() {
+    let setup = Setup::new(2_000, 23).await;
+    let faulty = FaultyBackend::new(CountingBackend::new(setup.backend().await));
+    let faults = faulty.state();
+    let backend: DynBackend = Arc::new(faulty);
+    let store = Store::open(
+        backend.clone(),
+        &setup.settings.cache_dir,
+        StoreConfig::default(),
+    )
+    .await
+    .unwrap();
+    let api = setup.cluster.api().await;
+    let mut manifest = take_snapshot(&api, &store, &setup.settings.snapshot, Arc::new(|_| {}))
+        .await
+        .unwrap();
+    let planned = kube_autosave::export::plan(&manifest).len();
+
+    // S3 goes away after 20 more files.
+    faults.fail_after_writes(20, FaultOps::Writes);
+    let err = export(&store, &mut manifest, &ExportOptions::default(), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("injected fault"), "{err}");
+    let stored = Manifest::load(&store, &manifest.time).await.unwrap();
+    assert!(
+        !stored.is_exported(),
+        "an incomplete export is not recorded as complete"
+    );
+    let partial = s3_server::read_all(
+        &s3_server::plain_client(&setup.s3).await,
+        &format!("{PREFIX}{}/", manifest.time),
+    )
+    .await;
+    assert!(
+        !partial.is_empty() && partial.len() < planned,
+        "{} of {planned}",
+        partial.len()
+    );
+
+    // Back again: the next job finishes the export first, uploading only what is missing.
+    faults.heal();
+    drop(store);
+    let report = setup.job().await;
+    assert_eq!(report.finished_exports, vec![manifest.time.to_string()]);
+    let finished = Manifest::load(
+        &Store::open(
+            setup.backend().await,
+            &setup.settings.cache_dir,
+            StoreConfig::default(),
+        )
+        .await
+        .unwrap(),
+        &manifest.time,
+    )
+    .await
+    .unwrap();
+    let record = finished.export.as_ref().unwrap();
+    assert_eq!(record.files.len(), planned);
+    assert_eq!(
+        record.files_uploaded as usize, planned,
+        "every file of the first snapshot was uploaded exactly once"
+    );
+    let layout = read_layout(&setup.s3, &manifest.time).await;
+    assert_eq!(layout.len(), planned);
+    assert_eq!(layout_objects(&layout), manifest_objects(&finished));
+    // The files the interrupted run wrote were not uploaded again: the rerun's PUTs are the
+    // missing files, the finished manifest, and the new (unchanged) snapshot's manifest twice.
+    assert_eq!(
+        report.requests.puts as usize,
+        planned - partial.len() + 1 + 2,
+        "{:?}",
+        report.requests
+    );
+}
