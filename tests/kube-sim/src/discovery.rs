@@ -319,6 +319,10 @@ fn parse_aggregated(text: &str) -> Result<Vec<GroupDef>, String> {
         }
         for v in &mut g.versions {
             for r in &mut v.resources {
+                // Virtual resources (reviews, create-only APIs) have no storage.
+                if !r.has_verb("watch") {
+                    continue;
+                }
                 r.storage_version_hash = Some(if g.name == "events.k8s.io" && r.kind == "Event" {
                     storage_version_hash("", "v1", "Event")
                 } else {

@@ -807,7 +807,7 @@ impl<'s> Generator<'s> {
                 "volumeMounts": [{"mountPath": "/etc/kubernetes/pki", "name": "k8s-certs", "readOnly": true}],
             });
             let labels = str_map(&[("component", comp), ("tier", "control-plane")]);
-            let mut pod = self.pod_value(&cp, vec![container], json!([{"hostPath": {"path": "/etc/kubernetes/pki", "type": "DirectoryOrCreate"}, "name": "k8s-certs"}]), None, true);
+            let mut pod = self.pod_value(&cp, vec![container], json!([{"hostPath": {"path": "/etc/kubernetes/pki", "type": "DirectoryOrCreate"}, "name": "k8s-certs"}]), None, true, created);
             pod["spec"]["hostNetwork"] = json!(true);
             pod["spec"]["priorityClassName"] = json!("system-node-critical");
             pod["spec"]["priority"] = json!(2_000_001_000);
@@ -937,7 +937,8 @@ impl<'s> Generator<'s> {
     }
 
     /// A pod's spec and status as the scheduler and kubelet leave them.
-    fn pod_value(&mut self, node: &NodeInfo, containers: Vec<Value>, volumes: Value, sa: Option<&str>, running: bool) -> Value {
+    #[allow(clippy::too_many_arguments)]
+    fn pod_value(&mut self, node: &NodeInfo, containers: Vec<Value>, volumes: Value, sa: Option<&str>, running: bool, created: i64) -> Value {
         let api_access = format!("kube-api-access-{}", self.rng.suffix(5));
         let mut containers = containers;
         for c in &mut containers {
@@ -953,7 +954,7 @@ impl<'s> Generator<'s> {
             {"configMap": {"items": [{"key": "ca.crt", "path": "ca.crt"}], "name": "kube-root-ca.crt"}},
             {"downwardAPI": {"items": [{"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}, "path": "namespace"}]}},
         ]}}));
-        let started = BASE_TIME - self.rng.range(600, 14 * 86_400) as i64;
+        let started = created + 1 + self.rng.below(3) as i64;
         let ip = self.next_pod_ip();
         let statuses: Vec<Value> = containers
             .iter()
@@ -1133,9 +1134,9 @@ impl<'s> Generator<'s> {
                 used.push(suffix.clone());
                 let pod_name = format!("{rs_name}-{suffix}");
                 let node = self.pick_node();
-                let pod = self.pod_value(&node, containers.clone(), volumes.clone(), Some(sa), true);
-                let ip = pod["status"]["podIP"].as_str().unwrap_or_default().to_string();
                 let pod_created = self.since(rs_created, 14);
+                let pod = self.pod_value(&node, containers.clone(), volumes.clone(), Some(sa), true, pod_created);
+                let ip = pod["status"]["podIP"].as_str().unwrap_or_default().to_string();
                 let mut d = self
                     .draft(POD, Some(ns), &pod_name, pod_created)
                     .labels(&rs_labels)
@@ -1201,11 +1202,11 @@ impl<'s> Generator<'s> {
                 break;
             }
             let pod_name = format!("{name}-{}", self.rng.suffix(5));
-            let mut pod = self.pod_value(&node, vec![container.clone()], volumes.clone(), Some(sa), true);
+            let pod_created = self.since(created, 60);
+            let mut pod = self.pod_value(&node, vec![container.clone()], volumes.clone(), Some(sa), true, pod_created);
             pod["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node.name]}]}]}}});
             pod["spec"]["priorityClassName"] = json!("system-node-critical");
             pod["spec"]["priority"] = json!(2_000_001_000);
-            let pod_created = self.since(created, 60);
             let mut d = self
                 .draft(POD, Some(ns), &pod_name, pod_created)
                 .labels(labels)
@@ -1416,7 +1417,7 @@ impl<'s> Generator<'s> {
         let mut data = Map::new();
         let files = self.rng.range(1, 4);
         for f in 0..files {
-            let len = if big { self.rng.range(12_000, 60_000) } else { self.rng.range(80, 2_500) } as usize;
+            let len = if big && f == 0 { self.rng.range(12_000, 50_000) } else { self.rng.range(80, 2_000) } as usize;
             data.insert(format!("{}.{}", ["application", "settings", "logging", "routes"][f as usize % 4], ["yaml", "json", "properties", "conf"][(f as usize + len) % 4]), json!(config_text(&mut self.rng, len)));
         }
         let d = self
@@ -1478,7 +1479,7 @@ impl<'s> Generator<'s> {
     fn deployment_app(&mut self, ns: &str, name: &str, created: i64) {
         let team = ns.split('-').next().unwrap_or(ns).to_string();
         let labels = self.app_labels(ns, name);
-        let helm = self.rng.chance(0.4);
+        let helm = self.rng.chance(0.3);
         let mut meta_labels = labels.clone();
         if helm {
             meta_labels.insert("app.kubernetes.io/managed-by".into(), json!("Helm"));
@@ -1504,7 +1505,7 @@ impl<'s> Generator<'s> {
             "default".to_string()
         };
         let image = format!("registry.example.com/{team}/{name}:{}", semver(&mut self.rng));
-        let env = self.rng.range(3, 14) as usize;
+        let env = self.rng.range(2, 9) as usize;
         let mut containers = vec![self.app_container(name, &image, env, 8080, true)];
         if self.rng.chance(0.2) {
             containers.push(self.app_container("sidecar", "registry.example.com/platform/envoy:1.31.2", 2, 15090, false));
@@ -1629,11 +1630,11 @@ impl<'s> Generator<'s> {
             let node = self.pick_node();
             let mut vols = volumes.as_array().cloned().unwrap_or_default();
             vols.insert(0, json!({"name": "data", "persistentVolumeClaim": {"claimName": claim}}));
-            let mut pod = self.pod_value(&node, vec![container.clone()], Value::Array(vols), None, true);
+            let pod_created = self.since(created, 30);
+            let mut pod = self.pod_value(&node, vec![container.clone()], Value::Array(vols), None, true, pod_created);
             pod["spec"]["hostname"] = json!(pod_name);
             pod["spec"]["subdomain"] = json!(svc);
             let ip = pod["status"]["podIP"].as_str().unwrap_or_default().to_string();
-            let pod_created = self.since(created, 30);
             let mut d = self
                 .draft(POD, Some(ns), &pod_name, pod_created)
                 .labels(&labels)
@@ -1757,7 +1758,7 @@ impl<'s> Generator<'s> {
             self.emit(d);
             let pod_name = format!("{job}-{}", self.rng.suffix(5));
             let node = self.pick_node();
-            let pod = self.pod_value(&node, vec![container.clone()], json!([]), None, false);
+            let pod = self.pod_value(&node, vec![container.clone()], json!([]), None, false, at);
             let mut d = self
                 .draft(POD, Some(ns), &pod_name, at)
                 .labels(&job_labels)
@@ -1831,7 +1832,7 @@ impl<'s> Generator<'s> {
             if self.room() == 0 {
                 return;
             }
-            let len = self.rng.range(6_000, 40_000) as usize;
+            let len = self.rng.range(3_000, 24_000) as usize;
             let status = if r == revision { "deployed" } else { "superseded" };
             let at = self.since(created, 200);
             let d = self

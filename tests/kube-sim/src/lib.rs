@@ -45,6 +45,7 @@ mod fixtures;
 mod generate;
 mod handlers;
 mod objects;
+mod openapi;
 mod rng;
 mod selector;
 mod server;

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::discovery::{self, AGGREGATED_CONTENT_TYPE};
-use crate::{Shared, handlers, status};
+use crate::{Shared, handlers, openapi, status};
 
 /// Largest request body accepted (the real server's limit is 3 MiB for most requests; a
 /// restore may send large objects, so allow more).
@@ -301,6 +301,32 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Reply {
                 return Reply::status(status::service_unavailable());
             }
             Reply::json(200, to_vec(&discovery::legacy_resource_list(group, v)))
+        }
+        ["openapi", "v3", rest @ ..] if req.method == Method::GET => {
+            let state = shared.read();
+            let groups = shared.groups(&state);
+            drop(state);
+            let core = shared.core_group();
+            if rest.is_empty() {
+                Reply::json(200, to_vec(&openapi::index(&core, &groups)))
+            } else {
+                match openapi::document(&core, &groups, rest) {
+                    Some(doc) => Reply::json(200, to_vec(&doc)),
+                    None => Reply::status(status::path_not_found()),
+                }
+            }
+        }
+        ["openapi", "v2"] if req.method == Method::GET => {
+            if req.accept.contains("protobuf") {
+                Reply::Json {
+                    code: 200,
+                    body: openapi::v2_protobuf(),
+                    content_type: openapi::V2_PROTOBUF,
+                    retry_after: None,
+                }
+            } else {
+                Reply::json(200, to_vec(&openapi::v2_json()))
+            }
         }
         ["api", version, rest @ ..] => handlers::resource(shared, req, "", version, rest),
         ["apis", group, version, rest @ ..] => handlers::resource(shared, req, group, version, rest),

@@ -591,13 +591,13 @@ pub(crate) struct ContinueToken {
 impl ContinueToken {
     /// The real server's format: base64url (no padding) of a small JSON document.
     pub(crate) fn encode(&self) -> String {
-        let doc = serde_json::json!({
-            "v": "meta.k8s.io/v1",
-            "rv": self.rv,
-            "start": self.start,
-            "p": self.pages,
-        });
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(doc.to_string())
+        let doc = format!(
+            "{{\"v\":\"meta.k8s.io/v1\",\"rv\":{},\"start\":{},\"p\":{}}}",
+            self.rv,
+            json_str(&self.start),
+            self.pages
+        );
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(doc)
     }
 
     pub(crate) fn decode(token: &str) -> Result<ContinueToken, String> {

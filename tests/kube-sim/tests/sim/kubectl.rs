@@ -1,0 +1,178 @@
+//! kubectl against the simulated server.
+
+use std::process::Command;
+
+use kube_sim::{SimConfig, SimServer};
+use serde_json::Value;
+
+use crate::common::*;
+
+struct Kubectl {
+    dir: tempfile::TempDir,
+}
+
+impl Kubectl {
+    /// kubectl sends the bearer token only over HTTPS, so these tests use TLS.
+    fn new(server: &SimServer) -> Kubectl {
+        let found = Command::new("kubectl").arg("version").arg("--client").output();
+        if found.is_err() {
+            panic!("kubectl is not installed: install the Debian package kubernetes-client (apt-get install -y kubernetes-client)");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        server.write_kubeconfig(&dir.path().join("config")).unwrap();
+        Kubectl { dir }
+    }
+
+    fn run(&self, args: &[&str]) -> (String, String) {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.dir.path().join("config"))
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("cache"))
+            .args(args)
+            .env("HOME", self.dir.path())
+            .output()
+            .expect("kubectl runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "kubectl {args:?} failed:\n{stderr}\n{stdout}");
+        (stdout, stderr)
+    }
+}
+
+async fn tls_server(objects: usize) -> SimServer {
+    start(SimConfig { objects, tls: true, ..Default::default() }).await
+}
+
+#[tokio::test]
+async fn api_resources() {
+    let server = tls_server(300).await;
+    let k = Kubectl::new(&server);
+    let (out, err) = tokio::task::spawn_blocking(move || (k.run(&["api-resources", "--no-headers", "-o", "wide"]), k))
+        .await
+        .unwrap()
+        .0;
+    assert!(!err.contains("couldn't get"), "{err}");
+    let c = client(&server).await;
+    // Every resource of every group's preferred version is listed, with the right group.
+    let apis = get_json(&c, "/apis").await;
+    let mut expected = std::collections::BTreeSet::new();
+    for r in get_json(&c, "/api/v1").await["resources"].as_array().unwrap() {
+        let name = r["name"].as_str().unwrap();
+        if !name.contains('/') {
+            expected.insert((name.to_string(), "v1".to_string()));
+        }
+    }
+    for g in apis["groups"].as_array().unwrap() {
+        let gv = g["preferredVersion"]["groupVersion"].as_str().unwrap();
+        for r in get_json(&c, &format!("/apis/{gv}")).await["resources"].as_array().unwrap() {
+            let name = r["name"].as_str().unwrap();
+            if !name.contains('/') {
+                expected.insert((name.to_string(), gv.to_string()));
+            }
+        }
+    }
+    let got: std::collections::BTreeSet<(String, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            // NAME [SHORTNAMES] APIVERSION NAMESPACED KIND VERBS [CATEGORIES]
+            let av = cols.iter().position(|c| *c == "true" || *c == "false")?;
+            Some((cols[0].to_string(), cols[av - 1].to_string()))
+        })
+        .collect();
+    for e in &expected {
+        assert!(got.contains(e), "kubectl api-resources lacks {e:?}:\n{out}");
+    }
+    assert!(got.contains(&("widgets".to_string(), "example.com/v1".to_string())));
+    assert!(got.contains(&("pods".to_string(), "metrics.k8s.io/v1beta1".to_string())));
+}
+
+#[tokio::test]
+async fn get_deployments_all_namespaces_json() {
+    let server = tls_server(2000).await;
+    let k = Kubectl::new(&server);
+    let (out, _) = tokio::task::spawn_blocking(move || k.run(&["get", "deployments", "-A", "-o", "json"]))
+        .await
+        .unwrap();
+    let list: Value = serde_json::from_str(&out).unwrap();
+    let got = names(list["items"].as_array().unwrap());
+    assert_eq!(got, stored_names(&server, "apps", "deployments", None));
+    assert!(got.len() > 20);
+    // kubectl fills in the item types the server leaves out of lists.
+    assert_eq!(list["items"][0]["kind"], "Deployment");
+}
+
+#[tokio::test]
+async fn get_configmaps_in_chunks() {
+    let server = tls_server(2000).await;
+    // The namespace with the most config maps.
+    let mut per_ns = std::collections::BTreeMap::<String, usize>::new();
+    for k in server.objects().into_iter().filter(|k| k.resource == "configmaps") {
+        *per_ns.entry(k.namespace.unwrap()).or_default() += 1;
+    }
+    let ns: &'static str = per_ns.into_iter().max_by_key(|(_, n)| *n).map(|(ns, _)| ns).unwrap().leak();
+    let expected = stored_names(&server, "", "configmaps", Some(ns));
+    assert!(expected.len() > 6, "{expected:?}");
+    let k = Kubectl::new(&server);
+    let (out, err) = tokio::task::spawn_blocking(move || k.run(&["get", "cm", "-n", ns, "--chunk-size=3", "-o", "json", "-v=6"]))
+        .await
+        .unwrap();
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(names(list["items"].as_array().unwrap()), expected);
+    let requests = err.lines().filter(|l| l.contains("/configmaps?") && l.contains("limit=3")).count();
+    assert_eq!(requests, expected.len().div_ceil(3), "{err}");
+    assert!(err.contains("continue="));
+
+    // Plain `get` asks for a server-side Table.
+    let k = Kubectl::new(&server);
+    let (out, _) = tokio::task::spawn_blocking(move || k.run(&["get", "cm", "-n", ns, "--chunk-size=3"]))
+        .await
+        .unwrap();
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, vec!["NAME", "AGE"]);
+    let shown: Vec<String> = lines.map(|l| format!("{ns}/{}", l.split_whitespace().next().unwrap())).collect();
+    assert_eq!(shown, expected);
+}
+
+#[tokio::test]
+async fn create_from_file_and_get_crd() {
+    let server = tls_server(300).await;
+    let k = Kubectl::new(&server);
+    let file = k.dir.path().join("objects.json");
+    std::fs::write(
+        &file,
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "restored"}},
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "restored"}, "data": {"a": "1"}},
+            ],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let single = k.dir.path().join("secret.json");
+    std::fs::write(
+        &single,
+        serde_json::to_vec(&serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "token", "namespace": "restored"}, "type": "Opaque", "data": {"t": "dA=="}})).unwrap(),
+    )
+    .unwrap();
+    let f = file.to_string_lossy().to_string();
+    let f2 = single.to_string_lossy().to_string();
+    let (out, crd) = tokio::task::spawn_blocking(move || {
+        let created = k.run(&["create", "-f", &f, "-f", &f2]).0;
+        let crd = k.run(&["get", "crd"]).0;
+        (created, crd)
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("namespace/restored created"), "{out}");
+    assert!(out.contains("configmap/settings created"), "{out}");
+    assert!(crd.contains("widgets.example.com"), "{crd}");
+    let log: Vec<String> = server.create_log().iter().map(|k| format!("{}/{}", k.resource, k.name)).collect();
+    assert!(out.contains("secret/token created"), "{out}");
+    assert_eq!(log, vec!["namespaces/restored", "configmaps/settings", "secrets/token"]);
+}

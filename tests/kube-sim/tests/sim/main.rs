@@ -1,0 +1,11 @@
+//! Tests of the simulated API server over real HTTP(S) on loopback.
+
+mod common;
+
+mod churn;
+mod discovery;
+mod faults;
+mod kubectl;
+mod paging;
+mod scale;
+mod writes;
