@@ -285,6 +285,23 @@ impl Store {
         &self,
         ids: Vec<ObjectId>,
     ) -> impl Stream<Item = StoreResult<(ObjectId, Bytes)>> + '_ {
+        self.read_many(ids, PackSource::LocalCopyFirst)
+    }
+
+    /// Like [`Store::get_many`], but always reads the packs from the destination, never from
+    /// the local copies: what `verify` needs to check what is really stored.
+    pub fn get_many_remote(
+        &self,
+        ids: Vec<ObjectId>,
+    ) -> impl Stream<Item = StoreResult<(ObjectId, Bytes)>> + '_ {
+        self.read_many(ids, PackSource::Remote)
+    }
+
+    fn read_many(
+        &self,
+        ids: Vec<ObjectId>,
+        source: PackSource,
+    ) -> impl Stream<Item = StoreResult<(ObjectId, Bytes)>> + '_ {
         futures::stream::once(async move {
             let mut by_pack: std::collections::BTreeMap<PackId, Vec<(ObjectId, Location)>> =
                 Default::default();
@@ -297,7 +314,7 @@ impl Store {
             }
             Ok::<_, StoreError>(futures::stream::iter(by_pack).map(move |(pack, wanted)| {
                 let this = self.clone();
-                async move { this.read_from_pack(pack, wanted).await }
+                async move { this.read_from_pack(pack, wanted, source).await }
             }))
         })
         .map_ok(|packs| {
@@ -317,9 +334,10 @@ impl Store {
         &self,
         pack: PackId,
         wanted: Vec<(ObjectId, Location)>,
+        source: PackSource,
     ) -> StoreResult<Vec<(ObjectId, Bytes)>> {
         let local = self.local_pack(&pack);
-        if !local.is_file() {
+        if source == PackSource::Remote || !local.is_file() {
             let key = RemoteFile::Pack(&pack).key();
             let data = match self.inner.backend.get(&key).await {
                 Ok(data) => data,
@@ -332,20 +350,13 @@ impl Store {
                 }
                 Err(e) => return Err(e),
             };
-            if PackId::of(&data) == pack {
+            if PackId::of(&data) == pack && source == PackSource::Remote {
+                return extract(&data, wanted);
+            } else if PackId::of(&data) == pack {
                 save_local_pack(&local, &data).await?;
             } else {
                 // Keep no local copy of a damaged pack; report the objects it damages.
-                return wanted
-                    .into_iter()
-                    .map(|(id, location)| {
-                        let start = location.offset as usize;
-                        let stored = data
-                            .get(start..start + location.length as usize)
-                            .unwrap_or_default();
-                        pack::open_blob(&id, &location, stored).map(|bytes| (id, bytes))
-                    })
-                    .collect();
+                return extract(&data, wanted);
             }
         }
         tokio::task::spawn_blocking(move || {
@@ -364,6 +375,27 @@ impl Store {
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
+}
+
+/// Where `get_many` reads packs from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PackSource {
+    LocalCopyFirst,
+    Remote,
+}
+
+/// The wanted objects out of a whole pack's bytes, each checked against its id.
+fn extract(data: &[u8], wanted: Vec<(ObjectId, Location)>) -> StoreResult<Vec<(ObjectId, Bytes)>> {
+    wanted
+        .into_iter()
+        .map(|(id, location)| {
+            let start = location.offset as usize;
+            let stored = data
+                .get(start..start + location.length as usize)
+                .unwrap_or_default();
+            pack::open_blob(&id, &location, stored).map(|bytes| (id, bytes))
+        })
+        .collect()
 }
 
 async fn save_local_pack(path: &Path, data: &Bytes) -> StoreResult<()> {
