@@ -16,7 +16,9 @@ const MANAGER: &str = "kube-sim-churn";
 fn untouchable(k: &ObjectKey) -> bool {
     matches!(
         (k.group.as_str(), k.resource.as_str()),
-        ("", "namespaces") | ("apiextensions.k8s.io", "customresourcedefinitions") | ("apiregistration.k8s.io", "apiservices")
+        ("", "namespaces")
+            | ("apiextensions.k8s.io", "customresourcedefinitions")
+            | ("apiregistration.k8s.io", "apiservices")
     )
 }
 
@@ -34,7 +36,11 @@ pub(crate) fn churn(shared: &Shared, fraction: f64, seed: u64) -> ChurnReport {
     let mut report = ChurnReport::default();
     let mut state = shared.write();
     let total = state.store.live_count();
-    let fraction = if fraction.is_finite() { fraction.clamp(0.0, 1.0) } else { 0.0 };
+    let fraction = if fraction.is_finite() {
+        fraction.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let keys: Vec<ObjectKey> = state
         .store
         .keys()
@@ -53,7 +59,11 @@ pub(crate) fn churn(shared: &Shared, fraction: f64, seed: u64) -> ChurnReport {
     };
     for i in 0..n_mod {
         let k = &keys[pick(&mut rng, i, &mut order)];
-        let Some(obj) = state.store.get(&k.group, &k.resource, &store::object_key(k.namespace.as_deref(), &k.name)) else {
+        let Some(obj) = state.store.get(
+            &k.group,
+            &k.resource,
+            &store::object_key(k.namespace.as_deref(), &k.name),
+        ) else {
             continue;
         };
         let Some(Value::Object(mut value)) = obj.full_value(&k.api_version(), &k.kind) else {
@@ -66,9 +76,7 @@ pub(crate) fn churn(shared: &Shared, fraction: f64, seed: u64) -> ChurnReport {
         {
             let meta = objects::metadata_mut(&mut value);
             meta.insert("resourceVersion".into(), json!(rv.to_string()));
-            if spec_changed
-                && let Some(g) = meta.get("generation").and_then(Value::as_i64)
-            {
+            if spec_changed && let Some(g) = meta.get("generation").and_then(Value::as_i64) {
                 meta.insert("generation".into(), json!(g + 1));
             }
         }
@@ -78,9 +86,13 @@ pub(crate) fn churn(shared: &Shared, fraction: f64, seed: u64) -> ChurnReport {
             .collection(&k.group, &k.resource)
             .is_some_and(|c| c.rtype.custom);
         let value = Value::Object(value);
-        let alt = (k.group.is_empty() && k.resource == "events").then(|| objects::events_v1_view(&value));
+        let alt =
+            (k.group.is_empty() && k.resource == "events").then(|| objects::events_v1_view(&value));
         if let Ok(o) = Obj::from_value(value, custom, alt.as_ref())
-            && state.store.put(&k.group, &k.resource, o, PutMode::Update(None)).is_ok()
+            && state
+                .store
+                .put(&k.group, &k.resource, o, PutMode::Update(None))
+                .is_ok()
         {
             report.modified.push(k.clone());
         }
@@ -98,7 +110,12 @@ pub(crate) fn churn(shared: &Shared, fraction: f64, seed: u64) -> ChurnReport {
         let rv = state.store.next_rv();
         if state
             .store
-            .delete(&k.group, &k.resource, &store::object_key(k.namespace.as_deref(), &k.name), rv)
+            .delete(
+                &k.group,
+                &k.resource,
+                &store::object_key(k.namespace.as_deref(), &k.name),
+                rv,
+            )
             .is_some()
         {
             report.deleted.push(k);
@@ -119,10 +136,18 @@ pub(crate) fn churn(shared: &Shared, fraction: f64, seed: u64) -> ChurnReport {
         }
         let ns = namespaces[rng.below(namespaces.len() as u64) as usize].clone();
         let secret = n % 2 == 1;
-        let (plural, kind) = if secret { ("secrets", "Secret") } else { ("configmaps", "ConfigMap") };
+        let (plural, kind) = if secret {
+            ("secrets", "Secret")
+        } else {
+            ("configmaps", "ConfigMap")
+        };
         let mut name = format!("churn-{seed}-{n}");
         let mut attempt = 0;
-        while state.store.get("", plural, &store::object_key(Some(&ns), &name)).is_some() {
+        while state
+            .store
+            .get("", plural, &store::object_key(Some(&ns), &name))
+            .is_some()
+        {
             attempt += 1;
             name = format!("churn-{seed}-{n}-{attempt}");
         }
@@ -145,7 +170,8 @@ pub(crate) fn churn(shared: &Shared, fraction: f64, seed: u64) -> ChurnReport {
         });
         if secret {
             value["type"] = json!("Opaque");
-            value["data"] = json!({"payload": base64::engine::general_purpose::STANDARD.encode(&payload)});
+            value["data"] =
+                json!({"payload": base64::engine::general_purpose::STANDARD.encode(&payload)});
         } else {
             value["data"] = json!({"payload": payload});
         }
@@ -169,7 +195,12 @@ pub(crate) fn churn(shared: &Shared, fraction: f64, seed: u64) -> ChurnReport {
 }
 
 /// Changes an object's content; returns whether its spec (or data) changed.
-fn modify(value: &mut serde_json::Map<String, Value>, k: &ObjectKey, rng: &mut Rng, tag: &str) -> bool {
+fn modify(
+    value: &mut serde_json::Map<String, Value>,
+    k: &ObjectKey,
+    rng: &mut Rng,
+    tag: &str,
+) -> bool {
     if let Some(Value::Object(data)) = value.get_mut("data")
         && matches!(k.kind.as_str(), "ConfigMap" | "Secret")
     {
@@ -193,7 +224,10 @@ fn modify(value: &mut serde_json::Map<String, Value>, k: &ObjectKey, rng: &mut R
             return true;
         }
         if k.kind == "Widget" {
-            spec.insert("color".into(), json!(*rng.pick(&["red", "green", "blue", "yellow"])));
+            spec.insert(
+                "color".into(),
+                json!(*rng.pick(&["red", "green", "blue", "yellow"])),
+            );
             return true;
         }
     }

@@ -676,7 +676,11 @@ fn aggregated_resource(r: &ResourceDef) -> Value {
     );
     e.insert(
         "scope".into(),
-        json!(if r.namespaced { "Namespaced" } else { "Cluster" }),
+        json!(if r.namespaced {
+            "Namespaced"
+        } else {
+            "Cluster"
+        }),
     );
     if !r.short_names.is_empty() {
         e.insert("shortNames".into(), json!(r.short_names));

@@ -5,8 +5,7 @@
 //! documents derived from these.
 
 /// Aggregated discovery (`apidiscovery.k8s.io/v2`) of every group under `/apis`.
-pub(crate) const AGGREGATED_V2: &str =
-    include_str!("../fixtures/k8s-discovery/aggregated_v2.json");
+pub(crate) const AGGREGATED_V2: &str = include_str!("../fixtures/k8s-discovery/aggregated_v2.json");
 
 /// The legacy `APIResourceList` of the core group, `/api/v1`.
 pub(crate) const API_V1: &str = include_str!("../fixtures/k8s-discovery/api__v1.json");

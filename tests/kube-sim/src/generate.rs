@@ -83,25 +83,95 @@ pub(crate) const SYSTEM_NAMESPACES: [&str; 4] =
 pub(crate) type Sink<'a> = dyn FnMut(&K, Value) -> u64 + 'a;
 
 const TEAMS: [&str; 40] = [
-    "payments", "checkout", "search", "catalog", "accounts", "billing", "shipping", "inventory",
-    "orders", "analytics", "reporting", "identity", "notifications", "media", "pricing",
-    "reviews", "recommendations", "fraud", "ledger", "gateway", "support", "marketing",
-    "logistics", "warehouse", "loyalty", "messaging", "streaming", "data", "ml", "platform",
-    "observability", "security", "compliance", "growth", "partners", "mobile", "web", "edge",
-    "storage", "batch",
+    "payments",
+    "checkout",
+    "search",
+    "catalog",
+    "accounts",
+    "billing",
+    "shipping",
+    "inventory",
+    "orders",
+    "analytics",
+    "reporting",
+    "identity",
+    "notifications",
+    "media",
+    "pricing",
+    "reviews",
+    "recommendations",
+    "fraud",
+    "ledger",
+    "gateway",
+    "support",
+    "marketing",
+    "logistics",
+    "warehouse",
+    "loyalty",
+    "messaging",
+    "streaming",
+    "data",
+    "ml",
+    "platform",
+    "observability",
+    "security",
+    "compliance",
+    "growth",
+    "partners",
+    "mobile",
+    "web",
+    "edge",
+    "storage",
+    "batch",
 ];
 const ENVS: [&str; 5] = ["prod", "staging", "dev", "qa", "sandbox"];
 const COMPONENTS: [&str; 20] = [
-    "api", "web", "worker", "frontend", "backend", "cache", "gateway", "auth", "notifier",
-    "scheduler", "ingest", "reporter", "exporter", "sync", "consumer", "producer", "indexer",
-    "proxy", "admin", "graphql",
+    "api",
+    "web",
+    "worker",
+    "frontend",
+    "backend",
+    "cache",
+    "gateway",
+    "auth",
+    "notifier",
+    "scheduler",
+    "ingest",
+    "reporter",
+    "exporter",
+    "sync",
+    "consumer",
+    "producer",
+    "indexer",
+    "proxy",
+    "admin",
+    "graphql",
 ];
 const ENV_NAMES: [&str; 24] = [
-    "LOG_LEVEL", "LOG_FORMAT", "PORT", "METRICS_PORT", "DATABASE_HOST", "DATABASE_PORT",
-    "DATABASE_NAME", "REDIS_URL", "KAFKA_BROKERS", "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_SERVICE_NAME", "FEATURE_FLAGS", "HTTP_TIMEOUT", "MAX_CONNECTIONS", "CACHE_TTL",
-    "REGION", "ENVIRONMENT", "SENTRY_DSN", "GOMAXPROCS", "JAVA_OPTS", "WORKER_THREADS",
-    "QUEUE_NAME", "UPSTREAM_URL", "TZ",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "PORT",
+    "METRICS_PORT",
+    "DATABASE_HOST",
+    "DATABASE_PORT",
+    "DATABASE_NAME",
+    "REDIS_URL",
+    "KAFKA_BROKERS",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_SERVICE_NAME",
+    "FEATURE_FLAGS",
+    "HTTP_TIMEOUT",
+    "MAX_CONNECTIONS",
+    "CACHE_TTL",
+    "REGION",
+    "ENVIRONMENT",
+    "SENTRY_DSN",
+    "GOMAXPROCS",
+    "JAVA_OPTS",
+    "WORKER_THREADS",
+    "QUEUE_NAME",
+    "UPSTREAM_URL",
+    "TZ",
 ];
 
 /// A node of the generated cluster, remembered for pods and metrics.
@@ -291,7 +361,13 @@ impl<'s> Generator<'s> {
         let av = d.k.api_version();
         let persisted = d.k.group != crate::discovery::METRICS_GROUP;
         if persisted {
-            let mut managed = vec![managed_entry(&obj, &av, d.manager, &rfc3339(d.created), false)];
+            let mut managed = vec![managed_entry(
+                &obj,
+                &av,
+                d.manager,
+                &rfc3339(d.created),
+                false,
+            )];
             if let Some(sm) = d.status_manager
                 && obj.contains_key("status")
             {
@@ -307,12 +383,20 @@ impl<'s> Generator<'s> {
 
     fn next_pod_ip(&mut self) -> String {
         self.pod_ip += 1;
-        format!("10.244.{}.{}", (self.pod_ip / 250) % 256, 2 + self.pod_ip % 250)
+        format!(
+            "10.244.{}.{}",
+            (self.pod_ip / 250) % 256,
+            2 + self.pod_ip % 250
+        )
     }
 
     fn next_svc_ip(&mut self) -> String {
         self.svc_ip += 1;
-        format!("10.96.{}.{}", (self.svc_ip / 250) % 256, 1 + self.svc_ip % 250)
+        format!(
+            "10.96.{}.{}",
+            (self.svc_ip / 250) % 256,
+            1 + self.svc_ip % 250
+        )
     }
 
     fn pick_node(&mut self) -> NodeInfo {
@@ -391,10 +475,18 @@ impl<'s> Generator<'s> {
             .label("kubernetes.io/metadata.name", name)
             .set("spec", json!({"finalizers": ["kubernetes"]}))
             .set("status", json!({"phase": "Active"}))
-            .manager(if system { "kube-apiserver" } else { "kubectl-create" });
+            .manager(if system {
+                "kube-apiserver"
+            } else {
+                "kubectl-create"
+            });
         if !system {
             let team = name.split('-').next().unwrap_or(name).to_string();
-            let istio = if self.rng.chance(0.5) { "enabled" } else { "disabled" };
+            let istio = if self.rng.chance(0.5) {
+                "enabled"
+            } else {
+                "disabled"
+            };
             d = d.label("team", team).label("istio-injection", istio);
         }
         self.emit(d);
@@ -439,9 +531,7 @@ impl<'s> Generator<'s> {
                     "sizeBytes": self.rng.range(5_000_000, 900_000_000),
                 }));
             }
-            let cond = |t: &str, s: &str, reason: &str, msg: &str| {
-                json!({"lastHeartbeatTime": rfc3339(BASE_TIME - 40), "lastTransitionTime": rfc3339(created + 30), "message": msg, "reason": reason, "status": s, "type": t})
-            };
+            let cond = |t: &str, s: &str, reason: &str, msg: &str| json!({"lastHeartbeatTime": rfc3339(BASE_TIME - 40), "lastTransitionTime": rfc3339(created + 30), "message": msg, "reason": reason, "status": s, "type": t});
             let cidr = format!("10.244.{}.0/24", i % 256);
             let mut d = self
                 .draft(NODE, None, &name, created)
@@ -525,7 +615,10 @@ impl<'s> Generator<'s> {
             let mut d = self
                 .draft(STORAGECLASS, None, name, created)
                 .set("provisioner", json!(provisioner))
-                .set("parameters", json!({"type": name, "fsType": "ext4", "encrypted": "true"}))
+                .set(
+                    "parameters",
+                    json!({"type": name, "fsType": "ext4", "encrypted": "true"}),
+                )
                 .set("reclaimPolicy", json!("Delete"))
                 .set("volumeBindingMode", json!("WaitForFirstConsumer"))
                 .set("allowVolumeExpansion", json!(true));
@@ -536,8 +629,16 @@ impl<'s> Generator<'s> {
         }
         // Priority classes.
         let mut prios: Vec<(&str, i64, &str)> = vec![
-            ("system-cluster-critical", 2_000_000_000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
-            ("system-node-critical", 2_000_001_000, "Used for system critical pods that must not be moved from their current node."),
+            (
+                "system-cluster-critical",
+                2_000_000_000,
+                "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+            ),
+            (
+                "system-node-critical",
+                2_000_001_000,
+                "Used for system critical pods that must not be moved from their current node.",
+            ),
         ];
         if !small {
             prios.push(("high-priority", 1_000_000, "Customer-facing services."));
@@ -603,7 +704,10 @@ impl<'s> Generator<'s> {
                 "status": "True",
                 "type": "Available",
             }]});
-            let d = d.set("spec", spec).set("status", status).status_by("kube-apiserver");
+            let d = d
+                .set("spec", spec)
+                .set("status", status)
+                .status_by("kube-apiserver");
             self.emit(d);
         }
         // Cluster roles and bindings.
@@ -686,18 +790,41 @@ impl<'s> Generator<'s> {
             &["coredns", "kube-proxy", "kube-autosave"]
         } else {
             &[
-                "attachdetach-controller", "bootstrap-signer", "certificate-controller",
-                "clusterrole-aggregation-controller", "coredns", "cronjob-controller",
-                "daemon-set-controller", "deployment-controller", "disruption-controller",
-                "endpoint-controller", "endpointslice-controller",
-                "endpointslicemirroring-controller", "ephemeral-volume-controller",
-                "expand-controller", "generic-garbage-collector", "horizontal-pod-autoscaler",
-                "job-controller", "kube-autosave", "kube-proxy", "metrics-server",
-                "namespace-controller", "node-controller", "persistent-volume-binder",
-                "pod-garbage-collector", "pv-protection-controller", "pvc-protection-controller",
-                "replicaset-controller", "replication-controller", "resourcequota-controller",
-                "root-ca-cert-publisher", "service-account-controller", "service-controller",
-                "statefulset-controller", "token-cleaner", "ttl-after-finished-controller",
+                "attachdetach-controller",
+                "bootstrap-signer",
+                "certificate-controller",
+                "clusterrole-aggregation-controller",
+                "coredns",
+                "cronjob-controller",
+                "daemon-set-controller",
+                "deployment-controller",
+                "disruption-controller",
+                "endpoint-controller",
+                "endpointslice-controller",
+                "endpointslicemirroring-controller",
+                "ephemeral-volume-controller",
+                "expand-controller",
+                "generic-garbage-collector",
+                "horizontal-pod-autoscaler",
+                "job-controller",
+                "kube-autosave",
+                "kube-proxy",
+                "metrics-server",
+                "namespace-controller",
+                "node-controller",
+                "persistent-volume-binder",
+                "pod-garbage-collector",
+                "pv-protection-controller",
+                "pvc-protection-controller",
+                "replicaset-controller",
+                "replication-controller",
+                "resourcequota-controller",
+                "root-ca-cert-publisher",
+                "service-account-controller",
+                "service-controller",
+                "statefulset-controller",
+                "token-cleaner",
+                "ttl-after-finished-controller",
                 "ttl-controller",
             ]
         };
@@ -743,7 +870,11 @@ impl<'s> Generator<'s> {
             "kube-dns",
             created,
             &labels,
-            &[("dns", 53, 53), ("dns-tcp", 53, 53), ("metrics", 9153, 9153)],
+            &[
+                ("dns", 53, 53),
+                ("dns-tcp", 53, 53),
+                ("metrics", 9153, 9153),
+            ],
             Some("10.96.0.10".to_string()),
             &pods,
             false,
@@ -778,13 +909,27 @@ impl<'s> Generator<'s> {
             {"hostPath": {"path": "/run/xtables.lock", "type": "FileOrCreate"}, "name": "xtables-lock"},
             {"hostPath": {"path": "/lib/modules", "type": ""}, "name": "lib-modules"},
         ]);
-        self.daemonset_chain(ks, "kube-proxy", created, &kp_labels, kp_container, kp_volumes, "kube-proxy", "kubeadm");
+        self.daemonset_chain(
+            ks,
+            "kube-proxy",
+            created,
+            &kp_labels,
+            kp_container,
+            kp_volumes,
+            "kube-proxy",
+            "kubeadm",
+        );
         if small {
             return;
         }
         // Static control-plane pods on the first node, owned by the Node.
         let cp = self.nodes[0].clone();
-        for comp in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+        for comp in [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+        ] {
             let name = format!("{comp}-{}", cp.name);
             let image = if comp == "etcd" {
                 "registry.k8s.io/etcd:3.5.15-0".to_string()
@@ -861,9 +1006,18 @@ impl<'s> Generator<'s> {
         });
         for (name, data) in [
             ("extension-apiserver-authentication", auth),
-            ("kubeadm-config", json!({"ClusterConfiguration": format!("apiServer: {{}}\napiVersion: kubeadm.k8s.io/v1beta4\ncertificatesDir: /etc/kubernetes/pki\nclusterName: kubernetes\ncontrolPlaneEndpoint: {}:6443\ncontrollerManager: {{}}\ndns: {{}}\nencryptionAlgorithm: RSA-2048\netcd:\n  local:\n    dataDir: /var/lib/etcd\nimageRepository: registry.k8s.io\nkind: ClusterConfiguration\nkubernetesVersion: v1.31.0\nnetworking:\n  dnsDomain: cluster.local\n  podSubnet: 10.244.0.0/16\n  serviceSubnet: 10.96.0.0/12\nproxy: {{}}\nscheduler: {{}}\n", cp.ip)})),
-            ("kubelet-config", json!({"kubelet": "apiVersion: kubelet.config.k8s.io/v1beta1\nauthentication:\n  anonymous:\n    enabled: false\n  webhook:\n    cacheTTL: 0s\n    enabled: true\n  x509:\n    clientCAFile: /etc/kubernetes/pki/ca.crt\nauthorization:\n  mode: Webhook\ncgroupDriver: systemd\nclusterDNS:\n- 10.96.0.10\nclusterDomain: cluster.local\ncontainerRuntimeEndpoint: \"\"\ncpuManagerReconcilePeriod: 0s\nevictionPressureTransitionPeriod: 0s\nfileCheckFrequency: 0s\nhealthzBindAddress: 127.0.0.1\nhealthzPort: 10248\nhttpCheckFrequency: 0s\nimageMaximumGCAge: 0s\nimageMinimumGCAge: 0s\nkind: KubeletConfiguration\nlogging:\n  flushFrequency: 0\n  options:\n    json:\n      infoBufferSize: \"0\"\n    text:\n      infoBufferSize: \"0\"\n  verbosity: 0\nmemorySwap: {}\nnodeStatusReportFrequency: 0s\nnodeStatusUpdateFrequency: 0s\nrotateCertificates: true\nruntimeRequestTimeout: 0s\nshutdownGracePeriod: 0s\nshutdownGracePeriodCriticalPods: 0s\nstaticPodPath: /etc/kubernetes/manifests\nstreamingConnectionIdleTimeout: 0s\nsyncFrequency: 0s\nvolumeStatsAggPeriod: 0s\n"})),
-            ("kube-apiserver-legacy-service-account-token-tracking", json!({"since": "2024-01-10"})),
+            (
+                "kubeadm-config",
+                json!({"ClusterConfiguration": format!("apiServer: {{}}\napiVersion: kubeadm.k8s.io/v1beta4\ncertificatesDir: /etc/kubernetes/pki\nclusterName: kubernetes\ncontrolPlaneEndpoint: {}:6443\ncontrollerManager: {{}}\ndns: {{}}\nencryptionAlgorithm: RSA-2048\netcd:\n  local:\n    dataDir: /var/lib/etcd\nimageRepository: registry.k8s.io\nkind: ClusterConfiguration\nkubernetesVersion: v1.31.0\nnetworking:\n  dnsDomain: cluster.local\n  podSubnet: 10.244.0.0/16\n  serviceSubnet: 10.96.0.0/12\nproxy: {{}}\nscheduler: {{}}\n", cp.ip)}),
+            ),
+            (
+                "kubelet-config",
+                json!({"kubelet": "apiVersion: kubelet.config.k8s.io/v1beta1\nauthentication:\n  anonymous:\n    enabled: false\n  webhook:\n    cacheTTL: 0s\n    enabled: true\n  x509:\n    clientCAFile: /etc/kubernetes/pki/ca.crt\nauthorization:\n  mode: Webhook\ncgroupDriver: systemd\nclusterDNS:\n- 10.96.0.10\nclusterDomain: cluster.local\ncontainerRuntimeEndpoint: \"\"\ncpuManagerReconcilePeriod: 0s\nevictionPressureTransitionPeriod: 0s\nfileCheckFrequency: 0s\nhealthzBindAddress: 127.0.0.1\nhealthzPort: 10248\nhttpCheckFrequency: 0s\nimageMaximumGCAge: 0s\nimageMinimumGCAge: 0s\nkind: KubeletConfiguration\nlogging:\n  flushFrequency: 0\n  options:\n    json:\n      infoBufferSize: \"0\"\n    text:\n      infoBufferSize: \"0\"\n  verbosity: 0\nmemorySwap: {}\nnodeStatusReportFrequency: 0s\nnodeStatusUpdateFrequency: 0s\nrotateCertificates: true\nruntimeRequestTimeout: 0s\nshutdownGracePeriod: 0s\nshutdownGracePeriodCriticalPods: 0s\nstaticPodPath: /etc/kubernetes/manifests\nstreamingConnectionIdleTimeout: 0s\nsyncFrequency: 0s\nvolumeStatsAggPeriod: 0s\n"}),
+            ),
+            (
+                "kube-apiserver-legacy-service-account-token-tracking",
+                json!({"since": "2024-01-10"}),
+            ),
         ] {
             let d = self
                 .draft(CONFIGMAP, Some(ks), name, created)
@@ -892,28 +1046,77 @@ impl<'s> Generator<'s> {
         self.emit(d);
         // metrics-server.
         let ms_labels = str_map(&[("k8s-app", "metrics-server")]);
-        let container = self.app_container("metrics-server", "registry.k8s.io/metrics-server/metrics-server:v0.7.2", 4, 10250, false);
-        let pods = self.deployment_chain(
-            ks, "metrics-server", created, &ms_labels, vec![container], json!([{"emptyDir": {}, "name": "tmp-dir"}]), "metrics-server", 1, 2, "helm", true,
+        let container = self.app_container(
+            "metrics-server",
+            "registry.k8s.io/metrics-server/metrics-server:v0.7.2",
+            4,
+            10250,
+            false,
         );
-        self.service_with_endpoints(ks, "metrics-server", created, &ms_labels, &[("https", 443, 10250)], None, &pods, false);
+        let pods = self.deployment_chain(
+            ks,
+            "metrics-server",
+            created,
+            &ms_labels,
+            vec![container],
+            json!([{"emptyDir": {}, "name": "tmp-dir"}]),
+            "metrics-server",
+            1,
+            2,
+            "helm",
+            true,
+        );
+        self.service_with_endpoints(
+            ks,
+            "metrics-server",
+            created,
+            &ms_labels,
+            &[("https", 443, 10250)],
+            None,
+            &pods,
+            false,
+        );
         for (pod, _) in pods.iter().take(3) {
-            self.event(ks, &POD, pod, 0, "Normal", "Started", "Started container metrics-server", "kubelet", &cp.name, BASE_TIME - 300);
+            self.event(
+                ks,
+                &POD,
+                pod,
+                0,
+                "Normal",
+                "Started",
+                "Started container metrics-server",
+                "kubelet",
+                &cp.name,
+                BASE_TIME - 300,
+            );
         }
     }
 
     // ------------------------------------------------------------------------------------
     // Building blocks.
 
-    fn app_container(&mut self, name: &str, image: &str, env: usize, port: u16, config: bool) -> Value {
+    fn app_container(
+        &mut self,
+        name: &str,
+        image: &str,
+        env: usize,
+        port: u16,
+        config: bool,
+    ) -> Value {
         let mut envs = Vec::new();
         let start = self.rng.below(ENV_NAMES.len() as u64) as usize;
         for j in 0..env {
             let key = ENV_NAMES[(start + j) % ENV_NAMES.len()];
             let e = match self.rng.below(8) {
-                0 => json!({"name": key, "valueFrom": {"secretKeyRef": {"key": key.to_lowercase(), "name": format!("{name}-secrets")}}}),
-                1 => json!({"name": key, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}}),
-                _ => json!({"name": key, "value": format!("{}-{}", key.to_lowercase(), self.rng.hex(6))}),
+                0 => {
+                    json!({"name": key, "valueFrom": {"secretKeyRef": {"key": key.to_lowercase(), "name": format!("{name}-secrets")}}})
+                }
+                1 => {
+                    json!({"name": key, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}})
+                }
+                _ => {
+                    json!({"name": key, "value": format!("{}-{}", key.to_lowercase(), self.rng.hex(6))})
+                }
             };
             envs.push(e);
         }
@@ -931,14 +1134,23 @@ impl<'s> Generator<'s> {
             "terminationMessagePolicy": "File",
         });
         if config {
-            c["volumeMounts"] = json!([{"mountPath": "/etc/app", "name": "config", "readOnly": true}]);
+            c["volumeMounts"] =
+                json!([{"mountPath": "/etc/app", "name": "config", "readOnly": true}]);
         }
         c
     }
 
     /// A pod's spec and status as the scheduler and kubelet leave them.
     #[allow(clippy::too_many_arguments)]
-    fn pod_value(&mut self, node: &NodeInfo, containers: Vec<Value>, volumes: Value, sa: Option<&str>, running: bool, created: i64) -> Value {
+    fn pod_value(
+        &mut self,
+        node: &NodeInfo,
+        containers: Vec<Value>,
+        volumes: Value,
+        sa: Option<&str>,
+        running: bool,
+        created: i64,
+    ) -> Value {
         let api_access = format!("kube-api-access-{}", self.rng.suffix(5));
         let mut containers = containers;
         for c in &mut containers {
@@ -979,9 +1191,7 @@ impl<'s> Generator<'s> {
                 })
             })
             .collect();
-        let cond = |t: &str, status: bool, at: i64| {
-            json!({"lastProbeTime": null, "lastTransitionTime": rfc3339(at), "status": if status { "True" } else { "False" }, "type": t})
-        };
+        let cond = |t: &str, status: bool, at: i64| json!({"lastProbeTime": null, "lastTransitionTime": rfc3339(at), "status": if status { "True" } else { "False" }, "type": t});
         let mut spec = json!({
             "containers": containers,
             "dnsPolicy": "ClusterFirst",
@@ -1001,10 +1211,10 @@ impl<'s> Generator<'s> {
             ],
             "volumes": vols,
         });
-        if sa.is_none() {
-            if let Some(m) = spec.as_object_mut() {
-                m.remove("serviceAccount");
-            }
+        if sa.is_none()
+            && let Some(m) = spec.as_object_mut()
+        {
+            m.remove("serviceAccount");
         }
         json!({
             "spec": spec,
@@ -1028,7 +1238,13 @@ impl<'s> Generator<'s> {
         })
     }
 
-    fn pod_template(&self, labels: &Map<String, Value>, containers: &[Value], volumes: &Value, sa: &str) -> Value {
+    fn pod_template(
+        &self,
+        labels: &Map<String, Value>,
+        containers: &[Value],
+        volumes: &Value,
+        sa: &str,
+    ) -> Value {
         let mut spec = json!({
             "containers": containers,
             "dnsPolicy": "ClusterFirst",
@@ -1135,8 +1351,18 @@ impl<'s> Generator<'s> {
                 let pod_name = format!("{rs_name}-{suffix}");
                 let node = self.pick_node();
                 let pod_created = self.since(rs_created, 14);
-                let pod = self.pod_value(&node, containers.clone(), volumes.clone(), Some(sa), true, pod_created);
-                let ip = pod["status"]["podIP"].as_str().unwrap_or_default().to_string();
+                let pod = self.pod_value(
+                    &node,
+                    containers.clone(),
+                    volumes.clone(),
+                    Some(sa),
+                    true,
+                    pod_created,
+                );
+                let ip = pod["status"]["podIP"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 let mut d = self
                     .draft(POD, Some(ns), &pod_name, pod_created)
                     .labels(&rs_labels)
@@ -1165,14 +1391,35 @@ impl<'s> Generator<'s> {
         if events && self.rng.chance(0.5) {
             let rs = format!("{name}-{}", self.rng.suffix(10));
             let at = BASE_TIME - self.rng.range(60, 3000) as i64;
-            self.event(ns, &DEPLOYMENT, name, 0, "Normal", "ScalingReplicaSet", &format!("Scaled up replica set {rs} to {replicas}"), "deployment-controller", "", at);
+            self.event(
+                ns,
+                &DEPLOYMENT,
+                name,
+                0,
+                "Normal",
+                "ScalingReplicaSet",
+                &format!("Scaled up replica set {rs} to {replicas}"),
+                "deployment-controller",
+                "",
+                at,
+            );
         }
         pods
     }
 
     /// DaemonSet → ControllerRevision and one Pod per node.
     #[allow(clippy::too_many_arguments)]
-    fn daemonset_chain(&mut self, ns: &str, name: &str, created: i64, labels: &Map<String, Value>, container: Value, volumes: Value, sa: &str, manager: &'static str) {
+    fn daemonset_chain(
+        &mut self,
+        ns: &str,
+        name: &str,
+        created: i64,
+        labels: &Map<String, Value>,
+        container: Value,
+        volumes: Value,
+        sa: &str,
+        manager: &'static str,
+    ) {
         let template = self.pod_template(labels, std::slice::from_ref(&container), &volumes, sa);
         let n = self.nodes.len() as u64;
         let d = self
@@ -1203,7 +1450,14 @@ impl<'s> Generator<'s> {
             }
             let pod_name = format!("{name}-{}", self.rng.suffix(5));
             let pod_created = self.since(created, 60);
-            let mut pod = self.pod_value(&node, vec![container.clone()], volumes.clone(), Some(sa), true, pod_created);
+            let mut pod = self.pod_value(
+                &node,
+                vec![container.clone()],
+                volumes.clone(),
+                Some(sa),
+                true,
+                pod_created,
+            );
             pod["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node.name]}]}]}}});
             pod["spec"]["priorityClassName"] = json!("system-node-critical");
             pod["spec"]["priority"] = json!(2_000_001_000);
@@ -1296,7 +1550,10 @@ impl<'s> Generator<'s> {
         let mut d = self
             .draft(ENDPOINTS, Some(ns), name, created)
             .labels(selector)
-            .annotation("endpoints.kubernetes.io/last-change-trigger-time", rfc3339(BASE_TIME - 3600))
+            .annotation(
+                "endpoints.kubernetes.io/last-change-trigger-time",
+                rfc3339(BASE_TIME - 3600),
+            )
             .manager("kube-controller-manager");
         if subsets.as_array().is_some_and(|s| !s.is_empty()) {
             d = d.set("subsets", subsets);
@@ -1316,9 +1573,15 @@ impl<'s> Generator<'s> {
         let mut d = self
             .draft(ENDPOINTSLICE, Some(ns), &slice_name, created)
             .labels(selector)
-            .label("endpointslice.kubernetes.io/managed-by", "endpointslice-controller.k8s.io")
+            .label(
+                "endpointslice.kubernetes.io/managed-by",
+                "endpointslice-controller.k8s.io",
+            )
             .label("kubernetes.io/service-name", name)
-            .annotation("endpoints.kubernetes.io/last-change-trigger-time", rfc3339(BASE_TIME - 3600))
+            .annotation(
+                "endpoints.kubernetes.io/last-change-trigger-time",
+                rfc3339(BASE_TIME - 3600),
+            )
             .owner(self.owner_ref(&SERVICE, Some(ns), name))
             .set("addressType", json!("IPv4"))
             .set("endpoints", json!(endpoints))
@@ -1331,7 +1594,19 @@ impl<'s> Generator<'s> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn event(&mut self, ns: &str, k: &K, name: &str, rv: u64, kind: &str, reason: &str, message: &str, component: &str, host: &str, at: i64) {
+    fn event(
+        &mut self,
+        ns: &str,
+        k: &K,
+        name: &str,
+        rv: u64,
+        kind: &str,
+        reason: &str,
+        message: &str,
+        component: &str,
+        host: &str,
+        at: i64,
+    ) {
         if self.room() == 0 {
             return;
         }
@@ -1340,7 +1615,11 @@ impl<'s> Generator<'s> {
         if rv > 0 {
             involved["resourceVersion"] = json!(rv.to_string());
         }
-        let count = if self.rng.chance(0.2) { self.rng.range(2, 40) } else { 1 };
+        let count = if self.rng.chance(0.2) {
+            self.rng.range(2, 40)
+        } else {
+            1
+        };
         let mut source = json!({"component": component});
         if !host.is_empty() {
             source["host"] = json!(host);
@@ -1352,33 +1631,103 @@ impl<'s> Generator<'s> {
             .set("message", json!(message))
             .set("source", source)
             .set("firstTimestamp", json!(rfc3339(at)))
-            .set("lastTimestamp", json!(rfc3339(at + if count > 1 { 600 } else { 0 })))
+            .set(
+                "lastTimestamp",
+                json!(rfc3339(at + if count > 1 { 600 } else { 0 })),
+            )
             .set("count", json!(count))
             .set("type", json!(kind))
             .set("eventTime", Value::Null)
             .set("reportingComponent", json!(component))
             .set("reportingInstance", json!(host))
-            .manager(if component == "kubelet" { "kubelet" } else { "kube-controller-manager" });
+            .manager(if component == "kubelet" {
+                "kubelet"
+            } else {
+                "kube-controller-manager"
+            });
         self.emit(d);
     }
 
-    fn pod_events(&mut self, ns: &str, pod: &str, rv: u64, containers: &[Value], node: &str, created: i64) {
+    fn pod_events(
+        &mut self,
+        ns: &str,
+        pod: &str,
+        rv: u64,
+        containers: &[Value],
+        node: &str,
+        created: i64,
+    ) {
         // Events live for an hour: only recently started pods still have them.
         if !self.rng.chance(0.35) {
             return;
         }
         let at = BASE_TIME - self.rng.range(60, 3500) as i64;
         let _ = created;
-        self.event(ns, &POD, pod, rv, "Normal", "Scheduled", &format!("Successfully assigned {ns}/{pod} to {node}"), "default-scheduler", "", at);
+        self.event(
+            ns,
+            &POD,
+            pod,
+            rv,
+            "Normal",
+            "Scheduled",
+            &format!("Successfully assigned {ns}/{pod} to {node}"),
+            "default-scheduler",
+            "",
+            at,
+        );
         for c in containers.iter().take(1) {
             let image = c["image"].as_str().unwrap_or_default();
             let cname = c["name"].as_str().unwrap_or_default();
-            self.event(ns, &POD, pod, rv, "Normal", "Pulled", &format!("Container image \"{image}\" already present on machine"), "kubelet", node, at + 2);
-            self.event(ns, &POD, pod, rv, "Normal", "Created", &format!("Created container {cname}"), "kubelet", node, at + 3);
-            self.event(ns, &POD, pod, rv, "Normal", "Started", &format!("Started container {cname}"), "kubelet", node, at + 4);
+            self.event(
+                ns,
+                &POD,
+                pod,
+                rv,
+                "Normal",
+                "Pulled",
+                &format!("Container image \"{image}\" already present on machine"),
+                "kubelet",
+                node,
+                at + 2,
+            );
+            self.event(
+                ns,
+                &POD,
+                pod,
+                rv,
+                "Normal",
+                "Created",
+                &format!("Created container {cname}"),
+                "kubelet",
+                node,
+                at + 3,
+            );
+            self.event(
+                ns,
+                &POD,
+                pod,
+                rv,
+                "Normal",
+                "Started",
+                &format!("Started container {cname}"),
+                "kubelet",
+                node,
+                at + 4,
+            );
         }
         if self.rng.chance(0.15) {
-            self.event(ns, &POD, pod, rv, "Warning", "Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 503", "kubelet", node, at + 30);
+            self.event(
+                ns,
+                &POD,
+                pod,
+                rv,
+                "Warning",
+                "Unhealthy",
+                "Readiness probe failed: HTTP probe failed with statuscode: 503",
+                "kubelet",
+                node,
+                at + 30,
+            );
         }
     }
 
@@ -1392,9 +1741,15 @@ impl<'s> Generator<'s> {
         let d = self
             .draft(SECRET, Some(ns), &name, created)
             .annotation("kubernetes.io/service-account.name", sa)
-            .annotation("kubernetes.io/service-account.uid", self.uid(&SERVICEACCOUNT, Some(ns), sa))
+            .annotation(
+                "kubernetes.io/service-account.uid",
+                self.uid(&SERVICEACCOUNT, Some(ns), sa),
+            )
             .set("type", json!("kubernetes.io/service-account-token"))
-            .set("data", json!({"ca.crt": ca, "namespace": base64_of(ns), "token": token}))
+            .set(
+                "data",
+                json!({"ca.crt": ca, "namespace": base64_of(ns), "token": token}),
+            )
             .manager("kube-controller-manager");
         self.emit(d);
     }
@@ -1413,18 +1768,40 @@ impl<'s> Generator<'s> {
         self.emit(d);
     }
 
-    fn configmap(&mut self, ns: &str, name: &str, created: i64, labels: &Map<String, Value>, big: bool) {
+    fn configmap(
+        &mut self,
+        ns: &str,
+        name: &str,
+        created: i64,
+        labels: &Map<String, Value>,
+        big: bool,
+    ) {
         let mut data = Map::new();
         let files = self.rng.range(1, 4);
         for f in 0..files {
-            let len = if big && f == 0 { self.rng.range(12_000, 50_000) } else { self.rng.range(80, 2_000) } as usize;
-            data.insert(format!("{}.{}", ["application", "settings", "logging", "routes"][f as usize % 4], ["yaml", "json", "properties", "conf"][(f as usize + len) % 4]), json!(config_text(&mut self.rng, len)));
+            let len = if big && f == 0 {
+                self.rng.range(12_000, 50_000)
+            } else {
+                self.rng.range(80, 2_000)
+            } as usize;
+            data.insert(
+                format!(
+                    "{}.{}",
+                    ["application", "settings", "logging", "routes"][f as usize % 4],
+                    ["yaml", "json", "properties", "conf"][(f as usize + len) % 4]
+                ),
+                json!(config_text(&mut self.rng, len)),
+            );
         }
         let d = self
             .draft(CONFIGMAP, Some(ns), name, created)
             .labels(labels)
             .set("data", Value::Object(data))
-            .manager(if big { "helm" } else { "kubectl-client-side-apply" });
+            .manager(if big {
+                "helm"
+            } else {
+                "kubectl-client-side-apply"
+            });
         self.emit(d);
     }
 
@@ -1483,9 +1860,16 @@ impl<'s> Generator<'s> {
         let mut meta_labels = labels.clone();
         if helm {
             meta_labels.insert("app.kubernetes.io/managed-by".into(), json!("Helm"));
-            meta_labels.insert("helm.sh/chart".into(), json!(format!("{name}-{}", semver(&mut self.rng))));
+            meta_labels.insert(
+                "helm.sh/chart".into(),
+                json!(format!("{name}-{}", semver(&mut self.rng))),
+            );
         }
-        let manager = if helm { "helm" } else { "kubectl-client-side-apply" };
+        let manager = if helm {
+            "helm"
+        } else {
+            "kubectl-client-side-apply"
+        };
         // Configuration first, as a real rollout applies it.
         let cm_name = format!("{name}-config");
         let big = self.rng.chance(0.03);
@@ -1495,7 +1879,9 @@ impl<'s> Generator<'s> {
         }
         self.opaque_secret(ns, &format!("{name}-secrets"), created, &meta_labels);
         let sa = if self.rng.chance(0.6) {
-            let d = self.draft(SERVICEACCOUNT, Some(ns), name, created).labels(&meta_labels);
+            let d = self
+                .draft(SERVICEACCOUNT, Some(ns), name, created)
+                .labels(&meta_labels);
             self.emit(d);
             if self.rng.chance(0.2) {
                 self.sa_token_secret(ns, name, created);
@@ -1504,18 +1890,39 @@ impl<'s> Generator<'s> {
         } else {
             "default".to_string()
         };
-        let image = format!("registry.example.com/{team}/{name}:{}", semver(&mut self.rng));
+        let image = format!(
+            "registry.example.com/{team}/{name}:{}",
+            semver(&mut self.rng)
+        );
         let env = self.rng.range(2, 9) as usize;
         let mut containers = vec![self.app_container(name, &image, env, 8080, true)];
         if self.rng.chance(0.2) {
-            containers.push(self.app_container("sidecar", "registry.example.com/platform/envoy:1.31.2", 2, 15090, false));
+            containers.push(self.app_container(
+                "sidecar",
+                "registry.example.com/platform/envoy:1.31.2",
+                2,
+                15090,
+                false,
+            ));
         }
-        let volumes = json!([{"configMap": {"defaultMode": 420, "name": cm_name}, "name": "config"}]);
+        let volumes =
+            json!([{"configMap": {"defaultMode": 420, "name": cm_name}, "name": "config"}]);
         let replicas = self.rng.range(1, 3);
         let revision = self.rng.range(1, 6);
-        let pods = self.deployment_chain(ns, name, created, &labels, containers, volumes, &sa, replicas, revision, manager, true);
+        let pods = self.deployment_chain(
+            ns, name, created, &labels, containers, volumes, &sa, replicas, revision, manager, true,
+        );
         let headless = self.rng.chance(0.1);
-        self.service_with_endpoints(ns, name, created, &labels, &[("http", 80, 8080)], None, &pods, headless);
+        self.service_with_endpoints(
+            ns,
+            name,
+            created,
+            &labels,
+            &[("http", 80, 8080)],
+            None,
+            &pods,
+            headless,
+        );
         if helm {
             self.helm_release(ns, name, created, revision);
         }
@@ -1576,7 +1983,13 @@ impl<'s> Generator<'s> {
             self.role_pair(ns, name, created, &meta_labels, &sa);
         }
         if self.rng.chance(0.1) {
-            self.lease(ns, &format!("{name}-leader"), &pods.first().map(|p| p.0.clone()).unwrap_or_default(), created, 15);
+            self.lease(
+                ns,
+                &format!("{name}-leader"),
+                &pods.first().map(|p| p.0.clone()).unwrap_or_default(),
+                created,
+                15,
+            );
         }
         if self.rng.chance(0.12) {
             self.widget(ns, name, created, &meta_labels);
@@ -1586,14 +1999,24 @@ impl<'s> Generator<'s> {
     fn statefulset_app(&mut self, ns: &str, name: &str, created: i64) {
         let labels = self.app_labels(ns, name);
         let replicas = self.rng.range(1, 3);
-        let (image, port) = *self.rng.pick(&[("postgres:16.6", 5432u16), ("redis:7.4.1", 6379), ("bitnami/kafka:3.8.1", 9092), ("bitnami/rabbitmq:3.13.7", 5672)]);
+        let (image, port) = *self.rng.pick(&[
+            ("postgres:16.6", 5432u16),
+            ("redis:7.4.1", 6379),
+            ("bitnami/kafka:3.8.1", 9092),
+            ("bitnami/rabbitmq:3.13.7", 5672),
+        ]);
         self.configmap(ns, &format!("{name}-config"), created, &labels, false);
         self.opaque_secret(ns, &format!("{name}-auth"), created, &labels);
         let container = self.app_container(name, image, 4, port, true);
         let mut container = container;
         container["volumeMounts"] = json!([{"mountPath": "/etc/app", "name": "config", "readOnly": true}, {"mountPath": "/data", "name": "data"}]);
         let volumes = json!([{"configMap": {"defaultMode": 420, "name": format!("{name}-config")}, "name": "config"}]);
-        let template = self.pod_template(&labels, std::slice::from_ref(&container), &volumes, "default");
+        let template = self.pod_template(
+            &labels,
+            std::slice::from_ref(&container),
+            &volumes,
+            "default",
+        );
         let size = format!("{}Gi", 10 * self.rng.range(1, 20));
         let svc = format!("{name}-headless");
         let hash = format!("{name}-{}", self.rng.suffix(10));
@@ -1629,12 +2052,25 @@ impl<'s> Generator<'s> {
             let claim = format!("data-{name}-{i}");
             let node = self.pick_node();
             let mut vols = volumes.as_array().cloned().unwrap_or_default();
-            vols.insert(0, json!({"name": "data", "persistentVolumeClaim": {"claimName": claim}}));
+            vols.insert(
+                0,
+                json!({"name": "data", "persistentVolumeClaim": {"claimName": claim}}),
+            );
             let pod_created = self.since(created, 30);
-            let mut pod = self.pod_value(&node, vec![container.clone()], Value::Array(vols), None, true, pod_created);
+            let mut pod = self.pod_value(
+                &node,
+                vec![container.clone()],
+                Value::Array(vols),
+                None,
+                true,
+                pod_created,
+            );
             pod["spec"]["hostname"] = json!(pod_name);
             pod["spec"]["subdomain"] = json!(svc);
-            let ip = pod["status"]["podIP"].as_str().unwrap_or_default().to_string();
+            let ip = pod["status"]["podIP"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let mut d = self
                 .draft(POD, Some(ns), &pod_name, pod_created)
                 .labels(&labels)
@@ -1688,21 +2124,44 @@ impl<'s> Generator<'s> {
                 .status_by("kube-controller-manager");
             self.emit(d);
         }
-        self.service_with_endpoints(ns, &svc, created, &labels, &[("tcp", port, port)], None, &pods, true);
+        self.service_with_endpoints(
+            ns,
+            &svc,
+            created,
+            &labels,
+            &[("tcp", port, port)],
+            None,
+            &pods,
+            true,
+        );
         if self.rng.chance(0.5) {
             self.pdb(ns, name, created, &labels, replicas);
         }
         for (pod, _) in pods.iter().take(1) {
             let node = self.pick_node().name;
             let at = BASE_TIME - self.rng.range(60, 3500) as i64;
-            self.event(ns, &POD, pod, 0, "Normal", "Pulled", &format!("Container image \"{image}\" already present on machine"), "kubelet", &node, at);
+            self.event(
+                ns,
+                &POD,
+                pod,
+                0,
+                "Normal",
+                "Pulled",
+                &format!("Container image \"{image}\" already present on machine"),
+                "kubelet",
+                &node,
+                at,
+            );
         }
     }
 
     fn cronjob_app(&mut self, ns: &str, name: &str, created: i64) {
         let labels = self.app_labels(ns, name);
         let team = ns.split('-').next().unwrap_or(ns).to_string();
-        let image = format!("registry.example.com/{team}/{name}-job:{}", semver(&mut self.rng));
+        let image = format!(
+            "registry.example.com/{team}/{name}-job:{}",
+            semver(&mut self.rng)
+        );
         let mut container = self.app_container(name, &image, 3, 8080, false);
         if let Some(m) = container.as_object_mut() {
             m.remove("livenessProbe");
@@ -1733,9 +2192,15 @@ impl<'s> Generator<'s> {
             let at = last - (j as i64) * minutes * 60;
             let job = format!("{name}-{}", at / 60);
             let mut job_labels = labels.clone();
-            job_labels.insert("batch.kubernetes.io/controller-uid".into(), json!(self.uid(&JOB, Some(ns), &job)));
+            job_labels.insert(
+                "batch.kubernetes.io/controller-uid".into(),
+                json!(self.uid(&JOB, Some(ns), &job)),
+            );
             job_labels.insert("batch.kubernetes.io/job-name".into(), json!(job));
-            job_labels.insert("controller-uid".into(), json!(self.uid(&JOB, Some(ns), &job)));
+            job_labels.insert(
+                "controller-uid".into(),
+                json!(self.uid(&JOB, Some(ns), &job)),
+            );
             job_labels.insert("job-name".into(), json!(job));
             let mut spec = job_template["spec"].clone();
             spec["completionMode"] = json!("NonIndexed");
@@ -1772,10 +2237,54 @@ impl<'s> Generator<'s> {
             d.finalizers.clear();
             let rv = self.emit(d);
             if j == 0 {
-                self.event(ns, &JOB, &job, 0, "Normal", "SuccessfulCreate", &format!("Created pod: {pod_name}"), "job-controller", "", at + 1);
-                self.event(ns, &POD, &pod_name, rv, "Normal", "Started", &format!("Started container {name}"), "kubelet", &node.name, at + 4);
-                self.event(ns, &JOB, &job, 0, "Normal", "Completed", "Job completed", "job-controller", "", at + 66);
-                self.event(ns, &CRONJOB, name, 0, "Normal", "SawCompletedJob", &format!("Saw completed job: {job}, condition: Complete"), "cronjob-controller", "", at + 67);
+                self.event(
+                    ns,
+                    &JOB,
+                    &job,
+                    0,
+                    "Normal",
+                    "SuccessfulCreate",
+                    &format!("Created pod: {pod_name}"),
+                    "job-controller",
+                    "",
+                    at + 1,
+                );
+                self.event(
+                    ns,
+                    &POD,
+                    &pod_name,
+                    rv,
+                    "Normal",
+                    "Started",
+                    &format!("Started container {name}"),
+                    "kubelet",
+                    &node.name,
+                    at + 4,
+                );
+                self.event(
+                    ns,
+                    &JOB,
+                    &job,
+                    0,
+                    "Normal",
+                    "Completed",
+                    "Job completed",
+                    "job-controller",
+                    "",
+                    at + 66,
+                );
+                self.event(
+                    ns,
+                    &CRONJOB,
+                    name,
+                    0,
+                    "Normal",
+                    "SawCompletedJob",
+                    &format!("Saw completed job: {job}, condition: Complete"),
+                    "cronjob-controller",
+                    "",
+                    at + 67,
+                );
             }
         }
     }
@@ -1798,7 +2307,14 @@ impl<'s> Generator<'s> {
         }
     }
 
-    fn pdb(&mut self, ns: &str, name: &str, created: i64, labels: &Map<String, Value>, replicas: u64) {
+    fn pdb(
+        &mut self,
+        ns: &str,
+        name: &str,
+        created: i64,
+        labels: &Map<String, Value>,
+        replicas: u64,
+    ) {
         let d = self
             .draft(PDB, Some(ns), name, created)
             .labels(labels)
@@ -1808,7 +2324,14 @@ impl<'s> Generator<'s> {
         self.emit(d);
     }
 
-    fn role_pair(&mut self, ns: &str, name: &str, created: i64, labels: &Map<String, Value>, sa: &str) {
+    fn role_pair(
+        &mut self,
+        ns: &str,
+        name: &str,
+        created: i64,
+        labels: &Map<String, Value>,
+        sa: &str,
+    ) {
         let d = self
             .draft(ROLE, Some(ns), name, created)
             .labels(labels)
@@ -1821,8 +2344,14 @@ impl<'s> Generator<'s> {
         let d = self
             .draft(ROLEBINDING, Some(ns), name, created)
             .labels(labels)
-            .set("roleRef", json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}))
-            .set("subjects", json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}]));
+            .set(
+                "roleRef",
+                json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}),
+            )
+            .set(
+                "subjects",
+                json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}]),
+            );
         self.emit(d);
     }
 
@@ -1833,10 +2362,19 @@ impl<'s> Generator<'s> {
                 return;
             }
             let len = self.rng.range(3_000, 24_000) as usize;
-            let status = if r == revision { "deployed" } else { "superseded" };
+            let status = if r == revision {
+                "deployed"
+            } else {
+                "superseded"
+            };
             let at = self.since(created, 200);
             let d = self
-                .draft(SECRET, Some(ns), &format!("sh.helm.release.v1.{name}.v{r}"), at)
+                .draft(
+                    SECRET,
+                    Some(ns),
+                    &format!("sh.helm.release.v1.{name}.v{r}"),
+                    at,
+                )
                 .label("modifiedAt", (BASE_TIME - 86_400).to_string())
                 .label("name", name)
                 .label("owner", "helm")
@@ -1864,17 +2402,36 @@ impl<'s> Generator<'s> {
     /// Single objects that top the cluster up to exactly N.
     fn filler(&mut self, ns: &str, ns_created: i64, i: usize) {
         let created = self.since(ns_created, 300);
-        let labels = str_map(&[("app.kubernetes.io/part-of", ns.split('-').next().unwrap_or(ns))]);
+        let labels = str_map(&[(
+            "app.kubernetes.io/part-of",
+            ns.split('-').next().unwrap_or(ns),
+        )]);
         match self.rng.below(100) {
             0..40 => self.configmap(ns, &format!("settings-{i}"), created, &labels, false),
             40..65 => self.opaque_secret(ns, &format!("credentials-{i}"), created, &labels),
             65..85 => {
                 let at = BASE_TIME - self.rng.range(60, 3500) as i64;
-                self.event(ns, &NAMESPACE, ns, 0, "Normal", "Synced", &format!("Sync {i} completed"), "argocd-application-controller", "", at);
+                self.event(
+                    ns,
+                    &NAMESPACE,
+                    ns,
+                    0,
+                    "Normal",
+                    "Synced",
+                    &format!("Sync {i} completed"),
+                    "argocd-application-controller",
+                    "",
+                    at,
+                );
             }
             _ => {
                 let d = self
-                    .draft(SERVICEACCOUNT, Some(ns), &format!("automation-{i}"), created)
+                    .draft(
+                        SERVICEACCOUNT,
+                        Some(ns),
+                        &format!("automation-{i}"),
+                        created,
+                    )
                     .labels(&labels);
                 self.emit(d);
             }
@@ -1921,7 +2478,11 @@ pub(crate) fn metrics_objects(seed: u64, targets: &MetricsTargets) -> Vec<(K, Va
 pub(crate) fn widget_crd_value(rng: &mut Rng) -> Value {
     let mut props = Map::new();
     for i in 0..60 {
-        let name = format!("{}{}", ["color", "size", "mode", "target", "policy", "limit"][i % 6], i / 6);
+        let name = format!(
+            "{}{}",
+            ["color", "size", "mode", "target", "policy", "limit"][i % 6],
+            i / 6
+        );
         props.insert(
             name.clone(),
             json!({
@@ -1931,9 +2492,15 @@ pub(crate) fn widget_crd_value(rng: &mut Rng) -> Value {
         );
     }
     props.insert("color".into(), json!({"description": "Color of the widget.", "enum": ["red", "green", "blue"], "type": "string"}));
-    props.insert("size".into(), json!({"description": "Size of the widget.", "type": "string"}));
+    props.insert(
+        "size".into(),
+        json!({"description": "Size of the widget.", "type": "string"}),
+    );
     props.insert("replicas".into(), json!({"description": "Desired number of widget instances.", "format": "int32", "minimum": 0, "type": "integer"}));
-    props.insert("owner".into(), json!({"description": "Team owning the widget.", "type": "string"}));
+    props.insert(
+        "owner".into(),
+        json!({"description": "Team owning the widget.", "type": "string"}),
+    );
     props.insert("parts".into(), json!({"description": "Parts of the widget.", "items": {"properties": {"name": {"type": "string"}, "quantity": {"type": "integer"}}, "required": ["name"], "type": "object"}, "type": "array"}));
     json!({
         "spec": {
@@ -1974,8 +2541,18 @@ pub(crate) fn widget_crd_value(rng: &mut Rng) -> Value {
 
 /// The status the apiextensions controllers give an accepted, established CRD.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn crd_status(kind: &str, plural: &str, singular: &str, list_kind: &str, short: &[&str], categories: &[&str], stored: &[&str], at: i64) -> Value {
-    let mut accepted = json!({"kind": kind, "listKind": list_kind, "plural": plural, "singular": singular});
+pub(crate) fn crd_status(
+    kind: &str,
+    plural: &str,
+    singular: &str,
+    list_kind: &str,
+    short: &[&str],
+    categories: &[&str],
+    stored: &[&str],
+    at: i64,
+) -> Value {
+    let mut accepted =
+        json!({"kind": kind, "listKind": list_kind, "plural": plural, "singular": singular});
     if !short.is_empty() {
         accepted["shortNames"] = json!(short);
     }
@@ -1994,16 +2571,58 @@ pub(crate) fn crd_status(kind: &str, plural: &str, singular: &str, list_kind: &s
 
 /// Cluster roles of a kubeadm cluster (names and representative rules).
 fn cluster_role_templates() -> Vec<(String, Value)> {
-    let all_verbs: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
-    let read: &[&str] = &["get", "list", "watch"];
-    let core_res: &[&str] = &["configmaps", "endpoints", "persistentvolumeclaims", "pods", "replicationcontrollers", "services", "secrets", "serviceaccounts", "events", "limitranges", "resourcequotas"];
-    let apps_res: &[&str] = &["daemonsets", "deployments", "deployments/rollback", "deployments/scale", "replicasets", "replicasets/scale", "statefulsets", "statefulsets/scale"];
-    let mut out = vec![
-        ("cluster-admin".to_string(), json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}])),
+    let all_verbs: &[&str] = &[
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
     ];
+    let read: &[&str] = &["get", "list", "watch"];
+    let core_res: &[&str] = &[
+        "configmaps",
+        "endpoints",
+        "persistentvolumeclaims",
+        "pods",
+        "replicationcontrollers",
+        "services",
+        "secrets",
+        "serviceaccounts",
+        "events",
+        "limitranges",
+        "resourcequotas",
+    ];
+    let apps_res: &[&str] = &[
+        "daemonsets",
+        "deployments",
+        "deployments/rollback",
+        "deployments/scale",
+        "replicasets",
+        "replicasets/scale",
+        "statefulsets",
+        "statefulsets/scale",
+    ];
+    let mut out = vec![(
+        "cluster-admin".to_string(),
+        json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}]),
+    )];
     for (name, verbs) in [("admin", all_verbs), ("edit", all_verbs), ("view", read)] {
         let mut rules = Vec::new();
-        for g in ["", "apps", "batch", "autoscaling", "networking.k8s.io", "policy", "discovery.k8s.io", "coordination.k8s.io", "rbac.authorization.k8s.io", "example.com"] {
+        for g in [
+            "",
+            "apps",
+            "batch",
+            "autoscaling",
+            "networking.k8s.io",
+            "policy",
+            "discovery.k8s.io",
+            "coordination.k8s.io",
+            "rbac.authorization.k8s.io",
+            "example.com",
+        ] {
             let res: &[&str] = match g {
                 "" => core_res,
                 "apps" => apps_res,
@@ -2023,16 +2642,36 @@ fn cluster_role_templates() -> Vec<(String, Value)> {
         out.push((name.to_string(), Value::Array(rules)));
     }
     let controllers = [
-        "attachdetach-controller", "certificate-controller", "clusterrole-aggregation-controller",
-        "cronjob-controller", "daemon-set-controller", "deployment-controller",
-        "disruption-controller", "endpoint-controller", "endpointslice-controller",
-        "endpointslicemirroring-controller", "ephemeral-volume-controller", "expand-controller",
-        "generic-garbage-collector", "horizontal-pod-autoscaler", "job-controller",
-        "namespace-controller", "node-controller", "persistent-volume-binder",
-        "pod-garbage-collector", "pv-protection-controller", "pvc-protection-controller",
-        "replicaset-controller", "replication-controller", "resourcequota-controller",
-        "root-ca-cert-publisher", "route-controller", "service-account-controller",
-        "service-controller", "statefulset-controller", "ttl-after-finished-controller",
+        "attachdetach-controller",
+        "certificate-controller",
+        "clusterrole-aggregation-controller",
+        "cronjob-controller",
+        "daemon-set-controller",
+        "deployment-controller",
+        "disruption-controller",
+        "endpoint-controller",
+        "endpointslice-controller",
+        "endpointslicemirroring-controller",
+        "ephemeral-volume-controller",
+        "expand-controller",
+        "generic-garbage-collector",
+        "horizontal-pod-autoscaler",
+        "job-controller",
+        "namespace-controller",
+        "node-controller",
+        "persistent-volume-binder",
+        "pod-garbage-collector",
+        "pv-protection-controller",
+        "pvc-protection-controller",
+        "replicaset-controller",
+        "replication-controller",
+        "resourcequota-controller",
+        "root-ca-cert-publisher",
+        "route-controller",
+        "service-account-controller",
+        "service-controller",
+        "statefulset-controller",
+        "ttl-after-finished-controller",
         "ttl-controller",
     ];
     for (i, c) in controllers.iter().enumerate() {
@@ -2042,19 +2681,41 @@ fn cluster_role_templates() -> Vec<(String, Value)> {
             json!([
                 rule(&[""], &[res], all_verbs),
                 rule(&[""], &[format!("{res}/status")], &["update"]),
-                rule(&["", "events.k8s.io"], &["events"], &["create", "patch", "update"]),
+                rule(
+                    &["", "events.k8s.io"],
+                    &["events"],
+                    &["create", "patch", "update"]
+                ),
             ]),
         ));
     }
     for name in [
-        "system:aggregate-to-admin", "system:aggregate-to-edit", "system:aggregate-to-view",
-        "system:auth-delegator", "system:basic-user", "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
-        "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", "system:coredns",
-        "system:discovery", "system:heapster", "system:kube-aggregator", "system:kube-controller-manager",
-        "system:kube-dns", "system:kube-scheduler", "system:kubelet-api-admin", "system:monitoring",
-        "system:node", "system:node-bootstrapper", "system:node-problem-detector", "system:node-proxier",
-        "system:persistent-volume-provisioner", "system:public-info-viewer", "system:service-account-issuer-discovery",
-        "system:volume-scheduler", "kube-autosave", "metrics-server",
+        "system:aggregate-to-admin",
+        "system:aggregate-to-edit",
+        "system:aggregate-to-view",
+        "system:auth-delegator",
+        "system:basic-user",
+        "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+        "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+        "system:coredns",
+        "system:discovery",
+        "system:heapster",
+        "system:kube-aggregator",
+        "system:kube-controller-manager",
+        "system:kube-dns",
+        "system:kube-scheduler",
+        "system:kubelet-api-admin",
+        "system:monitoring",
+        "system:node",
+        "system:node-bootstrapper",
+        "system:node-problem-detector",
+        "system:node-proxier",
+        "system:persistent-volume-provisioner",
+        "system:public-info-viewer",
+        "system:service-account-issuer-discovery",
+        "system:volume-scheduler",
+        "kube-autosave",
+        "metrics-server",
     ] {
         out.push((
             name.to_string(),
@@ -2088,8 +2749,22 @@ fn base64_of(s: &str) -> String {
 /// Configuration-file-like text of about `len` bytes.
 fn config_text(rng: &mut Rng, len: usize) -> String {
     const KEYS: [&str; 16] = [
-        "timeout", "retries", "endpoint", "enabled", "threshold", "interval", "buffer", "mode",
-        "region", "cluster", "replicas", "level", "format", "path", "batch", "window",
+        "timeout",
+        "retries",
+        "endpoint",
+        "enabled",
+        "threshold",
+        "interval",
+        "buffer",
+        "mode",
+        "region",
+        "cluster",
+        "replicas",
+        "level",
+        "format",
+        "path",
+        "batch",
+        "window",
     ];
     let mut out = String::with_capacity(len + 40);
     while out.len() < len {
@@ -2114,7 +2789,12 @@ fn namespace_name(i: usize) -> String {
 }
 
 fn semver(rng: &mut Rng) -> String {
-    format!("{}.{}.{}", rng.range(0, 4), rng.range(0, 30), rng.range(0, 20))
+    format!(
+        "{}.{}.{}",
+        rng.range(0, 4),
+        rng.range(0, 30),
+        rng.range(0, 20)
+    )
 }
 
 /// A PEM block of about `len` base64 characters.

@@ -26,7 +26,13 @@ struct Target<'a> {
 }
 
 /// Handles a request below `/api/<version>` or `/apis/<group>/<version>`.
-pub(crate) fn resource(shared: &Arc<Shared>, req: &Req, group: &str, version: &str, rest: &[&str]) -> Reply {
+pub(crate) fn resource(
+    shared: &Arc<Shared>,
+    req: &Req,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Reply {
     if rest.first() == Some(&"watch") || matches!(req.param("watch"), Some("true" | "1")) {
         // Watches are not simulated.
         return Reply::status(status::method_not_allowed());
@@ -55,7 +61,8 @@ pub(crate) fn resource(shared: &Arc<Shared>, req: &Req, group: &str, version: &s
         return Reply::status(status::service_unavailable());
     }
     let namespaced = served.def.namespaced;
-    if (namespace.is_some() && !namespaced) || (name.is_some() && namespace.is_none() && namespaced) {
+    if (namespace.is_some() && !namespaced) || (name.is_some() && namespace.is_none() && namespaced)
+    {
         return Reply::status(status::path_not_found());
     }
     let t = Target {
@@ -173,10 +180,7 @@ fn list(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
     let current = state.store.current_rv();
     let (at, start, pages) = match &token {
         Some(tok) => {
-            let expired_by_fault = shared
-                .faults
-                .expire_after()
-                .is_some_and(|k| tok.pages >= k);
+            let expired_by_fault = shared.faults.expire_after().is_some_and(|k| tok.pages >= k);
             let compacted = tok.rv > 0 && (tok.rv as u64) < state.store.compacted_rv();
             if expired_by_fault || compacted {
                 let fresh = ContinueToken {
@@ -233,7 +237,9 @@ fn list(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
             let size: usize = page.items.iter().map(|o| o.item_bytes(alt).len() + 1).sum();
             let mut out = Vec::with_capacity(size + meta.len() + 128);
             out.extend_from_slice(b"{\"kind\":");
-            out.extend_from_slice(store::json_str(&format!("{}List", t.served.def.kind)).as_bytes());
+            out.extend_from_slice(
+                store::json_str(&format!("{}List", t.served.def.kind)).as_bytes(),
+            );
             out.extend_from_slice(b",\"apiVersion\":");
             out.extend_from_slice(store::json_str(&t.served.api_version()).as_bytes());
             out.extend_from_slice(b",\"metadata\":");
@@ -249,7 +255,11 @@ fn list(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
             Reply::json(200, out)
         }
         Rendering::Metadata => {
-            let items: Vec<String> = page.items.iter().map(|o| partial_metadata(o, alt)).collect();
+            let items: Vec<String> = page
+                .items
+                .iter()
+                .map(|o| partial_metadata(o, alt))
+                .collect();
             let body = format!(
                 "{{\"kind\":\"PartialObjectMetadataList\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":{meta},\"items\":[{}]}}",
                 items.join(",")
@@ -359,19 +369,31 @@ fn get(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
     let key = store::object_key(t.namespace, name);
     let obj = {
         let state = shared.read();
-        state.store.get(&t.served.storage.0, &t.served.storage.1, &key)
+        state
+            .store
+            .get(&t.served.storage.0, &t.served.storage.1, &key)
     };
     let Some(obj) = obj else {
-        return Reply::status(status::not_found(&t.served.group, &t.served.def.plural, name));
+        return Reply::status(status::not_found(
+            &t.served.group,
+            &t.served.def.plural,
+            name,
+        ));
     };
     let alt = t.served.view == View::EventsV1;
     match rendering(&req.accept) {
-        Rendering::Full => Reply::json(200, obj.full_bytes(&t.served.api_version(), &t.served.def.kind, alt)),
+        Rendering::Full => Reply::json(
+            200,
+            obj.full_bytes(&t.served.api_version(), &t.served.def.kind, alt),
+        ),
         Rendering::Metadata => Reply::json(200, partial_metadata(&obj, alt).into_bytes()),
         Rendering::Table => {
             let now = time_of_rv(shared.start_rv, shared.read().store.current_rv());
             let meta = format!("{{\"resourceVersion\":\"{}\"}}", obj.rv);
-            Reply::json(200, table(std::slice::from_ref(&obj), alt, &meta, now).into_bytes())
+            Reply::json(
+                200,
+                table(std::slice::from_ref(&obj), alt, &meta, now).into_bytes(),
+            )
         }
     }
 }
@@ -382,7 +404,9 @@ fn get(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
 fn parse_body(req: &Req) -> Result<Map<String, Value>, Reply> {
     match serde_json::from_slice::<Value>(&req.body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(Reply::status(status::bad_request("the request body is not a JSON object"))),
+        Ok(_) => Err(Reply::status(status::bad_request(
+            "the request body is not a JSON object",
+        ))),
         Err(e) => Err(Reply::status(status::bad_request(&format!(
             "couldn't get version/kind; json parse error: {e}"
         )))),
@@ -414,8 +438,6 @@ fn check_type(obj: &mut Map<String, Value>, served: &Served) -> Result<(), Reply
     Ok(())
 }
 
-
-
 fn custom(state: &State, t: &Target<'_>) -> bool {
     state
         .store
@@ -432,7 +454,13 @@ fn namespace_exists(state: &State, ns: &str) -> bool {
 }
 
 /// Writes one object version and builds the reply body from it.
-fn store_object(state: &mut State, t: &Target<'_>, value: Value, mode: PutMode, code: u16) -> Result<Reply, WriteError> {
+fn store_object(
+    state: &mut State,
+    t: &Target<'_>,
+    value: Value,
+    mode: PutMode,
+    code: u16,
+) -> Result<Reply, WriteError> {
     let alt = (t.served.storage.0.is_empty() && t.served.storage.1 == "events")
         .then(|| objects::events_v1_view(&value));
     let is_custom = custom(state, t);
@@ -441,7 +469,9 @@ fn store_object(state: &mut State, t: &Target<'_>, value: Value, mode: PutMode, 
         Err(e) => return Ok(Reply::status(status::bad_request(&e))),
     };
     let body = obj.full_bytes(&t.served.api_version(), &t.served.def.kind, false);
-    state.store.put(&t.served.storage.0, &t.served.storage.1, obj, mode)?;
+    state
+        .store
+        .put(&t.served.storage.0, &t.served.storage.1, obj, mode)?;
     Ok(Reply::json(code, body))
 }
 
@@ -471,7 +501,15 @@ fn create(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
                 meta.remove("namespace");
             }
         }
-        for k in ["uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "generation"] {
+        for k in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+            "generation",
+        ] {
             meta.remove(k);
         }
     }
@@ -484,7 +522,11 @@ fn create(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
     let rv = state.store.next_rv();
     let name = {
         let meta = metadata_mut(&mut obj);
-        match meta.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+        match meta
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
             Some(n) => n.to_string(),
             None => match meta.get("generateName").and_then(Value::as_str) {
                 Some(prefix) if !prefix.is_empty() => {
@@ -508,7 +550,11 @@ fn create(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
         }
     };
     let key = store::object_key(t.namespace, &name);
-    if state.store.get(&t.served.storage.0, &t.served.storage.1, &key).is_some() {
+    if state
+        .store
+        .get(&t.served.storage.0, &t.served.storage.1, &key)
+        .is_some()
+    {
         return Reply::status(status::already_exists(&group, &plural, &name));
     }
     let now = rfc3339(time_of_rv(shared.start_rv, rv));
@@ -540,13 +586,19 @@ fn create(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
             obj.insert("status".into(), json!({"phase": "Active"}));
         }
         ("", "pods") => {
-            obj.insert("status".into(), json!({"phase": "Pending", "qosClass": "BestEffort"}));
+            obj.insert(
+                "status".into(),
+                json!({"phase": "Pending", "qosClass": "BestEffort"}),
+            );
         }
         ("", "persistentvolumeclaims") | ("", "persistentvolumes") => {
             obj.insert("status".into(), json!({"phase": "Pending"}));
         }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
-            obj.insert("status".into(), crd_status_of(&obj, crd_delay.is_zero(), &now));
+            obj.insert(
+                "status".into(),
+                crd_status_of(&obj, crd_delay.is_zero(), &now),
+            );
         }
         _ => {}
     }
@@ -598,7 +650,11 @@ fn create(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
 
 /// The status the apiextensions controllers give a new CRD.
 fn crd_status_of(obj: &Map<String, Value>, established: bool, now: &str) -> Value {
-    let names = obj.get("spec").and_then(|s| s.get("names")).cloned().unwrap_or(json!({}));
+    let names = obj
+        .get("spec")
+        .and_then(|s| s.get("names"))
+        .cloned()
+        .unwrap_or(json!({}));
     let mut accepted = names.clone();
     if accepted.get("listKind").is_none()
         && let Some(k) = names.get("kind").and_then(Value::as_str)
@@ -642,10 +698,14 @@ fn schedule_establish(shared: &Arc<Shared>, name: String, delay: std::time::Dura
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         let mut state = shared.write();
-        let Some(obj) = state.store.get("apiextensions.k8s.io", "customresourcedefinitions", &name) else {
+        let Some(obj) = state
+            .store
+            .get("apiextensions.k8s.io", "customresourcedefinitions", &name)
+        else {
             return;
         };
-        let Some(mut value) = obj.full_value("apiextensions.k8s.io/v1", "CustomResourceDefinition") else {
+        let Some(mut value) = obj.full_value("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+        else {
             return;
         };
         let rv = state.store.next_rv();
@@ -679,7 +739,12 @@ fn update(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
 }
 
 fn patch(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
-    let ct = req.content_type.split(';').next().unwrap_or_default().trim();
+    let ct = req
+        .content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim();
     if ct != "application/merge-patch+json" && ct != "application/strategic-merge-patch+json" {
         return Reply::status(status::unsupported_media_type(ct));
     }
@@ -690,19 +755,27 @@ fn patch(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
     let name = t.name.unwrap_or_default();
     let current = {
         let state = shared.read();
-        state
-            .store
-            .get(&t.served.storage.0, &t.served.storage.1, &store::object_key(t.namespace, name))
+        state.store.get(
+            &t.served.storage.0,
+            &t.served.storage.1,
+            &store::object_key(t.namespace, name),
+        )
     };
     let Some(current) = current else {
-        return Reply::status(status::not_found(&t.served.group, &t.served.def.plural, name));
+        return Reply::status(status::not_found(
+            &t.served.group,
+            &t.served.def.plural,
+            name,
+        ));
     };
     let Some(mut value) = current.full_value(&t.served.api_version(), &t.served.def.kind) else {
         return Reply::status(status::bad_request("stored object is unreadable"));
     };
     merge_patch(&mut value, &patch);
     let Value::Object(obj) = value else {
-        return Reply::status(status::bad_request("the patched object is not a JSON object"));
+        return Reply::status(status::bad_request(
+            "the patched object is not a JSON object",
+        ));
     };
     // A patch only checks the resource version if it sets one.
     let explicit_rv = patch.pointer("/metadata/resourceVersion").is_some();
@@ -735,7 +808,13 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 /// Replaces an object (PUT, or the result of a patch) with server-side bookkeeping.
-fn replace(shared: &Shared, req: &Req, t: &Target<'_>, mut obj: Map<String, Value>, strict_name: bool) -> Reply {
+fn replace(
+    shared: &Shared,
+    req: &Req,
+    t: &Target<'_>,
+    mut obj: Map<String, Value>,
+    strict_name: bool,
+) -> Reply {
     let name = t.name.unwrap_or_default().to_string();
     let group = t.served.group.clone();
     let plural = t.served.def.plural.clone();
@@ -768,10 +847,16 @@ fn replace(shared: &Shared, req: &Req, t: &Target<'_>, mut obj: Map<String, Valu
     }
     let mut state = shared.write();
     let key = store::object_key(t.namespace, &name);
-    let Some(current) = state.store.get(&t.served.storage.0, &t.served.storage.1, &key) else {
+    let Some(current) = state
+        .store
+        .get(&t.served.storage.0, &t.served.storage.1, &key)
+    else {
         return Reply::status(status::not_found(&group, &plural, &name));
     };
-    let expected = match metadata_mut(&mut obj).get("resourceVersion").and_then(Value::as_str) {
+    let expected = match metadata_mut(&mut obj)
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+    {
         Some(rv) => match rv.parse::<u64>() {
             Ok(rv) => Some(rv),
             Err(_) => {
@@ -791,13 +876,21 @@ fn replace(shared: &Shared, req: &Req, t: &Target<'_>, mut obj: Map<String, Valu
     {
         return Reply::status(status::conflict(&group, &plural, &name));
     }
-    let Some(Value::Object(old)) = current.full_value(&t.served.api_version(), &t.served.def.kind) else {
+    let Some(Value::Object(old)) = current.full_value(&t.served.api_version(), &t.served.def.kind)
+    else {
         return Reply::status(status::bad_request("stored object is unreadable"));
     };
-    let old_meta = old.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+    let old_meta = old
+        .get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let mut new = if status_only {
         let mut n = old.clone();
-        n.insert("status".into(), obj.get("status").cloned().unwrap_or(json!({})));
+        n.insert(
+            "status".into(),
+            obj.get("status").cloned().unwrap_or(json!({})),
+        );
         n
     } else {
         if has_status_subresource(t) {
@@ -824,10 +917,17 @@ fn replace(shared: &Shared, req: &Req, t: &Target<'_>, mut obj: Map<String, Valu
         }
         meta.insert("resourceVersion".into(), json!(rv.to_string()));
         if objects::has_generation(&t.served.def.kind, is_custom) {
-            let g = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
+            let g = old_meta
+                .get("generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             meta.insert(
                 "generation".into(),
-                json!(if spec_changed && !status_only { g + 1 } else { g }),
+                json!(if spec_changed && !status_only {
+                    g + 1
+                } else {
+                    g
+                }),
             );
         } else {
             meta.remove("generation");
@@ -892,10 +992,11 @@ fn delete(shared: &Shared, t: &Target<'_>) -> Reply {
             v["status"] = json!({"phase": "Terminating"});
         }
     }
-    if sg == "apiextensions.k8s.io" && sp == "customresourcedefinitions" {
-        if let Some(crd) = state.crds.remove(&name) {
-            state.store.remove_collection(&crd.group, &crd.plural);
-        }
+    if sg == "apiextensions.k8s.io"
+        && sp == "customresourcedefinitions"
+        && let Some(crd) = state.crds.remove(&name)
+    {
+        state.store.remove_collection(&crd.group, &crd.plural);
     }
     state.store.delete(&sg, &sp, &key, rv);
     drop(state);
@@ -903,7 +1004,9 @@ fn delete(shared: &Shared, t: &Target<'_>) -> Reply {
         Some(v) => Reply::json(200, serde_json::to_vec(&v).unwrap_or_default()),
         None => Reply::json(
             200,
-            status::success(json!({"name": name, "group": group, "kind": plural, "uid": current.uid.to_string()})),
+            status::success(
+                json!({"name": name, "group": group, "kind": plural, "uid": current.uid.to_string()}),
+            ),
         ),
     }
 }
@@ -914,9 +1017,16 @@ mod tests {
 
     #[test]
     fn negotiation() {
-        assert!(rendering("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json") == Rendering::Table);
+        assert!(
+            rendering(
+                "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+            ) == Rendering::Table
+        );
         assert!(rendering("application/json") == Rendering::Full);
-        assert!(rendering("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1") == Rendering::Metadata);
+        assert!(
+            rendering("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")
+                == Rendering::Metadata
+        );
         assert!(rendering("") == Rendering::Full);
     }
 
@@ -925,7 +1035,10 @@ mod tests {
         assert_eq!(human_age(5), "5s");
         assert_eq!(human_age(3 * 86_400 + 7200), "3d2h");
         assert_eq!(human_age(40 * 86_400), "40d");
-        assert_eq!(parse_rfc3339("2025-01-15T10:00:00Z"), Some(objects::BASE_TIME));
+        assert_eq!(
+            parse_rfc3339("2025-01-15T10:00:00Z"),
+            Some(objects::BASE_TIME)
+        );
     }
 
     #[test]

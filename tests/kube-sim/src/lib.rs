@@ -192,7 +192,13 @@ impl Shared {
 
     /// Resolves a URL's group, version and plural to a served resource (built-in, metrics,
     /// or from an established CRD).
-    pub(crate) fn resolve(&self, state: &State, group: &str, version: &str, plural: &str) -> Option<Served> {
+    pub(crate) fn resolve(
+        &self,
+        state: &State,
+        group: &str,
+        version: &str,
+        plural: &str,
+    ) -> Option<Served> {
         if let Some(s) = self.apis.lookup(group, version, plural) {
             return Some(s.clone());
         }
@@ -352,7 +358,11 @@ impl SimServer {
 
     /// Base URL, e.g. `http://127.0.0.1:43123` (`https://` with [`SimConfig::tls`]).
     pub fn url(&self) -> String {
-        let scheme = if self.ca_pem.is_some() { "https" } else { "http" };
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", self.addr)
     }
 
@@ -369,7 +379,11 @@ impl SimServer {
     /// A kubeconfig for this server: cluster, user (with the token) and context, all named
     /// `kube-sim`; the CA as `certificate-authority-data` with TLS.
     pub fn kubeconfig_yaml(&self) -> String {
-        tls::kubeconfig(&self.url(), &self.shared.config.token, self.ca_pem.as_deref())
+        tls::kubeconfig(
+            &self.url(),
+            &self.shared.config.token,
+            self.ca_pem.as_deref(),
+        )
     }
 
     /// Writes [`SimServer::kubeconfig_yaml`] to `path`.
@@ -507,9 +521,7 @@ fn build_state(config: &SimConfig, apis: &BuiltinApis) -> State {
     };
     let targets = {
         let state_ref = &mut state;
-        let mut sink = |k: &generate::K, mut v: Value| -> u64 {
-            load_object(state_ref, k, &mut v)
-        };
+        let mut sink = |k: &generate::K, mut v: Value| -> u64 { load_object(state_ref, k, &mut v) };
         let generator = generate::Generator::new(&plan, &mut sink);
         generator.run(&plan)
     };

@@ -8,7 +8,10 @@ use clap::Parser;
 use kube_sim::{SimConfig, SimServer};
 
 #[derive(Parser, Debug)]
-#[command(name = "kube-sim", about = "A simulated Kubernetes API server with a generated cluster")]
+#[command(
+    name = "kube-sim",
+    about = "A simulated Kubernetes API server with a generated cluster"
+)]
 struct Args {
     /// Approximate number of objects in the generated cluster.
     #[arg(long, default_value_t = 1000)]
@@ -57,7 +60,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         started.elapsed()
     );
     println!("kubeconfig: {}", args.kubeconfig.display());
-    println!("try: kubectl --kubeconfig {} get pods -A", args.kubeconfig.display());
+    println!(
+        "try: kubectl --kubeconfig {} get pods -A",
+        args.kubeconfig.display()
+    );
     tokio::signal::ctrl_c().await?;
     println!("shutting down");
     server.shutdown();

@@ -48,7 +48,13 @@ pub(crate) fn rfc3339_micro(secs: i64, micros: u32) -> String {
 
 /// The uid of a generated object: a function of the seed and the object's identity, so that
 /// owners and dependents can refer to each other without generation-order coupling.
-pub(crate) fn uid_for(seed: u64, group: &str, plural: &str, namespace: Option<&str>, name: &str) -> String {
+pub(crate) fn uid_for(
+    seed: u64,
+    group: &str,
+    plural: &str,
+    namespace: Option<&str>,
+    name: &str,
+) -> String {
     let label = format!("uid/{group}/{plural}/{}/{name}", namespace.unwrap_or(""));
     Rng::derived(seed, &label).uuid()
 }
@@ -157,7 +163,13 @@ pub(crate) fn metadata_mut(obj: &mut Map<String, Value>) -> &mut Map<String, Val
 }
 
 /// Sets or refreshes one manager's `managedFields` entry.
-pub(crate) fn record_manager(obj: &mut Map<String, Value>, api_version: &str, manager: &str, time: &str, status_only: bool) {
+pub(crate) fn record_manager(
+    obj: &mut Map<String, Value>,
+    api_version: &str,
+    manager: &str,
+    time: &str,
+    status_only: bool,
+) {
     let entry = managed_entry(obj, api_version, manager, time, status_only);
     let meta = metadata_mut(obj);
     let list = meta.entry("managedFields").or_insert_with(|| json!([]));
@@ -221,10 +233,7 @@ pub(crate) fn events_v1_view(core: &Value) -> Value {
     if let Some(m) = get("metadata") {
         out.insert("metadata".into(), m);
     }
-    out.insert(
-        "eventTime".into(),
-        get("eventTime").unwrap_or(Value::Null),
-    );
+    out.insert("eventTime".into(), get("eventTime").unwrap_or(Value::Null));
     let renames = [
         ("action", "action"),
         ("reason", "reason"),

@@ -157,7 +157,9 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
             return Err(bad("invalid label value"));
         }
         if values.is_empty() {
-            return Err(bad("for 'in', 'notin' operators, values set can't be empty"));
+            return Err(bad(
+                "for 'in', 'notin' operators, values set can't be empty",
+            ));
         }
         return Ok(Requirement {
             key: key.to_string(),
@@ -203,7 +205,9 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(format!("invalid selector: '{text}'; can't understand '{part}'"));
+                return Err(format!(
+                    "invalid selector: '{text}'; can't understand '{part}'"
+                ));
             };
             match key.trim() {
                 "metadata.name" => out.name = Some((eq, value.trim().to_string())),

@@ -136,7 +136,10 @@ where
     }
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Dropped> {
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Dropped> {
     shared.requests.fetch_add(1, Ordering::Relaxed);
     let latency = shared.faults.current_latency();
     if !latency.is_zero() {
@@ -221,10 +224,14 @@ fn to_response(reply: Reply) -> Response<Full<Bytes>> {
         Reply::Drop => (500, Vec::new(), "application/json", None),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     if let Some(secs) = retry_after
         && let Ok(v) = HeaderValue::from_str(&secs.to_string())
     {
@@ -237,7 +244,15 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Reply {
     let segs: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
     let discovery_path = matches!(
         segs.as_slice(),
-        ["version"] | ["healthz"] | ["livez"] | ["readyz"] | ["api"] | ["api", _] | ["apis"] | ["apis", _] | ["apis", _, _]
+        ["version"]
+            | ["healthz"]
+            | ["livez"]
+            | ["readyz"]
+            | ["api"]
+            | ["api", _]
+            | ["apis"]
+            | ["apis", _]
+            | ["apis", _, _]
     );
     if discovery_path && req.method != Method::GET {
         return Reply::status(status::method_not_allowed());
@@ -255,14 +270,23 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Reply {
                 let core = shared.core_group();
                 aggregated(discovery::aggregated_list(std::iter::once(&core)))
             } else {
-                Reply::json(200, to_vec(&discovery::legacy_api_versions(&shared.address)))
+                Reply::json(
+                    200,
+                    to_vec(&discovery::legacy_api_versions(&shared.address)),
+                )
             }
         }
         ["api", version] => {
             if shared.faults.is_unavailable("") {
                 return Reply::status(status::service_unavailable());
             }
-            match shared.apis.core.versions.iter().find(|v| v.version == *version) {
+            match shared
+                .apis
+                .core
+                .versions
+                .iter()
+                .find(|v| v.version == *version)
+            {
                 Some(v) => Reply::json(200, to_vec(&discovery::legacy_resource_list("", v))),
                 None => Reply::status(status::path_not_found()),
             }
@@ -329,7 +353,9 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Reply {
             }
         }
         ["api", version, rest @ ..] => handlers::resource(shared, req, "", version, rest),
-        ["apis", group, version, rest @ ..] => handlers::resource(shared, req, group, version, rest),
+        ["apis", group, version, rest @ ..] => {
+            handlers::resource(shared, req, group, version, rest)
+        }
         _ => Reply::status(status::path_not_found()),
     }
 }

@@ -26,7 +26,13 @@ pub(crate) fn failure(code: u16, reason: &str, message: &str, details: Option<Va
     failure_with_meta(code, reason, message, details, json!({}))
 }
 
-pub(crate) fn failure_with_meta(code: u16, reason: &str, message: &str, details: Option<Value>, metadata: Value) -> Vec<u8> {
+pub(crate) fn failure_with_meta(
+    code: u16,
+    reason: &str,
+    message: &str,
+    details: Option<Value>,
+    metadata: Value,
+) -> Vec<u8> {
     let s = Status {
         kind: "Status",
         api_version: "v1",
@@ -64,7 +70,10 @@ pub(crate) fn qualified(group: &str, plural: &str) -> String {
 
 pub(crate) fn not_found(group: &str, plural: &str, name: &str) -> (u16, Vec<u8>) {
     let msg = format!("{} \"{name}\" not found", qualified(group, plural));
-    (404, failure(404, "NotFound", &msg, Some(details(name, group, plural))))
+    (
+        404,
+        failure(404, "NotFound", &msg, Some(details(name, group, plural))),
+    )
 }
 
 pub(crate) fn path_not_found() -> (u16, Vec<u8>) {
@@ -81,7 +90,15 @@ pub(crate) fn path_not_found() -> (u16, Vec<u8>) {
 
 pub(crate) fn already_exists(group: &str, plural: &str, name: &str) -> (u16, Vec<u8>) {
     let msg = format!("{} \"{name}\" already exists", qualified(group, plural));
-    (409, failure(409, "AlreadyExists", &msg, Some(details(name, group, plural))))
+    (
+        409,
+        failure(
+            409,
+            "AlreadyExists",
+            &msg,
+            Some(details(name, group, plural)),
+        ),
+    )
 }
 
 pub(crate) fn conflict(group: &str, plural: &str, name: &str) -> (u16, Vec<u8>) {
@@ -89,14 +106,23 @@ pub(crate) fn conflict(group: &str, plural: &str, name: &str) -> (u16, Vec<u8>) 
         "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
         qualified(group, plural)
     );
-    (409, failure(409, "Conflict", &msg, Some(details(name, group, plural))))
+    (
+        409,
+        failure(409, "Conflict", &msg, Some(details(name, group, plural))),
+    )
 }
 
 pub(crate) fn bad_request(message: &str) -> (u16, Vec<u8>) {
     (400, failure(400, "BadRequest", message, None))
 }
 
-pub(crate) fn invalid(kind: &str, name: &str, group: &str, field: &str, why: &str) -> (u16, Vec<u8>) {
+pub(crate) fn invalid(
+    kind: &str,
+    name: &str,
+    group: &str,
+    field: &str,
+    why: &str,
+) -> (u16, Vec<u8>) {
     let msg = format!("{kind} \"{name}\" is invalid: {field}: {why}");
     let mut d = details(name, group, kind);
     d["causes"] = json!([{"reason": "FieldValueRequired", "message": why, "field": field}]);
@@ -116,12 +142,20 @@ pub(crate) fn method_not_allowed() -> (u16, Vec<u8>) {
 }
 
 pub(crate) fn unsupported_media_type(content_type: &str) -> (u16, Vec<u8>) {
-    let msg = format!("the body of the request was in an unknown format - accepted media types include: application/json, application/merge-patch+json, application/strategic-merge-patch+json; got {content_type}");
+    let msg = format!(
+        "the body of the request was in an unknown format - accepted media types include: application/json, application/merge-patch+json, application/strategic-merge-patch+json; got {content_type}"
+    );
     (415, failure(415, "UnsupportedMediaType", &msg, None))
 }
 
 /// 403 as RBAC words it; `namespace` None means the cluster scope.
-pub(crate) fn forbidden(group: &str, plural: &str, name: &str, verb: &str, namespace: Option<&str>) -> (u16, Vec<u8>) {
+pub(crate) fn forbidden(
+    group: &str,
+    plural: &str,
+    name: &str,
+    verb: &str,
+    namespace: Option<&str>,
+) -> (u16, Vec<u8>) {
     let subject = if name.is_empty() {
         qualified(group, plural)
     } else {
@@ -134,7 +168,10 @@ pub(crate) fn forbidden(group: &str, plural: &str, name: &str, verb: &str, names
     let msg = format!(
         "{subject} is forbidden: User \"{USER}\" cannot {verb} resource \"{plural}\" in API group \"{group}\" {scope}"
     );
-    (403, failure(403, "Forbidden", &msg, Some(details(name, group, plural))))
+    (
+        403,
+        failure(403, "Forbidden", &msg, Some(details(name, group, plural))),
+    )
 }
 
 pub(crate) fn unauthorized() -> (u16, Vec<u8>) {

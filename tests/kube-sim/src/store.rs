@@ -39,7 +39,11 @@ pub(crate) struct Obj {
 impl Obj {
     /// Builds a stored object from its full JSON form. `typed` keeps `apiVersion`/`kind` in
     /// list items (custom resources).
-    pub(crate) fn from_value(mut value: Value, typed: bool, alt: Option<&Value>) -> Result<Obj, String> {
+    pub(crate) fn from_value(
+        mut value: Value,
+        typed: bool,
+        alt: Option<&Value>,
+    ) -> Result<Obj, String> {
         let meta = value
             .get("metadata")
             .and_then(Value::as_object)
@@ -72,11 +76,9 @@ impl Obj {
                     .collect()
             })
             .unwrap_or_default();
-        if !typed {
-            if let Some(m) = value.as_object_mut() {
-                m.remove("apiVersion");
-                m.remove("kind");
-            }
+        if !typed && let Some(m) = value.as_object_mut() {
+            m.remove("apiVersion");
+            m.remove("kind");
         }
         let item = Bytes::from(serde_json::to_vec(&value).map_err(|e| e.to_string())?);
         let alt = match alt {
@@ -86,7 +88,9 @@ impl Obj {
                     m.remove("apiVersion");
                     m.remove("kind");
                 }
-                Some(Bytes::from(serde_json::to_vec(&a).map_err(|e| e.to_string())?))
+                Some(Bytes::from(
+                    serde_json::to_vec(&a).map_err(|e| e.to_string())?,
+                ))
             }
             None => None,
         };
@@ -293,7 +297,8 @@ impl Store {
     }
 
     pub(crate) fn collection(&self, group: &str, plural: &str) -> Option<&Collection> {
-        self.collections.get(&(group.to_string(), plural.to_string()))
+        self.collections
+            .get(&(group.to_string(), plural.to_string()))
     }
 
     fn collection_mut(&mut self, group: &str, plural: &str) -> Option<&mut Collection> {
@@ -363,7 +368,7 @@ impl Store {
                 if e.cur.is_none() {
                     c.live += 1;
                 }
-                let prev = std::mem::replace(&mut e.cur, Some(Arc::new(obj)));
+                let prev = e.cur.replace(Arc::new(obj));
                 e.old.push((e.cur_rv, prev));
                 e.cur_rv = rv;
                 if was_plain {
@@ -604,10 +609,12 @@ impl ContinueToken {
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(token.trim_end_matches('='))
             .map_err(|e| format!("continue key is not valid: {e}"))?;
-        let doc: Value = serde_json::from_slice(&raw)
-            .map_err(|e| format!("continue key is not valid: {e}"))?;
+        let doc: Value =
+            serde_json::from_slice(&raw).map_err(|e| format!("continue key is not valid: {e}"))?;
         if doc.get("v").and_then(Value::as_str) != Some("meta.k8s.io/v1") {
-            return Err("continue key is not valid: server does not recognize this encoded key".into());
+            return Err(
+                "continue key is not valid: server does not recognize this encoded key".into(),
+            );
         }
         let rv = doc
             .get("rv")
@@ -677,23 +684,62 @@ mod tests {
         let rv = s.next_rv();
         s.delete("", "configmaps", "ns/c", rv);
         let rv = s.next_rv();
-        s.put("", "configmaps", cm("ns", "bb", rv), PutMode::Create).unwrap();
+        s.put("", "configmaps", cm("ns", "bb", rv), PutMode::Create)
+            .unwrap();
         let rv = s.next_rv();
-        s.put("", "configmaps", cm("ns", "d", rv), PutMode::Update(Some(4))).unwrap();
-        let p2 = s.list("", "configmaps", None, Some(&start), at, Some(2), &none.0, &none.1);
+        s.put(
+            "",
+            "configmaps",
+            cm("ns", "d", rv),
+            PutMode::Update(Some(4)),
+        )
+        .unwrap();
+        let p2 = s.list(
+            "",
+            "configmaps",
+            None,
+            Some(&start),
+            at,
+            Some(2),
+            &none.0,
+            &none.1,
+        );
         let names: Vec<_> = p2.items.iter().map(|o| o.name.to_string()).collect();
         assert_eq!(names, vec!["c", "d"]);
         assert_eq!(p2.items[1].rv, 4);
         assert!(p2.continue_key.is_none());
         // At the newest revision.
-        let now = s.list("", "configmaps", Some("ns"), None, s.current_rv(), None, &none.0, &none.1);
+        let now = s.list(
+            "",
+            "configmaps",
+            Some("ns"),
+            None,
+            s.current_rv(),
+            None,
+            &none.0,
+            &none.1,
+        );
         let names: Vec<_> = now.items.iter().map(|o| o.name.to_string()).collect();
         assert_eq!(names, vec!["a", "b", "bb", "d"]);
         s.compact(s.current_rv());
-        let now2 = s.list("", "configmaps", Some("ns"), None, s.current_rv(), None, &none.0, &none.1);
+        let now2 = s.list(
+            "",
+            "configmaps",
+            Some("ns"),
+            None,
+            s.current_rv(),
+            None,
+            &none.0,
+            &none.1,
+        );
         assert_eq!(now2.items.len(), 4);
         assert!(matches!(
-            s.put("", "configmaps", cm("ns", "d", 99), PutMode::Update(Some(4))),
+            s.put(
+                "",
+                "configmaps",
+                cm("ns", "d", 99),
+                PutMode::Update(Some(4))
+            ),
             Err(WriteError::Conflict)
         ));
     }

@@ -19,7 +19,11 @@ fn dump(server: &kube_sim::SimServer) -> Vec<(kube_sim::ObjectKey, String)> {
 
 #[tokio::test]
 async fn same_seed_same_cluster() {
-    let config = SimConfig { objects: 2500, seed: 42, ..Default::default() };
+    let config = SimConfig {
+        objects: 2500,
+        seed: 42,
+        ..Default::default()
+    };
     let a = start(config.clone()).await;
     let b = start(config.clone()).await;
     let (da, db) = (dump(&a), dump(&b));
@@ -36,11 +40,36 @@ async fn same_seed_same_cluster() {
     assert!(sizes.iter().any(|s| *s > 20_000));
     let kinds: BTreeSet<&str> = da.iter().map(|(k, _)| k.resource.as_str()).collect();
     for k in [
-        "configmaps", "secrets", "services", "serviceaccounts", "pods", "deployments", "replicasets",
-        "statefulsets", "daemonsets", "jobs", "cronjobs", "persistentvolumeclaims", "ingresses",
-        "networkpolicies", "roles", "rolebindings", "events", "endpoints", "endpointslices", "leases",
-        "poddisruptionbudgets", "horizontalpodautoscalers", "widgets", "namespaces", "nodes",
-        "persistentvolumes", "storageclasses", "clusterroles", "clusterrolebindings", "priorityclasses",
+        "configmaps",
+        "secrets",
+        "services",
+        "serviceaccounts",
+        "pods",
+        "deployments",
+        "replicasets",
+        "statefulsets",
+        "daemonsets",
+        "jobs",
+        "cronjobs",
+        "persistentvolumeclaims",
+        "ingresses",
+        "networkpolicies",
+        "roles",
+        "rolebindings",
+        "events",
+        "endpoints",
+        "endpointslices",
+        "leases",
+        "poddisruptionbudgets",
+        "horizontalpodautoscalers",
+        "widgets",
+        "namespaces",
+        "nodes",
+        "persistentvolumes",
+        "storageclasses",
+        "clusterroles",
+        "clusterrolebindings",
+        "priorityclasses",
         "customresourcedefinitions",
     ] {
         assert!(kinds.contains(k), "no {k}");
@@ -51,15 +80,29 @@ async fn same_seed_same_cluster() {
         .filter(|(k, _)| k.resource == "secrets")
         .map(|(_, s)| serde_json::from_str(s).unwrap())
         .collect();
-    assert!(secrets.iter().any(|s| s["type"] == "kubernetes.io/service-account-token"));
-    let pv = da.iter().find(|(k, _)| k.resource == "persistentvolumes").unwrap();
+    assert!(
+        secrets
+            .iter()
+            .any(|s| s["type"] == "kubernetes.io/service-account-token")
+    );
+    let pv = da
+        .iter()
+        .find(|(k, _)| k.resource == "persistentvolumes")
+        .unwrap();
     let pv: serde_json::Value = serde_json::from_str(&pv.1).unwrap();
-    assert!(pv["spec"]["claimRef"]["uid"].is_string() && pv["spec"]["claimRef"]["resourceVersion"].is_string());
+    assert!(
+        pv["spec"]["claimRef"]["uid"].is_string()
+            && pv["spec"]["claimRef"]["resourceVersion"].is_string()
+    );
 }
 
 #[tokio::test]
 async fn churn_is_deterministic() {
-    let config = SimConfig { objects: 2000, seed: 5, ..Default::default() };
+    let config = SimConfig {
+        objects: 2000,
+        seed: 5,
+        ..Default::default()
+    };
     let a = start(config.clone()).await;
     let b = start(config).await;
     let before = dump(&a);
@@ -75,7 +118,11 @@ async fn churn_is_deterministic() {
     for k in &ra.modified {
         let now = a.object(k).unwrap();
         let then: serde_json::Value = serde_json::from_str(&old[k]).unwrap();
-        let rv: u64 = now["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+        let rv: u64 = now["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(rv > rv_before);
         assert_ne!(now, then);
         assert_eq!(now["metadata"]["uid"], then["metadata"]["uid"]);

@@ -9,7 +9,8 @@ use kube::client::Body;
 use kube_sim::{SimConfig, SimServer};
 use serde_json::Value;
 
-pub const AGGREGATED_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_ACCEPT: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 pub async fn start(config: SimConfig) -> SimServer {
     SimServer::start(config).await.expect("server starts")
@@ -32,10 +33,12 @@ pub async fn client(server: &SimServer) -> kube::Client {
 /// A kube client as applications get it by default: 429, 503 and 504 are retried (up to 15
 /// times with exponential backoff, honouring Retry-After).
 pub async fn client_with(server: &SimServer, retry: bool) -> kube::Client {
-    let kc = kube::config::Kubeconfig::from_yaml(&server.kubeconfig_yaml()).expect("kubeconfig parses");
-    let mut config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig loads");
+    let kc =
+        kube::config::Kubeconfig::from_yaml(&server.kubeconfig_yaml()).expect("kubeconfig parses");
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig loads");
     config.default_retry = retry;
     kube::Client::try_from(config).expect("client")
 }
@@ -66,7 +69,13 @@ impl Resp {
 
 /// Sends a request through the kube client (which adds the bearer token) and returns the
 /// response whatever its status.
-pub async fn send(client: &kube::Client, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> Resp {
+pub async fn send(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Resp {
     let mut b = hyper::Request::builder().method(method).uri(path);
     for (k, v) in headers {
         b = b.header(*k, *v);
@@ -75,7 +84,10 @@ pub async fn send(client: &kube::Client, method: &str, path: &str, headers: &[(&
         Some(v) => Body::from(serde_json::to_vec(&v).unwrap()),
         None => Body::from(Vec::new()),
     };
-    let resp = client.send(b.body(body).unwrap()).await.expect("request sent");
+    let resp = client
+        .send(b.body(body).unwrap())
+        .await
+        .expect("request sent");
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
@@ -92,12 +104,21 @@ pub async fn get(client: &kube::Client, path: &str) -> Resp {
 
 pub async fn get_json(client: &kube::Client, path: &str) -> Value {
     let r = get(client, path).await;
-    assert_eq!(r.status, 200, "GET {path}: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        200,
+        "GET {path}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     r.json()
 }
 
 /// Lists a collection page by page; returns the items and the page responses' metadata.
-pub async fn list_paged(client: &kube::Client, path: &str, limit: usize) -> (Vec<Value>, Vec<Value>) {
+pub async fn list_paged(
+    client: &kube::Client,
+    path: &str,
+    limit: usize,
+) -> (Vec<Value>, Vec<Value>) {
     let mut items = Vec::new();
     let mut metas = Vec::new();
     let mut cont: Option<String> = None;
@@ -149,7 +170,12 @@ pub fn names(items: &[Value]) -> Vec<String> {
 }
 
 /// `namespace/name` of the stored objects of one resource.
-pub fn stored_names(server: &SimServer, group: &str, resource: &str, namespace: Option<&str>) -> Vec<String> {
+pub fn stored_names(
+    server: &SimServer,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+) -> Vec<String> {
     server
         .objects()
         .into_iter()

@@ -83,9 +83,18 @@ async fn legacy_documents_have_the_recorded_shape() {
         .collect();
     assert_eq!(&ours[..theirs.len()], &theirs[..]);
     assert_eq!(&ours[theirs.len()..], &["example.com", "metrics.k8s.io"]);
-    for (a, b) in apis["groups"].as_array().unwrap().iter().zip(recorded["groups"].as_array().unwrap()) {
+    for (a, b) in apis["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(recorded["groups"].as_array().unwrap())
+    {
         assert_eq!(shape(a), shape(b), "group entry {}", a["name"]);
-        assert_eq!(a["preferredVersion"], b["preferredVersion"], "preferred version of {}", a["name"]);
+        assert_eq!(
+            a["preferredVersion"], b["preferredVersion"],
+            "preferred version of {}",
+            a["name"]
+        );
         assert_eq!(shape(&a["preferredVersion"]), shape(&b["preferredVersion"]));
     }
 
@@ -111,14 +120,22 @@ async fn legacy_documents_have_the_recorded_shape() {
                 continue; // added or removed between the recorded versions
             };
             compared += 1;
-            let keys = |v: &Value| shape(v).into_iter().map(|(k, t)| (k, t)).collect::<Vec<_>>();
-            let mut ours_keys = keys(m);
-            let mut their_keys = keys(r);
+            let mut ours_keys = shape(m);
+            let mut their_keys = shape(r);
             // storageVersionHash depends on the storage version of the recording's era.
             ours_keys.retain(|(k, _)| k != "storageVersionHash");
             their_keys.retain(|(k, _)| k != "storageVersionHash");
             assert_eq!(ours_keys, their_keys, "{gv} {}", r["name"]);
-            for field in ["kind", "namespaced", "singularName", "verbs", "shortNames", "categories", "group", "version"] {
+            for field in [
+                "kind",
+                "namespaced",
+                "singularName",
+                "verbs",
+                "shortNames",
+                "categories",
+                "group",
+                "version",
+            ] {
                 assert_eq!(m.get(field), r.get(field), "{gv} {} {field}", r["name"]);
             }
             assert_eq!(
@@ -137,9 +154,20 @@ async fn aggregated_discovery_agrees_with_legacy_documents() {
     let server = start_n(200).await;
     let c = client(&server).await;
     for path in ["/api", "/apis"] {
-        let r = send(&c, "GET", path, &[("Accept", &format!("{AGGREGATED_ACCEPT},application/json"))], None).await;
+        let r = send(
+            &c,
+            "GET",
+            path,
+            &[("Accept", &format!("{AGGREGATED_ACCEPT},application/json"))],
+            None,
+        )
+        .await;
         assert_eq!(r.status, 200);
-        assert_eq!(r.header("content-type").as_deref(), Some(AGGREGATED_ACCEPT), "{path}");
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some(AGGREGATED_ACCEPT),
+            "{path}"
+        );
         let doc = r.json();
         assert_eq!(doc["kind"], "APIGroupDiscoveryList");
         assert_eq!(doc["apiVersion"], "apidiscovery.k8s.io/v2");
@@ -156,32 +184,58 @@ async fn aggregated_discovery_agrees_with_legacy_documents() {
                 let legacy = get_json(&c, &legacy_path).await;
                 let mut expected = BTreeSet::new();
                 for r in legacy["resources"].as_array().unwrap() {
-                    expected.insert((r["name"].as_str().unwrap().to_string(), r["kind"].as_str().unwrap().to_string(), r["verbs"].to_string(), r["namespaced"].as_bool().unwrap()));
+                    expected.insert((
+                        r["name"].as_str().unwrap().to_string(),
+                        r["kind"].as_str().unwrap().to_string(),
+                        r["verbs"].to_string(),
+                        r["namespaced"].as_bool().unwrap(),
+                    ));
                 }
                 let mut got = BTreeSet::new();
                 for r in v["resources"].as_array().unwrap() {
                     let name = r["resource"].as_str().unwrap().to_string();
                     let namespaced = r["scope"] == "Namespaced";
-                    got.insert((name.clone(), r["responseKind"]["kind"].as_str().unwrap().to_string(), r["verbs"].to_string(), namespaced));
+                    got.insert((
+                        name.clone(),
+                        r["responseKind"]["kind"].as_str().unwrap().to_string(),
+                        r["verbs"].to_string(),
+                        namespaced,
+                    ));
                     for s in r["subresources"].as_array().into_iter().flatten() {
-                        got.insert((format!("{name}/{}", s["subresource"].as_str().unwrap()), s["responseKind"]["kind"].as_str().unwrap().to_string(), s["verbs"].to_string(), namespaced));
+                        got.insert((
+                            format!("{name}/{}", s["subresource"].as_str().unwrap()),
+                            s["responseKind"]["kind"].as_str().unwrap().to_string(),
+                            s["verbs"].to_string(),
+                            namespaced,
+                        ));
                     }
                 }
                 assert_eq!(got, expected, "{legacy_path}");
             }
         }
         if path == "/apis" {
-            let names: Vec<&str> = doc["items"].as_array().unwrap().iter().map(|g| g["metadata"]["name"].as_str().unwrap()).collect();
+            let names: Vec<&str> = doc["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g["metadata"]["name"].as_str().unwrap())
+                .collect();
             assert!(names.contains(&"example.com") && names.contains(&"metrics.k8s.io"));
             // The recorded built-in part is reproduced exactly.
             let recorded = fixture("aggregated_v2.json");
             let n = recorded["items"].as_array().unwrap().len();
-            assert_eq!(doc["items"].as_array().unwrap()[..n], recorded["items"].as_array().unwrap()[..]);
+            assert_eq!(
+                doc["items"].as_array().unwrap()[..n],
+                recorded["items"].as_array().unwrap()[..]
+            );
         }
     }
     // The legacy document is the default.
     let r = get(&c, "/apis").await;
-    assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
     assert_eq!(r.json()["kind"], "APIGroupList");
 }
 
@@ -198,12 +252,19 @@ async fn kube_discovery_finds_every_group() {
         .collect();
     expected.insert(String::new());
 
-    let d = kube::discovery::Discovery::new(c.clone()).run().await.expect("discovery");
+    let d = kube::discovery::Discovery::new(c.clone())
+        .run()
+        .await
+        .expect("discovery");
     let found: BTreeSet<String> = d.groups().map(|g| g.name().to_string()).collect();
     assert_eq!(found, expected);
     let apps = d.get("apps").unwrap();
     assert!(apps.recommended_kind("Deployment").is_some());
-    let widgets = d.get("example.com").unwrap().recommended_kind("Widget").unwrap();
+    let widgets = d
+        .get("example.com")
+        .unwrap()
+        .recommended_kind("Widget")
+        .unwrap();
     assert_eq!(widgets.0.plural, "widgets");
     let metrics = d.get("metrics.k8s.io").unwrap();
     assert_eq!(metrics.preferred_version(), Some("v1beta1"));
@@ -224,33 +285,64 @@ async fn kube_discovery_finds_every_group() {
 async fn unavailable_aggregated_group() {
     let server = start_n(300).await;
     let c = client(&server).await;
-    assert_eq!(get(&c, "/apis/metrics.k8s.io/v1beta1/nodes").await.status, 200);
-    let pods = get_json(&c, "/apis/metrics.k8s.io/v1beta1/namespaces/kube-system/pods").await;
+    assert_eq!(
+        get(&c, "/apis/metrics.k8s.io/v1beta1/nodes").await.status,
+        200
+    );
+    let pods = get_json(
+        &c,
+        "/apis/metrics.k8s.io/v1beta1/namespaces/kube-system/pods",
+    )
+    .await;
     assert_eq!(pods["kind"], "PodMetricsList");
     assert!(!pods["items"].as_array().unwrap().is_empty());
 
     server.faults().group_unavailable("metrics.k8s.io", true);
     // Still listed, as the aggregator lists every registered APIService.
     let apis = get_json(&c, "/apis").await;
-    assert!(apis["groups"].as_array().unwrap().iter().any(|g| g["name"] == "metrics.k8s.io"));
+    assert!(
+        apis["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "metrics.k8s.io")
+    );
     assert_eq!(get(&c, "/apis/metrics.k8s.io").await.status, 200);
-    for path in ["/apis/metrics.k8s.io/v1beta1", "/apis/metrics.k8s.io/v1beta1/nodes", "/apis/metrics.k8s.io/v1beta1/namespaces/kube-system/pods"] {
+    for path in [
+        "/apis/metrics.k8s.io/v1beta1",
+        "/apis/metrics.k8s.io/v1beta1/nodes",
+        "/apis/metrics.k8s.io/v1beta1/namespaces/kube-system/pods",
+    ] {
         let r = get(&c, path).await;
         assert_eq!(r.status, 503, "{path}");
         let s = r.json();
         assert_eq!(s["kind"], "Status");
         assert_eq!(s["reason"], "ServiceUnavailable");
-        assert_eq!(s["message"], "the server is currently unable to handle the request");
+        assert_eq!(
+            s["message"],
+            "the server is currently unable to handle the request"
+        );
         assert_eq!(s["code"], 503);
     }
     // Aggregated discovery keeps the last known resources, marked stale.
-    let agg = send(&c, "GET", "/apis", &[("Accept", AGGREGATED_ACCEPT)], None).await.json();
-    let m = agg["items"].as_array().unwrap().iter().find(|g| g["metadata"]["name"] == "metrics.k8s.io").unwrap();
+    let agg = send(&c, "GET", "/apis", &[("Accept", AGGREGATED_ACCEPT)], None)
+        .await
+        .json();
+    let m = agg["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["metadata"]["name"] == "metrics.k8s.io")
+        .unwrap();
     assert_eq!(m["versions"][0]["freshness"], "Stale");
     assert_eq!(m["versions"][0]["resources"].as_array().unwrap().len(), 2);
 
     // kube's legacy discovery fails as a whole on the 503 (it queries every group) ...
-    let err = kube::discovery::Discovery::new(c.clone()).run().await.err().expect("discovery fails");
+    let err = kube::discovery::Discovery::new(c.clone())
+        .run()
+        .await
+        .err()
+        .expect("discovery fails");
     match err {
         kube::Error::Api(s) => assert_eq!(s.code, 503),
         other => panic!("unexpected error: {other}"),
@@ -262,10 +354,16 @@ async fn unavailable_aggregated_group() {
         .await
         .expect("discovery without the metrics group");
     assert!(d.get("apps").is_some());
-    let d = kube::discovery::Discovery::new(c.clone()).run_aggregated().await.unwrap();
+    let d = kube::discovery::Discovery::new(c.clone())
+        .run_aggregated()
+        .await
+        .unwrap();
     assert!(d.get("metrics.k8s.io").is_some());
 
     server.faults().group_unavailable("metrics.k8s.io", false);
     assert_eq!(get(&c, "/apis/metrics.k8s.io/v1beta1").await.status, 200);
-    kube::discovery::Discovery::new(c.clone()).run().await.expect("discovery works again");
+    kube::discovery::Discovery::new(c.clone())
+        .run()
+        .await
+        .expect("discovery works again");
 }

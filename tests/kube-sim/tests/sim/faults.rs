@@ -8,11 +8,18 @@ use crate::common::*;
 async fn authentication_is_required() {
     let server = start_n(100).await;
     for token in [None, Some("wrong")] {
-        let (code, text) = raw(&server, &raw_get("/api/v1/namespaces", token)).await.unwrap();
+        let (code, text) = raw(&server, &raw_get("/api/v1/namespaces", token))
+            .await
+            .unwrap();
         assert_eq!(code, 401);
         assert!(text.contains(r#""reason":"Unauthorized""#), "{text}");
     }
-    let (code, _) = raw(&server, &raw_get("/api/v1/namespaces", Some("kube-sim-token"))).await.unwrap();
+    let (code, _) = raw(
+        &server,
+        &raw_get("/api/v1/namespaces", Some("kube-sim-token")),
+    )
+    .await
+    .unwrap();
     assert_eq!(code, 200);
 }
 
@@ -42,7 +49,12 @@ async fn forbidden_resources() {
     assert_eq!(get(&c, "/api/v1/pods").await.status, 403);
     let r = get(&c, "/apis/metrics.k8s.io/v1beta1/pods").await;
     assert_eq!(r.status, 403);
-    assert!(r.json()["message"].as_str().unwrap().contains(r#"in API group "metrics.k8s.io""#));
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"in API group "metrics.k8s.io""#)
+    );
     server.faults().forbid("configmaps", false);
     assert_eq!(get(&c, "/api/v1/configmaps?limit=500").await.status, 200);
     assert_eq!(get(&c, "/api/v1/pods").await.status, 403);
@@ -110,16 +122,32 @@ async fn dropped_connection_mid_list() {
     let token = urlencode(p1["metadata"]["continue"].as_str().unwrap());
     let path = format!("/api/v1/configmaps?limit=10&continue={token}");
     // The second page's connection closes without a response ...
-    assert!(raw(&server, &raw_get(&path, Some("kube-sim-token"))).await.is_none());
+    assert!(
+        raw(&server, &raw_get(&path, Some("kube-sim-token")))
+            .await
+            .is_none()
+    );
     // ... once: the retry succeeds.
-    let (code, _) = raw(&server, &raw_get(&path, Some("kube-sim-token"))).await.unwrap();
+    let (code, _) = raw(&server, &raw_get(&path, Some("kube-sim-token")))
+        .await
+        .unwrap();
     assert_eq!(code, 200);
     // Through kube the failure is a transport error, not an API error.
     server.faults().drop_connection_after_pages(Some(0));
     let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::all(c.clone());
-    let err = api.list(&kube::api::ListParams::default().limit(10)).await.unwrap_err();
+    let err = api
+        .list(&kube::api::ListParams::default().limit(10))
+        .await
+        .unwrap_err();
     assert!(!matches!(err, kube::Error::Api(_)), "{err}");
-    assert_eq!(api.list(&kube::api::ListParams::default().limit(10)).await.unwrap().items.len(), 10);
+    assert_eq!(
+        api.list(&kube::api::ListParams::default().limit(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        10
+    );
     // Unpaged lists are never dropped; switched off, nothing is.
     server.faults().drop_connection_after_pages(Some(0));
     assert_eq!(get(&c, "/api/v1/namespaces").await.status, 200);

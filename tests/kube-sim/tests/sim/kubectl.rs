@@ -14,9 +14,14 @@ struct Kubectl {
 impl Kubectl {
     /// kubectl sends the bearer token only over HTTPS, so these tests use TLS.
     fn new(server: &SimServer) -> Kubectl {
-        let found = Command::new("kubectl").arg("version").arg("--client").output();
+        let found = Command::new("kubectl")
+            .arg("version")
+            .arg("--client")
+            .output();
         if found.is_err() {
-            panic!("kubectl is not installed: install the Debian package kubernetes-client (apt-get install -y kubernetes-client)");
+            panic!(
+                "kubectl is not installed: install the Debian package kubernetes-client (apt-get install -y kubernetes-client)"
+            );
         }
         let dir = tempfile::tempdir().unwrap();
         server.write_kubeconfig(&dir.path().join("config")).unwrap();
@@ -35,29 +40,42 @@ impl Kubectl {
             .expect("kubectl runs");
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(out.status.success(), "kubectl {args:?} failed:\n{stderr}\n{stdout}");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{stderr}\n{stdout}"
+        );
         (stdout, stderr)
     }
 }
 
 async fn tls_server(objects: usize) -> SimServer {
-    start(SimConfig { objects, tls: true, ..Default::default() }).await
+    start(SimConfig {
+        objects,
+        tls: true,
+        ..Default::default()
+    })
+    .await
 }
 
 #[tokio::test]
 async fn api_resources() {
     let server = tls_server(300).await;
     let k = Kubectl::new(&server);
-    let (out, err) = tokio::task::spawn_blocking(move || (k.run(&["api-resources", "--no-headers", "-o", "wide"]), k))
-        .await
-        .unwrap()
-        .0;
+    let (out, err) = tokio::task::spawn_blocking(move || {
+        (k.run(&["api-resources", "--no-headers", "-o", "wide"]), k)
+    })
+    .await
+    .unwrap()
+    .0;
     assert!(!err.contains("couldn't get"), "{err}");
     let c = client(&server).await;
     // Every resource of every group's preferred version is listed, with the right group.
     let apis = get_json(&c, "/apis").await;
     let mut expected = std::collections::BTreeSet::new();
-    for r in get_json(&c, "/api/v1").await["resources"].as_array().unwrap() {
+    for r in get_json(&c, "/api/v1").await["resources"]
+        .as_array()
+        .unwrap()
+    {
         let name = r["name"].as_str().unwrap();
         if !name.contains('/') {
             expected.insert((name.to_string(), "v1".to_string()));
@@ -65,7 +83,10 @@ async fn api_resources() {
     }
     for g in apis["groups"].as_array().unwrap() {
         let gv = g["preferredVersion"]["groupVersion"].as_str().unwrap();
-        for r in get_json(&c, &format!("/apis/{gv}")).await["resources"].as_array().unwrap() {
+        for r in get_json(&c, &format!("/apis/{gv}")).await["resources"]
+            .as_array()
+            .unwrap()
+        {
             let name = r["name"].as_str().unwrap();
             if !name.contains('/') {
                 expected.insert((name.to_string(), gv.to_string()));
@@ -92,9 +113,10 @@ async fn api_resources() {
 async fn get_deployments_all_namespaces_json() {
     let server = tls_server(2000).await;
     let k = Kubectl::new(&server);
-    let (out, _) = tokio::task::spawn_blocking(move || k.run(&["get", "deployments", "-A", "-o", "json"]))
-        .await
-        .unwrap();
+    let (out, _) =
+        tokio::task::spawn_blocking(move || k.run(&["get", "deployments", "-A", "-o", "json"]))
+            .await
+            .unwrap();
     let list: Value = serde_json::from_str(&out).unwrap();
     let got = names(list["items"].as_array().unwrap());
     assert_eq!(got, stored_names(&server, "apps", "deployments", None));
@@ -108,31 +130,57 @@ async fn get_configmaps_in_chunks() {
     let server = tls_server(2000).await;
     // The namespace with the most config maps.
     let mut per_ns = std::collections::BTreeMap::<String, usize>::new();
-    for k in server.objects().into_iter().filter(|k| k.resource == "configmaps") {
+    for k in server
+        .objects()
+        .into_iter()
+        .filter(|k| k.resource == "configmaps")
+    {
         *per_ns.entry(k.namespace.unwrap()).or_default() += 1;
     }
-    let ns: &'static str = per_ns.into_iter().max_by_key(|(_, n)| *n).map(|(ns, _)| ns).unwrap().leak();
+    let ns: &'static str = per_ns
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(ns, _)| ns)
+        .unwrap()
+        .leak();
     let expected = stored_names(&server, "", "configmaps", Some(ns));
     assert!(expected.len() > 6, "{expected:?}");
     let k = Kubectl::new(&server);
-    let (out, err) = tokio::task::spawn_blocking(move || k.run(&["get", "cm", "-n", ns, "--chunk-size=3", "-o", "json", "-v=6"]))
-        .await
-        .unwrap();
+    let (out, err) = tokio::task::spawn_blocking(move || {
+        k.run(&[
+            "get",
+            "cm",
+            "-n",
+            ns,
+            "--chunk-size=3",
+            "-o",
+            "json",
+            "-v=6",
+        ])
+    })
+    .await
+    .unwrap();
     let list: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(names(list["items"].as_array().unwrap()), expected);
-    let requests = err.lines().filter(|l| l.contains("/configmaps?") && l.contains("limit=3")).count();
+    let requests = err
+        .lines()
+        .filter(|l| l.contains("/configmaps?") && l.contains("limit=3"))
+        .count();
     assert_eq!(requests, expected.len().div_ceil(3), "{err}");
     assert!(err.contains("continue="));
 
     // Plain `get` asks for a server-side Table.
     let k = Kubectl::new(&server);
-    let (out, _) = tokio::task::spawn_blocking(move || k.run(&["get", "cm", "-n", ns, "--chunk-size=3"]))
-        .await
-        .unwrap();
+    let (out, _) =
+        tokio::task::spawn_blocking(move || k.run(&["get", "cm", "-n", ns, "--chunk-size=3"]))
+            .await
+            .unwrap();
     let mut lines = out.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(header, vec!["NAME", "AGE"]);
-    let shown: Vec<String> = lines.map(|l| format!("{ns}/{}", l.split_whitespace().next().unwrap())).collect();
+    let shown: Vec<String> = lines
+        .map(|l| format!("{ns}/{}", l.split_whitespace().next().unwrap()))
+        .collect();
     assert_eq!(shown, expected);
 }
 
@@ -172,7 +220,18 @@ async fn create_from_file_and_get_crd() {
     assert!(out.contains("namespace/restored created"), "{out}");
     assert!(out.contains("configmap/settings created"), "{out}");
     assert!(crd.contains("widgets.example.com"), "{crd}");
-    let log: Vec<String> = server.create_log().iter().map(|k| format!("{}/{}", k.resource, k.name)).collect();
+    let log: Vec<String> = server
+        .create_log()
+        .iter()
+        .map(|k| format!("{}/{}", k.resource, k.name))
+        .collect();
     assert!(out.contains("secret/token created"), "{out}");
-    assert_eq!(log, vec!["namespaces/restored", "configmaps/settings", "secrets/token"]);
+    assert_eq!(
+        log,
+        vec![
+            "namespaces/restored",
+            "configmaps/settings",
+            "secrets/token"
+        ]
+    );
 }

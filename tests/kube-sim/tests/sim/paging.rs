@@ -15,9 +15,19 @@ async fn every_object_exactly_once_for_every_page_size() {
         ("/api/v1/configmaps", "", "configmaps", None),
         ("/api/v1/pods", "", "pods", None),
         ("/apis/apps/v1/replicasets", "apps", "replicasets", None),
-        ("/api/v1/namespaces/kube-system/configmaps", "", "configmaps", Some("kube-system")),
+        (
+            "/api/v1/namespaces/kube-system/configmaps",
+            "",
+            "configmaps",
+            Some("kube-system"),
+        ),
         ("/api/v1/namespaces", "", "namespaces", None),
-        ("/apis/example.com/v1/widgets", "example.com", "widgets", None),
+        (
+            "/apis/example.com/v1/widgets",
+            "example.com",
+            "widgets",
+            None,
+        ),
     ];
     for (path, group, resource, ns) in collections {
         let expected = stored_names(&server, group, resource, ns);
@@ -36,13 +46,29 @@ async fn every_object_exactly_once_for_every_page_size() {
             assert_eq!(got, expected, "{path} limit={limit}");
             let unique: BTreeSet<&String> = got.iter().collect();
             assert_eq!(unique.len(), got.len(), "{path} limit={limit}: duplicates");
-            assert_eq!(metas.len(), expected.len().div_ceil(limit), "{path} limit={limit}: pages");
+            assert_eq!(
+                metas.len(),
+                expected.len().div_ceil(limit),
+                "{path} limit={limit}: pages"
+            );
             let mut seen = 0;
             for (i, m) in metas.iter().enumerate() {
-                assert!(m["resourceVersion"].as_str().is_some_and(|rv| !rv.is_empty()));
-                seen += if i + 1 < metas.len() { limit } else { expected.len() - seen };
+                assert!(
+                    m["resourceVersion"]
+                        .as_str()
+                        .is_some_and(|rv| !rv.is_empty())
+                );
+                seen += if i + 1 < metas.len() {
+                    limit
+                } else {
+                    expected.len() - seen
+                };
                 if i + 1 < metas.len() {
-                    assert_eq!(m["remainingItemCount"], Value::from(expected.len() - seen), "{path} limit={limit} page {i}");
+                    assert_eq!(
+                        m["remainingItemCount"],
+                        Value::from(expected.len() - seen),
+                        "{path} limit={limit} page {i}"
+                    );
                     assert!(m["continue"].is_string());
                 } else {
                     assert!(m.get("remainingItemCount").is_none());
@@ -58,15 +84,28 @@ async fn list_shape_matches_the_real_server() {
     let server = start_n(800).await;
     let c = client(&server).await;
     let r = get(&c, "/api/v1/configmaps?limit=5").await;
-    assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
     let text = String::from_utf8_lossy(&r.body).to_string();
-    assert!(text.starts_with(r#"{"kind":"ConfigMapList","apiVersion":"v1","metadata":{"resourceVersion":""#), "{text:.120}");
+    assert!(
+        text.starts_with(
+            r#"{"kind":"ConfigMapList","apiVersion":"v1","metadata":{"resourceVersion":""#
+        ),
+        "{text:.120}"
+    );
     let list = r.json();
     for item in list["items"].as_array().unwrap() {
         // Built-in items carry no type information in a list.
         assert!(item.get("apiVersion").is_none() && item.get("kind").is_none());
         let m = &item["metadata"];
-        for f in ["uid", "resourceVersion", "creationTimestamp", "managedFields"] {
+        for f in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "managedFields",
+        ] {
             assert!(m.get(f).is_some(), "{f} missing in {m}");
         }
     }
@@ -83,13 +122,24 @@ async fn list_shape_matches_the_real_server() {
     // events.k8s.io serves the stored core events, converted.
     let core = get_json(&c, "/api/v1/events").await;
     let v1 = get_json(&c, "/apis/events.k8s.io/v1/events").await;
-    assert_eq!(names(core["items"].as_array().unwrap()), names(v1["items"].as_array().unwrap()));
+    assert_eq!(
+        names(core["items"].as_array().unwrap()),
+        names(v1["items"].as_array().unwrap())
+    );
     let (a, b) = (&core["items"][0], &v1["items"][0]);
     assert_eq!(a["message"], b["note"]);
     assert_eq!(a["involvedObject"], b["regarding"]);
     // A GET returns the object with its type.
-    let key = server.objects().into_iter().find(|k| k.resource == "deployments").unwrap();
-    let path = format!("/apis/apps/v1/namespaces/{}/deployments/{}", key.namespace.as_deref().unwrap(), key.name);
+    let key = server
+        .objects()
+        .into_iter()
+        .find(|k| k.resource == "deployments")
+        .unwrap();
+    let path = format!(
+        "/apis/apps/v1/namespaces/{}/deployments/{}",
+        key.namespace.as_deref().unwrap(),
+        key.name
+    );
     let obj = get_json(&c, &path).await;
     assert_eq!(obj["kind"], "Deployment");
     assert_eq!(obj["apiVersion"], "apps/v1");
@@ -117,20 +167,35 @@ async fn continued_lists_show_the_snapshot_they_started_from() {
         // Writes between pages: modified, added and deleted objects.
         server.churn(0.05, round);
         round += 1;
-        let page = get_json(&c, &format!("/api/v1/configmaps?limit=40&continue={}", urlencode(&token))).await;
+        let page = get_json(
+            &c,
+            &format!("/api/v1/configmaps?limit=40&continue={}", urlencode(&token)),
+        )
+        .await;
         assert_eq!(page["metadata"]["resourceVersion"], rv);
         items.extend(page["items"].as_array().unwrap().clone());
         cont = page["metadata"]["continue"].as_str().map(str::to_string);
     }
-    assert_eq!(names(&items), before, "the paged list is the snapshot at its first page");
+    assert_eq!(
+        names(&items),
+        before,
+        "the paged list is the snapshot at its first page"
+    );
     let start: u64 = rv.as_str().unwrap().parse().unwrap();
     for i in &items {
-        let item_rv: u64 = i["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+        let item_rv: u64 = i["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(item_rv <= start);
     }
     // A new list sees the changes.
     let after = get_json(&c, "/api/v1/configmaps").await;
-    assert_eq!(names(after["items"].as_array().unwrap()), stored_names(&server, "", "configmaps", None));
+    assert_eq!(
+        names(after["items"].as_array().unwrap()),
+        stored_names(&server, "", "configmaps", None)
+    );
     assert_ne!(stored_names(&server, "", "configmaps", None), before);
 }
 
@@ -141,9 +206,17 @@ async fn continue_token_expires_after_k_pages() {
     server.faults().expire_continue_after(Some(2));
     let p1 = get_json(&c, "/api/v1/configmaps?limit=10").await;
     let t1 = p1["metadata"]["continue"].as_str().unwrap().to_string();
-    let p2 = get_json(&c, &format!("/api/v1/configmaps?limit=10&continue={}", urlencode(&t1))).await;
+    let p2 = get_json(
+        &c,
+        &format!("/api/v1/configmaps?limit=10&continue={}", urlencode(&t1)),
+    )
+    .await;
     let t2 = p2["metadata"]["continue"].as_str().unwrap().to_string();
-    let r = get(&c, &format!("/api/v1/configmaps?limit=10&continue={}", urlencode(&t2))).await;
+    let r = get(
+        &c,
+        &format!("/api/v1/configmaps?limit=10&continue={}", urlencode(&t2)),
+    )
+    .await;
     assert_eq!(r.status, 410);
     let s = r.json();
     assert_eq!(s["kind"], "Status");
@@ -157,7 +230,11 @@ async fn continue_token_expires_after_k_pages() {
     );
     // The token in the Status continues where the expired one would have.
     let fresh = s["metadata"]["continue"].as_str().unwrap();
-    let p3 = get_json(&c, &format!("/api/v1/configmaps?limit=10&continue={}", urlencode(fresh))).await;
+    let p3 = get_json(
+        &c,
+        &format!("/api/v1/configmaps?limit=10&continue={}", urlencode(fresh)),
+    )
+    .await;
     let mut expected_names = stored_names(&server, "", "configmaps", None);
     expected_names.truncate(30);
     let got: Vec<String> = [&p1, &p2, &p3]
@@ -171,7 +248,11 @@ async fn continue_token_expires_after_k_pages() {
         &kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
     );
     let err = api
-        .list(&kube::api::ListParams::default().limit(10).continue_token(&t2))
+        .list(
+            &kube::api::ListParams::default()
+                .limit(10)
+                .continue_token(&t2),
+        )
         .await
         .unwrap_err();
     match err {
@@ -183,12 +264,33 @@ async fn continue_token_expires_after_k_pages() {
     }
     // Switched off: old tokens work again.
     server.faults().expire_continue_after(None);
-    assert_eq!(get(&c, &format!("/api/v1/configmaps?limit=10&continue={}", urlencode(&t2))).await.status, 200);
+    assert_eq!(
+        get(
+            &c,
+            &format!("/api/v1/configmaps?limit=10&continue={}", urlencode(&t2))
+        )
+        .await
+        .status,
+        200
+    );
     // A compaction expires every outstanding token for real.
     server.compact();
-    assert_eq!(get(&c, &format!("/api/v1/configmaps?limit=10&continue={}", urlencode(&t1))).await.status, 410);
+    assert_eq!(
+        get(
+            &c,
+            &format!("/api/v1/configmaps?limit=10&continue={}", urlencode(&t1))
+        )
+        .await
+        .status,
+        410
+    );
     // A malformed token is a bad request.
-    assert_eq!(get(&c, "/api/v1/configmaps?limit=10&continue=garbage").await.status, 400);
+    assert_eq!(
+        get(&c, "/api/v1/configmaps?limit=10&continue=garbage")
+            .await
+            .status,
+        400
+    );
 }
 
 #[tokio::test]
@@ -198,28 +300,65 @@ async fn selectors() {
     let pods = get_json(&c, "/api/v1/pods").await;
     let items = pods["items"].as_array().unwrap();
     let with = |f: &dyn Fn(&Value) -> bool| -> Vec<String> {
-        names(&items.iter().filter(|i| f(&i["metadata"]["labels"])).cloned().collect::<Vec<_>>())
+        names(
+            &items
+                .iter()
+                .filter(|i| f(&i["metadata"]["labels"]))
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
     };
     let cases: Vec<(&str, Vec<String>)> = vec![
         ("k8s-app=kube-dns", with(&|l| l["k8s-app"] == "kube-dns")),
         ("k8s-app!=kube-dns", with(&|l| l["k8s-app"] != "kube-dns")),
-        ("pod-template-hash", with(&|l| l.get("pod-template-hash").is_some())),
-        ("!pod-template-hash", with(&|l| l.get("pod-template-hash").is_none())),
-        ("app.kubernetes.io/name in (api,web)", with(&|l| l["app.kubernetes.io/name"] == "api" || l["app.kubernetes.io/name"] == "web")),
-        ("app.kubernetes.io/name notin (api,web)", with(&|l| l["app.kubernetes.io/name"] != "api" && l["app.kubernetes.io/name"] != "web")),
+        (
+            "pod-template-hash",
+            with(&|l| l.get("pod-template-hash").is_some()),
+        ),
+        (
+            "!pod-template-hash",
+            with(&|l| l.get("pod-template-hash").is_none()),
+        ),
+        (
+            "app.kubernetes.io/name in (api,web)",
+            with(&|l| l["app.kubernetes.io/name"] == "api" || l["app.kubernetes.io/name"] == "web"),
+        ),
+        (
+            "app.kubernetes.io/name notin (api,web)",
+            with(&|l| l["app.kubernetes.io/name"] != "api" && l["app.kubernetes.io/name"] != "web"),
+        ),
     ];
     for (sel, expected) in cases {
         assert!(!expected.is_empty(), "{sel} matches nothing");
-        let (got, metas) = list_paged(&c, &format!("/api/v1/pods?labelSelector={}", urlencode(sel)), 7).await;
+        let (got, metas) = list_paged(
+            &c,
+            &format!("/api/v1/pods?labelSelector={}", urlencode(sel)),
+            7,
+        )
+        .await;
         assert_eq!(names(&got), expected, "{sel}");
         // No remaining count with a selector, as on the real server.
         assert!(metas.iter().all(|m| m.get("remainingItemCount").is_none()));
     }
     let first = &names(items)[0];
     let (ns, name) = first.split_once('/').unwrap();
-    let one = get_json(&c, &format!("/api/v1/pods?fieldSelector=metadata.name%3D{name}")).await;
+    let one = get_json(
+        &c,
+        &format!("/api/v1/pods?fieldSelector=metadata.name%3D{name}"),
+    )
+    .await;
     assert!(names(one["items"].as_array().unwrap()).contains(first));
-    let in_ns = get_json(&c, &format!("/api/v1/pods?fieldSelector=metadata.namespace%3D{ns}")).await;
-    assert_eq!(names(in_ns["items"].as_array().unwrap()), stored_names(&server, "", "pods", Some(ns)));
-    assert_eq!(get(&c, "/api/v1/pods?labelSelector=a%20b%20c").await.status, 400);
+    let in_ns = get_json(
+        &c,
+        &format!("/api/v1/pods?fieldSelector=metadata.namespace%3D{ns}"),
+    )
+    .await;
+    assert_eq!(
+        names(in_ns["items"].as_array().unwrap()),
+        stored_names(&server, "", "pods", Some(ns))
+    );
+    assert_eq!(
+        get(&c, "/api/v1/pods?labelSelector=a%20b%20c").await.status,
+        400
+    );
 }

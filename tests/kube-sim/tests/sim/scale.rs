@@ -13,7 +13,9 @@ async fn list_everything(c: &kube::Client, limit: usize) -> (usize, usize) {
     let mut paths = Vec::new();
     let core = get_json(c, "/api/v1").await;
     for r in core["resources"].as_array().unwrap() {
-        if r["verbs"].as_array().unwrap().iter().any(|v| v == "list") && !r["name"].as_str().unwrap().contains('/') {
+        if r["verbs"].as_array().unwrap().iter().any(|v| v == "list")
+            && !r["name"].as_str().unwrap().contains('/')
+        {
             paths.push(format!("/api/v1/{}", r["name"].as_str().unwrap()));
         }
     }
@@ -24,8 +26,13 @@ async fn list_everything(c: &kube::Client, limit: usize) -> (usize, usize) {
             continue; // not stored objects / the same events again
         }
         let gv = g["preferredVersion"]["groupVersion"].as_str().unwrap();
-        for r in get_json(c, &format!("/apis/{gv}")).await["resources"].as_array().unwrap() {
-            if r["verbs"].as_array().unwrap().iter().any(|v| v == "list") && !r["name"].as_str().unwrap().contains('/') {
+        for r in get_json(c, &format!("/apis/{gv}")).await["resources"]
+            .as_array()
+            .unwrap()
+        {
+            if r["verbs"].as_array().unwrap().iter().any(|v| v == "list")
+                && !r["name"].as_str().unwrap().contains('/')
+            {
                 paths.push(format!("/apis/{gv}/{}", r["name"].as_str().unwrap()));
             }
         }
@@ -55,7 +62,11 @@ async fn list_everything(c: &kube::Client, limit: usize) -> (usize, usize) {
 
 async fn run(n: usize, concurrency: usize) {
     let t = Instant::now();
-    let server = start(SimConfig { objects: n, ..Default::default() }).await;
+    let server = start(SimConfig {
+        objects: n,
+        ..Default::default()
+    })
+    .await;
     let generated = t.elapsed();
     let total = server.objects().len();
     assert_eq!(total, n);

@@ -9,34 +9,79 @@ use crate::common::*;
 
 #[tokio::test]
 async fn create_update_delete() {
-    let server = start(SimConfig { objects: 300, tls: true, ..Default::default() }).await;
+    let server = start(SimConfig {
+        objects: 300,
+        tls: true,
+        ..Default::default()
+    })
+    .await;
     assert!(server.url().starts_with("https://"));
     let c = client(&server).await;
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "restored", "namespace": "default", "labels": {"a": "b"}}, "data": {"k": "v"}});
-    let r = send(&c, "POST", "/api/v1/namespaces/default/configmaps", &[("Content-Type", "application/json")], Some(cm.clone())).await;
+    let r = send(
+        &c,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[("Content-Type", "application/json")],
+        Some(cm.clone()),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let created = r.json();
     let meta = &created["metadata"];
-    for f in ["uid", "resourceVersion", "creationTimestamp", "managedFields"] {
+    for f in [
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "managedFields",
+    ] {
         assert!(meta.get(f).is_some(), "{f}");
     }
     assert_eq!(created["data"]["k"], "v");
     assert_eq!(created["kind"], "ConfigMap");
     // Again: 409 AlreadyExists.
-    let r = send(&c, "POST", "/api/v1/namespaces/default/configmaps", &[], Some(cm.clone())).await;
+    let r = send(
+        &c,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[],
+        Some(cm.clone()),
+    )
+    .await;
     assert_eq!(r.status, 409);
     let s = r.json();
     assert_eq!(s["reason"], "AlreadyExists");
     assert_eq!(s["message"], r#"configmaps "restored" already exists"#);
     // Missing namespace: 404 naming the namespace.
-    let r = send(&c, "POST", "/api/v1/namespaces/nope/configmaps", &[], Some(json!({"metadata": {"name": "x"}, "data": {}}))).await;
+    let r = send(
+        &c,
+        "POST",
+        "/api/v1/namespaces/nope/configmaps",
+        &[],
+        Some(json!({"metadata": {"name": "x"}, "data": {}})),
+    )
+    .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["message"], r#"namespaces "nope" not found"#);
     // Create the namespace, then the object in it; metadata without server fields is fine.
-    let r = send(&c, "POST", "/api/v1/namespaces", &[], Some(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "nope"}}))).await;
+    let r = send(
+        &c,
+        "POST",
+        "/api/v1/namespaces",
+        &[],
+        Some(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "nope"}})),
+    )
+    .await;
     assert_eq!(r.status, 201);
     assert_eq!(r.json()["status"]["phase"], "Active");
-    let r = send(&c, "POST", "/api/v1/namespaces/nope/configmaps", &[], Some(json!({"metadata": {"name": "x"}, "data": {}}))).await;
+    let r = send(
+        &c,
+        "POST",
+        "/api/v1/namespaces/nope/configmaps",
+        &[],
+        Some(json!({"metadata": {"name": "x"}, "data": {}})),
+    )
+    .await;
     assert_eq!(r.status, 201);
     // Update with a stale resourceVersion: 409 Conflict; without one: accepted.
     let mut updated = created.clone();
@@ -52,14 +97,24 @@ async fn create_update_delete() {
     let after = r.json();
     assert_eq!(after["data"]["k"], "v2");
     assert_eq!(after["metadata"]["uid"], created["metadata"]["uid"]);
-    assert_ne!(after["metadata"]["resourceVersion"], created["metadata"]["resourceVersion"]);
+    assert_ne!(
+        after["metadata"]["resourceVersion"],
+        created["metadata"]["resourceVersion"]
+    );
     if let Some(m) = updated["metadata"].as_object_mut() {
         m.remove("resourceVersion");
     }
     updated["data"]["k"] = json!("v3");
     assert_eq!(send(&c, "PUT", path, &[], Some(updated)).await.status, 200);
     // Merge patch.
-    let r = send(&c, "PATCH", path, &[("Content-Type", "application/merge-patch+json")], Some(json!({"data": {"extra": "1"}}))).await;
+    let r = send(
+        &c,
+        "PATCH",
+        path,
+        &[("Content-Type", "application/merge-patch+json")],
+        Some(json!({"data": {"extra": "1"}})),
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["data"], json!({"k": "v3", "extra": "1"}));
     // Delete, then 404.
@@ -71,10 +126,22 @@ async fn create_update_delete() {
     // Group resources are qualified in messages.
     let r = get(&c, "/apis/apps/v1/namespaces/default/deployments/none").await;
     assert_eq!(r.json()["message"], r#"deployments.apps "none" not found"#);
-    let log: Vec<String> = server.create_log().iter().map(|k| format!("{}/{}", k.resource, k.name)).collect();
-    assert_eq!(log, vec!["configmaps/restored", "namespaces/nope", "configmaps/x"]);
+    let log: Vec<String> = server
+        .create_log()
+        .iter()
+        .map(|k| format!("{}/{}", k.resource, k.name))
+        .collect();
+    assert_eq!(
+        log,
+        vec!["configmaps/restored", "namespaces/nope", "configmaps/x"]
+    );
     // Deleting a namespace removes what it holds.
-    assert_eq!(send(&c, "DELETE", "/api/v1/namespaces/nope", &[], None).await.status, 200);
+    assert_eq!(
+        send(&c, "DELETE", "/api/v1/namespaces/nope", &[], None)
+            .await
+            .status,
+        200
+    );
     assert!(stored_names(&server, "", "configmaps", Some("nope")).is_empty());
 }
 
@@ -94,23 +161,60 @@ fn widget_crd() -> serde_json::Value {
 
 #[tokio::test]
 async fn crd_before_its_custom_resources() {
-    let server = start(SimConfig { empty: true, ..Default::default() }).await;
+    let server = start(SimConfig {
+        empty: true,
+        ..Default::default()
+    })
+    .await;
     let c = client(&server).await;
     let namespaces = stored_names(&server, "", "namespaces", None);
-    assert_eq!(namespaces, vec!["default", "kube-node-lease", "kube-public", "kube-system"]);
+    assert_eq!(
+        namespaces,
+        vec!["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
     assert_eq!(server.objects().len(), 4);
     let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "default"}, "spec": {"color": "red"}, "status": {"phase": "Ready"}});
     let wpath = "/apis/example.com/v1/namespaces/default/widgets";
-    assert_eq!(send(&c, "POST", wpath, &[], Some(widget.clone())).await.status, 404);
+    assert_eq!(
+        send(&c, "POST", wpath, &[], Some(widget.clone()))
+            .await
+            .status,
+        404
+    );
     let apis = get_json(&c, "/apis").await;
-    assert!(!apis["groups"].as_array().unwrap().iter().any(|g| g["name"] == "example.com"));
+    assert!(
+        !apis["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "example.com")
+    );
 
-    let r = send(&c, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", &[], Some(widget_crd())).await;
+    let r = send(
+        &c,
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        &[],
+        Some(widget_crd()),
+    )
+    .await;
     assert_eq!(r.status, 201);
     let conditions = r.json()["status"]["conditions"].clone();
-    assert!(conditions.as_array().unwrap().iter().any(|c| c["type"] == "Established" && c["status"] == "True"));
+    assert!(
+        conditions
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Established" && c["status"] == "True")
+    );
     let apis = get_json(&c, "/apis").await;
-    assert!(apis["groups"].as_array().unwrap().iter().any(|g| g["name"] == "example.com"));
+    assert!(
+        apis["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "example.com")
+    );
     let rl = get_json(&c, "/apis/example.com/v1").await;
     assert_eq!(rl["resources"][0]["name"], "widgets");
     let r = send(&c, "POST", wpath, &[], Some(widget)).await;
@@ -136,10 +240,20 @@ async fn crd_before_its_custom_resources() {
         }
     );
     // kube sees the new group.
-    let d = kube::discovery::Discovery::new(c.clone()).run().await.unwrap();
+    let d = kube::discovery::Discovery::new(c.clone())
+        .run()
+        .await
+        .unwrap();
     assert!(d.get("example.com").is_some());
     // Deleting the CRD removes the API and its objects.
-    let r = send(&c, "DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com", &[], None).await;
+    let r = send(
+        &c,
+        "DELETE",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com",
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(get(&c, "/apis/example.com/v1/widgets").await.status, 404);
     assert_eq!(server.objects().len(), 4);
@@ -147,10 +261,21 @@ async fn crd_before_its_custom_resources() {
 
 #[tokio::test]
 async fn crd_establishes_after_a_delay() {
-    let server = start(SimConfig { empty: true, ..Default::default() }).await;
+    let server = start(SimConfig {
+        empty: true,
+        ..Default::default()
+    })
+    .await;
     server.set_crd_establish_delay(Duration::from_millis(300));
     let c = client(&server).await;
-    let r = send(&c, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", &[], Some(widget_crd())).await;
+    let r = send(
+        &c,
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        &[],
+        Some(widget_crd()),
+    )
+    .await;
     assert_eq!(r.status, 201);
     let established = |v: &serde_json::Value| {
         v["status"]["conditions"]
@@ -163,7 +288,11 @@ async fn crd_establishes_after_a_delay() {
     assert_eq!(get(&c, "/apis/example.com/v1/widgets").await.status, 404);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(get(&c, "/apis/example.com/v1/widgets").await.status, 200);
-    let crd = get_json(&c, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com").await;
+    let crd = get_json(
+        &c,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com",
+    )
+    .await;
     assert!(established(&crd));
 }
 
@@ -181,9 +310,15 @@ async fn kube_api_round_trip() {
     let created = api.create(&PostParams::default(), &s).await.unwrap();
     assert!(created.metadata.uid.is_some());
     let err = api.create(&PostParams::default(), &s).await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref e) if e.code == 409 && e.reason == "AlreadyExists"), "{err}");
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 409 && e.reason == "AlreadyExists"),
+        "{err}"
+    );
     let got = api.get("from-kube").await.unwrap();
-    assert_eq!(got.metadata.resource_version, created.metadata.resource_version);
+    assert_eq!(
+        got.metadata.resource_version,
+        created.metadata.resource_version
+    );
     api.delete("from-kube", &Default::default()).await.unwrap();
     assert!(api.get_opt("from-kube").await.unwrap().is_none());
 }
