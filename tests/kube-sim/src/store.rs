@@ -26,7 +26,9 @@ pub(crate) struct Obj {
     pub name: Box<str>,
     pub uid: Box<str>,
     pub rv: u64,
-    pub labels: Vec<(Box<str>, Box<str>)>,
+    /// Labels as `key\0value\0key\0value` (neither can contain NUL): one allocation per
+    /// object instead of two per label, which matters with 10^5..10^6 objects.
+    pub labels: Box<str>,
     /// The object as an item of a list. For built-in resources without `apiVersion` and
     /// `kind` (the real server leaves them out of list items); custom resources keep them.
     pub item: Bytes,
@@ -67,20 +69,27 @@ impl Obj {
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let labels = meta
-            .get("labels")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.as_str().into(), v.as_str().unwrap_or_default().into()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut labels = String::new();
+        if let Some(m) = meta.get("labels").and_then(Value::as_object) {
+            for (k, v) in m {
+                let v = v.as_str().unwrap_or_default();
+                if k.contains('\0') || v.contains('\0') {
+                    continue;
+                }
+                if !labels.is_empty() {
+                    labels.push('\0');
+                }
+                labels.push_str(k);
+                labels.push('\0');
+                labels.push_str(v);
+            }
+        }
+        let labels = labels.into_boxed_str();
         if !typed && let Some(m) = value.as_object_mut() {
             m.remove("apiVersion");
             m.remove("kind");
         }
-        let item = Bytes::from(serde_json::to_vec(&value).map_err(|e| e.to_string())?);
+        let item = compact_json(&value)?;
         let alt = match alt {
             Some(a) => {
                 let mut a = a.clone();
@@ -88,9 +97,7 @@ impl Obj {
                     m.remove("apiVersion");
                     m.remove("kind");
                 }
-                Some(Bytes::from(
-                    serde_json::to_vec(&a).map_err(|e| e.to_string())?,
-                ))
+                Some(compact_json(&a)?)
             }
             None => None,
         };
@@ -107,10 +114,13 @@ impl Obj {
     }
 
     pub(crate) fn label(&self, key: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(k, _)| &**k == key)
-            .map(|(_, v)| &**v)
+        let mut parts = self.labels.split('\0');
+        while let (Some(k), Some(v)) = (parts.next(), parts.next()) {
+            if k == key {
+                return Some(v);
+            }
+        }
+        None
     }
 
     /// The list-item bytes in the given rendering (`alt` = events.k8s.io view).
@@ -146,6 +156,14 @@ impl Obj {
     pub(crate) fn full_value(&self, api_version: &str, kind: &str) -> Option<Value> {
         serde_json::from_slice(&self.full_bytes(api_version, kind, false)).ok()
     }
+}
+
+/// Serialized JSON without the spare capacity of the growing buffer (up to half of it,
+/// which would otherwise stay allocated for the lifetime of the object).
+fn compact_json(v: &Value) -> Result<Bytes, String> {
+    let mut bytes = serde_json::to_vec(v).map_err(|e| e.to_string())?;
+    bytes.shrink_to_fit();
+    Ok(Bytes::from(bytes))
 }
 
 pub(crate) fn json_str(s: &str) -> String {
@@ -763,5 +781,15 @@ mod tests {
         assert_eq!(v["metadata"]["name"], "a");
         let item: Value = serde_json::from_slice(&o.item).unwrap();
         assert!(item.get("kind").is_none());
+        assert_eq!(o.label("n"), Some("a"));
+        assert_eq!(o.label("m"), None);
+        let e = Obj::from_value(
+            json!({"metadata": {"name": "x", "labels": {"a": "", "b": "2"}}}),
+            false,
+            None,
+        )
+        .unwrap();
+        assert_eq!(e.label("a"), Some(""));
+        assert_eq!(e.label("b"), Some("2"));
     }
 }
