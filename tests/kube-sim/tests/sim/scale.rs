@@ -7,7 +7,6 @@ use std::time::Duration;
 use kube_sim::SimConfig;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use serde_json::Value;
 
 use crate::common::*;
 
