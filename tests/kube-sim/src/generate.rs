@@ -791,6 +791,7 @@ impl<'s> Generator<'s> {
         } else {
             &[
                 "attachdetach-controller",
+                "aws-node",
                 "bootstrap-signer",
                 "certificate-controller",
                 "clusterrole-aggregation-controller",
@@ -802,6 +803,7 @@ impl<'s> Generator<'s> {
                 "endpoint-controller",
                 "endpointslice-controller",
                 "endpointslicemirroring-controller",
+                "ebs-csi-node-sa",
                 "ephemeral-volume-controller",
                 "expand-controller",
                 "generic-garbage-collector",
@@ -921,6 +923,32 @@ impl<'s> Generator<'s> {
         );
         if small {
             return;
+        }
+        // Node agents: the CNI and the CSI node plugin.
+        for (name, image, sa) in [
+            (
+                "aws-node",
+                "602401143452.dkr.ecr.eu-west-1.amazonaws.com/amazon-k8s-cni:v1.18.5",
+                "aws-node",
+            ),
+            (
+                "ebs-csi-node",
+                "public.ecr.aws/ebs-csi-driver/aws-ebs-csi-driver:v1.35.0",
+                "ebs-csi-node-sa",
+            ),
+        ] {
+            let labels = str_map(&[("app.kubernetes.io/name", name), ("k8s-app", name)]);
+            let mut container = self.app_container(name, image, 6, 61678, false);
+            if let Some(m) = container.as_object_mut() {
+                m.remove("readinessProbe");
+            }
+            container["securityContext"] = json!({"privileged": true});
+            container["volumeMounts"] = json!([{"mountPath": "/host/var/log", "name": "log-dir"}, {"mountPath": "/var/run", "name": "run-dir"}]);
+            let volumes = json!([
+                {"hostPath": {"path": "/var/log", "type": "DirectoryOrCreate"}, "name": "log-dir"},
+                {"hostPath": {"path": "/var/run", "type": ""}, "name": "run-dir"},
+            ]);
+            self.daemonset_chain(ks, name, created, &labels, container, volumes, sa, "eks");
         }
         // Static control-plane pods on the first node, owned by the Node.
         let cp = self.nodes[0].clone();

@@ -79,7 +79,8 @@ pub struct SimConfig {
     /// `kube-node-lease`); `None` = N/100, at least 3.
     pub namespaces: Option<usize>,
     /// HTTPS with a certificate for 127.0.0.1/localhost, signed by a fresh CA that the
-    /// written kubeconfig trusts.
+    /// written kubeconfig trusts. kubectl (client-go) sends bearer tokens only over HTTPS:
+    /// use TLS for kubectl; kube-rs sends them over plain HTTP too.
     pub tls: bool,
     /// Bearer token required on every request (401 otherwise).
     pub token: String,
