@@ -501,6 +501,17 @@ fn create(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
                 meta.remove("namespace");
             }
         }
+        // The storage layer refuses a create that names a version (a restore must strip
+        // it); it reports that as an internal error.
+        if meta
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|rv| !rv.is_empty() && rv != "0")
+        {
+            return Reply::status(status::internal(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
         for k in [
             "uid",
             "resourceVersion",

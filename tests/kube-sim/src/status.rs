@@ -129,6 +129,20 @@ pub(crate) fn invalid(
     (422, failure(422, "Invalid", &msg, Some(d)))
 }
 
+/// 500 as the server reports errors of its storage layer.
+pub(crate) fn internal(cause: &str) -> (u16, Vec<u8>) {
+    let msg = format!("Internal error occurred: {cause}");
+    (
+        500,
+        failure(
+            500,
+            "InternalError",
+            &msg,
+            Some(json!({"causes": [{"message": cause}]})),
+        ),
+    )
+}
+
 pub(crate) fn method_not_allowed() -> (u16, Vec<u8>) {
     (
         405,

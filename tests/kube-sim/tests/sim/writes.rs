@@ -63,6 +63,53 @@ async fn create_update_delete() {
     .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["message"], r#"namespaces "nope" not found"#);
+    // A create must not carry a resourceVersion (a restore has to strip it).
+    let mut stale = cm.clone();
+    stale["metadata"]["name"] = json!("with-rv");
+    stale["metadata"]["resourceVersion"] = json!("123");
+    stale["metadata"]["uid"] = json!("d3b07384-d9a0-4e6f-8b8c-1b2f4a7c9e01");
+    let r = send(
+        &c,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[],
+        Some(stale.clone()),
+    )
+    .await;
+    assert_eq!(r.status, 500);
+    assert_eq!(
+        r.json()["message"],
+        "Internal error occurred: resourceVersion should not be set on objects to be created"
+    );
+    // Without it, a given uid is replaced by a new one.
+    if let Some(m) = stale["metadata"].as_object_mut() {
+        m.remove("resourceVersion");
+    }
+    let r = send(
+        &c,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[],
+        Some(stale),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    assert_ne!(
+        r.json()["metadata"]["uid"],
+        "d3b07384-d9a0-4e6f-8b8c-1b2f4a7c9e01"
+    );
+    assert_eq!(
+        send(
+            &c,
+            "DELETE",
+            "/api/v1/namespaces/default/configmaps/with-rv",
+            &[],
+            None
+        )
+        .await
+        .status,
+        200
+    );
     // Create the namespace, then the object in it; metadata without server fields is fine.
     let r = send(
         &c,
@@ -133,7 +180,12 @@ async fn create_update_delete() {
         .collect();
     assert_eq!(
         log,
-        vec!["configmaps/restored", "namespaces/nope", "configmaps/x"]
+        vec![
+            "configmaps/restored",
+            "configmaps/with-rv",
+            "namespaces/nope",
+            "configmaps/x"
+        ]
     );
     // Deleting a namespace removes what it holds.
     assert_eq!(
