@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod export;
+pub mod inspect;
 pub mod job;
 pub mod snapshot;
 pub mod store;

@@ -2,7 +2,9 @@
 //! `kubeResourcesAutosave:` section of a `cluster.yaml`, and one function per command.
 //! Exit codes are part of the interface (see [`ExitCode`]).
 
+mod inspect;
 mod output;
+mod run;
 mod snapshot;
 
 use std::path::PathBuf;
@@ -97,9 +99,20 @@ pub struct ClusterArgs {
 pub enum Command {
     /// Take one snapshot now: discover, list, store, export the plain layout.
     Snapshot(ClusterArgs),
+    /// Run as the autosave daemon: a snapshot at start and every interval, staged locally
+    /// and pushed to the destination, retried until it lands; health and metrics over HTTP.
+    Run(run::RunArgs),
     /// Try it without a cluster: start the bundled simulated API server, snapshot it twice
     /// (before and after some changes) into a local folder, and show where to look.
     Demo(snapshot::DemoArgs),
+    /// The snapshots at the destination, newest first.
+    List(inspect::ListArgs),
+    /// One snapshot's resources and namespaces with counts, or its objects.
+    Show(inspect::ShowArgs),
+    /// Objects added, removed and changed between two snapshots.
+    Diff(inspect::DiffArgs),
+    /// Check that what the manifests reference is stored intact; exit 1 on any problem.
+    Verify(inspect::VerifyArgs),
 }
 
 /// Settings that do not depend on the command.
@@ -221,7 +234,12 @@ pub async fn main() -> i32 {
     init_logging(cli.global.verbose);
     let code = match &cli.command {
         Command::Snapshot(cluster) => snapshot::snapshot(&cli.global, cluster).await,
+        Command::Run(args) => run::run(&cli.global, args).await,
         Command::Demo(args) => snapshot::demo(&cli.global, args).await,
+        Command::List(args) => inspect::list(&cli.global, args).await,
+        Command::Show(args) => inspect::show(&cli.global, args).await,
+        Command::Diff(args) => inspect::diff(&cli.global, args).await,
+        Command::Verify(args) => inspect::verify(&cli.global, args).await,
     };
     code as i32
 }

@@ -86,7 +86,7 @@ struct StatusMeta {
     continue_token: Option<String>,
 }
 
-/// A thin layer over `kube::Client` for raw GETs with retries.
+/// A thin layer over `kube::Client` for raw requests with retries.
 #[derive(Clone)]
 pub struct Api {
     client: kube::Client,
@@ -104,11 +104,49 @@ impl Api {
 
     /// GETs `path_and_query` and returns the body of a 2xx answer, retrying what is worth it.
     pub async fn get(&self, path_and_query: &str, accept: &str) -> Result<Bytes, ApiError> {
+        self.request(http::Method::GET, path_and_query, accept, None)
+            .await
+    }
+
+    /// GETs one object; `None` when the server answers 404 Not Found.
+    pub async fn get_opt(&self, path: &str) -> Result<Option<Bytes>, ApiError> {
+        match self.get(path, "application/json").await {
+            Ok(body) => Ok(Some(body)),
+            Err(ApiError::Status { code: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// POSTs a JSON object to a collection (a create); returns the created object's body.
+    pub async fn post(&self, path: &str, body: Bytes) -> Result<Bytes, ApiError> {
+        self.request(http::Method::POST, path, "application/json", Some(body))
+            .await
+    }
+
+    /// PUTs a JSON object to its own path (a replace); returns the stored object's body.
+    pub async fn put(&self, path: &str, body: Bytes) -> Result<Bytes, ApiError> {
+        self.request(http::Method::PUT, path, "application/json", Some(body))
+            .await
+    }
+
+    /// Sends one request and returns the body of a 2xx answer, retrying 429, 5xx and dropped
+    /// connections with backoff (a retried write that had landed answers 409, which callers
+    /// of `post` read as "exists").
+    pub async fn request(
+        &self,
+        method: http::Method,
+        path_and_query: &str,
+        accept: &str,
+        body: Option<Bytes>,
+    ) -> Result<Bytes, ApiError> {
         let mut attempt = 0u32;
         let mut backoff = self.policy.initial_backoff;
         loop {
             attempt += 1;
-            let (err, retry_after) = match self.get_once(path_and_query, accept).await {
+            let (err, retry_after) = match self
+                .send_once(&method, path_and_query, accept, body.clone())
+                .await
+            {
                 Ok(body) => return Ok(body),
                 Err(failure) => failure,
             };
@@ -126,21 +164,30 @@ impl Api {
             let wait = retry_after
                 .map(|d| d.min(self.policy.max_retry_after))
                 .unwrap_or_else(|| jitter(backoff));
-            tracing::debug!(path = path_and_query, attempt, error = %err, ?wait, "retrying");
+            tracing::debug!(%method, path = path_and_query, attempt, error = %err, ?wait, "retrying");
             tokio::time::sleep(wait).await;
             backoff = (backoff * 2).min(self.policy.max_backoff);
         }
     }
 
-    async fn get_once(
+    async fn send_once(
         &self,
+        method: &http::Method,
         path_and_query: &str,
         accept: &str,
+        body: Option<Bytes>,
     ) -> Result<Bytes, (ApiError, Option<Duration>)> {
-        let request = http::Request::get(path_and_query)
-            .header(http::header::ACCEPT, accept)
-            .body(kube::client::Body::empty())
-            .map_err(|e| (ApiError::Decode(e.to_string()), None))?;
+        let builder = http::Request::builder()
+            .method(method.clone())
+            .uri(path_and_query)
+            .header(http::header::ACCEPT, accept);
+        let request = match body {
+            Some(body) => builder
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(kube::client::Body::from(body)),
+            None => builder.body(kube::client::Body::empty()),
+        }
+        .map_err(|e| (ApiError::Decode(e.to_string()), None))?;
         let exchange = async {
             let response = self
                 .client
@@ -183,7 +230,7 @@ impl Api {
             Ok(result) => result,
             Err(_) => Err((
                 ApiError::Transport(format!(
-                    "GET {path_and_query} timed out after {:?}",
+                    "{method} {path_and_query} timed out after {:?}",
                     self.policy.request_timeout
                 )),
                 None,

@@ -1,0 +1,287 @@
+//! `diff`: what changed between two snapshots — objects added, removed and changed, and for
+//! a changed object the JSON operations (RFC 6902-like, with the old value as `from`) that
+//! turn its sanitized form in the first snapshot into the one in the second.
+
+use std::collections::{BTreeMap, HashSet};
+
+use futures::TryStreamExt;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::InspectError;
+use crate::snapshot::Manifest;
+use crate::store::{ObjectId, SnapshotTime, Store};
+
+/// An object named the way both snapshots agree on (the version may differ).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ObjectRef {
+    /// `deployments.apps`, `configmaps`.
+    pub resource: String,
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.resource, self.name),
+            None => write!(f, "{} {}", self.resource, self.name),
+        }
+    }
+}
+
+/// One change inside an object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Op {
+    Add {
+        path: String,
+        value: Value,
+    },
+    Remove {
+        path: String,
+        from: Value,
+    },
+    Replace {
+        path: String,
+        from: Value,
+        value: Value,
+    },
+}
+
+impl Op {
+    pub fn path(&self) -> &str {
+        match self {
+            Op::Add { path, .. } | Op::Remove { path, .. } | Op::Replace { path, .. } => path,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Changed {
+    #[serde(flatten)]
+    pub object: ObjectRef,
+    pub from_id: ObjectId,
+    pub to_id: ObjectId,
+    pub ops: Vec<Op>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotDiff {
+    pub from: SnapshotTime,
+    pub to: SnapshotTime,
+    pub added: Vec<ObjectRef>,
+    pub removed: Vec<ObjectRef>,
+    pub changed: Vec<Changed>,
+}
+
+impl SnapshotDiff {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+fn objects_of(manifest: &Manifest) -> BTreeMap<ObjectRef, ObjectId> {
+    manifest
+        .objects
+        .iter()
+        .map(|o| {
+            let rt = manifest.resource_of(o);
+            (
+                ObjectRef {
+                    resource: rt.qualified_name(),
+                    kind: rt.kind.clone(),
+                    namespace: o.namespace.clone(),
+                    name: o.name.clone(),
+                },
+                o.id,
+            )
+        })
+        .collect()
+}
+
+/// Compares two manifests; reads the changed objects (both versions) from the store.
+pub async fn diff(store: &Store, a: &Manifest, b: &Manifest) -> Result<SnapshotDiff, InspectError> {
+    let before = objects_of(a);
+    let after = objects_of(b);
+    let added = after
+        .keys()
+        .filter(|k| !before.contains_key(*k))
+        .cloned()
+        .collect();
+    let removed = before
+        .keys()
+        .filter(|k| !after.contains_key(*k))
+        .cloned()
+        .collect();
+    let changed_ids: Vec<(ObjectRef, ObjectId, ObjectId)> = before
+        .iter()
+        .filter_map(|(k, old)| match after.get(k) {
+            Some(new) if new != old => Some((k.clone(), *old, *new)),
+            _ => None,
+        })
+        .collect();
+    let wanted: HashSet<ObjectId> = changed_ids
+        .iter()
+        .flat_map(|(_, old, new)| [*old, *new])
+        .collect();
+    let contents: BTreeMap<ObjectId, bytes::Bytes> = store
+        .get_many(wanted.into_iter().collect())
+        .try_collect()
+        .await?;
+    let parse = |id: &ObjectId, what: &ObjectRef| -> Result<Value, InspectError> {
+        let bytes = contents
+            .get(id)
+            .ok_or(crate::store::StoreError::MissingObject(*id))?;
+        serde_json::from_slice(bytes).map_err(|e| InspectError::BadObject {
+            id: *id,
+            what: what.to_string(),
+            reason: e.to_string(),
+        })
+    };
+    let mut changed = Vec::with_capacity(changed_ids.len());
+    for (object, from_id, to_id) in changed_ids {
+        let old = parse(&from_id, &object)?;
+        let new = parse(&to_id, &object)?;
+        let mut ops = Vec::new();
+        json_diff(&old, &new, &mut String::new(), &mut ops);
+        changed.push(Changed {
+            object,
+            from_id,
+            to_id,
+            ops,
+        });
+    }
+    Ok(SnapshotDiff {
+        from: a.time,
+        to: b.time,
+        added,
+        removed,
+        changed,
+    })
+}
+
+/// Appends to `ops` the operations that turn `a` into `b`, under the JSON pointer `path`.
+/// Objects are compared key by key, arrays of equal length element by element; an array
+/// whose length changed is replaced whole (short, and what a reader wants to see).
+pub fn json_diff(a: &Value, b: &Value, path: &mut String, ops: &mut Vec<Op>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (key, old) in x {
+                let len = path.len();
+                push_token(path, key);
+                match y.get(key) {
+                    Some(new) => json_diff(old, new, path, ops),
+                    None => ops.push(Op::Remove {
+                        path: path.clone(),
+                        from: old.clone(),
+                    }),
+                }
+                path.truncate(len);
+            }
+            for (key, new) in y {
+                if !x.contains_key(key) {
+                    let len = path.len();
+                    push_token(path, key);
+                    ops.push(Op::Add {
+                        path: path.clone(),
+                        value: new.clone(),
+                    });
+                    path.truncate(len);
+                }
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (old, new)) in x.iter().zip(y).enumerate() {
+                let len = path.len();
+                push_token(path, &i.to_string());
+                json_diff(old, new, path, ops);
+                path.truncate(len);
+            }
+        }
+        _ if a == b => {}
+        _ => ops.push(Op::Replace {
+            path: path.clone(),
+            from: a.clone(),
+            value: b.clone(),
+        }),
+    }
+}
+
+/// A JSON pointer token: `~` as `~0`, `/` as `~1`.
+fn push_token(path: &mut String, token: &str) {
+    path.push('/');
+    for c in token.chars() {
+        match c {
+            '~' => path.push_str("~0"),
+            '/' => path.push_str("~1"),
+            c => path.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn ops(a: Value, b: Value) -> Vec<Op> {
+        let mut ops = Vec::new();
+        json_diff(&a, &b, &mut String::new(), &mut ops);
+        // Key order depends on serde_json's features; the set of operations does not.
+        ops.sort_by(|x, y| x.path().cmp(y.path()));
+        ops
+    }
+
+    #[test]
+    fn replace_add_remove_with_escaped_paths() {
+        let got = ops(
+            json!({"spec": {"replicas": 1, "x": [1, 2]}, "metadata": {"labels": {"a/b": "1"}}}),
+            json!({"spec": {"replicas": 2, "x": [1, 3]}, "metadata": {"labels": {"c~d": "2"}}}),
+        );
+        assert_eq!(
+            got,
+            vec![
+                Op::Remove {
+                    path: "/metadata/labels/a~1b".into(),
+                    from: json!("1")
+                },
+                Op::Add {
+                    path: "/metadata/labels/c~0d".into(),
+                    value: json!("2")
+                },
+                Op::Replace {
+                    path: "/spec/replicas".into(),
+                    from: json!(1),
+                    value: json!(2)
+                },
+                Op::Replace {
+                    path: "/spec/x/1".into(),
+                    from: json!(2),
+                    value: json!(3)
+                },
+            ]
+        );
+        let json = serde_json::to_value(&got[2]).unwrap();
+        assert_eq!(
+            json,
+            json!({"op": "replace", "path": "/spec/replicas", "from": 1, "value": 2})
+        );
+    }
+
+    #[test]
+    fn equal_values_have_no_ops_and_resized_arrays_are_replaced_whole() {
+        assert!(ops(json!({"a": [1, {"b": 2}]}), json!({"a": [1, {"b": 2}]})).is_empty());
+        assert_eq!(
+            ops(json!({"a": [1]}), json!({"a": [1, 2]})),
+            vec![Op::Replace {
+                path: "/a".into(),
+                from: json!([1]),
+                value: json!([1, 2])
+            }]
+        );
+    }
+}

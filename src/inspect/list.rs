@@ -1,0 +1,64 @@
+//! `list`: the snapshots at a destination, newest first, with their figures.
+
+use serde::Serialize;
+
+use super::InspectError;
+use crate::snapshot::Manifest;
+use crate::store::{SnapshotTime, Store};
+
+/// One line of `kube-autosave list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotSummary {
+    pub time: SnapshotTime,
+    pub objects: u64,
+    /// Resources (or whole API groups) the snapshot could not read.
+    pub resources_skipped: usize,
+    /// Objects the store did not hold before this snapshot.
+    pub new_objects: u64,
+    /// Bytes sent to the destination: new packs and index files, and uploaded layout files.
+    pub bytes_uploaded: u64,
+    /// The manifest is stored and its plain layout is complete.
+    pub complete: bool,
+    /// Why the manifest could not be read, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl SnapshotSummary {
+    pub fn of(manifest: &Manifest) -> Self {
+        let export_bytes = manifest.export.as_ref().map_or(0, |e| e.bytes_uploaded);
+        Self {
+            time: manifest.time,
+            objects: manifest.stats.objects,
+            resources_skipped: manifest.skipped.len(),
+            new_objects: manifest.stats.store.new_objects,
+            bytes_uploaded: manifest.stats.store.uploaded_bytes + export_bytes,
+            complete: manifest.is_exported(),
+            error: None,
+        }
+    }
+}
+
+/// Every snapshot at the store, newest first. A manifest that cannot be read is listed with
+/// the reason, not skipped.
+pub async fn list(store: &Store) -> Result<Vec<SnapshotSummary>, InspectError> {
+    let mut times = Manifest::list(store).await?;
+    times.reverse();
+    let mut out = Vec::with_capacity(times.len());
+    for time in times {
+        match Manifest::load(store, &time).await {
+            Ok(manifest) => out.push(SnapshotSummary::of(&manifest)),
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) => out.push(SnapshotSummary {
+                time,
+                objects: 0,
+                resources_skipped: 0,
+                new_objects: 0,
+                bytes_uploaded: 0,
+                complete: false,
+                error: Some(e.to_string()),
+            }),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,200 @@
+//! `verify`: every object a manifest references is stored and matches its id (read from the
+//! destination, never from local copies), and every plain-layout file the manifest records
+//! exists with the recorded size and hash. Each problem names the key it concerns.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use super::InspectError;
+use crate::snapshot::Manifest;
+use crate::snapshot::manifest::ExportedFile;
+use crate::store::{
+    BackendExt, FileHash, ObjectId, PackId, RemoteFile, SnapshotTime, Store, StoreError,
+};
+
+/// Something wrong at the destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The key (under the cluster's base folder) the problem is about.
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub snapshots: Vec<SnapshotTime>,
+    pub objects_checked: u64,
+    pub packs_checked: u64,
+    pub files_checked: u64,
+    pub problems: Vec<Problem>,
+    /// Not wrong, but worth knowing (a snapshot whose plain layout is not complete yet).
+    pub notes: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// How many object ids a "pack is missing" message names before it abbreviates.
+const NAMED_OBJECTS: usize = 10;
+
+/// Files checked at the same time.
+const FILES_IN_FLIGHT: usize = 8;
+
+/// Verifies the given snapshots. Objects shared by several snapshots are checked once.
+pub async fn verify(store: &Store, times: &[SnapshotTime]) -> Result<VerifyReport, InspectError> {
+    let mut report = VerifyReport {
+        snapshots: times.to_vec(),
+        ..VerifyReport::default()
+    };
+    let mut ids = BTreeSet::new();
+    let mut files: Vec<ExportedFile> = Vec::new();
+    for time in times {
+        let key = RemoteFile::Snapshot(time).key();
+        let manifest = match Manifest::load(store, time).await {
+            Ok(manifest) => manifest,
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) => {
+                report.problems.push(Problem {
+                    key,
+                    message: format!("manifest cannot be read: {e}"),
+                });
+                continue;
+            }
+        };
+        ids.extend(manifest.objects.iter().map(|o| o.id));
+        match manifest.export {
+            Some(export) => files.extend(export.files),
+            None => report.notes.push(format!(
+                "snapshot {time} has no complete plain layout yet; the next snapshot run \
+                 finishes its export"
+            )),
+        }
+    }
+    check_objects(store, ids, &mut report).await?;
+    check_files(store, files, &mut report).await?;
+    Ok(report)
+}
+
+async fn check_objects(
+    store: &Store,
+    ids: BTreeSet<ObjectId>,
+    report: &mut VerifyReport,
+) -> Result<(), InspectError> {
+    let mut by_pack: BTreeMap<PackId, Vec<ObjectId>> = BTreeMap::new();
+    for id in ids {
+        report.objects_checked += 1;
+        match store.location(&id).await {
+            Ok(location) => by_pack.entry(location.pack).or_default().push(id),
+            Err(StoreError::MissingObject(_)) => report.problems.push(Problem {
+                key: format!("object {id:#}"),
+                message: format!(
+                    "object {id:#} is referenced by a manifest but no index file lists it"
+                ),
+            }),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let packs = by_pack.len();
+    for (n, (pack, wanted)) in by_pack.into_iter().enumerate() {
+        check_pack(store, pack, wanted, report).await?;
+        report.packs_checked += 1;
+        if (n + 1) % 25 == 0 {
+            tracing::info!("checked {} of {packs} packs", n + 1);
+        }
+    }
+    Ok(())
+}
+
+async fn check_pack(
+    store: &Store,
+    pack: PackId,
+    wanted: Vec<ObjectId>,
+    report: &mut VerifyReport,
+) -> Result<(), InspectError> {
+    let key = RemoteFile::Pack(&pack).key();
+    if store.backend().head(&key).await?.is_none() {
+        let mut named: Vec<String> = wanted
+            .iter()
+            .take(NAMED_OBJECTS)
+            .map(|id| id.to_string())
+            .collect();
+        if wanted.len() > NAMED_OBJECTS {
+            named.push(format!("and {} more", wanted.len() - NAMED_OBJECTS));
+        }
+        report.problems.push(Problem {
+            message: format!("pack {key} is missing (objects: {})", named.join(", ")),
+            key,
+        });
+        return Ok(());
+    }
+    let whole: Result<Vec<_>, StoreError> =
+        store.get_many_remote(wanted.clone()).try_collect().await;
+    match whole {
+        Ok(_) => return Ok(()),
+        Err(StoreError::Corrupt { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // The pack is damaged: find every object it damages, each with a ranged read.
+    for id in wanted {
+        match store.get(&id).await {
+            Ok(_) => {}
+            Err(StoreError::Corrupt { reason, .. }) => report.problems.push(Problem {
+                key: key.clone(),
+                message: format!("object {id:#} in pack {key} is corrupt: {reason}"),
+            }),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn check_files(
+    store: &Store,
+    files: Vec<ExportedFile>,
+    report: &mut VerifyReport,
+) -> Result<(), InspectError> {
+    // The same key is never recorded by two snapshots (the key holds the time).
+    let results: Vec<Option<Problem>> = futures::stream::iter(files)
+        .map(|file| async move {
+            let data = store.backend().get_opt(&file.key).await?;
+            Ok::<_, StoreError>(check_file(&file, data.as_deref()))
+        })
+        .buffer_unordered(FILES_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    report.files_checked += results.len() as u64;
+    let mut problems: Vec<Problem> = results.into_iter().flatten().collect();
+    problems.sort_by(|a, b| a.key.cmp(&b.key));
+    report.problems.extend(problems);
+    Ok(())
+}
+
+fn check_file(file: &ExportedFile, data: Option<&[u8]>) -> Option<Problem> {
+    let message = match data {
+        None => format!(
+            "plain-layout file {} is missing; the manifest records it ({} objects)",
+            file.key, file.objects
+        ),
+        Some(data) if data.len() as u64 != file.size => format!(
+            "plain-layout file {} was changed: it has {} bytes, the manifest recorded {}",
+            file.key,
+            data.len(),
+            file.size
+        ),
+        Some(data) if FileHash::of(data) != file.hash => format!(
+            "plain-layout file {} was changed: its content does not match the hash the \
+             manifest recorded",
+            file.key
+        ),
+        Some(_) => return None,
+    };
+    Some(Problem {
+        key: file.key.clone(),
+        message,
+    })
+}
