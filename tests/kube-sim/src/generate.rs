@@ -1066,7 +1066,7 @@ impl<'s> Generator<'s> {
                 "auth-extra-groups": "c3lzdGVtOmJvb3RzdHJhcHBlcnM6a3ViZWFkbTpkZWZhdWx0LW5vZGUtdG9rZW4=",
                 "expiration": "MjAyNS0wMS0xNlQxMDowMDowMFo=",
                 "token-id": "YWJjZGVm",
-                "token-secret": self.rng.base64ish(24),
+                "token-secret": self.rng.base64(24),
                 "usage-bootstrap-authentication": "dHJ1ZQ==",
                 "usage-bootstrap-signing": "dHJ1ZQ==",
             }))
@@ -1761,11 +1761,15 @@ impl<'s> Generator<'s> {
 
     fn sa_token_secret(&mut self, ns: &str, sa: &str, created: i64) {
         let name = format!("{sa}-token-{}", self.rng.suffix(5));
-        let token = format!(
-            "ZXlKaGJHY2lPaUpTVXpJMU5pSXNJbXRwWkNJNklt{}",
-            self.rng.base64ish(1150)
+        // Secret data is base64 of the JWT and of the PEM bundle.
+        let jwt = format!(
+            "eyJhbGciOiJSUzI1NiIsImtpZCI6I{}.{}.{}",
+            self.rng.base64ish(40),
+            self.rng.base64ish(600),
+            self.rng.base64ish(342)
         );
-        let ca = self.rng.base64ish(1450);
+        let token = base64_of(&jwt);
+        let ca = base64_of(&pem_block(&mut self.rng, "CERTIFICATE", 1050));
         let d = self
             .draft(SECRET, Some(ns), &name, created)
             .annotation("kubernetes.io/service-account.name", sa)
@@ -1838,7 +1842,7 @@ impl<'s> Generator<'s> {
         for _ in 0..self.rng.range(1, 6) {
             let key = ENV_NAMES[self.rng.below(ENV_NAMES.len() as u64) as usize].to_lowercase();
             let len = self.rng.range(16, 120) as usize;
-            data.insert(key, json!(self.rng.base64ish(len)));
+            data.insert(key, json!(self.rng.base64(len)));
         }
         let d = self
             .draft(SECRET, Some(ns), name, created)
@@ -1985,7 +1989,10 @@ impl<'s> Generator<'s> {
                 .annotation("cert-manager.io/certificate-name", tls.clone())
                 .annotation("cert-manager.io/issuer-name", "letsencrypt")
                 .set("type", json!("kubernetes.io/tls"))
-                .set("data", json!({"tls.crt": self.rng.base64ish(2400), "tls.key": self.rng.base64ish(1700)}))
+                .set(
+                    "data",
+                    json!({"tls.crt": self.rng.base64(2400), "tls.key": self.rng.base64(1700)}),
+                )
                 .manager("cert-manager-certificates-issuing");
             self.emit(d);
             let d = self
@@ -2409,7 +2416,7 @@ impl<'s> Generator<'s> {
                 .label("status", status)
                 .label("version", r.to_string())
                 .set("type", json!("helm.sh/release.v1"))
-                .set("data", json!({"release": self.rng.base64ish(len)}))
+                .set("data", json!({"release": self.rng.base64(len)}))
                 .manager("helm");
             self.emit(d);
         }

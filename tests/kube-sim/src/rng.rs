@@ -72,6 +72,14 @@ impl Rng {
             .collect()
     }
 
+    /// Valid standard base64 (with padding) of random bytes, about `len` characters long:
+    /// what Secret `data` values must be.
+    pub(crate) fn base64(&mut self, len: usize) -> String {
+        use base64::Engine as _;
+        let raw: Vec<u8> = (0..len * 3 / 4).map(|_| self.next_u64() as u8).collect();
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    }
+
     /// A version-4-shaped UUID.
     pub(crate) fn uuid(&mut self) -> String {
         let a = self.next_u64();

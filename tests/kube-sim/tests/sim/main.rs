@@ -5,6 +5,7 @@ mod common;
 mod churn;
 mod discovery;
 mod faults;
+mod generated;
 mod kubectl;
 mod paging;
 mod scale;
