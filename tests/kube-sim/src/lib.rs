@@ -12,7 +12,8 @@
 //! - **A deterministic cluster** of about N objects ([`SimConfig::objects`]) over namespaces
 //!   and the common kinds, with the fields a real server adds and a realistic size mix.
 //! - **Lists** on every collection path with `limit`/`continue` (etcd-like snapshot paging),
-//!   `labelSelector`, `fieldSelector` (`metadata.name`, `metadata.namespace`); **get, create,
+//!   `labelSelector`, `fieldSelector` (any field path, e.g. `metadata.name`,
+//!   `spec.nodeName`, `involvedObject.uid`); server-side tables for `kubectl get`; **get, create,
 //!   update (PUT), merge patch, delete**; errors as `Status` objects.
 //! - **Faults** ([`Faults`]) and **churn** ([`SimServer::churn`]) on demand.
 //! - **Bearer-token auth** on every request and a **kubeconfig** for itself.

@@ -1,9 +1,8 @@
 //! Label and field selectors of list requests, parsed the way the API server parses them.
 //!
 //! Label selectors support every operator of the real grammar: `a=b`, `a==b`, `a!=b`,
-//! `a in (x,y)`, `a notin (x,y)`, `a` (exists) and `!a` (does not exist). Field selectors are
-//! honoured for `metadata.name` and `metadata.namespace` (`=`, `==`, `!=`); other fields are
-//! accepted and ignored.
+//! `a in (x,y)`, `a notin (x,y)`, `a` (exists) and `!a` (does not exist). Field selectors
+//! (`=`, `==`, `!=`) work on any field path of the object.
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Op {
@@ -179,16 +178,18 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
     })
 }
 
-/// The supported part of a field selector.
+/// A field selector: `path=value`, `path==value` or `path!=value` terms, all of which must
+/// hold. `metadata.name` and `metadata.namespace` are answered from the index; any other
+/// dotted path (e.g. `spec.nodeName`, `involvedObject.name`, `type`) is looked up in the
+/// object, a missing field comparing as the empty string, as the server's field sets do.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct FieldSelector {
-    name: Option<(bool, String)>,
-    namespace: Option<(bool, String)>,
+    terms: Vec<(String, bool, String)>,
 }
 
 impl FieldSelector {
     pub(crate) fn is_empty(&self) -> bool {
-        self.name.is_none() && self.namespace.is_none()
+        self.terms.is_empty()
     }
 
     pub(crate) fn parse(text: &str) -> Result<FieldSelector, String> {
@@ -209,22 +210,36 @@ impl FieldSelector {
                     "invalid selector: '{text}'; can't understand '{part}'"
                 ));
             };
-            match key.trim() {
-                "metadata.name" => out.name = Some((eq, value.trim().to_string())),
-                "metadata.namespace" => out.namespace = Some((eq, value.trim().to_string())),
-                _ => {}
-            }
+            out.terms
+                .push((key.trim().to_string(), eq, value.trim().to_string()));
         }
         Ok(out)
     }
 
-    pub(crate) fn matches(&self, namespace: Option<&str>, name: &str) -> bool {
-        let check = |sel: &Option<(bool, String)>, actual: &str| match sel {
-            None => true,
-            Some((true, v)) => v == actual,
-            Some((false, v)) => v != actual,
-        };
-        check(&self.name, name) && check(&self.namespace, namespace.unwrap_or(""))
+    /// Whether an object matches; `item` is its JSON, parsed only if a term needs it.
+    pub(crate) fn matches(&self, namespace: Option<&str>, name: &str, item: &[u8]) -> bool {
+        let mut parsed: Option<serde_json::Value> = None;
+        self.terms.iter().all(|(path, eq, want)| {
+            let actual: String = match path.as_str() {
+                "metadata.name" => name.to_string(),
+                "metadata.namespace" => namespace.unwrap_or_default().to_string(),
+                _ => {
+                    let v = parsed.get_or_insert_with(|| {
+                        serde_json::from_slice(item).unwrap_or(serde_json::Value::Null)
+                    });
+                    let mut cur = &*v;
+                    for p in path.split('.') {
+                        cur = cur.get(p).unwrap_or(&serde_json::Value::Null);
+                    }
+                    match cur {
+                        serde_json::Value::Null => String::new(),
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    }
+                }
+            };
+            (actual == *want) == *eq
+        })
     }
 }
 
@@ -257,11 +272,16 @@ mod tests {
 
     #[test]
     fn fields() {
+        let item = br#"{"spec": {"nodeName": "n1", "replicas": 2}, "type": "Normal"}"#;
         let f = FieldSelector::parse("metadata.name=x,spec.nodeName=n1").unwrap();
-        assert!(f.matches(Some("ns"), "x"));
-        assert!(!f.matches(Some("ns"), "y"));
+        assert!(f.matches(Some("ns"), "x", item));
+        assert!(!f.matches(Some("ns"), "y", item));
         let f = FieldSelector::parse("metadata.namespace!=kube-system").unwrap();
-        assert!(f.matches(Some("default"), "x"));
-        assert!(!f.matches(Some("kube-system"), "x"));
+        assert!(f.matches(Some("default"), "x", item));
+        assert!(!f.matches(Some("kube-system"), "x", item));
+        let f = FieldSelector::parse("spec.replicas=2,type!=Warning,status.phase=").unwrap();
+        assert!(f.matches(None, "x", item));
+        let f = FieldSelector::parse("spec.nodeName=n2").unwrap();
+        assert!(!f.matches(None, "x", item));
     }
 }

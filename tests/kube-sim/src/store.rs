@@ -506,7 +506,7 @@ impl Store {
             if let Some(obj) = c.entries[i].at(at)
                 && (!filtered
                     || (labels.matches(|k| obj.label(k))
-                        && fields.matches(obj.namespace.as_deref(), &obj.name)))
+                        && fields.matches(obj.namespace.as_deref(), &obj.name, &obj.item)))
             {
                 items.push(obj.clone());
                 last_index = Some(i);
@@ -521,7 +521,7 @@ impl Store {
                     // Only whether one more matches matters: no count is reported.
                     u64::from(rest.iter().filter_map(|e| e.at(at)).any(|o| {
                         labels.matches(|k| o.label(k))
-                            && fields.matches(o.namespace.as_deref(), &o.name)
+                            && fields.matches(o.namespace.as_deref(), &o.name, &o.item)
                     }))
                 } else if c.irregular == 0 && c.last_change <= at {
                     rest.len() as u64

@@ -361,6 +361,41 @@ async fn selectors() {
         get(&c, "/api/v1/pods?labelSelector=a%20b%20c").await.status,
         400
     );
+    // Other fields, as kubectl describe and node-scoped clients use them.
+    let node = items[0]["spec"]["nodeName"].as_str().unwrap();
+    let on_node = get_json(
+        &c,
+        &format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{node}"),
+    )
+    .await;
+    let expected: Vec<String> = names(
+        &items
+            .iter()
+            .filter(|p| p["spec"]["nodeName"] == node)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(names(on_node["items"].as_array().unwrap()), expected);
+    let events = get_json(&c, "/api/v1/events").await;
+    let first = &events["items"][0]["involvedObject"];
+    let sel = format!(
+        "involvedObject.name={},involvedObject.namespace={},involvedObject.kind={}",
+        first["name"].as_str().unwrap(),
+        first["namespace"].as_str().unwrap(),
+        first["kind"].as_str().unwrap()
+    );
+    let about = get_json(
+        &c,
+        &format!("/api/v1/events?fieldSelector={}", urlencode(&sel)),
+    )
+    .await;
+    let about = about["items"].as_array().unwrap();
+    assert!(!about.is_empty());
+    assert!(
+        about
+            .iter()
+            .all(|e| e["involvedObject"]["name"] == first["name"])
+    );
 }
 
 /// What a snapshot client does: discover every listable resource and page through each
