@@ -38,6 +38,17 @@
 //!   which the token answers 410 Expired.
 //! - Timestamps come from a simulated clock (2025-01-15T10:00:00Z at start, one second per
 //!   write), so object content never depends on the wall clock.
+//! - A create sets uid, resourceVersion, creationTimestamp, generation (for kinds that have
+//!   one) and a `managedFields` entry; it drops `status` for resources with a status
+//!   subresource (controllers own it), and answers 500 if the body carries a
+//!   resourceVersion, as the real storage layer does.
+//! - kube's default client retries 429, 503 and 504 by itself (up to 15 times, with
+//!   exponential backoff up to minutes, honouring `Retry-After`): set
+//!   `kube::Config::default_retry = false` to see those answers.
+//!
+//! Not simulated: watches (405), garbage collection of dependents, finalizers (deletion is
+//! immediate), admission (e.g. ClusterIP allocation, schema validation: `fieldValidation` is
+//! accepted and not enforced), JSON patch and server-side apply (415), protobuf.
 
 mod churn;
 mod discovery;
