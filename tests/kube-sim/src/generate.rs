@@ -1378,7 +1378,14 @@ impl<'s> Generator<'s> {
                 used.push(suffix.clone());
                 let pod_name = format!("{rs_name}-{suffix}");
                 let node = self.pick_node();
-                let pod_created = self.since(rs_created, 14);
+                // Events live for an hour: only pods (re)started recently still have
+                // their lifecycle events.
+                let recent = events && self.rng.chance(0.3);
+                let pod_created = if recent {
+                    (BASE_TIME - self.rng.range(60, 3500) as i64).max(rs_created)
+                } else {
+                    self.since(rs_created, 14)
+                };
                 let pod = self.pod_value(
                     &node,
                     containers.clone(),
@@ -1411,7 +1418,15 @@ impl<'s> Generator<'s> {
                         .push((ns.to_string(), pod_name.clone(), names));
                 }
                 if events {
-                    self.pod_events(ns, &pod_name, rv, &containers, &node.name, pod_created);
+                    self.pod_events(
+                        ns,
+                        &pod_name,
+                        rv,
+                        &containers,
+                        &node.name,
+                        pod_created,
+                        recent,
+                    );
                 }
                 pods.push((pod_name, ip));
             }
@@ -1676,6 +1691,7 @@ impl<'s> Generator<'s> {
         self.emit(d);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn pod_events(
         &mut self,
         ns: &str,
@@ -1684,13 +1700,28 @@ impl<'s> Generator<'s> {
         containers: &[Value],
         node: &str,
         created: i64,
+        recent: bool,
     ) {
-        // Events live for an hour: only recently started pods still have them.
-        if !self.rng.chance(0.35) {
+        if !recent {
+            // A long-running pod only has the events of its recent trouble, if any.
+            if self.rng.chance(0.1) {
+                let at = BASE_TIME - self.rng.range(700, 3500) as i64;
+                self.event(
+                    ns,
+                    &POD,
+                    pod,
+                    rv,
+                    "Warning",
+                    "Unhealthy",
+                    "Readiness probe failed: HTTP probe failed with statuscode: 503",
+                    "kubelet",
+                    node,
+                    at,
+                );
+            }
             return;
         }
-        let at = BASE_TIME - self.rng.range(60, 3500) as i64;
-        let _ = created;
+        let at = created;
         self.event(
             ns,
             &POD,
@@ -2262,14 +2293,12 @@ impl<'s> Generator<'s> {
             let mut d = self
                 .draft(POD, Some(ns), &pod_name, at)
                 .labels(&job_labels)
-                .finalizer("batch.kubernetes.io/job-tracking")
                 .owner(self.owner_ref(&JOB, Some(ns), &job))
                 .manager("kube-controller-manager")
                 .status_by("kubelet");
             for (k, v) in pod.as_object().cloned().unwrap_or_default() {
                 d = d.set(&k, v);
             }
-            d.finalizers.clear();
             let rv = self.emit(d);
             if j == 0 {
                 self.event(
