@@ -8,5 +8,6 @@ pub mod config;
 pub mod export;
 pub mod inspect;
 pub mod job;
+pub mod restore;
 pub mod snapshot;
 pub mod store;

@@ -4,6 +4,7 @@
 
 mod inspect;
 mod output;
+mod restore;
 mod run;
 mod snapshot;
 
@@ -113,6 +114,8 @@ pub enum Command {
     Diff(inspect::DiffArgs),
     /// Check that what the manifests reference is stored intact; exit 1 on any problem.
     Verify(inspect::VerifyArgs),
+    /// Restore a snapshot into the cluster of the current kubeconfig context.
+    Restore(restore::RestoreArgs),
 }
 
 /// Settings that do not depend on the command.
@@ -240,6 +243,7 @@ pub async fn main() -> i32 {
         Command::Show(args) => inspect::show(&cli.global, args).await,
         Command::Diff(args) => inspect::diff(&cli.global, args).await,
         Command::Verify(args) => inspect::verify(&cli.global, args).await,
+        Command::Restore(args) => restore::restore(&cli.global, args).await,
     };
     code as i32
 }

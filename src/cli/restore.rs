@@ -1,0 +1,253 @@
+//! `kube-autosave restore`: a snapshot into the cluster of the current kubeconfig context.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::inspect::open_store;
+use super::{ExitCode, GlobalArgs};
+use crate::inspect::{self, SnapshotRef};
+use crate::restore::{
+    Existing, Filters, Plan, Progress, RestoreError, RestoreOptions, Selector, execute, source,
+};
+use crate::snapshot::{Api, ClusterOptions, Manifest, RetryPolicy, connect};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExistingArg {
+    /// Leave objects that exist already as they are (reported as skipped).
+    Skip,
+    /// Replace them with the backup's version.
+    Update,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The snapshot: its time (yy-mm-dd_HH-MM-SS) or `latest`.
+    pub snapshot: Option<String>,
+    /// Read the plain layout instead of the store: the snapshot's `backup/<ts>/` folder at the
+    /// destination, or, given a folder, that folder (`[<namespace>/]<resource>.json` files,
+    /// e.g. written by an older dump script).
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    pub from_layout: Option<Option<String>>,
+    /// Restore only this namespace (repeatable); cluster-scoped objects are then left out,
+    /// except the CRDs of the custom resources restored.
+    #[arg(long, short = 'n')]
+    pub namespace: Vec<String>,
+    /// Leave this namespace out (repeatable).
+    #[arg(long)]
+    pub exclude_namespace: Vec<String>,
+    /// Restore only this resource (repeatable): `deployments`, `deployments.apps` or `Deployment`.
+    #[arg(long)]
+    pub resource: Vec<String>,
+    /// Restore only objects whose labels match (`app=web,tier!=cache`).
+    #[arg(long, short = 'l')]
+    pub selector: Option<String>,
+    /// Restore `kube-system` and `default` too (left out by default: a fresh cluster has them).
+    #[arg(long)]
+    pub system_namespaces: bool,
+    /// What to do with an object that exists already.
+    #[arg(long, value_enum, default_value_t = ExistingArg::Skip)]
+    pub existing: ExistingArg,
+    /// Print the plan (order, action, object) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long to wait for a created CustomResourceDefinition to be established.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub crd_timeout: Duration,
+    /// The kubeconfig to use [default: KUBECONFIG, ~/.kube/config, or the in-cluster account].
+    #[arg(long, env = "KUBE_AUTOSAVE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to restore into [default: the current context].
+    #[arg(long, env = "KUBE_AUTOSAVE_CONTEXT")]
+    pub context: Option<String>,
+}
+
+fn fail(e: impl std::fmt::Display, code: ExitCode) -> ExitCode {
+    tracing::error!("{e}");
+    code
+}
+
+/// Where the objects come from, as the command line says.
+enum Source {
+    Manifest(SnapshotRef),
+    Layout(SnapshotRef),
+    Folder(PathBuf),
+}
+
+fn source_of(args: &RestoreArgs) -> Result<Source, ExitCode> {
+    let parse = |s: &str| -> Result<SnapshotRef, ExitCode> {
+        s.parse().map_err(|e| fail(e, ExitCode::Usage))
+    };
+    match (&args.from_layout, &args.snapshot) {
+        (None, Some(s)) => Ok(Source::Manifest(parse(s)?)),
+        (Some(None), Some(s)) => Ok(Source::Layout(parse(s)?)),
+        // `--from-layout latest` (the value is a snapshot, not a folder).
+        (Some(Some(value)), None) if value.parse::<SnapshotRef>().is_ok() => {
+            Ok(Source::Layout(parse(value)?))
+        }
+        (Some(Some(dir)), None) => Ok(Source::Folder(PathBuf::from(dir))),
+        (Some(Some(_)), Some(_)) => Err(fail(
+            "give either a snapshot or a folder to --from-layout, not both",
+            ExitCode::Usage,
+        )),
+        (_, None) => Err(fail(
+            "name the snapshot to restore (its time, or `latest`), or a folder with --from-layout <dir>",
+            ExitCode::Usage,
+        )),
+    }
+}
+
+async fn load_items(
+    global: &GlobalArgs,
+    source: &Source,
+    filters: &Filters,
+) -> Result<(String, Vec<source::Item>), ExitCode> {
+    let failed = |e: RestoreError| fail(e, ExitCode::Failed);
+    let inspect_failed = |e: inspect::InspectError| {
+        let code = match e {
+            inspect::InspectError::NoSuchSnapshot { .. } => ExitCode::Usage,
+            _ => ExitCode::Failed,
+        };
+        fail(e, code)
+    };
+    match source {
+        Source::Folder(dir) => {
+            let items = source::from_dir(dir).map_err(|e| match e {
+                RestoreError::NoLayout(_) => fail(e, ExitCode::Usage),
+                e => fail(e, ExitCode::Failed),
+            })?;
+            Ok((dir.display().to_string(), items))
+        }
+        Source::Layout(which) => {
+            let store = open_store(global).await?;
+            let time = inspect::resolve(&store, *which)
+                .await
+                .map_err(inspect_failed)?;
+            let items = source::from_backend_layout(store.backend(), &time)
+                .await
+                .map_err(failed)?;
+            Ok((format!("the plain layout of snapshot {time}"), items))
+        }
+        Source::Manifest(which) => {
+            let store = open_store(global).await?;
+            let time = inspect::resolve(&store, *which)
+                .await
+                .map_err(inspect_failed)?;
+            let manifest = Manifest::load(&store, &time)
+                .await
+                .map_err(|e| fail(e, ExitCode::Failed))?;
+            let items = source::from_manifest(&store, &manifest, |rt, o| {
+                filters.wants_manifest_object(rt, o.namespace.as_deref(), &o.name)
+            })
+            .await
+            .map_err(failed)?;
+            Ok((format!("snapshot {time}"), items))
+        }
+    }
+}
+
+fn print_plan(plan: &Plan, existing: Existing) {
+    let action = match existing {
+        Existing::Skip => "create",
+        Existing::Update => "create or update",
+    };
+    println!("{:<5} {:<28} {:<16} object", "order", "step", "action");
+    for p in &plan.objects {
+        println!(
+            "{:<5} {:<28} {:<16} {}",
+            p.step.number(),
+            p.step.describe(),
+            action,
+            p.item.describe()
+        );
+    }
+}
+
+fn print_left_out(plan: &Plan) {
+    for (reason, count) in &plan.left_out {
+        println!("left out: {count} ({reason})");
+    }
+}
+
+pub async fn restore(global: &GlobalArgs, args: &RestoreArgs) -> ExitCode {
+    let result = async {
+        let source = source_of(args)?;
+        let selector = match &args.selector {
+            Some(s) => Some(s.parse::<Selector>().map_err(|e| fail(e, ExitCode::Usage))?),
+            None => None,
+        };
+        let filters = Filters {
+            namespaces: args.namespace.clone(),
+            exclude_namespaces: args.exclude_namespace.clone(),
+            resources: args.resource.clone(),
+            selector,
+            system_namespaces: args.system_namespaces,
+        };
+        let existing = match args.existing {
+            ExistingArg::Skip => Existing::Skip,
+            ExistingArg::Update => Existing::Update,
+        };
+        let (what, items) = load_items(global, &source, &filters).await?;
+        let plan = Plan::new(items, &filters);
+        if args.dry_run {
+            print_plan(&plan, existing);
+            print_left_out(&plan);
+            println!(
+                "dry run: {} objects from {what} would be restored; nothing was changed",
+                plan.objects.len()
+            );
+            return Ok(ExitCode::Ok);
+        }
+        let client = connect(&ClusterOptions {
+            kubeconfig: args.kubeconfig.clone(),
+            context: args.context.clone(),
+        })
+        .await
+        .map_err(|e| fail(e, ExitCode::Failed))?;
+        let api = Api::new(client, RetryPolicy::default());
+        let options = RestoreOptions {
+            existing,
+            crd_timeout: args.crd_timeout,
+            ..RestoreOptions::default()
+        };
+        eprintln!("restoring {} objects from {what}", plan.objects.len());
+        let progress = |event: Progress| match event {
+            Progress::Step { step, objects } => {
+                eprintln!("step {:>2}/17 {step}: {objects} objects", step.number())
+            }
+            Progress::WaitingForCrds { crds } => {
+                eprintln!("waiting for {crds} custom resource definitions to be established")
+            }
+            Progress::Done { .. } => {}
+        };
+        let report = execute(&api, &plan, &options, &progress)
+            .await
+            .map_err(|e| fail(e, ExitCode::Failed))?;
+        for what in &report.skipped {
+            println!("skipped (exists): {what}");
+        }
+        for (what, message) in &report.failed {
+            println!("FAILED {what}: {message}");
+        }
+        for crd in &report.crds_not_established {
+            println!("not established in time: CustomResourceDefinition {crd}");
+        }
+        print_left_out(&plan);
+        println!(
+            "restored {what}: {} created, {} updated, {} skipped (already exist), {} failed in {:.1}s",
+            report.created,
+            report.updated,
+            report.skipped.len(),
+            report.failed.len(),
+            report.duration_ms as f64 / 1000.0
+        );
+        Ok(if report.is_ok() {
+            ExitCode::Ok
+        } else {
+            ExitCode::Failed
+        })
+    }
+    .await;
+    result.unwrap_or_else(|code| code)
+}

@@ -1,0 +1,544 @@
+//! Restore: create a snapshot's objects in a cluster (a fresh one, typically), from the
+//! store's manifest or from a plain-layout folder alone. Plan, then execute: the plan says
+//! what is created in which order and what is left out and why; executing it creates each
+//! object with a POST, treats "already exists" as skipped (or replaces the object with
+//! `--existing=update`), waits for CRDs to be established before their custom resources,
+//! and reports every failure with the API server's message.
+//!
+//! A restore never deletes anything, and never writes to the destination.
+
+pub mod order;
+pub mod selector;
+pub mod source;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::Value;
+
+pub use order::Step;
+pub use selector::{Selector, SelectorError};
+pub use source::Item;
+
+use crate::inspect::resource_matches;
+use crate::snapshot::{Api, ApiError, ResourceType, discover};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{origin}: cannot be read as Kubernetes objects: {reason}")]
+    Parse { origin: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "no plain-layout files at {0}; check the snapshot time, or give the folder that holds \
+         the <namespace>/<resource>.json files"
+    )]
+    NoLayout(String),
+    #[error(
+        "cannot read the target cluster's API discovery: {0}; check the kubeconfig and \
+         context, and that the API server is reachable"
+    )]
+    Discovery(String),
+}
+
+/// What to do with an object that exists in the cluster already.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Existing {
+    /// Leave it as it is, and report it as skipped.
+    #[default]
+    Skip,
+    /// Replace it with the backup's version.
+    Update,
+}
+
+/// Which objects to restore.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    /// Only these namespaces (and their Namespace objects); cluster-scoped objects are then
+    /// left out, except the CRDs of the custom resources restored. Empty means all.
+    pub namespaces: Vec<String>,
+    pub exclude_namespaces: Vec<String>,
+    /// Only these resources (`deployments`, `deployments.apps`, `Deployment`). Empty means all.
+    pub resources: Vec<String>,
+    pub selector: Option<Selector>,
+    /// Restore `kube-system` and `default` too (they exist in a fresh cluster; their objects
+    /// are mostly the cluster's own). Naming them in `namespaces` does the same.
+    pub system_namespaces: bool,
+}
+
+/// Namespaces restored only when asked.
+const SYSTEM_NAMESPACES: [&str; 2] = ["kube-system", "default"];
+
+impl Filters {
+    /// Whether the namespace (of a namespaced object, or a Namespace's own name) is wanted;
+    /// `None` with the reason otherwise.
+    fn namespace_wanted(&self, namespace: &str) -> Result<(), &'static str> {
+        if self.exclude_namespaces.iter().any(|n| n == namespace) {
+            return Err("namespace excluded");
+        }
+        if !self.namespaces.is_empty() {
+            return if self.namespaces.iter().any(|n| n == namespace) {
+                Ok(())
+            } else {
+                Err("namespace not selected")
+            };
+        }
+        if SYSTEM_NAMESPACES.contains(&namespace) && !self.system_namespaces {
+            return Err("system namespace (restored only when asked)");
+        }
+        Ok(())
+    }
+
+    fn resource_wanted(&self, rt: &ResourceType) -> bool {
+        self.resources.is_empty() || self.resources.iter().any(|r| resource_matches(rt, r))
+    }
+
+    fn item_resource_wanted(&self, item: &Item) -> bool {
+        let rt = ResourceType {
+            group: item.group.clone(),
+            version: item.version.clone(),
+            kind: item.kind.clone(),
+            resource: item.resource.clone().unwrap_or_default(),
+            namespaced: item.namespaced.unwrap_or(false),
+        };
+        self.resource_wanted(&rt)
+    }
+
+    /// A quick check on what a manifest knows before the object is read.
+    pub fn wants_manifest_object(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> bool {
+        if !self.resource_wanted(rt) {
+            return false;
+        }
+        match (namespace, rt.group.as_str(), rt.kind.as_str()) {
+            (Some(ns), _, _) => self.namespace_wanted(ns).is_ok(),
+            (None, "", "Namespace") => self.namespace_wanted(name).is_ok(),
+            // Cluster-scoped objects and CRDs are decided in the plan.
+            (None, _, _) => true,
+        }
+    }
+}
+
+/// One object the plan restores.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub step: Step,
+    pub item: Item,
+}
+
+/// What a restore will do.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// In the order they are created.
+    pub objects: Vec<Planned>,
+    /// Reason -> objects left out for it.
+    pub left_out: BTreeMap<String, u64>,
+}
+
+impl Plan {
+    /// Orders and filters the items; prepares each object for the create.
+    pub fn new(items: Vec<Item>, filters: &Filters) -> Plan {
+        let mut plan = Plan::default();
+        let crd_groups: BTreeSet<String> = items
+            .iter()
+            .filter(|i| i.group == "apiextensions.k8s.io" && i.kind == "CustomResourceDefinition")
+            .filter_map(|i| i.object.pointer("/spec/group").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect();
+        let mut crds = Vec::new();
+        for mut item in items {
+            let mut leave = |reason: &str| {
+                *plan.left_out.entry(reason.to_string()).or_default() += 1;
+            };
+            if let Some(reason) = order::never_restored(&item.group, &item.kind, &item.object) {
+                leave(reason);
+                continue;
+            }
+            if !filters.item_resource_wanted(&item) {
+                leave("resource not selected");
+                continue;
+            }
+            let own_namespace = match (&item.namespace, item.group.as_str(), item.kind.as_str()) {
+                (Some(ns), _, _) => Some(ns.clone()),
+                (None, "", "Namespace") => Some(item.name.clone()),
+                (None, _, _) => None,
+            };
+            match &own_namespace {
+                Some(ns) => {
+                    if let Err(reason) = filters.namespace_wanted(ns) {
+                        leave(reason);
+                        continue;
+                    }
+                }
+                None if !filters.namespaces.is_empty() => {
+                    if item.kind == "CustomResourceDefinition" {
+                        // Kept if one of its custom resources is restored (decided below).
+                        crds.push(item);
+                    } else {
+                        leave("cluster-scoped (left out with --namespace)");
+                    }
+                    continue;
+                }
+                None => {}
+            }
+            if let Some(selector) = &filters.selector {
+                let labels: BTreeMap<String, String> = item
+                    .object
+                    .pointer("/metadata/labels")
+                    .and_then(Value::as_object)
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                // Namespaces and CRDs that hold selected objects are kept regardless.
+                let container = item.kind == "Namespace" || item.kind == "CustomResourceDefinition";
+                if !container && !selector.matches(&labels) {
+                    leave("labels not selected");
+                    continue;
+                }
+            }
+            let custom = crd_groups.contains(&item.group);
+            let step = order::step_of(&item.group, &item.kind, custom);
+            order::sanitize(&item.group, &item.kind, &mut item.object);
+            plan.objects.push(Planned { step, item });
+        }
+        let restored_groups: BTreeSet<String> =
+            plan.objects.iter().map(|p| p.item.group.clone()).collect();
+        for mut item in crds {
+            let group = item.object.pointer("/spec/group").and_then(Value::as_str);
+            if group.is_some_and(|g| restored_groups.contains(g)) {
+                order::sanitize(&item.group, &item.kind, &mut item.object);
+                plan.objects.push(Planned {
+                    step: Step::CustomResourceDefinitions,
+                    item,
+                });
+            } else {
+                *plan
+                    .left_out
+                    .entry("cluster-scoped (left out with --namespace)".to_string())
+                    .or_default() += 1;
+            }
+        }
+        plan.objects.sort_by(|a, b| {
+            (
+                a.step,
+                &a.item.namespace,
+                &a.item.group,
+                &a.item.kind,
+                &a.item.name,
+            )
+                .cmp(&(
+                    b.step,
+                    &b.item.namespace,
+                    &b.item.group,
+                    &b.item.kind,
+                    &b.item.name,
+                ))
+        });
+        plan
+    }
+
+    /// Objects per step, in order.
+    pub fn steps(&self) -> Vec<(Step, usize)> {
+        let mut counts: BTreeMap<Step, usize> = BTreeMap::new();
+        for p in &self.objects {
+            *counts.entry(p.step).or_default() += 1;
+        }
+        counts.into_iter().collect()
+    }
+}
+
+/// How to restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub existing: Existing,
+    /// How long to wait for a created CRD to be established.
+    pub crd_timeout: Duration,
+    /// Creates in flight at once within a step.
+    pub concurrency: usize,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        Self {
+            existing: Existing::Skip,
+            crd_timeout: Duration::from_secs(60),
+            concurrency: 8,
+        }
+    }
+}
+
+/// What happened to one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Outcome {
+    Created,
+    Updated,
+    /// It existed already and was left as it is.
+    Skipped,
+    Failed {
+        message: String,
+    },
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreReport {
+    pub created: u64,
+    pub updated: u64,
+    /// `Kind namespace/name` of each object that existed already.
+    pub skipped: Vec<String>,
+    /// `Kind namespace/name` and the API server's message.
+    pub failed: Vec<(String, String)>,
+    pub left_out: BTreeMap<String, u64>,
+    /// CRDs that were not established in time.
+    pub crds_not_established: Vec<String>,
+    pub duration_ms: u64,
+}
+
+impl RestoreReport {
+    pub fn is_ok(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// Progress of a running restore.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Step { step: Step, objects: usize },
+    WaitingForCrds { crds: usize },
+    Done { objects: u64 },
+}
+
+/// Where to create objects of each (group, kind) in the target cluster, from its discovery.
+struct Targets {
+    by_kind: HashMap<(String, String), (String, bool)>,
+}
+
+impl Targets {
+    async fn discover(api: &Api) -> Result<Targets, RestoreError> {
+        let found = discover(api)
+            .await
+            .map_err(|e| RestoreError::Discovery(e.to_string()))?;
+        let by_kind = found
+            .resources
+            .into_iter()
+            .map(|rt| ((rt.group, rt.kind), (rt.resource, rt.namespaced)))
+            .collect();
+        Ok(Targets { by_kind })
+    }
+
+    /// The type to POST an item to: the item's own group and version, with the resource
+    /// name and scope the target reports for its kind (the source's, if the target does
+    /// not know the kind).
+    fn resolve(&self, item: &Item) -> Option<ResourceType> {
+        let known = self
+            .by_kind
+            .get(&(item.group.clone(), item.kind.clone()))
+            .cloned();
+        let (resource, namespaced) =
+            known.or_else(|| Some((item.resource.clone()?, item.namespaced?)))?;
+        Some(ResourceType {
+            group: item.group.clone(),
+            version: item.version.clone(),
+            kind: item.kind.clone(),
+            resource,
+            namespaced,
+        })
+    }
+}
+
+/// Runs a plan against the cluster behind `api`.
+pub async fn execute(
+    api: &Api,
+    plan: &Plan,
+    options: &RestoreOptions,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<RestoreReport, RestoreError> {
+    let started = Instant::now();
+    let mut report = RestoreReport {
+        left_out: plan.left_out.clone(),
+        ..RestoreReport::default()
+    };
+    let mut targets = Targets::discover(api).await?;
+    for (step, count) in plan.steps() {
+        progress(Progress::Step {
+            step,
+            objects: count,
+        });
+        let objects: Vec<&Planned> = plan.objects.iter().filter(|p| p.step == step).collect();
+        let outcomes: Vec<(String, Outcome)> = futures::stream::iter(objects.iter())
+            .map(|p| {
+                let target = targets.resolve(&p.item);
+                async move {
+                    let outcome = restore_one(api, &p.item, target, options.existing).await;
+                    (p.item.describe(), outcome)
+                }
+            })
+            .buffer_unordered(options.concurrency.max(1))
+            .collect()
+            .await;
+        for (what, outcome) in outcomes {
+            match outcome {
+                Outcome::Created => report.created += 1,
+                Outcome::Updated => report.updated += 1,
+                Outcome::Skipped => report.skipped.push(what),
+                Outcome::Failed { message } => report.failed.push((what, message)),
+            }
+        }
+        if step == Step::CustomResourceDefinitions {
+            let names: Vec<&str> = objects.iter().map(|p| p.item.name.as_str()).collect();
+            progress(Progress::WaitingForCrds { crds: names.len() });
+            report.crds_not_established = wait_established(api, &names, options.crd_timeout).await;
+            // The new groups are served now: learn where their resources live.
+            targets = Targets::discover(api).await?;
+        }
+    }
+    report.skipped.sort();
+    report.failed.sort();
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    progress(Progress::Done {
+        objects: plan.objects.len() as u64,
+    });
+    Ok(report)
+}
+
+fn failed(message: String) -> Outcome {
+    Outcome::Failed { message }
+}
+
+async fn restore_one(
+    api: &Api,
+    item: &Item,
+    target: Option<ResourceType>,
+    existing: Existing,
+) -> Outcome {
+    let Some(rt) = target else {
+        return failed(format!(
+            "the cluster serves no resource of kind {} in {}; install what provides it (a CRD \
+             or an aggregated API) and restore again",
+            item.kind,
+            if item.group.is_empty() {
+                "the core group".to_string()
+            } else {
+                format!("group {}", item.group)
+            },
+        ));
+    };
+    let namespace = if rt.namespaced {
+        match item.namespace.as_deref() {
+            Some(ns) => Some(ns),
+            None => {
+                return failed(format!(
+                    "{} is namespaced but the backup names no namespace for it",
+                    rt.qualified_name()
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    let mut object = item.object.clone();
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        match namespace {
+            Some(ns) => meta.insert("namespace".into(), Value::String(ns.to_string())),
+            None => meta.remove("namespace"),
+        };
+    }
+    let collection = rt.collection_path(namespace);
+    let body = match serde_json::to_vec(&object) {
+        Ok(body) => Bytes::from(body),
+        Err(e) => return failed(format!("cannot encode the object: {e}")),
+    };
+    match api.post(&collection, body).await {
+        Ok(_) => Outcome::Created,
+        Err(ApiError::Status {
+            code: 409, reason, ..
+        }) if reason == "AlreadyExists" => match existing {
+            Existing::Skip => Outcome::Skipped,
+            Existing::Update => update(api, &format!("{collection}/{}", item.name), object).await,
+        },
+        Err(e) => failed(e.to_string()),
+    }
+}
+
+/// Replaces the current object with the backup's, at the current resource version.
+async fn update(api: &Api, path: &str, mut object: Value) -> Outcome {
+    let current = match api.get_opt(path).await {
+        Ok(Some(current)) => current,
+        Ok(None) => return failed("it existed, then was deleted during the restore".to_string()),
+        Err(e) => return failed(format!("reading the current object: {e}")),
+    };
+    let version = serde_json::from_slice::<Value>(&current)
+        .ok()
+        .and_then(|v| v.pointer("/metadata/resourceVersion").cloned());
+    let Some(version) = version else {
+        return failed("the current object has no metadata.resourceVersion".to_string());
+    };
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), version);
+    }
+    let body = match serde_json::to_vec(&object) {
+        Ok(body) => Bytes::from(body),
+        Err(e) => return failed(format!("cannot encode the object: {e}")),
+    };
+    match api.put(path, body).await {
+        Ok(_) => Outcome::Updated,
+        Err(e) => failed(e.to_string()),
+    }
+}
+
+/// Waits until each CRD reports `Established`; returns those that did not in time.
+async fn wait_established(api: &Api, names: &[&str], timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    let mut waiting: Vec<&str> = names.to_vec();
+    loop {
+        let mut still = Vec::new();
+        for name in waiting {
+            let path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}");
+            let established = match api.get_opt(&path).await {
+                Ok(Some(body)) => serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|crd| {
+                        crd.pointer("/status/conditions")?
+                            .as_array()?
+                            .iter()
+                            .find(|c| c.get("type").and_then(Value::as_str) == Some("Established"))
+                            .map(|c| c.get("status").and_then(Value::as_str) == Some("True"))
+                    })
+                    .unwrap_or(false),
+                _ => false,
+            };
+            if !established {
+                still.push(name);
+            }
+        }
+        if still.is_empty() {
+            return Vec::new();
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(crds = ?still, "custom resource definitions not established in time; their custom resources may fail");
+            return still.into_iter().map(str::to_string).collect();
+        }
+        waiting = still;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

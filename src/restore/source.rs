@@ -1,0 +1,261 @@
+//! Where a restore reads objects from: a snapshot's manifest (objects from the store), the
+//! plain layout of a snapshot at the destination, or a plain-layout folder on disk written
+//! by older dump scripts (`[<namespace>/]<resource>.json`, each a List).
+
+use std::path::Path;
+
+use futures::TryStreamExt;
+use serde_json::Value;
+
+use super::RestoreError;
+use crate::snapshot::{Manifest, ManifestObject, ResourceType};
+use crate::store::{BackendExt, DynBackend, Folder, SnapshotTime, Store};
+
+/// One object to restore, with what is known of its type.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    /// The plural resource name, when the source knows it (a manifest does; a layout file's
+    /// name suggests it).
+    pub resource: Option<String>,
+    /// Whether the resource is namespaced, when the source knows it.
+    pub namespaced: Option<bool>,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub object: Value,
+    /// Where the object came from (an object id or a file), for messages.
+    pub origin: String,
+}
+
+impl Item {
+    /// `Kind namespace/name` or `Kind name`.
+    pub fn describe(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{} {ns}/{}", self.kind, self.name),
+            None => format!("{} {}", self.kind, self.name),
+        }
+    }
+
+    /// `deployments.apps` when the resource is known, else the kind.
+    pub fn resource_name(&self) -> String {
+        match (&self.resource, self.group.as_str()) {
+            (Some(r), "") => r.clone(),
+            (Some(r), g) => format!("{r}.{g}"),
+            (None, _) => self.kind.clone(),
+        }
+    }
+
+    pub fn resource_type(&self) -> Option<ResourceType> {
+        Some(ResourceType {
+            group: self.group.clone(),
+            version: self.version.clone(),
+            kind: self.kind.clone(),
+            resource: self.resource.clone()?,
+            namespaced: self.namespaced?,
+        })
+    }
+}
+
+/// The objects of a manifest that `wanted` accepts (asked before reading them), read from
+/// the store.
+pub async fn from_manifest(
+    store: &Store,
+    manifest: &Manifest,
+    wanted: impl Fn(&ResourceType, &ManifestObject) -> bool,
+) -> Result<Vec<Item>, RestoreError> {
+    let chosen: Vec<&ManifestObject> = manifest
+        .objects
+        .iter()
+        .filter(|o| wanted(manifest.resource_of(o), o))
+        .collect();
+    let contents: std::collections::HashMap<_, _> = store
+        .get_many(chosen.iter().map(|o| o.id).collect())
+        .try_collect()
+        .await?;
+    let mut items = Vec::with_capacity(chosen.len());
+    for o in chosen {
+        let rt = manifest.resource_of(o);
+        let origin = format!("object {:#}", o.id);
+        let bytes = contents
+            .get(&o.id)
+            .ok_or(crate::store::StoreError::MissingObject(o.id))?;
+        let object: Value = serde_json::from_slice(bytes).map_err(|e| RestoreError::Parse {
+            origin: origin.clone(),
+            reason: e.to_string(),
+        })?;
+        items.push(Item {
+            group: rt.group.clone(),
+            version: rt.version.clone(),
+            kind: rt.kind.clone(),
+            resource: Some(rt.resource.clone()),
+            namespaced: Some(rt.namespaced),
+            namespace: o.namespace.clone(),
+            name: o.name.clone(),
+            object,
+            origin,
+        });
+    }
+    Ok(items)
+}
+
+/// The objects of a snapshot's plain layout at the destination (`backup/<ts>/`).
+pub async fn from_backend_layout(
+    backend: &DynBackend,
+    time: &SnapshotTime,
+) -> Result<Vec<Item>, RestoreError> {
+    let folder = Folder::Backup(time).prefix();
+    let listed = backend.list_all(&folder).await?;
+    if listed.is_empty() {
+        return Err(RestoreError::NoLayout(format!(
+            "{} at {}",
+            folder,
+            backend.describe()
+        )));
+    }
+    let mut items = Vec::new();
+    for meta in listed {
+        let Some(relative) = meta.key.strip_prefix(&folder) else {
+            continue;
+        };
+        if !relative.ends_with(".json") {
+            continue;
+        }
+        let bytes = backend.get(&meta.key).await?;
+        items.extend(parse_file(&meta.key, relative, &bytes)?);
+    }
+    Ok(items)
+}
+
+/// The objects of a plain-layout folder on disk: `<dir>/[<namespace>/]<resource>.json`.
+pub fn from_dir(dir: &Path) -> Result<Vec<Item>, RestoreError> {
+    let io = |path: &Path, e: std::io::Error| RestoreError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    if !dir.is_dir() {
+        return Err(RestoreError::NoLayout(dir.display().to_string()));
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let path = entry.map_err(|e| io(dir, e))?.path();
+        if path.is_dir() {
+            for inner in std::fs::read_dir(&path).map_err(|e| io(&path, e))? {
+                files.push(inner.map_err(|e| io(&path, e))?.path());
+            }
+        } else {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let mut items = Vec::new();
+    for path in files {
+        let Ok(relative) = path.strip_prefix(dir) else {
+            continue;
+        };
+        let relative = relative.to_string_lossy().replace('\\', "/");
+        if !relative.ends_with(".json") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+        items.extend(parse_file(&path.display().to_string(), &relative, &bytes)?);
+    }
+    Ok(items)
+}
+
+/// Parses one List file; `relative` is `[<namespace>/]<resource>[.<group>].json`.
+fn parse_file(origin: &str, relative: &str, bytes: &[u8]) -> Result<Vec<Item>, RestoreError> {
+    let parse_error = |reason: String| RestoreError::Parse {
+        origin: origin.to_string(),
+        reason,
+    };
+    let (folder_namespace, file) = match relative.split_once('/') {
+        Some((ns, file)) => (Some(ns.to_string()), file),
+        None => (None, relative),
+    };
+    let stem = file.strip_suffix(".json").unwrap_or(file);
+    let list: Value = serde_json::from_slice(bytes).map_err(|e| parse_error(e.to_string()))?;
+    let items = match list.get("items") {
+        Some(Value::Array(items)) => items.clone(),
+        Some(Value::Null) => Vec::new(),
+        // A single object instead of a List.
+        None if list.get("metadata").is_some() => vec![list.clone()],
+        _ => {
+            return Err(parse_error(
+                "not a List: it has no `items` array".to_string(),
+            ));
+        }
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, object) in items.into_iter().enumerate() {
+        let field = |name: &str| object.get(name).and_then(Value::as_str).map(str::to_string);
+        let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
+            return Err(parse_error(format!(
+                "item {i} has no apiVersion and kind; every item of a List needs both"
+            )));
+        };
+        let Some(name) = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            return Err(parse_error(format!("item {i} has no metadata.name")));
+        };
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), api_version.clone()),
+        };
+        // `deployments.json`, or `<plural>.<group>.json` where plurals are shared.
+        let resource = stem
+            .strip_suffix(&format!(".{group}"))
+            .filter(|_| !group.is_empty())
+            .unwrap_or(stem)
+            .to_string();
+        let namespace = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| folder_namespace.clone());
+        out.push(Item {
+            group,
+            version,
+            kind,
+            resource: (!resource.contains('.')).then_some(resource),
+            namespaced: Some(folder_namespace.is_some()),
+            namespace: namespace.filter(|_| folder_namespace.is_some()),
+            name,
+            object,
+            origin: origin.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_files_give_type_namespace_and_resource() {
+        let file = br#"{"apiVersion":"v1","kind":"List","items":[
+            {"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"a"}}]}"#;
+        let items = parse_file("k", "a/deployments.json", file).unwrap();
+        assert_eq!(items.len(), 1);
+        let item = &items[0];
+        assert_eq!((item.group.as_str(), item.version.as_str()), ("apps", "v1"));
+        assert_eq!(item.resource.as_deref(), Some("deployments"));
+        assert_eq!(item.namespace.as_deref(), Some("a"));
+        assert_eq!(item.namespaced, Some(true));
+
+        let file = br#"{"apiVersion":"v1","kind":"List","items":[
+            {"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{"name":"e"}}]}"#;
+        let items = parse_file("k", "events.events.k8s.io.json", file).unwrap();
+        assert_eq!(items[0].resource.as_deref(), Some("events"));
+        assert_eq!(items[0].namespaced, Some(false));
+
+        let bad = br#"{"apiVersion":"v1","kind":"List","items":[{"metadata":{"name":"x"}}]}"#;
+        let err = parse_file("k", "configmaps.json", bad).unwrap_err();
+        assert!(err.to_string().contains("apiVersion and kind"), "{err}");
+    }
+}
