@@ -42,6 +42,10 @@ pub async fn connect(options: &ClusterOptions) -> Result<kube::Client, SnapshotE
             ))
         })?,
     };
+    let mut config = config;
+    // Our own retry policy (`api::RetryPolicy`) is bounded and honours Retry-After; kube's
+    // would retry 429/503 for minutes underneath it.
+    config.default_retry = false;
     kube::Client::try_from(config)
         .map_err(|e| SnapshotError::Connect(format!("cannot create the API client: {e}")))
 }

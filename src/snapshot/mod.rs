@@ -365,7 +365,13 @@ pub async fn take_snapshot(
 
 /// Now, or the next free second if a snapshot of this second exists already.
 async fn unused_time(store: &Store) -> Result<SnapshotTime, StoreError> {
-    let taken = Manifest::list(store).await?;
+    let taken = match Manifest::list(store).await {
+        Ok(taken) => taken,
+        // While the destination is away (the daemon stages snapshots), a collision within
+        // the same second is the only risk, and the daemon never snapshots that often.
+        Err(e) if e.is_transient() => Vec::new(),
+        Err(e) => return Err(e),
+    };
     let mut time = SnapshotTime::now();
     while taken.contains(&time) {
         tokio::time::sleep(Duration::from_millis(200)).await;

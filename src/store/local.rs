@@ -34,6 +34,31 @@ impl LocalBackend {
         &self.root
     }
 
+    /// Removes temporary files that an interrupted process left behind. Only for a directory
+    /// no other process writes to (the daemon's staging folder, under its index lock).
+    pub fn remove_temp_files(&self) -> StoreResult<usize> {
+        fn sweep(dir: &Path) -> StoreResult<usize> {
+            let mut removed = 0;
+            let entries = match std::fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(StoreError::io(dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| StoreError::io(dir, e))?;
+                let path = entry.path();
+                if path.is_dir() {
+                    removed += sweep(&path)?;
+                } else if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                    std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        }
+        sweep(&self.root)
+    }
+
     fn path(&self, key: &str) -> StoreResult<PathBuf> {
         let bad = key.is_empty()
             || key.starts_with('/')

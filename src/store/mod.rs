@@ -146,6 +146,25 @@ impl Store {
         cache_dir: &Path,
         config: StoreConfig,
     ) -> StoreResult<Self> {
+        Self::open_with(backend, cache_dir, config, false).await
+    }
+
+    /// Like [`Store::open`], but an unreachable destination is not an error: the store works
+    /// from its local index until the destination is back.
+    pub async fn open_tolerating_outage(
+        backend: DynBackend,
+        cache_dir: &Path,
+        config: StoreConfig,
+    ) -> StoreResult<Self> {
+        Self::open_with(backend, cache_dir, config, true).await
+    }
+
+    async fn open_with(
+        backend: DynBackend,
+        cache_dir: &Path,
+        config: StoreConfig,
+        tolerate_outage: bool,
+    ) -> StoreResult<Self> {
         let path = cache_path(cache_dir, backend.as_ref());
         let packs_dir = path.with_extension("packs");
         std::fs::create_dir_all(&packs_dir).map_err(|e| StoreError::io(&packs_dir, e))?;
@@ -160,8 +179,16 @@ impl Store {
                 config,
             }),
         };
-        store.sync_index().await?;
-        Ok(store)
+        match store.sync_index().await {
+            Ok(_) => Ok(store),
+            // The daemon stages snapshots while the destination is away; its local index is
+            // then the best knowledge there is, and it syncs at the next open.
+            Err(e) if tolerate_outage && e.is_transient() => {
+                tracing::warn!(error = %e, "cannot read the store's index files; using the local index as it is");
+                Ok(store)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn backend(&self) -> &DynBackend {

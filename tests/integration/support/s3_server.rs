@@ -23,6 +23,8 @@ struct Running {
 
 pub struct S3Server {
     addr: SocketAddr,
+    /// Added to every request, in milliseconds: a slow S3, to catch a push under way.
+    latency_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     root: PathBuf,
     _dir: Option<tempfile::TempDir>,
     running: Mutex<Option<Running>>,
@@ -45,6 +47,7 @@ impl S3Server {
         let addr = listener.local_addr().expect("local address");
         let server = S3Server {
             addr,
+            latency_ms: Default::default(),
             root: root.to_path_buf(),
             _dir: None,
             running: Mutex::new(None),
@@ -58,6 +61,7 @@ impl S3Server {
             .set_nonblocking(true)
             .expect("non-blocking listener");
         let root = self.root.clone();
+        let latency = self.latency_ms.clone();
         let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -76,8 +80,19 @@ impl S3Server {
                     tokio::select! {
                         accepted = listener.accept() => {
                             let Ok((socket, _)) = accepted else { continue };
+                            let (service, latency) = (service.clone(), latency.clone());
+                            let slowed = hyper::service::service_fn(move |request| {
+                                let (service, latency) = (service.clone(), latency.clone());
+                                async move {
+                                    let ms = latency.load(std::sync::atomic::Ordering::Relaxed);
+                                    if ms > 0 {
+                                        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                                    }
+                                    hyper::service::Service::call(&service, request).await
+                                }
+                            });
                             let conn = http
-                                .serve_connection(TokioIo::new(socket), service.clone())
+                                .serve_connection(TokioIo::new(socket), slowed)
                                 .into_owned();
                             tokio::spawn(conn);
                         }
@@ -90,6 +105,14 @@ impl S3Server {
             runtime.shutdown_background();
         });
         *self.running.lock().unwrap() = Some(Running { shutdown, thread });
+    }
+
+    /// Delays every request by `latency` from now on.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.latency_ms.store(
+            latency.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     pub fn endpoint(&self) -> String {

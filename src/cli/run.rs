@@ -1,0 +1,125 @@
+//! `kube-autosave run`: the daemon, configured by the `kubeResourcesAutosave:` section of a
+//! `cluster.yaml` (where `enabled: true` is the switch), `KUBE_AUTOSAVE_*` variables and flags.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+
+use super::{ClusterArgs, ExitCode, GlobalArgs};
+use crate::config::{self, ConfigError};
+use crate::daemon::{DaemonSettings, run as run_daemon};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Time between snapshots, e.g. 24h, 90m [default: the config's interval, else 24h].
+    #[arg(long, env = "KUBE_AUTOSAVE_INTERVAL")]
+    pub interval: Option<String>,
+    /// Retry period for pushes that failed [default: the config's pushInterval, else 1m].
+    #[arg(long, env = "KUBE_AUTOSAVE_PUSH_INTERVAL")]
+    pub push_interval: Option<String>,
+    /// Address of the health and metrics endpoint [default: :8080].
+    #[arg(long, env = "KUBE_AUTOSAVE_LISTEN")]
+    pub listen: Option<String>,
+}
+
+/// `:8080`, `0.0.0.0:8080` or `127.0.0.1:9100`.
+fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let full = if value.starts_with(':') {
+        format!("0.0.0.0{value}")
+    } else {
+        value.to_string()
+    };
+    full.parse().map_err(|_| ConfigError::Value {
+        key: key.to_string(),
+        value: value.to_string(),
+        problem: "is not an address to listen on; write e.g. :8080 or 127.0.0.1:8080".to_string(),
+    })
+}
+
+fn settings(global: &GlobalArgs, args: &RunArgs) -> Result<Option<DaemonSettings>, ConfigError> {
+    let common = global.resolve()?;
+    if global.config.is_some() && common.file.enabled != Some(true) {
+        return Ok(None);
+    }
+    let (key, interval) = match (&args.interval, &common.file.interval) {
+        (Some(v), _) => ("--interval", v.clone()),
+        (None, Some(v)) => ("kubeResourcesAutosave.interval", v.clone()),
+        (None, None) => ("--interval", "24h".to_string()),
+    };
+    let interval = config::parse_duration(key, &interval)?;
+    let (key, push) = match (&args.push_interval, &common.file.push_interval) {
+        (Some(v), _) => ("--push-interval", v.clone()),
+        (None, Some(v)) => ("kubeResourcesAutosave.pushInterval", v.clone()),
+        (None, None) => ("--push-interval", "1m".to_string()),
+    };
+    let push_interval = config::parse_duration(key, &push)?;
+    let (key, listen) = match (&args.listen, &common.file.listen) {
+        (Some(v), _) => ("--listen", v.clone()),
+        (None, Some(v)) => ("kubeResourcesAutosave.listen", v.clone()),
+        (None, None) => ("--listen", ":8080".to_string()),
+    };
+    let listen = parse_listen(key, &listen)?;
+    Ok(Some(DaemonSettings {
+        job: common.job_settings(&args.cluster),
+        interval,
+        push_interval,
+        listen,
+    }))
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+pub async fn run(global: &GlobalArgs, args: &RunArgs) -> ExitCode {
+    let settings = match settings(global, args) {
+        Ok(Some(settings)) => settings,
+        Ok(None) => {
+            let path = global
+                .config
+                .as_deref()
+                .unwrap_or(std::path::Path::new("?"));
+            println!(
+                "kube-autosave is disabled: {} has no `kubeResourcesAutosave: {{enabled: true}}`; \
+                 nothing to do",
+                path.display()
+            );
+            return ExitCode::Ok;
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::Usage;
+        }
+    };
+    match run_daemon(settings, shutdown_signal()).await {
+        Ok(()) => ExitCode::Ok,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::Failed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(super::parse_listen("l", ":8080").unwrap().port(), 8080);
+        assert!(super::parse_listen("l", "127.0.0.1:9").is_ok());
+        let err = super::parse_listen("kubeResourcesAutosave.listen", "8080x").unwrap_err();
+        assert!(err.to_string().contains("kubeResourcesAutosave.listen"));
+    }
+}
