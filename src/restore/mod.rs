@@ -70,7 +70,8 @@ pub struct Filters {
     /// left out, except the CRDs of the custom resources restored. Empty means all.
     pub namespaces: Vec<String>,
     pub exclude_namespaces: Vec<String>,
-    /// Only these resources (`deployments`, `deployments.apps`, `Deployment`). Empty means all.
+    /// Only these resources (`deployments`, `deployments.apps`, `Deployment`), and the
+    /// namespaces that hold them. Empty means all.
     pub resources: Vec<String>,
     pub selector: Option<Selector>,
     /// Restore `kube-system` and `default` too (they exist in a fresh cluster; their objects
@@ -123,7 +124,12 @@ impl Filters {
         namespace: Option<&str>,
         name: &str,
     ) -> bool {
-        if !self.resource_wanted(rt) {
+        // Namespaces and CRDs are kept for the objects they hold; the plan decides.
+        let container = matches!(
+            (rt.group.as_str(), rt.kind.as_str()),
+            ("", "Namespace") | ("apiextensions.k8s.io", "CustomResourceDefinition")
+        );
+        if !container && !self.resource_wanted(rt) {
             return false;
         }
         match (namespace, rt.group.as_str(), rt.kind.as_str()) {
@@ -162,6 +168,7 @@ impl Plan {
             .map(str::to_string)
             .collect();
         let mut crds = Vec::new();
+        let mut namespaces = Vec::new();
         for mut item in items {
             let mut leave = |reason: &str| {
                 *plan.left_out.entry(reason.to_string()).or_default() += 1;
@@ -170,8 +177,16 @@ impl Plan {
                 leave(reason);
                 continue;
             }
+            let is_namespace = item.group.is_empty() && item.kind == "Namespace";
             if !filters.item_resource_wanted(&item) {
-                leave("resource not selected");
+                if is_namespace {
+                    // Kept if objects of it are restored (decided below).
+                    namespaces.push(item);
+                } else if item.kind == "CustomResourceDefinition" {
+                    crds.push(item);
+                } else {
+                    leave("resource not selected");
+                }
                 continue;
             }
             let own_namespace = match (&item.namespace, item.group.as_str(), item.kind.as_str()) {
@@ -234,6 +249,25 @@ impl Plan {
                 *plan
                     .left_out
                     .entry("cluster-scoped (left out with --namespace)".to_string())
+                    .or_default() += 1;
+            }
+        }
+        let used_namespaces: BTreeSet<String> = plan
+            .objects
+            .iter()
+            .filter_map(|p| p.item.namespace.clone())
+            .collect();
+        for mut item in namespaces {
+            if used_namespaces.contains(&item.name) && filters.namespace_wanted(&item.name).is_ok() {
+                order::sanitize(&item.group, &item.kind, &mut item.object);
+                plan.objects.push(Planned {
+                    step: Step::Namespaces,
+                    item,
+                });
+            } else {
+                *plan
+                    .left_out
+                    .entry("resource not selected".to_string())
                     .or_default() += 1;
             }
         }

@@ -6,5 +6,6 @@ mod support;
 mod cli;
 mod daemon;
 mod export;
+mod restore;
 mod snapshot;
 mod store;
