@@ -210,7 +210,10 @@ pub async fn run(
     // staging can go.
     let swept = staging.staging().remove_temp_files()?;
     if swept > 0 {
-        tracing::info!(files = swept, "removed half-written files of an interrupted run");
+        tracing::info!(
+            files = swept,
+            "removed half-written files of an interrupted run"
+        );
     }
     let pending = store.cache().tree(PENDING_TREE)?;
     let metrics = Arc::new(Metrics::default());
