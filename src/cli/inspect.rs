@@ -43,9 +43,11 @@ pub struct ShowArgs {
 #[derive(Debug, Args)]
 pub struct DiffArgs {
     /// The earlier snapshot: its time or `latest`.
-    pub from: String,
+    #[arg(value_name = "FROM")]
+    pub older: String,
     /// The later snapshot: its time or `latest`.
-    pub to: String,
+    #[arg(value_name = "TO")]
+    pub newer: String,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
@@ -272,8 +274,8 @@ fn print_diff(diff: &SnapshotDiff) {
 pub async fn diff(global: &GlobalArgs, args: &DiffArgs) -> ExitCode {
     finish(
         async {
-            let from = parse_ref(&args.from)?;
-            let to = parse_ref(&args.to)?;
+            let from = parse_ref(&args.older)?;
+            let to = parse_ref(&args.newer)?;
             let store = open_store(global).await?;
             let a = load(&store, from).await?;
             let b = load(&store, to).await?;

@@ -258,7 +258,8 @@ impl Plan {
             .filter_map(|p| p.item.namespace.clone())
             .collect();
         for mut item in namespaces {
-            if used_namespaces.contains(&item.name) && filters.namespace_wanted(&item.name).is_ok() {
+            if used_namespaces.contains(&item.name) && filters.namespace_wanted(&item.name).is_ok()
+            {
                 order::sanitize(&item.group, &item.kind, &mut item.object);
                 plan.objects.push(Planned {
                     step: Step::Namespaces,

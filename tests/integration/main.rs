@@ -7,6 +7,7 @@ mod cli;
 mod daemon;
 mod deploy;
 mod export;
+mod inspect;
 mod restore;
 mod snapshot;
 mod store;

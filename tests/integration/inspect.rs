@@ -1,0 +1,480 @@
+//! What an operator sees of the snapshots: `list`, `diff` after the cluster changed, and
+//! `verify` finding a deleted pack, a flipped byte and an edited plain-layout file — through
+//! the library and through the binary (exit codes, JSON output), against a real S3 server.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
+
+use kube_autosave::export::ExportOptions;
+use kube_autosave::inspect;
+use kube_autosave::job::{JobProgress, JobSettings, open_backend, run_job};
+use kube_autosave::snapshot::{Manifest, SnapshotOptions};
+use kube_autosave::store::{RemoteFile, Store, StoreConfig};
+use serde_json::Value;
+
+use crate::support::cluster::{Cluster, quick_retries};
+use crate::support::s3_server::{self, S3Server};
+
+/// (qualified resource, namespace, name)
+type Key = (String, Option<String>, String);
+
+const PREFIX: &str = "team/prod/";
+
+struct Setup {
+    s3: S3Server,
+    cluster: Cluster,
+    settings: JobSettings,
+    cache: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new(objects: usize, seed: u64) -> Setup {
+        let s3 = S3Server::start();
+        let cluster = Cluster::start(objects, seed).await;
+        let cache = tempfile::tempdir().unwrap();
+        let settings = JobSettings {
+            destination: "s3://backups/team".parse().unwrap(),
+            cluster_name: "prod".to_string(),
+            s3: s3.options(),
+            cache_dir: cache.path().join("job"),
+            cluster: cluster.options(),
+            snapshot: SnapshotOptions {
+                cluster_name: "prod".to_string(),
+                retry: quick_retries(),
+                ..SnapshotOptions::default()
+            },
+            // Small packs, so that damage to one pack leaves others intact.
+            store: StoreConfig {
+                pack_size: 64 * 1024,
+                ..StoreConfig::default()
+            },
+            export: ExportOptions::default(),
+        };
+        Setup {
+            s3,
+            cluster,
+            settings,
+            cache,
+        }
+    }
+
+    async fn snapshot(&self) -> Manifest {
+        tokio::time::sleep(std::time::Duration::from_millis(1050)).await;
+        let backend = open_backend(&self.settings.destination, "prod", &self.settings.s3)
+            .await
+            .unwrap();
+        run_job(&self.settings, backend, JobProgress::default())
+            .await
+            .expect("snapshot job")
+            .manifest
+    }
+
+    /// A reader's store, with its own local index (as `verify` on another machine).
+    async fn store(&self, name: &str) -> Store {
+        let backend = open_backend(&self.settings.destination, "prod", &self.settings.s3)
+            .await
+            .unwrap();
+        Store::open(
+            backend,
+            &self.cache.path().join(name),
+            StoreConfig::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The binary with this setup's destination.
+    fn run(&self, args: &[&str]) -> Output {
+        let dir = self.cache.path();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kube-autosave"));
+        command
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.join("no-aws-credentials"),
+            )
+            .env("AWS_ACCESS_KEY_ID", s3_server::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", s3_server::SECRET_KEY)
+            .env("AWS_REGION", "us-east-1")
+            .args(["--s3-endpoint", &self.s3.endpoint(), "--path-style"])
+            .args(["--to", "s3://backups/team", "--cluster-name", "prod"])
+            .args(["--cache-dir", &dir.join("cli").display().to_string()])
+            .args(args);
+        command.output().unwrap()
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn sim_key(k: &kube_sim::ObjectKey) -> Key {
+    let resource = if k.group.is_empty() {
+        k.resource.clone()
+    } else {
+        format!("{}.{}", k.resource, k.group)
+    };
+    (resource, k.namespace.clone(), k.name.clone())
+}
+
+fn manifest_keys(m: &Manifest) -> BTreeSet<Key> {
+    m.objects
+        .iter()
+        .map(|o| {
+            (
+                m.resource_of(o).qualified_name(),
+                o.namespace.clone(),
+                o.name.clone(),
+            )
+        })
+        .collect()
+}
+
+fn diff_key(o: &inspect::diff::ObjectRef) -> Key {
+    (o.resource.clone(), o.namespace.clone(), o.name.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_after_churn_lists_exactly_the_churned_objects() {
+    let setup = Setup::new(1_500, 91).await;
+    let first = setup.snapshot().await;
+    let churn = setup.cluster.sim.churn(0.03, 5);
+    let second = setup.snapshot().await;
+    let store = setup.store("reader").await;
+    let diff = inspect::diff::diff(&store, &first, &second).await.unwrap();
+
+    let (before, after) = (manifest_keys(&first), manifest_keys(&second));
+    // What the snapshots can see of the churn (events and controller-owned pods are left
+    // out of every snapshot).
+    let added: BTreeSet<Key> = churn
+        .added
+        .iter()
+        .map(sim_key)
+        .filter(|k| after.contains(k))
+        .collect();
+    let removed: BTreeSet<Key> = churn
+        .deleted
+        .iter()
+        .map(sim_key)
+        .filter(|k| before.contains(k))
+        .collect();
+    let modified: BTreeSet<Key> = churn
+        .modified
+        .iter()
+        .map(sim_key)
+        .filter(|k| before.contains(k) && after.contains(k))
+        .collect();
+    assert!(!added.is_empty() && !removed.is_empty() && modified.len() > 10);
+    assert_eq!(
+        diff.added.iter().map(diff_key).collect::<BTreeSet<_>>(),
+        added
+    );
+    assert_eq!(
+        diff.removed.iter().map(diff_key).collect::<BTreeSet<_>>(),
+        removed
+    );
+    assert_eq!(
+        diff.changed
+            .iter()
+            .map(|c| diff_key(&c.object))
+            .collect::<BTreeSet<_>>(),
+        modified
+    );
+    for changed in &diff.changed {
+        assert!(
+            !changed.ops.is_empty(),
+            "{:?} changed without operations",
+            changed.object
+        );
+        assert_ne!(changed.from_id, changed.to_id);
+    }
+
+    // The binary: list newest first, diff as JSON with the same content.
+    let output = tokio::task::spawn_blocking({
+        let setup_args = ["list", "--output", "json"];
+        let out = setup.run(&setup_args);
+        move || out
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let list: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let times: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["time"].as_str().unwrap())
+        .collect();
+    assert_eq!(times, [second.time.to_string(), first.time.to_string()]);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["complete"] == true)
+    );
+    assert_eq!(list[0]["objects"], second.stats.objects);
+
+    let output = setup.run(&[
+        "diff",
+        &first.time.to_string(),
+        "latest",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["added"].as_array().unwrap().len(), added.len());
+    assert_eq!(json["removed"].as_array().unwrap().len(), removed.len());
+    assert_eq!(json["changed"].as_array().unwrap().len(), modified.len());
+    assert!(json["changed"][0]["ops"][0]["op"].is_string());
+
+    let output = setup.run(&["diff", &first.time.to_string(), "latest"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.lines().filter(|l| l.starts_with("~ ")).count() == modified.len(),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with("+ ")) && stdout.lines().any(|l| l.starts_with("- "))
+    );
+
+    let output = setup.run(&["diff", "not-a-time", "latest"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let output = setup.run(&[
+        "show",
+        "latest",
+        "--resource",
+        "configmaps",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let objects: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let expected = second
+        .objects
+        .iter()
+        .filter(|o| second.resource_of(o).resource == "configmaps")
+        .count();
+    assert_eq!(objects.as_array().unwrap().len(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_a_deleted_pack_a_flipped_byte_and_an_edited_layout_file() {
+    let setup = Setup::new(1_000, 92).await;
+    let manifest = setup.snapshot().await;
+    let store = setup.store("reader").await;
+    let report = inspect::verify::verify(&store, &[manifest.time])
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(
+        report.objects_checked as usize,
+        manifest
+            .objects
+            .iter()
+            .map(|o| o.id)
+            .collect::<BTreeSet<_>>()
+            .len()
+    );
+    assert!(report.packs_checked > 2);
+    let output = setup.run(&["verify", "--all"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+
+    // Damage: one pack deleted, one byte flipped inside an object of another pack, one
+    // plain-layout file edited.
+    let client = s3_server::plain_client(&setup.s3).await;
+    let mut packs = Vec::new();
+    for o in &manifest.objects {
+        let location = store.location(&o.id).await.unwrap();
+        if !packs.iter().any(|(p, _, _)| *p == location.pack) {
+            packs.push((location.pack, o.id, location));
+        }
+    }
+    let (gone, _, _) = &packs[0];
+    let gone_key = RemoteFile::Pack(gone).key();
+    client
+        .delete_object()
+        .bucket(s3_server::BUCKET)
+        .key(format!("{PREFIX}{gone_key}"))
+        .send()
+        .await
+        .unwrap();
+    let (flipped, victim, location) = &packs[1];
+    let flipped_key = RemoteFile::Pack(flipped).key();
+    let full = format!("{PREFIX}{flipped_key}");
+    let mut data = s3_server::read_all(&client, &full)
+        .await
+        .remove(&full)
+        .unwrap()
+        .to_vec();
+    let at = (location.offset + u64::from(location.length) / 2) as usize;
+    data[at] ^= 0x01;
+    client
+        .put_object()
+        .bucket(s3_server::BUCKET)
+        .key(&full)
+        .body(data.into())
+        .send()
+        .await
+        .unwrap();
+    let file = &manifest.export.as_ref().unwrap().files[0];
+    let full = format!("{PREFIX}{}", file.key);
+    let mut data = s3_server::read_all(&client, &full)
+        .await
+        .remove(&full)
+        .unwrap()
+        .to_vec();
+    let brace = data.iter().rposition(|b| *b == b'}').unwrap();
+    data.insert(brace, b' ');
+    client
+        .put_object()
+        .bucket(s3_server::BUCKET)
+        .key(&full)
+        .body(data.into())
+        .send()
+        .await
+        .unwrap();
+
+    let report = inspect::verify::verify(&store, &[manifest.time])
+        .await
+        .unwrap();
+    let messages: Vec<&str> = report.problems.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(report.problems.len(), 3, "{messages:#?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with(&format!("pack {gone_key} is missing (objects: "))),
+        "{messages:#?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.starts_with(&format!(
+            "object {victim:#} in pack {flipped_key} is corrupt"
+        ))),
+        "{messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains(&file.key) && m.contains("was changed")),
+        "{messages:#?}"
+    );
+    let keys: BTreeSet<&str> = report.problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([gone_key.as_str(), flipped_key.as_str(), file.key.as_str()])
+    );
+
+    let output = setup.run(&["verify", "latest"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("pack {gone_key} is missing")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("3 problem(s)"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_dry_run_prints_the_plan_and_changes_nothing_and_a_real_run_reports() {
+    let setup = Setup::new(1_000, 93).await;
+    let manifest = setup.snapshot().await;
+    let target = Cluster::start_with(kube_sim::SimConfig {
+        empty: true,
+        ..kube_sim::SimConfig::default()
+    })
+    .await;
+    let kubeconfig = target.kubeconfig.display().to_string();
+    let before = target.sim.objects();
+    let output = setup.run(&[
+        "restore",
+        "latest",
+        "--dry-run",
+        "--kubeconfig",
+        &kubeconfig,
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(target.sim.objects(), before);
+    assert!(target.sim.create_log().is_empty());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("1 ") && l.contains("CustomResourceDefinition")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("nothing was changed"), "{stdout}");
+    let planned = stdout.lines().filter(|l| l.contains(" create ")).count();
+    assert!(planned > 100 && planned < manifest.objects.len());
+
+    // The real thing, from the plain layout at the destination.
+    let output = setup.run(&[
+        "restore",
+        "--from-layout",
+        "latest",
+        "--kubeconfig",
+        &kubeconfig,
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // kube-public and kube-node-lease exist in a fresh cluster.
+    let created = planned - 2;
+    assert!(
+        stdout.contains(&format!("{created} created, 0 updated, 2 skipped")),
+        "{stdout}"
+    );
+    assert_eq!(target.sim.create_log().len(), created);
+
+    // Again: everything exists now, nothing fails, all reported as skipped.
+    let output = setup.run(&["restore", "latest", "--kubeconfig", &kubeconfig]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("0 created, 0 updated, {planned} skipped")),
+        "{stdout}"
+    );
+
+    // Only config maps into a fresh cluster: the namespaces that hold them come along.
+    // A snapshot that does not exist or a bad selector is bad input (exit 2).
+    let fresh = Cluster::start_with(kube_sim::SimConfig {
+        empty: true,
+        ..kube_sim::SimConfig::default()
+    })
+    .await;
+    let fresh_config = fresh.kubeconfig.display().to_string();
+    let output = setup.run(&[
+        "restore",
+        "latest",
+        "--resource",
+        "configmaps",
+        "--exclude-namespace",
+        "kube-public",
+        "--kubeconfig",
+        &fresh_config,
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let output = setup.run(&[
+        "restore",
+        "17-01-01_00-00-00",
+        "--kubeconfig",
+        &fresh_config,
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let output = setup.run(&[
+        "restore",
+        "latest",
+        "--selector",
+        "a in (b",
+        "--kubeconfig",
+        &fresh_config,
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+}
