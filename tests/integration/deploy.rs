@@ -10,6 +10,11 @@ use serde::Deserialize;
 const MANIFESTS: &str = include_str!("../../deploy/kube-autosave.yaml");
 const DOCKERFILE: &str = include_str!("../../deploy/Dockerfile");
 
+fn typed<T: serde::de::DeserializeOwned>(value: serde_yaml_ng::Value, kind: &str) -> T {
+    serde_yaml_ng::from_value(value)
+        .unwrap_or_else(|e| panic!("{kind} does not parse as its Kubernetes type: {e}"))
+}
+
 struct Parsed {
     deployment: Deployment,
     role: ClusterRole,
@@ -27,24 +32,12 @@ fn parse() -> Parsed {
             .as_str()
             .expect("every document has a kind")
             .to_string();
-        let typed = |what: &str| format!("{what} does not parse as its Kubernetes type");
         match kind.as_str() {
-            "Deployment" => {
-                deployment = Some(serde_yaml_ng::from_value(value).expect(&typed("Deployment")))
-            }
-            "ClusterRole" => {
-                role = Some(serde_yaml_ng::from_value(value).expect(&typed("ClusterRole")))
-            }
-            "ClusterRoleBinding" => {
-                binding =
-                    Some(serde_yaml_ng::from_value(value).expect(&typed("ClusterRoleBinding")))
-            }
-            "ServiceAccount" => {
-                account = Some(serde_yaml_ng::from_value(value).expect(&typed("ServiceAccount")))
-            }
-            "ConfigMap" => {
-                config = Some(serde_yaml_ng::from_value(value).expect(&typed("ConfigMap")))
-            }
+            "Deployment" => deployment = Some(typed(value, "Deployment")),
+            "ClusterRole" => role = Some(typed(value, "ClusterRole")),
+            "ClusterRoleBinding" => binding = Some(typed(value, "ClusterRoleBinding")),
+            "ServiceAccount" => account = Some(typed(value, "ServiceAccount")),
+            "ConfigMap" => config = Some(typed(value, "ConfigMap")),
             other => panic!("unexpected kind {other}"),
         }
     }
