@@ -21,7 +21,8 @@
 //! spawns it and reads its peak RSS with `wait4`.
 //!
 //! This file must never change what it measures: no tuning flags are passed to the
-//! snapshot, which runs exactly as `kube-autosave snapshot` runs for a user.
+//! snapshot, which runs exactly as `kube-autosave snapshot` runs for a user. (`--wrap` runs
+//! it under a profiler for a look at the hot spots; its figures then include the profiler.)
 
 #[path = "../tests/integration/support/s3_server.rs"]
 #[allow(dead_code)]
@@ -61,18 +62,22 @@ struct Args {
     churn: f64,
     seed: u64,
     json: PathBuf,
+    /// A command prefix for each snapshot (a profiler), `{name}` replaced by the snapshot's.
+    wrap: Option<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: cargo bench --bench e2e -- [--objects N | --large | --huge] [--churn F] \
-         [--seed S] [--json PATH]\n\
+         [--seed S] [--json PATH] [--wrap CMD]\n\
          \x20 --objects N   objects in the simulated cluster (default 10000)\n\
          \x20 --large       100,000 objects\n\
          \x20 --huge        1,000,000 objects\n\
          \x20 --churn F     fraction of objects changed between the snapshots (default 0.01)\n\
          \x20 --seed S      seed of the generated cluster and of the churn (default 1)\n\
-         \x20 --json PATH   where the figures go (default target/e2e-results.json)"
+         \x20 --json PATH   where the figures go (default target/e2e-results.json)\n\
+         \x20 --wrap CMD    run each snapshot under CMD, e.g. \"perf record -g -o {{name}}.perf\"\n\
+         \x20               ({{name}} = snapshot-1, snapshot-2; its time and memory count too)"
     );
     std::process::exit(2)
 }
@@ -83,6 +88,7 @@ fn parse_args(args: &[String]) -> Args {
         churn: 0.01,
         seed: 1,
         json: PathBuf::from("target/e2e-results.json"),
+        wrap: None,
     };
     let mut it = args.iter();
     fn value<T: std::str::FromStr>(flag: &str, v: Option<&String>) -> T {
@@ -101,6 +107,7 @@ fn parse_args(args: &[String]) -> Args {
             "--churn" => parsed.churn = value(arg, it.next()),
             "--seed" => parsed.seed = value(arg, it.next()),
             "--json" => parsed.json = value(arg, it.next()),
+            "--wrap" => parsed.wrap = Some(value(arg, it.next())),
             "-h" | "--help" => usage(),
             other => {
                 eprintln!("unknown argument {other:?}");
@@ -596,6 +603,10 @@ impl Bench {
         command
             .arg(MEASURE_FLAG)
             .arg(&result)
+            .args(self.args.wrap.iter().flat_map(|wrap| {
+                wrap.split_whitespace()
+                    .map(|word| word.replace("{name}", &name.replace(' ', "-")))
+            }))
             .arg(env!("CARGO_BIN_EXE_kube-autosave"))
             .arg("snapshot")
             .arg("--to")
