@@ -327,6 +327,10 @@ impl SimServer {
 
     /// Like [`SimServer::start`], on the given address (port 0 = any free port).
     pub async fn start_on(config: SimConfig, addr: SocketAddr) -> Result<SimServer, SimError> {
+        // When this crate is built together with crates that enable rustls' other back end
+        // (aws-lc, through the AWS SDK), rustls cannot pick a process default by itself; the
+        // server and the clients of its tests use ring. A second install is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| SimError::Bind { addr, source })?;
