@@ -48,10 +48,10 @@ fn bench_store(c: &mut Criterion) {
             for o in &objects {
                 builder.add(ObjectId::from_bytes([0; 32]), o).unwrap();
                 if builder.len() > 4 << 20 {
-                    std::hint::black_box(builder.seal());
+                    std::hint::black_box(builder.seal().unwrap());
                 }
             }
-            std::hint::black_box(builder.seal());
+            std::hint::black_box(builder.seal().unwrap());
         })
     });
 
@@ -66,6 +66,7 @@ fn bench_store(c: &mut Criterion) {
                 id: *id,
                 offset: i as u64 * 1000,
                 length: 1000,
+                raw_offset: 0,
                 raw_length: 3000,
             })
             .collect(),
@@ -130,11 +131,12 @@ fn bench_store(c: &mut Criterion) {
     let mut builder = PackBuilder::new(3).unwrap();
     let mut compressed = 0;
     for o in &objects {
-        compressed += builder.add(ObjectId::from_bytes([0; 32]), o).unwrap();
+        builder.add(ObjectId::from_bytes([0; 32]), o).unwrap();
         if builder.len() > 4 << 20 {
-            builder.seal();
+            compressed += builder.seal().unwrap().data.len();
         }
     }
+    compressed += builder.seal().unwrap().data.len();
     println!(
         "compression: {n} objects, {bytes} raw bytes -> {compressed} compressed ({:.2}x)",
         bytes as f64 / compressed as f64

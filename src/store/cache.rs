@@ -13,7 +13,7 @@ use super::id::{IndexId, ObjectId};
 use super::pack::{IndexFile, Location};
 
 /// Bumped when the layout of the trees changes; an older cache is rebuilt.
-const CACHE_FORMAT: &[u8] = b"1";
+const CACHE_FORMAT: &[u8] = b"2";
 
 pub struct Cache {
     path: PathBuf,

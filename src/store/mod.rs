@@ -291,8 +291,7 @@ impl Store {
     pub async fn get(&self, id: &ObjectId) -> StoreResult<Bytes> {
         let location = self.location(id).await?;
         let key = RemoteFile::Pack(&location.pack).key();
-        let range = location.offset..location.offset + u64::from(location.length);
-        let stored = match self.inner.backend.get_range(&key, range).await {
+        let stored = match self.inner.backend.get_range(&key, location.frame()).await {
             Ok(stored) => stored,
             Err(StoreError::NotFound { .. }) => {
                 return Err(StoreError::Corrupt {
@@ -389,15 +388,12 @@ impl Store {
         tokio::task::spawn_blocking(move || {
             use std::os::unix::fs::FileExt;
             let file = std::fs::File::open(&local).map_err(|e| StoreError::io(&local, e))?;
-            wanted
-                .into_iter()
-                .map(|(id, location)| {
-                    let mut stored = vec![0u8; location.length as usize];
-                    file.read_exact_at(&mut stored, location.offset)
-                        .map_err(|e| StoreError::io(&local, e))?;
-                    pack::open_blob(&id, &location, &stored).map(|bytes| (id, bytes))
-                })
-                .collect()
+            by_frame(wanted, |id, location| {
+                let mut stored = vec![0u8; location.length as usize];
+                file.read_exact_at(&mut stored, location.offset)
+                    .map_err(|e| StoreError::io(&local, e))?;
+                pack::open_frame(id, location, &stored)
+            })
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
@@ -413,16 +409,34 @@ enum PackSource {
 
 /// The wanted objects out of a whole pack's bytes, each checked against its id.
 fn extract(data: &[u8], wanted: Vec<(ObjectId, Location)>) -> StoreResult<Vec<(ObjectId, Bytes)>> {
-    wanted
-        .into_iter()
-        .map(|(id, location)| {
-            let start = location.offset as usize;
-            let stored = data
-                .get(start..start + location.length as usize)
-                .unwrap_or_default();
-            pack::open_blob(&id, &location, stored).map(|bytes| (id, bytes))
-        })
-        .collect()
+    by_frame(wanted, |id, location| {
+        let start = location.offset as usize;
+        let stored = data
+            .get(start..start + location.length as usize)
+            .unwrap_or_default();
+        pack::open_frame(id, location, stored)
+    })
+}
+
+/// Reads the wanted objects, decompressing each frame once however many of them it holds.
+fn by_frame(
+    mut wanted: Vec<(ObjectId, Location)>,
+    mut open: impl FnMut(&ObjectId, &Location) -> StoreResult<Vec<u8>>,
+) -> StoreResult<Vec<(ObjectId, Bytes)>> {
+    wanted.sort_by_key(|(_, location)| (location.offset, location.raw_offset));
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut current: Option<(u64, Vec<u8>)> = None;
+    for (id, location) in wanted {
+        let frame = match &current {
+            Some((offset, frame)) if *offset == location.offset => frame,
+            _ => {
+                let frame = open(&id, &location)?;
+                &current.insert((location.offset, frame)).1
+            }
+        };
+        out.push((id, pack::blob_from_frame(&id, &location, frame)?));
+    }
+    Ok(out)
 }
 
 async fn save_local_pack(path: &Path, data: &Bytes) -> StoreResult<()> {
@@ -480,11 +494,10 @@ impl StoreWriter {
         if self.pending.contains(&id) || self.store.inner.cache.contains(&id)? {
             return Ok(false);
         }
-        let compressed = self.builder.add(id, object)?;
+        self.builder.add(id, object)?;
         self.pending.insert(id);
         self.stats.new_objects += 1;
         self.stats.new_raw_bytes += object.len() as u64;
-        self.stats.compressed_bytes += compressed as u64;
         if self.builder.len() >= self.store.inner.config.pack_size {
             self.seal_and_upload().await?;
         }
@@ -502,7 +515,8 @@ impl StoreWriter {
         while self.uploads.len() >= self.store.inner.config.uploads_in_flight.max(1) {
             self.join_one().await?;
         }
-        let sealed = self.builder.seal();
+        let sealed = self.builder.seal()?;
+        self.stats.compressed_bytes += sealed.data.len() as u64;
         let backend = self.store.inner.backend.clone();
         let local = self.store.local_pack(&sealed.id);
         self.uploads.spawn(async move {

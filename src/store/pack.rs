@@ -1,7 +1,9 @@
 //! Packs and index files, the two immutable file formats of the store.
 //!
-//! A pack is the concatenation of zstd frames, one per object, named by the hash of its
-//! bytes. An index file says, for a set of packs, which object sits at which offset; it is
+//! A pack is a sequence of zstd frames named by the hash of its bytes. Each frame holds a
+//! chunk of consecutive objects (about 128 KiB before compression): Kubernetes objects are
+//! small and alike, so compressing them together is several times better than one by one,
+//! while reading one object still decompresses only its chunk. An index file says, for a set of packs, which object sits at which offset; it is
 //! zstd-compressed JSON, also named by its hash. Packs are written before the index files
 //! that point into them, so an index entry never points at a pack that is not stored.
 
@@ -11,26 +13,34 @@ use serde::{Deserialize, Serialize};
 use super::error::{StoreError, StoreResult};
 use super::id::{IndexId, ObjectId, PackId};
 
-/// Where one object lives: a byte range of a pack, and its size once decompressed.
+/// Where one object lives: the frame of a pack that holds it (byte range `offset`,
+/// `length`), and its place in the frame once decompressed (`raw_offset`, `raw_length`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Location {
     pub pack: PackId,
     pub offset: u64,
     pub length: u32,
+    pub raw_offset: u32,
     pub raw_length: u32,
 }
 
 impl Location {
-    pub const ENCODED_LEN: usize = 32 + 8 + 4 + 4;
+    pub const ENCODED_LEN: usize = 32 + 8 + 4 + 4 + 4;
 
-    /// The fixed 48-byte form kept in the local index.
+    /// The fixed 52-byte form kept in the local index.
     pub fn encode(&self) -> [u8; Self::ENCODED_LEN] {
         let mut out = [0u8; Self::ENCODED_LEN];
         out[..32].copy_from_slice(self.pack.as_bytes());
         out[32..40].copy_from_slice(&self.offset.to_le_bytes());
         out[40..44].copy_from_slice(&self.length.to_le_bytes());
         out[44..48].copy_from_slice(&self.raw_length.to_le_bytes());
+        out[48..52].copy_from_slice(&self.raw_offset.to_le_bytes());
         out
+    }
+
+    /// The byte range of the frame in its pack.
+    pub fn frame(&self) -> std::ops::Range<u64> {
+        self.offset..self.offset + u64::from(self.length)
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Self> {
@@ -42,6 +52,7 @@ impl Location {
             offset: u64::from_le_bytes(bytes[32..40].try_into().ok()?),
             length: u32::from_le_bytes(bytes[40..44].try_into().ok()?),
             raw_length: u32::from_le_bytes(bytes[44..48].try_into().ok()?),
+            raw_offset: u32::from_le_bytes(bytes[48..52].try_into().ok()?),
         })
     }
 }
@@ -50,8 +61,12 @@ impl Location {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexedBlob {
     pub id: ObjectId,
+    /// The frame's place in the pack.
     pub offset: u64,
     pub length: u32,
+    /// The object's place in the decompressed frame.
+    #[serde(default)]
+    pub raw_offset: u32,
     pub raw_length: u32,
 }
 
@@ -72,6 +87,7 @@ impl IndexedPack {
                     pack: self.id,
                     offset: b.offset,
                     length: b.length,
+                    raw_offset: b.raw_offset,
                     raw_length: b.raw_length,
                 },
             )
@@ -134,11 +150,18 @@ impl IndexFile {
     }
 }
 
-/// Builds one pack in memory: compress objects, append, seal.
+/// Raw bytes of objects compressed together in one frame.
+pub const CHUNK_SIZE: usize = 128 * 1024;
+
+/// Builds one pack in memory: objects are collected into chunks, each chunk compressed into
+/// one frame, frames appended.
 pub struct PackBuilder {
     compressor: zstd::bulk::Compressor<'static>,
     data: Vec<u8>,
     blobs: Vec<IndexedBlob>,
+    chunk: Vec<u8>,
+    /// Objects of the open chunk: (id, offset in the chunk, length).
+    chunk_blobs: Vec<(ObjectId, u32, u32)>,
 }
 
 /// A finished pack, ready to upload.
@@ -158,6 +181,14 @@ impl SealedPack {
     }
 }
 
+fn too_big(id: &ObjectId) -> StoreError {
+    StoreError::Malformed {
+        key: id.to_hex(),
+        what: "object",
+        reason: "larger than 4 GiB".to_string(),
+    }
+}
+
 impl PackBuilder {
     pub fn new(level: i32) -> StoreResult<Self> {
         let compressor = zstd::bulk::Compressor::new(level).map_err(|e| StoreError::Malformed {
@@ -169,81 +200,118 @@ impl PackBuilder {
             compressor,
             data: Vec::new(),
             blobs: Vec::new(),
+            chunk: Vec::with_capacity(CHUNK_SIZE),
+            chunk_blobs: Vec::new(),
         })
     }
 
+    /// Compressed bytes so far, plus the open chunk's raw bytes (an upper bound for it).
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.data.len() + self.chunk.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.blobs.is_empty()
+        self.blobs.is_empty() && self.chunk_blobs.is_empty()
     }
 
-    /// Compresses and appends one object; returns its compressed size.
-    pub fn add(&mut self, id: ObjectId, raw: &[u8]) -> StoreResult<usize> {
-        let compressed = self
+    /// Appends one object; it is compressed with the rest of its chunk.
+    pub fn add(&mut self, id: ObjectId, raw: &[u8]) -> StoreResult<()> {
+        if !self.chunk.is_empty() && self.chunk.len() + raw.len() > CHUNK_SIZE {
+            self.close_chunk()?;
+        }
+        let offset = u32::try_from(self.chunk.len()).map_err(|_| too_big(&id))?;
+        let length = u32::try_from(raw.len()).map_err(|_| too_big(&id))?;
+        self.chunk.extend_from_slice(raw);
+        self.chunk_blobs.push((id, offset, length));
+        Ok(())
+    }
+
+    fn close_chunk(&mut self) -> StoreResult<()> {
+        if self.chunk_blobs.is_empty() {
+            return Ok(());
+        }
+        let frame = self
             .compressor
-            .compress(raw)
+            .compress(&self.chunk)
             .map_err(|e| StoreError::Malformed {
-                key: id.to_hex(),
+                key: self.chunk_blobs[0].0.to_hex(),
                 what: "object",
                 reason: format!("compression failed: {e}"),
             })?;
-        let too_big = |what: &str| StoreError::Malformed {
-            key: id.to_hex(),
-            what: "object",
-            reason: format!("{what} is larger than 4 GiB"),
-        };
-        let blob = IndexedBlob {
-            id,
-            offset: self.data.len() as u64,
-            length: u32::try_from(compressed.len()).map_err(|_| too_big("compressed size"))?,
-            raw_length: u32::try_from(raw.len()).map_err(|_| too_big("size"))?,
-        };
-        self.data.extend_from_slice(&compressed);
-        self.blobs.push(blob);
-        Ok(compressed.len())
+        let offset = self.data.len() as u64;
+        let length = u32::try_from(frame.len()).map_err(|_| too_big(&self.chunk_blobs[0].0))?;
+        for (id, raw_offset, raw_length) in self.chunk_blobs.drain(..) {
+            self.blobs.push(IndexedBlob {
+                id,
+                offset,
+                length,
+                raw_offset,
+                raw_length,
+            });
+        }
+        self.data.extend_from_slice(&frame);
+        self.chunk.clear();
+        Ok(())
     }
 
     /// Finishes the pack and starts a new, empty one.
-    pub fn seal(&mut self) -> SealedPack {
+    pub fn seal(&mut self) -> StoreResult<SealedPack> {
+        self.close_chunk()?;
         let data = Bytes::from(std::mem::take(&mut self.data));
-        SealedPack {
+        Ok(SealedPack {
             id: PackId::of(&data),
             data,
             blobs: std::mem::take(&mut self.blobs),
-        }
+        })
     }
 }
 
-/// Decompresses one object read from `location` and checks it against `id`.
-pub fn open_blob(id: &ObjectId, location: &Location, stored: &[u8]) -> StoreResult<Bytes> {
+/// Decompresses one frame read from `location` (`stored` is the frame's bytes); errors name
+/// `id`, the object that was asked for.
+pub fn open_frame(id: &ObjectId, location: &Location, stored: &[u8]) -> StoreResult<Vec<u8>> {
+    if stored.len() != location.length as usize {
+        return Err(StoreError::Corrupt {
+            object: *id,
+            pack: location.pack,
+            reason: format!(
+                "expected {} stored bytes, read {}",
+                location.length,
+                stored.len()
+            ),
+        });
+    }
+    zstd::stream::decode_all(stored).map_err(|e| StoreError::Corrupt {
+        object: *id,
+        pack: location.pack,
+        reason: format!("cannot decompress: {e}"),
+    })
+}
+
+/// The object `id` out of its decompressed frame, checked against its id.
+pub fn blob_from_frame(id: &ObjectId, location: &Location, frame: &[u8]) -> StoreResult<Bytes> {
     let corrupt = |reason: String| StoreError::Corrupt {
         object: *id,
         pack: location.pack,
         reason,
     };
-    if stored.len() != location.length as usize {
-        return Err(corrupt(format!(
-            "expected {} stored bytes, read {}",
-            location.length,
-            stored.len()
-        )));
-    }
-    let raw = zstd::bulk::decompress(stored, location.raw_length as usize)
-        .map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
-    if raw.len() != location.raw_length as usize {
-        return Err(corrupt(format!(
-            "expected {} bytes once decompressed, got {}",
-            location.raw_length,
-            raw.len()
-        )));
-    }
-    if ObjectId::of(&raw) != *id {
+    let start = location.raw_offset as usize;
+    let end = start + location.raw_length as usize;
+    let raw = frame.get(start..end).ok_or_else(|| {
+        corrupt(format!(
+            "its chunk holds {} bytes, the object is at {start}..{end}",
+            frame.len()
+        ))
+    })?;
+    if ObjectId::of(raw) != *id {
         return Err(corrupt("content does not match its id".to_string()));
     }
-    Ok(Bytes::from(raw))
+    Ok(Bytes::copy_from_slice(raw))
+}
+
+/// Decompresses and checks one object whose frame is `stored`.
+pub fn open_blob(id: &ObjectId, location: &Location, stored: &[u8]) -> StoreResult<Bytes> {
+    let frame = open_frame(id, location, stored)?;
+    blob_from_frame(id, location, &frame)
 }
 
 #[cfg(test)]
@@ -259,11 +327,11 @@ mod tests {
         for o in &objects {
             builder.add(ObjectId::of(o), o).unwrap();
         }
-        let pack = builder.seal();
+        let pack = builder.seal().unwrap();
         assert!(builder.is_empty());
         let indexed = pack.indexed();
         for ((id, loc), raw) in indexed.locations().zip(&objects) {
-            let range = loc.offset as usize..(loc.offset as usize + loc.length as usize);
+            let range = loc.frame().start as usize..loc.frame().end as usize;
             assert_eq!(
                 &open_blob(&id, &loc, &pack.data[range.clone()]).unwrap()[..],
                 &raw[..]
@@ -281,6 +349,34 @@ mod tests {
     }
 
     #[test]
+    fn objects_share_frames_of_about_a_chunk() {
+        let mut builder = PackBuilder::new(3).unwrap();
+        let objects: Vec<Vec<u8>> = (0..300)
+            .map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "y".repeat(1000)).into_bytes())
+            .collect();
+        for o in &objects {
+            builder.add(ObjectId::of(o), o).unwrap();
+        }
+        let pack = builder.seal().unwrap();
+        let indexed = pack.indexed();
+        let frames: std::collections::BTreeSet<u64> =
+            indexed.blobs.iter().map(|b| b.offset).collect();
+        assert!(
+            frames.len() >= 2 && frames.len() <= 4,
+            "{} frames",
+            frames.len()
+        );
+        assert!(
+            pack.data.len() < 300 * 1000 / 10,
+            "similar objects compress together"
+        );
+        for ((id, loc), raw) in indexed.locations().zip(&objects) {
+            let frame = &pack.data[loc.frame().start as usize..loc.frame().end as usize];
+            assert_eq!(&open_blob(&id, &loc, frame).unwrap()[..], &raw[..]);
+        }
+    }
+
+    #[test]
     fn index_file_round_trip_checks_its_id() {
         let index = IndexFile::new(vec![IndexedPack {
             id: PackId::of(b"p"),
@@ -289,6 +385,7 @@ mod tests {
                 id: ObjectId::of(b"o"),
                 offset: 0,
                 length: 10,
+                raw_offset: 0,
                 raw_length: 1,
             }],
         }]);
