@@ -208,6 +208,12 @@ fn measure_main(args: &[String]) -> ! {
 struct S3Counters {
     puts: AtomicU64,
     put_bytes: AtomicU64,
+    /// PUT body bytes by what they hold: `store/packs/`, `store/index/`, `store/snapshots/`
+    /// (manifests), `backup/` (plain-layout files, ours and the baseline's).
+    put_bytes_packs: AtomicU64,
+    put_bytes_index: AtomicU64,
+    put_bytes_manifests: AtomicU64,
+    put_bytes_layout: AtomicU64,
     copies: AtomicU64,
     gets: AtomicU64,
     get_bytes: AtomicU64,
@@ -226,6 +232,10 @@ struct S3Counters {
 struct S3Requests {
     puts: u64,
     put_bytes: u64,
+    put_bytes_packs: u64,
+    put_bytes_index: u64,
+    put_bytes_manifests: u64,
+    put_bytes_layout: u64,
     copies: u64,
     gets: u64,
     get_bytes: u64,
@@ -248,6 +258,17 @@ impl S3Counters {
             Method::PUT if is_copy => &self.copies,
             Method::PUT => {
                 add(&self.put_bytes, body);
+                let path = uri.path();
+                let area = if path.contains("/store/packs/") {
+                    &self.put_bytes_packs
+                } else if path.contains("/store/index/") {
+                    &self.put_bytes_index
+                } else if path.contains("/store/snapshots/") {
+                    &self.put_bytes_manifests
+                } else {
+                    &self.put_bytes_layout
+                };
+                add(area, body);
                 &self.puts
             }
             Method::GET if query.contains("list-type=2") || on_bucket => &self.lists,
@@ -273,6 +294,10 @@ impl S3Counters {
         let mut s = S3Requests {
             puts: get(&self.puts),
             put_bytes: get(&self.put_bytes),
+            put_bytes_packs: get(&self.put_bytes_packs),
+            put_bytes_index: get(&self.put_bytes_index),
+            put_bytes_manifests: get(&self.put_bytes_manifests),
+            put_bytes_layout: get(&self.put_bytes_layout),
             copies: get(&self.copies),
             gets: get(&self.gets),
             get_bytes: get(&self.get_bytes),
@@ -294,6 +319,10 @@ impl S3Requests {
         S3Requests {
             puts: self.puts - earlier.puts,
             put_bytes: self.put_bytes - earlier.put_bytes,
+            put_bytes_packs: self.put_bytes_packs - earlier.put_bytes_packs,
+            put_bytes_index: self.put_bytes_index - earlier.put_bytes_index,
+            put_bytes_manifests: self.put_bytes_manifests - earlier.put_bytes_manifests,
+            put_bytes_layout: self.put_bytes_layout - earlier.put_bytes_layout,
             copies: self.copies - earlier.copies,
             gets: self.gets - earlier.gets,
             get_bytes: self.get_bytes - earlier.get_bytes,
@@ -859,6 +888,10 @@ fn print_table(
         ),
         ("peak RSS", Box::new(|s| mib(s.peak_rss_bytes))),
         ("PUT bytes", Box::new(|s| mib(s.s3.put_bytes))),
+        ("  packs", Box::new(|s| mib(s.s3.put_bytes_packs))),
+        ("  index files", Box::new(|s| mib(s.s3.put_bytes_index))),
+        ("  manifests", Box::new(|s| mib(s.s3.put_bytes_manifests))),
+        ("  plain layout", Box::new(|s| mib(s.s3.put_bytes_layout))),
         ("PUT", Box::new(|s| s.s3.puts.to_string())),
         ("COPY", Box::new(|s| s.s3.copies.to_string())),
         ("GET", Box::new(|s| s.s3.gets.to_string())),
