@@ -46,7 +46,8 @@ pub struct ExportOptions {
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        Self { concurrency: 8 }
+        // Mostly server-side copies: each is one short request, so many in flight.
+        Self { concurrency: 32 }
     }
 }
 
