@@ -146,6 +146,8 @@ const MEASURE_FLAG: &str = "--measure";
 #[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
 struct Measured {
     wall_seconds: f64,
+    /// CPU time of the program (user + system).
+    cpu_seconds: f64,
     peak_rss_bytes: u64,
     exit_code: i32,
 }
@@ -185,6 +187,7 @@ fn measure_main(args: &[String]) -> ! {
     };
     let measured = Measured {
         wall_seconds,
+        cpu_seconds: cpu_seconds(&usage),
         // Linux reports kibibytes.
         peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
         exit_code,
@@ -197,6 +200,21 @@ fn measure_main(args: &[String]) -> ! {
         std::process::exit(1)
     }
     std::process::exit(exit_code)
+}
+
+fn cpu_seconds(usage: &libc::rusage) -> f64 {
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// CPU time of this process so far: the simulated API server, the S3 server and the proxy.
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: an all-zero `rusage` is a valid value; `getrusage` writes through the pointer.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    cpu_seconds(&usage)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -439,6 +457,10 @@ struct SnapshotFigures {
     objects: u64,
     new_objects: u64,
     wall_seconds: f64,
+    /// CPU time of the snapshot process.
+    cpu_seconds: f64,
+    /// CPU time of the servers it talked to (simulator, S3 server, proxy) meanwhile.
+    servers_cpu_seconds: f64,
     objects_per_second: f64,
     peak_rss_bytes: u64,
     s3: S3Requests,
@@ -667,11 +689,13 @@ impl Bench {
         }
         println!("\n{name}: running kube-autosave snapshot ...");
         let before = self.proxy.counters.snapshot();
+        let servers_cpu_before = own_cpu_seconds();
         let status = tokio::task::spawn_blocking(move || command.status())
             .await
             .expect("waiting for the snapshot")
             .expect("start the measuring process");
         let s3 = self.proxy.counters.snapshot().since(&before);
+        let servers_cpu_seconds = own_cpu_seconds() - servers_cpu_before;
         let measured: Option<Measured> = std::fs::read(&result)
             .ok()
             .and_then(|json| serde_json::from_slice(&json).ok());
@@ -705,6 +729,8 @@ impl Bench {
             objects: manifest.stats.objects,
             new_objects: manifest.stats.store.new_objects,
             wall_seconds: measured.wall_seconds,
+            cpu_seconds: measured.cpu_seconds,
+            servers_cpu_seconds,
             objects_per_second: manifest.stats.objects as f64 / measured.wall_seconds,
             peak_rss_bytes: measured.peak_rss_bytes,
             s3,
@@ -882,6 +908,11 @@ fn print_table(
         ("objects kept", Box::new(|s| s.objects.to_string())),
         ("new objects", Box::new(|s| s.new_objects.to_string())),
         ("wall", Box::new(|s| format!("{:.2} s", s.wall_seconds))),
+        ("CPU", Box::new(|s| format!("{:.2} s", s.cpu_seconds))),
+        (
+            "servers' CPU",
+            Box::new(|s| format!("{:.2} s", s.servers_cpu_seconds)),
+        ),
         (
             "objects/s",
             Box::new(|s| format!("{:.0}", s.objects_per_second)),
