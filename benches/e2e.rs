@@ -900,7 +900,7 @@ fn print_table(
     ratios: &[Ratios],
     targets: &[Target],
 ) {
-    let rows: Vec<(&str, Box<dyn Fn(&SnapshotFigures) -> String>)> = vec![
+    let rows: Vec<Row<SnapshotFigures>> = vec![
         (
             "cluster objects",
             Box::new(|s| s.cluster_objects.to_string()),
@@ -954,7 +954,7 @@ fn print_table(
         );
     }
     println!("baseline (every plain-layout file uploaded again):");
-    let base_rows: Vec<(&str, Box<dyn Fn(&BaselineFigures) -> String>)> = vec![
+    let base_rows: Vec<Row<BaselineFigures>> = vec![
         ("files", Box::new(|b| b.files.to_string())),
         (
             "upload wall",
@@ -971,7 +971,7 @@ fn print_table(
         );
     }
     println!("ours / baseline:");
-    let ratio_rows: Vec<(&str, Box<dyn Fn(&Ratios) -> String>)> = vec![
+    let ratio_rows: Vec<Row<Ratios>> = vec![
         ("PUT bytes", Box::new(|r| format!("{:.4}", r.put_bytes))),
         ("bytes sent", Box::new(|r| format!("{:.4}", r.bytes_sent))),
         ("requests", Box::new(|r| format!("{:.4}", r.requests))),
@@ -998,3 +998,6 @@ fn print_table(
         );
     }
 }
+
+/// A table row: its label and how to print the value from the figures.
+type Row<T> = (&'static str, Box<dyn Fn(&T) -> String>);
