@@ -43,6 +43,8 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use kube_autosave::snapshot::Manifest;
+use kube_autosave::snapshot::manifest::ManifestHead;
+use kube_autosave::store::{LocalBackend, Store, StoreConfig};
 use kube_sim::{SimConfig, SimServer};
 use serde::Serialize;
 use serde_json::json;
@@ -226,8 +228,9 @@ fn own_cpu_seconds() -> f64 {
 struct S3Counters {
     puts: AtomicU64,
     put_bytes: AtomicU64,
-    /// PUT body bytes by what they hold: `store/packs/`, `store/index/`, `store/snapshots/`
-    /// (manifests), `backup/` (plain-layout files, ours and the baseline's).
+    /// PUT body bytes by what they hold: `store/packs/` (objects, and the manifests'
+    /// listings), `store/index/`, `store/snapshots/` and `store/exports/` (manifests and
+    /// export records), `backup/` (plain-layout files, ours and the baseline's).
     put_bytes_packs: AtomicU64,
     put_bytes_index: AtomicU64,
     put_bytes_manifests: AtomicU64,
@@ -281,7 +284,7 @@ impl S3Counters {
                     &self.put_bytes_packs
                 } else if path.contains("/store/index/") {
                     &self.put_bytes_index
-                } else if path.contains("/store/snapshots/") {
+                } else if path.contains("/store/snapshots/") || path.contains("/store/exports/") {
                     &self.put_bytes_manifests
                 } else {
                     &self.put_bytes_layout
@@ -716,7 +719,7 @@ impl Bench {
             std::fs::read_to_string(&stdout_path).unwrap_or_default()
         );
 
-        let manifest = self.newest_manifest();
+        let manifest = self.newest_manifest().await;
         let export = manifest.export.clone().unwrap_or_default();
         let snapshot = manifest.time.to_string();
         let (raw_json_bytes, plain_layout_files) =
@@ -743,17 +746,22 @@ impl Bench {
         }
     }
 
-    /// The newest snapshot manifest, read from the S3 server's folder.
-    fn newest_manifest(&self) -> Manifest {
-        let folder = self.cluster_dir().join("store").join("snapshots");
-        let newest = std::fs::read_dir(&folder)
-            .expect("the snapshot manifests' folder")
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .max()
+    /// The newest snapshot manifest's figures, read from the S3 server's folder.
+    async fn newest_manifest(&self) -> ManifestHead {
+        let backend =
+            Arc::new(LocalBackend::new(self.cluster_dir()).expect("the S3 server's folder"));
+        let cache = tempfile::tempdir().expect("a temporary folder");
+        let store = Store::open(backend, cache.path(), StoreConfig::default())
+            .await
+            .expect("the store in the S3 server's folder");
+        let newest = Manifest::list(&store)
+            .await
+            .expect("the snapshot manifests")
+            .pop()
             .expect("a snapshot manifest");
-        let bytes = std::fs::read(&newest).expect("the manifest");
-        Manifest::decode(&newest.display().to_string(), &bytes).expect("a readable manifest")
+        Manifest::head(&store, &newest)
+            .await
+            .expect("a readable manifest")
     }
 
     /// What a dump-and-sync script does after each dump: upload every plain-layout file.

@@ -114,10 +114,10 @@ async fn finish_interrupted_export(
     let Some(latest) = Manifest::list(store).await?.pop() else {
         return Ok(Vec::new());
     };
-    let mut manifest = Manifest::load(store, &latest).await?;
-    if manifest.is_exported() {
+    if Manifest::export_record(store, &latest).await?.is_some() {
         return Ok(Vec::new());
     }
+    let mut manifest = Manifest::load(store, &latest).await?;
     tracing::info!(snapshot = %latest, "finishing the interrupted export of an earlier snapshot");
     export(store, &mut manifest, &settings.export, None).await?;
     Ok(vec![latest.to_string()])

@@ -174,7 +174,7 @@ impl Daemon {
                 self.metrics
                     .add(&self.metrics.bytes_copied, record.bytes_copied);
             }
-            // The manifest now records its export; it was staged again, push it.
+            // The export's record was staged; push it.
             staging::push_staged(&self.staging, concurrency).await?;
             self.pending
                 .remove(time.to_string().as_bytes())

@@ -6,8 +6,8 @@
 //! then at the destination; listings merge both. Writes of the plain layout (`backup/`) go
 //! straight to the destination, because they are server-side copies of files already there.
 //! [`push_staged`] then moves staged files to the destination in the write order the store's
-//! invariants demand — packs, then index files, then manifests, oldest first — deleting each
-//! staged file only once the destination has it.
+//! invariants demand — packs, then index files, then manifests, oldest first, then export
+//! records — deleting each staged file only once the destination has it.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -144,23 +144,25 @@ pub async fn staged_manifests(staging: &LocalBackend) -> StoreResult<Vec<String>
 }
 
 /// Moves every staged file to the destination: packs, then index files, then manifests
-/// (oldest first). A file is removed from staging only after the destination has it, so an
+/// (oldest first), then export records. A file is removed from staging only after the destination has it, so an
 /// interrupted push loses nothing and the next one carries on.
 pub async fn push_staged(backend: &StagingBackend, concurrency: usize) -> StoreResult<Pushed> {
     let mut pushed = Pushed::default();
-    for folder in [Folder::Packs, Folder::Index, Folder::Snapshots] {
+    for folder in [
+        Folder::Packs,
+        Folder::Index,
+        Folder::Snapshots,
+        Folder::Exports,
+    ] {
         let staged = backend.staging.list_all(&folder.prefix()).await?;
+        let by_time = matches!(folder, Folder::Snapshots | Folder::Exports);
         // Manifests one by one, in name (= time) order; content-addressed files in parallel.
-        let width = if matches!(folder, Folder::Snapshots) {
-            1
-        } else {
-            concurrency.max(1)
-        };
+        let width = if by_time { 1 } else { concurrency.max(1) };
         let sizes: Vec<u64> = futures::stream::iter(staged)
             .map(|meta| async move {
                 let data = backend.staging.get(&meta.key).await?;
                 let size = data.len() as u64;
-                if matches!(folder, Folder::Snapshots) {
+                if by_time {
                     backend.remote.put(&meta.key, data).await?;
                 } else {
                     backend.remote.put_if_absent(&meta.key, data).await?;

@@ -58,6 +58,8 @@ pub struct PlannedFile {
     pub name: String,
     pub key: String,
     pub ids: Vec<ObjectId>,
+    /// The size of the rendered file.
+    pub size: u64,
     pub recipe: FileHash,
 }
 
@@ -66,7 +68,6 @@ pub struct PlannedFile {
 struct Written {
     key: String,
     size: u64,
-    hash: FileHash,
     how: Transfer,
 }
 
@@ -110,7 +111,7 @@ fn file_names(manifest: &Manifest) -> Vec<String> {
 /// The files of a manifest's plain layout, in key order.
 pub fn plan(manifest: &Manifest) -> Vec<PlannedFile> {
     let names = file_names(manifest);
-    let mut files: BTreeMap<String, PlannedFile> = BTreeMap::new();
+    let mut files: BTreeMap<String, (PlannedFile, u64)> = BTreeMap::new();
     for object in &manifest.objects {
         let name = &names[object.resource as usize];
         let key = RemoteFile::Layout {
@@ -119,21 +120,24 @@ pub fn plan(manifest: &Manifest) -> Vec<PlannedFile> {
             name,
         }
         .key();
-        files
-            .entry(key.clone())
-            .or_insert_with(|| PlannedFile {
+        let (file, bytes) = files.entry(key.clone()).or_insert_with(|| {
+            let file = PlannedFile {
                 namespace: object.namespace.clone(),
                 name: name.clone(),
                 key,
                 ids: Vec::new(),
+                size: 0,
                 recipe: FileHash::of(b""),
-            })
-            .ids
-            .push(object.id);
+            };
+            (file, 0)
+        });
+        file.ids.push(object.id);
+        *bytes += object.size as u64;
     }
     files
         .into_values()
-        .map(|mut file| {
+        .map(|(mut file, bytes)| {
+            file.size = rendered_size(file.ids.len(), bytes);
             let mut hasher = blake3::Hasher::new();
             hasher.update(FORMAT);
             for id in &file.ids {
@@ -145,12 +149,21 @@ pub fn plan(manifest: &Manifest) -> Vec<PlannedFile> {
         .collect()
 }
 
+const LIST_HEAD: &[u8] = b"{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[";
+const LIST_TAIL: &[u8] = b"\n]}\n";
+
+/// The size of a rendered List of `items` objects of `bytes` bytes in all.
+pub fn rendered_size(items: usize, bytes: u64) -> u64 {
+    let separators = (2 * items).saturating_sub(1) as u64;
+    LIST_HEAD.len() as u64 + bytes + separators + LIST_TAIL.len() as u64
+}
+
 /// Renders a List file from its objects (canonical JSON each), one item per line so that
 /// the file greps and diffs well and stays valid JSON.
 pub fn render(objects: &[Bytes]) -> Bytes {
     let len: usize = objects.iter().map(|o| o.len() + 2).sum();
     let mut out = Vec::with_capacity(len + 64);
-    out.extend_from_slice(b"{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[");
+    out.extend_from_slice(LIST_HEAD);
     for (i, object) in objects.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -158,7 +171,7 @@ pub fn render(objects: &[Bytes]) -> Bytes {
         out.push(b'\n');
         out.extend_from_slice(object);
     }
-    out.extend_from_slice(b"\n]}\n");
+    out.extend_from_slice(LIST_TAIL);
     Bytes::from(out)
 }
 
@@ -192,8 +205,6 @@ impl Exporter<'_> {
         let done = |written: &Written| ExportedFile {
             key: file.key.clone(),
             size: written.size,
-            hash: written.hash,
-            recipe: file.recipe,
             objects: file.ids.len() as u64,
             how: written.how,
         };
@@ -234,7 +245,6 @@ impl Exporter<'_> {
         let written = Written {
             key: file.key.clone(),
             size: data.len() as u64,
-            hash: FileHash::of(&data),
             how: Transfer::Uploaded,
         };
         self.store
@@ -250,8 +260,8 @@ impl Exporter<'_> {
 /// What the exporter reports while it runs.
 pub type ExportProgressFn = Arc<dyn Fn(&ExportedFile) + Send + Sync>;
 
-/// Writes the plain layout of `manifest`, then records the export in the manifest and saves
-/// it. Running it again on a manifest whose export was interrupted finishes the job.
+/// Writes the plain layout of `manifest`, then records the export (`store/exports/<ts>`).
+/// Running it again on a manifest whose export was interrupted finishes the job.
 pub async fn export(
     store: &Store,
     manifest: &mut Manifest,
@@ -307,8 +317,10 @@ pub async fn export(
         store.cache().flush().await.map_err(ExportError::Manifest)?;
         return Err(e);
     }
-    results.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut record = ExportRecord::default();
+    let mut record = ExportRecord {
+        files: results.len() as u64,
+        ..ExportRecord::default()
+    };
     for file in &results {
         match file.how {
             Transfer::Copied => {
@@ -321,33 +333,31 @@ pub async fn export(
             }
         }
     }
-    record.files = results;
     record.duration_ms = started.elapsed().as_millis() as u64;
-    manifest.export = Some(record.clone());
-    manifest.save(store).await.map_err(ExportError::Manifest)?;
+    manifest
+        .save_export(store, record.clone())
+        .await
+        .map_err(ExportError::Manifest)?;
     store.cache().flush().await.map_err(ExportError::Manifest)?;
     Ok(record)
 }
 
-/// A lost local index forgets where files were written; the newest exported manifest knows,
-/// so the next export copies instead of uploading everything again.
+/// A lost local index forgets where files were written; the newest exported snapshot knows
+/// (its files are rendered from its manifest), so the next export copies instead of
+/// uploading everything again.
 async fn seed_from_latest_export(store: &Store, exporter: &Exporter<'_>, current: &Manifest) {
-    let Ok(times) = Manifest::list(store).await else {
+    let Ok(exported) = Manifest::list_exported(store).await else {
         return;
     };
-    for time in times.iter().rev().filter(|t| **t != current.time) {
+    for time in exported.iter().rev().filter(|t| **t != current.time) {
         let Ok(manifest) = Manifest::load(store, time).await else {
             continue;
         };
-        let Some(export) = manifest.export else {
-            continue;
-        };
-        for file in export.files {
+        for file in plan(&manifest) {
             let written = Written {
                 key: file.key,
                 size: file.size,
-                hash: file.hash,
-                how: file.how,
+                how: Transfer::Copied,
             };
             let _ = exporter.remember(&file.recipe, &written);
         }
@@ -377,5 +387,20 @@ mod tests {
         assert_eq!(parsed["items"][1]["metadata"]["name"], "b");
         let empty: serde_json::Value = serde_json::from_slice(&render(&[])).unwrap();
         assert_eq!(empty["items"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn the_size_of_a_file_is_known_before_it_is_rendered() {
+        for n in 0..4 {
+            let objects: Vec<Bytes> = (0..n)
+                .map(|i| Bytes::from(format!("{{\"n\":{}}}", "7".repeat(i + 1))))
+                .collect();
+            let bytes: u64 = objects.iter().map(|o| o.len() as u64).sum();
+            assert_eq!(
+                rendered_size(n, bytes),
+                render(&objects).len() as u64,
+                "{n}"
+            );
+        }
     }
 }

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::InspectError;
 use crate::snapshot::Manifest;
+use crate::snapshot::manifest::ManifestHead;
 use crate::store::{SnapshotTime, Store};
 
 /// One line of `kube-autosave list`.
@@ -25,7 +26,7 @@ pub struct SnapshotSummary {
 }
 
 impl SnapshotSummary {
-    pub fn of(manifest: &Manifest) -> Self {
+    pub fn of(manifest: &ManifestHead) -> Self {
         let export_bytes = manifest.export.as_ref().map_or(0, |e| e.bytes_uploaded);
         Self {
             time: manifest.time,
@@ -33,7 +34,7 @@ impl SnapshotSummary {
             resources_skipped: manifest.skipped.len(),
             new_objects: manifest.stats.store.new_objects,
             bytes_uploaded: manifest.stats.store.uploaded_bytes + export_bytes,
-            complete: manifest.is_exported(),
+            complete: manifest.export.is_some(),
             error: None,
         }
     }
@@ -46,7 +47,7 @@ pub async fn list(store: &Store) -> Result<Vec<SnapshotSummary>, InspectError> {
     times.reverse();
     let mut out = Vec::with_capacity(times.len());
     for time in times {
-        match Manifest::load(store, &time).await {
+        match Manifest::head(store, &time).await {
             Ok(manifest) => out.push(SnapshotSummary::of(&manifest)),
             Err(e) if e.is_transient() => return Err(e.into()),
             Err(e) => out.push(SnapshotSummary {

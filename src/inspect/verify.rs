@@ -1,6 +1,7 @@
 //! `verify`: every object a manifest references is stored and matches its id (read from the
-//! destination, never from local copies), and every plain-layout file the manifest records
-//! exists with the recorded size and hash. Each problem names the key it concerns.
+//! destination, never from local copies), and every plain-layout file of an exported
+//! snapshot exists with exactly the content its objects render to. Each problem names the
+//! key it concerns.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,11 +9,9 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use super::InspectError;
+use crate::export::{PlannedFile, plan, render};
 use crate::snapshot::Manifest;
-use crate::snapshot::manifest::ExportedFile;
-use crate::store::{
-    BackendExt, FileHash, ObjectId, PackId, RemoteFile, SnapshotTime, Store, StoreError,
-};
+use crate::store::{BackendExt, ObjectId, PackId, RemoteFile, SnapshotTime, Store, StoreError};
 
 /// Something wrong at the destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -52,7 +51,7 @@ pub async fn verify(store: &Store, times: &[SnapshotTime]) -> Result<VerifyRepor
         ..VerifyReport::default()
     };
     let mut ids = BTreeSet::new();
-    let mut files: Vec<ExportedFile> = Vec::new();
+    let mut files: Vec<PlannedFile> = Vec::new();
     for time in times {
         let key = RemoteFile::Snapshot(time).key();
         let manifest = match Manifest::load(store, time).await {
@@ -68,7 +67,7 @@ pub async fn verify(store: &Store, times: &[SnapshotTime]) -> Result<VerifyRepor
         };
         ids.extend(manifest.objects.iter().map(|o| o.id));
         match manifest.export {
-            Some(export) => files.extend(export.files),
+            Some(_) => files.extend(plan(&manifest)),
             None => report.notes.push(format!(
                 "snapshot {time} has no complete plain layout yet; the next snapshot run \
                  finishes its export"
@@ -155,14 +154,14 @@ async fn check_pack(
 
 async fn check_files(
     store: &Store,
-    files: Vec<ExportedFile>,
+    files: Vec<PlannedFile>,
     report: &mut VerifyReport,
 ) -> Result<(), InspectError> {
-    // The same key is never recorded by two snapshots (the key holds the time).
+    // The same key is never in two snapshots (the key holds the time).
     let results: Vec<Option<Problem>> = futures::stream::iter(files)
         .map(|file| async move {
             let data = store.backend().get_opt(&file.key).await?;
-            Ok::<_, StoreError>(check_file(&file, data.as_deref()))
+            check_file(store, &file, data.as_deref()).await
         })
         .buffer_unordered(FILES_IN_FLIGHT)
         .try_collect()
@@ -174,27 +173,48 @@ async fn check_files(
     Ok(())
 }
 
-fn check_file(file: &ExportedFile, data: Option<&[u8]>) -> Option<Problem> {
+/// Compares a plain-layout file with what its objects render to. Objects that cannot be read
+/// are reported by the object check; the file is then not judged.
+async fn check_file(
+    store: &Store,
+    file: &PlannedFile,
+    data: Option<&[u8]>,
+) -> Result<Option<Problem>, StoreError> {
     let message = match data {
         None => format!(
-            "plain-layout file {} is missing; the manifest records it ({} objects)",
-            file.key, file.objects
+            "plain-layout file {} is missing; the snapshot holds {} objects for it",
+            file.key,
+            file.ids.len()
         ),
         Some(data) if data.len() as u64 != file.size => format!(
-            "plain-layout file {} was changed: it has {} bytes, the manifest recorded {}",
+            "plain-layout file {} was changed: it has {} bytes, its objects render to {}",
             file.key,
             data.len(),
             file.size
         ),
-        Some(data) if FileHash::of(data) != file.hash => format!(
-            "plain-layout file {} was changed: its content does not match the hash the \
-             manifest recorded",
-            file.key
-        ),
-        Some(_) => return None,
+        Some(data) => {
+            let read: Result<Vec<(ObjectId, bytes::Bytes)>, StoreError> =
+                store.get_many(file.ids.clone()).try_collect().await;
+            let by_id: std::collections::HashMap<ObjectId, bytes::Bytes> = match read {
+                Ok(read) => read.into_iter().collect(),
+                Err(e) if e.is_transient() => return Err(e),
+                Err(_) => return Ok(None),
+            };
+            let objects: Option<Vec<bytes::Bytes>> =
+                file.ids.iter().map(|id| by_id.get(id).cloned()).collect();
+            match objects {
+                Some(objects) if render(&objects)[..] == *data => return Ok(None),
+                Some(_) => format!(
+                    "plain-layout file {} was changed: its content is not what its objects \
+                     render to",
+                    file.key
+                ),
+                None => return Ok(None),
+            }
+        }
     };
-    Some(Problem {
+    Ok(Some(Problem {
         key: file.key.clone(),
         message,
-    })
+    }))
 }

@@ -1,19 +1,31 @@
 //! The snapshot manifest: what a snapshot holds (every object with its resource, namespace,
-//! name, id and size), what it could not read and why, and its figures. It is stored under
-//! `store/snapshots/<ts>` after the packs and index files it points at; the exporter adds
-//! the plain-layout files it wrote once they are all in place.
+//! name, id and size), what it could not read and why, and its figures.
+//!
+//! It is stored in two parts, so that a snapshot that changes little costs little:
+//! - a *listing* per resource and namespace (the names, ids and sizes of its objects) is a
+//!   blob of the content-addressed store, so an unchanged listing is stored once for all
+//!   snapshots;
+//! - the root, `store/snapshots/<ts>`, names the listings and holds the rest. It is written
+//!   after the packs and index files it points at, listings included.
+//!
+//! Once the plain layout is in place, the exporter writes `store/exports/<ts>` with its
+//! figures; a snapshot without it has an incomplete plain layout.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::discovery::ResourceType;
+use futures::TryStreamExt;
+
 use crate::store::{
-    BackendExt, FileHash, Folder, ObjectId, PutStats, RemoteFile, SnapshotTime, Store, StoreError,
+    BackendExt, Folder, ObjectId, PutStats, RemoteFile, SnapshotTime, Store, StoreError,
     StoreResult,
 };
 
-pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 2;
+/// The format of a listing blob.
+const LISTING_VERSION: u32 = 1;
 
 /// Something a snapshot could not read, and why. Nothing is skipped silently.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -84,9 +96,6 @@ pub struct ExportedFile {
     /// The key under the cluster's base, `backup/<ts>/...`.
     pub key: String,
     pub size: u64,
-    pub hash: FileHash,
-    /// The hash of the ordered object ids the file renders (what decides copy-or-upload).
-    pub recipe: FileHash,
     pub objects: u64,
     /// `copied` (server-side, from an identical earlier file) or `uploaded`.
     pub how: Transfer,
@@ -99,10 +108,10 @@ pub enum Transfer {
     Uploaded,
 }
 
-/// What the exporter did; absent until the plain layout is complete.
+/// What the exporter did, stored at `store/exports/<ts>` once the plain layout is complete.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportRecord {
-    pub files: Vec<ExportedFile>,
+    pub files: u64,
     pub bytes_uploaded: u64,
     pub bytes_copied: u64,
     pub files_uploaded: u64,
@@ -110,18 +119,58 @@ pub struct ExportRecord {
     pub duration_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     pub version: u32,
     pub time: SnapshotTime,
     pub cluster: String,
     pub resources: Vec<ManifestResource>,
+    /// Sorted by resource, namespace and name.
     pub objects: Vec<ManifestObject>,
     pub skipped: Vec<Skipped>,
     pub stats: SnapshotStats,
-    /// Filled in once the plain layout is complete.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Present once the plain layout is complete.
     pub export: Option<ExportRecord>,
+}
+
+/// A manifest without its objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestHead {
+    pub time: SnapshotTime,
+    pub cluster: String,
+    pub resources: Vec<ManifestResource>,
+    pub skipped: Vec<Skipped>,
+    pub stats: SnapshotStats,
+    pub export: Option<ExportRecord>,
+}
+
+/// What `store/snapshots/<ts>` holds: the manifest, with the objects of each resource and
+/// namespace in a listing blob of the store.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredManifest {
+    version: u32,
+    time: SnapshotTime,
+    cluster: String,
+    resources: Vec<ManifestResource>,
+    listings: Vec<ListingRef>,
+    skipped: Vec<Skipped>,
+    stats: SnapshotStats,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ListingRef {
+    resource: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    namespace: Option<String>,
+    id: ObjectId,
+    objects: u32,
+}
+
+/// A listing blob: the objects of one resource in one namespace, as `[name, id, size]`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Listing {
+    listing: u32,
+    items: Vec<(String, ObjectId, u32)>,
 }
 
 impl Manifest {
@@ -142,68 +191,188 @@ impl Manifest {
         self.export.is_some()
     }
 
-    pub fn encode(&self) -> StoreResult<bytes::Bytes> {
-        let json = serde_json::to_vec(self).map_err(|e| StoreError::Malformed {
-            key: RemoteFile::Snapshot(&self.time).key(),
-            what: "manifest",
-            reason: e.to_string(),
-        })?;
-        let compressed = zstd::bulk::compress(&json, 3).map_err(|e| StoreError::Malformed {
-            key: RemoteFile::Snapshot(&self.time).key(),
-            what: "manifest",
-            reason: e.to_string(),
-        })?;
-        Ok(bytes::Bytes::from(compressed))
+    /// The objects grouped by resource and namespace (runs of the sorted object list).
+    fn groups(&self) -> impl Iterator<Item = &[ManifestObject]> {
+        self.objects
+            .chunk_by(|a, b| a.resource == b.resource && a.namespace == b.namespace)
     }
 
-    pub fn decode(key: &str, bytes: &[u8]) -> StoreResult<Self> {
-        let malformed = |reason: String| StoreError::Malformed {
-            key: key.to_string(),
-            what: "manifest",
-            reason,
-        };
-        let json = zstd::stream::decode_all(bytes).map_err(|e| malformed(e.to_string()))?;
-        let manifest: Manifest =
-            serde_json::from_slice(&json).map_err(|e| malformed(e.to_string()))?;
-        if manifest.version != MANIFEST_VERSION {
-            return Err(malformed(format!(
-                "version {} is not supported (this build reads version {MANIFEST_VERSION})",
-                manifest.version
-            )));
-        }
-        Ok(manifest)
-    }
-
-    /// Writes (or rewrites, after the export) the manifest. Callers have finished the store
-    /// writer first: every id in it is in a stored pack listed by a stored index file.
+    /// Stores the manifest: its listings through the store (packs, then index files), then
+    /// the root. Callers have finished the store writer of the objects first, so every id in
+    /// it is in a stored pack listed by a stored index file. Returns the bytes the manifest
+    /// added to the store (new listings and the root).
     pub async fn save(&self, store: &Store) -> StoreResult<u64> {
-        let bytes = self.encode()?;
+        let key = RemoteFile::Snapshot(&self.time).key();
+        let mut writer = store.writer()?;
+        let mut listings = Vec::new();
+        for group in self.groups() {
+            let listing = Listing {
+                listing: LISTING_VERSION,
+                items: group
+                    .iter()
+                    .map(|o| (o.name.clone(), o.id, o.size))
+                    .collect(),
+            };
+            let json = serde_json::to_vec(&listing).map_err(|e| malformed(&key, e))?;
+            listings.push(ListingRef {
+                resource: group[0].resource,
+                namespace: group[0].namespace.clone(),
+                id: writer.add(&json).await?,
+                objects: group.len() as u32,
+            });
+        }
+        let added = writer.finish().await?.compressed_bytes;
+        let root = StoredManifest {
+            version: MANIFEST_VERSION,
+            time: self.time,
+            cluster: self.cluster.clone(),
+            resources: self.resources.clone(),
+            listings,
+            skipped: self.skipped.clone(),
+            stats: self.stats,
+        };
+        let bytes = encode_json(&key, &root)?;
         let size = bytes.len() as u64;
-        store
-            .backend()
-            .put(&RemoteFile::Snapshot(&self.time).key(), bytes)
-            .await?;
-        Ok(size)
+        store.backend().put(&key, bytes).await?;
+        Ok(added + size)
     }
 
+    /// Reads a manifest, its listings and, when the plain layout is complete, its export
+    /// record.
     pub async fn load(store: &Store, time: &SnapshotTime) -> StoreResult<Self> {
-        let key = RemoteFile::Snapshot(time).key();
-        let bytes = store.backend().get(&key).await?;
-        Self::decode(&key, &bytes)
+        let (key, root) = read_root(store, time).await?;
+        let ids: Vec<ObjectId> = root.listings.iter().map(|l| l.id).collect();
+        let blobs: std::collections::HashMap<ObjectId, bytes::Bytes> =
+            store.get_many(ids).try_collect().await?;
+        let mut objects = Vec::with_capacity(root.stats.objects as usize);
+        for listing in &root.listings {
+            let blob = blobs
+                .get(&listing.id)
+                .ok_or(StoreError::MissingObject(listing.id))?;
+            let what = format!("{key} (listing {:#})", listing.id);
+            let decoded: Listing = serde_json::from_slice(blob).map_err(|e| malformed(&what, e))?;
+            if decoded.listing != LISTING_VERSION || decoded.items.len() != listing.objects as usize
+            {
+                return Err(malformed(&what, "unexpected version or length"));
+            }
+            objects.extend(
+                decoded
+                    .items
+                    .into_iter()
+                    .map(|(name, id, size)| ManifestObject {
+                        resource: listing.resource,
+                        namespace: listing.namespace.clone(),
+                        name,
+                        id,
+                        size,
+                    }),
+            );
+        }
+        drop(blobs);
+        let export = Self::export_record(store, time).await?;
+        Ok(Manifest {
+            version: root.version,
+            time: root.time,
+            cluster: root.cluster,
+            resources: root.resources,
+            objects,
+            skipped: root.skipped,
+            stats: root.stats,
+            export,
+        })
+    }
+
+    /// A manifest's figures without its objects (two small reads): what `list` shows.
+    pub async fn head(store: &Store, time: &SnapshotTime) -> StoreResult<ManifestHead> {
+        let (_, root) = read_root(store, time).await?;
+        Ok(ManifestHead {
+            time: root.time,
+            cluster: root.cluster,
+            resources: root.resources,
+            skipped: root.skipped,
+            stats: root.stats,
+            export: Self::export_record(store, time).await?,
+        })
+    }
+
+    /// The export record of a snapshot, `None` while its plain layout is incomplete.
+    pub async fn export_record(
+        store: &Store,
+        time: &SnapshotTime,
+    ) -> StoreResult<Option<ExportRecord>> {
+        let key = RemoteFile::Export(time).key();
+        match store.backend().get_opt(&key).await? {
+            Some(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).map_err(|e| malformed(&key, e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Records that the plain layout of this snapshot is complete.
+    pub async fn save_export(&mut self, store: &Store, record: ExportRecord) -> StoreResult<()> {
+        let key = RemoteFile::Export(&self.time).key();
+        let bytes = serde_json::to_vec_pretty(&record).map_err(|e| malformed(&key, e))?;
+        store.backend().put(&key, bytes.into()).await?;
+        self.export = Some(record);
+        Ok(())
     }
 
     /// The snapshots at the store, oldest first.
     pub async fn list(store: &Store) -> StoreResult<Vec<SnapshotTime>> {
-        let folder = Folder::Snapshots;
-        let mut times: Vec<SnapshotTime> = store
-            .backend()
-            .list_all(&folder.prefix())
-            .await?
-            .iter()
-            .filter_map(|m| folder.name_in(&m.key))
-            .filter_map(|name| name.parse().ok())
-            .collect();
-        times.sort();
-        Ok(times)
+        times_in(store, Folder::Snapshots).await
     }
+
+    /// The snapshots whose plain layout is complete, oldest first.
+    pub async fn list_exported(store: &Store) -> StoreResult<Vec<SnapshotTime>> {
+        times_in(store, Folder::Exports).await
+    }
+}
+
+async fn read_root(store: &Store, time: &SnapshotTime) -> StoreResult<(String, StoredManifest)> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    let key = RemoteFile::Snapshot(time).key();
+    let bytes = store.backend().get(&key).await?;
+    let json = zstd::stream::decode_all(&bytes[..]).map_err(|e| malformed(&key, e))?;
+    let Versioned { version } = serde_json::from_slice(&json).map_err(|e| malformed(&key, e))?;
+    if version != MANIFEST_VERSION {
+        return Err(malformed(
+            &key,
+            format!(
+                "version {version} is not supported (this build reads version {MANIFEST_VERSION})"
+            ),
+        ));
+    }
+    let root = serde_json::from_slice(&json).map_err(|e| malformed(&key, e))?;
+    Ok((key, root))
+}
+
+async fn times_in(store: &Store, folder: Folder<'_>) -> StoreResult<Vec<SnapshotTime>> {
+    let mut times: Vec<SnapshotTime> = store
+        .backend()
+        .list_all(&folder.prefix())
+        .await?
+        .iter()
+        .filter_map(|m| folder.name_in(&m.key))
+        .filter_map(|name| name.parse().ok())
+        .collect();
+    times.sort();
+    Ok(times)
+}
+
+fn malformed(key: &str, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Malformed {
+        key: key.to_string(),
+        what: "manifest",
+        reason: reason.to_string(),
+    }
+}
+
+fn encode_json<T: Serialize>(key: &str, value: &T) -> StoreResult<bytes::Bytes> {
+    let json = serde_json::to_vec(value).map_err(|e| malformed(key, e))?;
+    let compressed = zstd::bulk::compress(&json, 3).map_err(|e| malformed(key, e))?;
+    Ok(bytes::Bytes::from(compressed))
 }

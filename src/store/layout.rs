@@ -93,6 +93,8 @@ pub enum RemoteFile<'a> {
     Pack(&'a PackId),
     Index(&'a IndexId),
     Snapshot(&'a SnapshotTime),
+    /// The record of a snapshot's finished export.
+    Export(&'a SnapshotTime),
     Lock(&'a str),
     /// A plain-layout file: `backup/<ts>/[<namespace>/]<name>`.
     Layout {
@@ -111,6 +113,7 @@ impl RemoteFile<'_> {
             }
             RemoteFile::Index(id) => format!("{}{}", Folder::Index.prefix(), id.to_hex()),
             RemoteFile::Snapshot(time) => format!("{}{}", Folder::Snapshots.prefix(), time),
+            RemoteFile::Export(time) => format!("{}{}", Folder::Exports.prefix(), time),
             RemoteFile::Lock(name) => format!("{}{}", Folder::Locks.prefix(), name),
             RemoteFile::Layout {
                 time,
@@ -130,6 +133,7 @@ pub enum Folder<'a> {
     Packs,
     Index,
     Snapshots,
+    Exports,
     Locks,
     /// `backup/` itself
     BackupRoot,
@@ -144,6 +148,7 @@ impl Folder<'_> {
             Folder::Packs => "store/packs/".to_string(),
             Folder::Index => "store/index/".to_string(),
             Folder::Snapshots => "store/snapshots/".to_string(),
+            Folder::Exports => "store/exports/".to_string(),
             Folder::Locks => "store/locks/".to_string(),
             Folder::BackupRoot => "backup/".to_string(),
             Folder::Backup(time) => format!("backup/{time}/"),

@@ -155,18 +155,18 @@ impl Drop for Daemon {
     }
 }
 
-/// Manifests in S3 (read with a plain S3 client), by snapshot name.
+/// Manifests in S3 (read by a store of its own), by snapshot name.
 async fn manifests(s3: &S3Server) -> BTreeMap<String, Manifest> {
-    let client = s3_server::plain_client(s3).await;
-    let prefix = format!("{BASE}store/snapshots/");
-    s3_server::read_all(&client, &prefix)
-        .await
-        .into_iter()
-        .map(|(key, bytes)| {
-            let name = key.strip_prefix(&prefix).unwrap().to_string();
-            (name.clone(), Manifest::decode(&key, &bytes).unwrap())
-        })
-        .collect()
+    let cache = tempfile::tempdir().unwrap();
+    let store = crate::support::reader_store(s3, BASE, cache.path()).await;
+    let mut out = BTreeMap::new();
+    for time in Manifest::list(&store).await.unwrap() {
+        out.insert(
+            time.to_string(),
+            Manifest::load(&store, &time).await.unwrap(),
+        );
+    }
+    out
 }
 
 /// (kind, namespace, name) of every object in a snapshot's plain layout, read with a plain
@@ -243,7 +243,11 @@ async fn assert_complete(s3: &S3Server) -> BTreeMap<String, Manifest> {
             .unwrap_or_else(|| panic!("{name} is not exported"));
         let client = s3_server::plain_client(s3).await;
         let files = s3_server::read_all(&client, &format!("{BASE}backup/{name}/")).await;
-        assert_eq!(files.len(), export.files.len(), "{name}: layout incomplete");
+        assert_eq!(
+            files.len() as u64,
+            export.files,
+            "{name}: layout incomplete"
+        );
         assert_eq!(
             layout_objects(s3, name).await.len(),
             manifest.objects.len(),

@@ -3,11 +3,11 @@
 //! copies; an interrupted export finishes without redoing what is done.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kube_autosave::export::{ExportOptions, export};
 use kube_autosave::job::{JobProgress, JobReport, JobSettings, open_backend, run_job};
-use kube_autosave::snapshot::manifest::Transfer;
+use kube_autosave::snapshot::manifest::{ExportedFile, Transfer};
 use kube_autosave::snapshot::{Manifest, SnapshotOptions, take_snapshot};
 use kube_autosave::store::wrappers::{CountingBackend, FaultOps, FaultyBackend};
 use kube_autosave::store::{DynBackend, SnapshotTime, Store, StoreConfig};
@@ -63,11 +63,27 @@ impl Setup {
     }
 
     async fn job(&self) -> JobReport {
+        self.job_with_files().await.0
+    }
+
+    /// A job, and the plain-layout files its export reported.
+    async fn job_with_files(&self) -> (JobReport, Vec<ExportedFile>) {
         // Snapshot names have a resolution of one second.
         tokio::time::sleep(std::time::Duration::from_millis(1050)).await;
-        run_job(&self.settings, self.backend().await, JobProgress::default())
+        let files = Arc::new(Mutex::new(Vec::new()));
+        let seen = files.clone();
+        let progress = JobProgress {
+            export: Some(Arc::new(move |file: &ExportedFile| {
+                seen.lock().unwrap().push(file.clone())
+            })),
+            ..JobProgress::default()
+        };
+        let report = run_job(&self.settings, self.backend().await, progress)
             .await
-            .expect("snapshot job")
+            .expect("snapshot job");
+        let files = std::mem::take(&mut *files.lock().unwrap());
+        assert_eq!(files.len() as u64, report.export.files);
+        (report, files)
     }
 }
 
@@ -217,10 +233,11 @@ async fn the_plain_layout_matches_the_design_and_the_manifest() {
     assert_eq!(count, in_layout.len(), "an object appears in two files");
     assert_eq!(in_layout, manifest_objects(manifest));
 
-    // The export is recorded in the manifest, file by file.
+    // The export is recorded, and every file was uploaded.
     let export = manifest.export.as_ref().unwrap();
-    assert_eq!(export.files.len(), layout.len());
-    assert!(export.files.iter().all(|f| f.how == Transfer::Uploaded));
+    assert_eq!(export, &report.export);
+    assert_eq!(export.files, layout.len() as u64);
+    assert_eq!(export.files_uploaded, layout.len() as u64);
     assert_eq!(report.export.files_copied, 0);
     // And `kubectl apply -f` would take each file's items as they are (checked in the
     // restore tests); here: the server's objects are all there.
@@ -241,10 +258,10 @@ async fn the_plain_layout_matches_the_design_and_the_manifest() {
 async fn unchanged_files_are_server_side_copies_and_churn_uploads_only_changed_files() {
     let setup = Setup::new(2_000, 22).await;
     let first = setup.job().await;
-    let files = first.export.files.len() as u64;
+    let files = first.export.files;
 
-    // Nothing changed: every plain-layout file is a copy; the only PUTs are the manifest
-    // (written before the export, and again with the export's record).
+    // Nothing changed: every plain-layout file is a copy; the only PUTs are the manifest's
+    // root (its listings are all stored already) and the export's record.
     let second = setup.job().await;
     assert_eq!(second.export.files_uploaded, 0);
     assert_eq!(second.export.bytes_uploaded, 0);
@@ -264,7 +281,7 @@ async fn unchanged_files_are_server_side_copies_and_churn_uploads_only_changed_f
         .map(|o| ((o.resource, o.namespace.clone(), o.name.clone()), o.id))
         .collect();
     setup.cluster.sim.churn(0.01, 5);
-    let third = setup.job().await;
+    let (third, third_files) = setup.job_with_files().await;
     let after: BTreeMap<_, _> = third
         .manifest
         .objects
@@ -309,9 +326,7 @@ async fn unchanged_files_are_server_side_copies_and_churn_uploads_only_changed_f
         .filter(|(r, ns)| after.keys().any(|(r2, ns2, _)| r2 == r && ns2 == ns))
         .map(|(r, ns)| names(&third.manifest, *r, ns))
         .collect();
-    let uploaded: BTreeSet<String> = third
-        .export
-        .files
+    let uploaded: BTreeSet<String> = third_files
         .iter()
         .filter(|f| f.how == Transfer::Uploaded)
         .map(|f| format!("team/prod/{}", f.key))
@@ -324,6 +339,25 @@ async fn unchanged_files_are_server_side_copies_and_churn_uploads_only_changed_f
         manifest_objects(&third.manifest)
     );
     assert!(third.export.bytes_uploaded < first.export.bytes_uploaded / 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_local_index_still_copies_unchanged_files() {
+    let setup = Setup::new(500, 24).await;
+    let first = setup.job().await;
+    std::fs::remove_dir_all(&setup.settings.cache_dir).unwrap();
+    let second = setup.job().await;
+    // The store learns its objects from the index files, and the exporter where each file
+    // was written from the newest exported snapshot's manifest.
+    assert_eq!(second.manifest.stats.store.new_objects, 0);
+    assert_eq!(second.export.files_uploaded, 0);
+    assert_eq!(second.export.files_copied, first.export.files);
+    assert_eq!(second.export.bytes_copied, first.export.bytes_uploaded);
+    assert_eq!(second.requests.puts, 2, "{:?}", second.requests);
+    assert_eq!(
+        read_layout(&setup.s3, &first.manifest.time).await,
+        read_layout(&setup.s3, &second.manifest.time).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,7 +419,7 @@ async fn an_interrupted_export_is_finished_without_redoing_work() {
     .await
     .unwrap();
     let record = finished.export.as_ref().unwrap();
-    assert_eq!(record.files.len(), planned);
+    assert_eq!(record.files as usize, planned);
     assert_eq!(
         record.files_uploaded as usize, planned,
         "every file of the first snapshot was uploaded exactly once"
@@ -394,7 +428,8 @@ async fn an_interrupted_export_is_finished_without_redoing_work() {
     assert_eq!(layout.len(), planned);
     assert_eq!(layout_objects(&layout), manifest_objects(&finished));
     // The files the interrupted run wrote were not uploaded again: the rerun's PUTs are the
-    // missing files, the finished manifest, and the new (unchanged) snapshot's manifest twice.
+    // missing files and the export's record, then the new (unchanged) snapshot's manifest
+    // root and export record.
     assert_eq!(
         report.requests.puts as usize,
         planned - partial.len() + 1 + 2,

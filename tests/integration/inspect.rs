@@ -1,5 +1,5 @@
 //! What an operator sees of the snapshots: `list`, `diff` after the cluster changed, and
-//! `verify` finding a deleted pack, a flipped byte and an edited plain-layout file — through
+//! `verify` finding a deleted pack, a flipped byte and edited plain-layout files — through
 //! the library and through the binary (exit codes, JSON output), against a real S3 server.
 
 use std::collections::BTreeSet;
@@ -326,7 +326,8 @@ async fn verify_finds_a_deleted_pack_a_flipped_byte_and_an_edited_layout_file() 
         .send()
         .await
         .unwrap();
-    let file = &manifest.export.as_ref().unwrap().files[0];
+    let planned = kube_autosave::export::plan(&manifest);
+    let file = &planned[0];
     let full = format!("{PREFIX}{}", file.key);
     let mut data = s3_server::read_all(&client, &full)
         .await
@@ -335,6 +336,37 @@ async fn verify_finds_a_deleted_pack_a_flipped_byte_and_an_edited_layout_file() 
         .to_vec();
     let brace = data.iter().rposition(|b| *b == b'}').unwrap();
     data.insert(brace, b' ');
+    client
+        .put_object()
+        .bucket(s3_server::BUCKET)
+        .key(&full)
+        .body(data.into())
+        .send()
+        .await
+        .unwrap();
+
+    // And one edited without changing its size, in a file whose objects are intact.
+    let damaged = [*gone, *flipped];
+    let mut same_size = None;
+    for f in &planned[1..] {
+        let mut intact = true;
+        for id in &f.ids {
+            intact &= !damaged.contains(&store.location(id).await.unwrap().pack);
+        }
+        if intact {
+            same_size = Some(f);
+            break;
+        }
+    }
+    let same_size = same_size.expect("a file of intact objects");
+    let full = format!("{PREFIX}{}", same_size.key);
+    let mut data = s3_server::read_all(&client, &full)
+        .await
+        .remove(&full)
+        .unwrap()
+        .to_vec();
+    let at = data.windows(8).position(|w| w == b"\"name\":\"").unwrap() + 8;
+    data[at] = if data[at] == b'a' { b'b' } else { b'a' };
     client
         .put_object()
         .bucket(s3_server::BUCKET)
@@ -355,7 +387,7 @@ async fn verify_finds_a_deleted_pack_a_flipped_byte_and_an_edited_layout_file() 
         .filter(|m| m.contains(" is corrupt"))
         .count();
     assert!(corrupt >= 1, "{messages:#?}");
-    assert_eq!(report.problems.len(), corrupt + 2, "{messages:#?}");
+    assert_eq!(report.problems.len(), corrupt + 3, "{messages:#?}");
     assert!(
         messages
             .iter()
@@ -376,7 +408,18 @@ async fn verify_finds_a_deleted_pack_a_flipped_byte_and_an_edited_layout_file() 
     let keys: BTreeSet<&str> = report.problems.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(
         keys,
-        BTreeSet::from([gone_key.as_str(), flipped_key.as_str(), file.key.as_str()])
+        BTreeSet::from([
+            gone_key.as_str(),
+            flipped_key.as_str(),
+            file.key.as_str(),
+            same_size.key.as_str()
+        ])
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains(&same_size.key) && m.contains("not what its objects render to")),
+        "{messages:#?}"
     );
 
     let output = setup.run(&["verify", "latest"]);
@@ -386,7 +429,7 @@ async fn verify_finds_a_deleted_pack_a_flipped_byte_and_an_edited_layout_file() 
         stdout.contains(&format!("pack {gone_key} is missing")),
         "{stdout}"
     );
-    assert!(stdout.contains("3 problem(s)"), "{stdout}");
+    assert!(stdout.contains("4 problem(s)"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ pub mod s3_server;
 
 use std::sync::Arc;
 
-use kube_autosave::store::{DynBackend, PrefixBackend, S3Backend};
+use kube_autosave::store::{DynBackend, PrefixBackend, S3Backend, Store, StoreConfig};
 
 pub use s3_server::S3Server;
 
@@ -16,6 +16,18 @@ pub async fn s3_backend(server: &S3Server, prefix: &str) -> DynBackend {
         .await
         .expect("S3 backend");
     Arc::new(PrefixBackend::new(s3, prefix))
+}
+
+/// A reader's store on the test server under `prefix`, with its own local index in `cache`
+/// (as a restore or a verify on another machine).
+pub async fn reader_store(server: &S3Server, prefix: &str, cache: &std::path::Path) -> Store {
+    Store::open(
+        s3_backend(server, prefix).await,
+        cache,
+        StoreConfig::default(),
+    )
+    .await
+    .expect("a reader's store")
 }
 
 /// Logs of the test run go to the test's output when RUST_LOG is set.
