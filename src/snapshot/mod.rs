@@ -12,7 +12,9 @@ pub mod connect;
 pub mod discovery;
 pub mod manifest;
 pub mod rules;
+pub mod seen;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub use api::{Api, ApiError, RetryPolicy};
 pub use connect::{ClusterOptions, connect};
@@ -88,6 +91,34 @@ struct ListPage {
     items: Vec<Value>,
 }
 
+/// A list page whose items are left unparsed, to look at their metadata first.
+#[derive(Deserialize)]
+struct RawListPage<'a> {
+    #[serde(default)]
+    metadata: ListMeta,
+    #[serde(borrow, default)]
+    items: Vec<&'a RawValue>,
+}
+
+/// What says whether an object changed since it was last seen.
+#[derive(Deserialize, Default)]
+struct ItemHead<'a> {
+    #[serde(borrow, default)]
+    metadata: MetaHead<'a>,
+}
+
+#[derive(Deserialize, Default)]
+struct MetaHead<'a> {
+    #[serde(borrow, default)]
+    name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    uid: Cow<'a, str>,
+    #[serde(borrow, default, rename = "resourceVersion")]
+    resource_version: Cow<'a, str>,
+}
+
 #[derive(Deserialize, Default)]
 struct ListMeta {
     #[serde(rename = "continue", default)]
@@ -99,6 +130,12 @@ const MAX_RESTART_PAGE_SIZE: u32 = 10_000;
 
 /// The store writer stopped (its error is what the caller reports).
 struct WriterGone;
+
+/// A listed object: parsed, or left raw until it is known to have changed.
+enum Item<'a> {
+    Parsed(Value),
+    Raw(&'a RawValue),
+}
 
 /// The objects read from one resource.
 struct ResourceOutcome {
@@ -126,6 +163,8 @@ fn encode_query(value: &str) -> String {
 
 struct Lister<'a> {
     api: &'a Api,
+    store: &'a Store,
+    seen_cache: &'a SeenCache,
     options: &'a SnapshotOptions,
     objects: mpsc::Sender<(ObjectId, Bytes)>,
     progress: &'a ProgressFn,
@@ -133,6 +172,20 @@ struct Lister<'a> {
 }
 
 use tokio::sync::mpsc;
+
+use seen::{Outcome, ResourceSeen, Seen, SeenCache};
+
+/// `metadata.uid` and `metadata.resourceVersion` of a listed object ("" when absent).
+fn identity(item: &Value) -> (String, String) {
+    let field = |name: &str| {
+        item.get("metadata")
+            .and_then(|m| m.get(name))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    (field("uid"), field("resourceVersion"))
+}
 
 impl Lister<'_> {
     async fn list(&self, index: u32, rt: &ResourceType) -> Result<ResourceOutcome, WriterGone> {
@@ -144,6 +197,8 @@ impl Lister<'_> {
             pages: 0,
             restarts: 0,
         };
+        let previous = self.seen_cache.take(rt);
+        let mut seen_now: Vec<Seen> = Vec::new();
         let mut token: Option<String> = None;
         let mut page_size = self.options.page_size;
         let selector = self
@@ -180,52 +235,56 @@ impl Lister<'_> {
                     outcome.entries.clear();
                     outcome.excluded = 0;
                     outcome.bytes = 0;
+                    seen_now.clear();
                     token = None;
                     continue;
                 }
                 Err(e) => return Ok(self.skip(rt, outcome, &e)),
             };
-            let page: ListPage = match serde_json::from_slice(&body) {
-                Ok(page) => page,
+            let parsed = if previous.is_empty() {
+                serde_json::from_slice::<ListPage>(&body).map(|page| {
+                    (
+                        page.metadata,
+                        page.items.into_iter().map(Item::Parsed).collect(),
+                    )
+                })
+            } else {
+                serde_json::from_slice::<RawListPage>(&body).map(|page| {
+                    (
+                        page.metadata,
+                        page.items.into_iter().map(Item::Raw).collect(),
+                    )
+                })
+            };
+            let (metadata, items): (ListMeta, Vec<Item>) = match parsed {
+                Ok(parsed) => parsed,
                 Err(e) => {
                     return Ok(self.skip(rt, outcome, &ApiError::Decode(format!("{path}: {e}"))));
                 }
             };
-            let count = page.items.len() as u64;
-            for mut item in page.items {
-                if self.options.rules.apply(rt, &mut item).is_err() {
-                    outcome.excluded += 1;
-                    continue;
-                }
-                let metadata = item.get("metadata");
-                let name = metadata
-                    .and_then(|m| m.get("name"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                let namespace = metadata
-                    .and_then(|m| m.get("namespace"))
-                    .and_then(Value::as_str)
-                    .filter(|_| rt.namespaced)
-                    .map(str::to_string);
-                let bytes = Bytes::from(canonical::to_vec(&item));
-                let id = ObjectId::of(&bytes);
-                outcome.bytes += bytes.len() as u64;
-                outcome.entries.push(ManifestObject {
-                    resource: index,
-                    namespace,
-                    name,
-                    id,
-                    size: bytes.len() as u32,
-                });
-                self.objects
-                    .send((id, bytes))
-                    .await
-                    .map_err(|_| WriterGone)?;
+            let count = items.len() as u64;
+            for item in items {
+                let item = match item {
+                    Item::Parsed(item) => item,
+                    Item::Raw(raw) => {
+                        if self.reuse(index, rt, raw, &previous, &mut outcome, &mut seen_now) {
+                            continue;
+                        }
+                        match serde_json::from_str(raw.get()) {
+                            Ok(item) => item,
+                            Err(e) => {
+                                let e = ApiError::Decode(format!("{path}: {e}"));
+                                return Ok(self.skip(rt, outcome, &e));
+                            }
+                        }
+                    }
+                };
+                self.keep(index, rt, item, &mut outcome, &mut seen_now)
+                    .await?;
             }
             self.seen.fetch_add(count, Ordering::Relaxed);
             (self.progress)(Progress::Page { objects: count });
-            match page.metadata.continue_token.filter(|t| !t.is_empty()) {
+            match metadata.continue_token.filter(|t| !t.is_empty()) {
                 Some(next) => token = Some(next),
                 None => break,
             }
@@ -234,7 +293,110 @@ impl Lister<'_> {
             resource: rt.qualified_name(),
             objects: outcome.entries.len() as u64,
         });
+        self.seen_cache.record(rt, seen_now);
         Ok(outcome)
+    }
+
+    /// Takes an object unchanged since the previous snapshot (same uid and resourceVersion)
+    /// as it was then, without parsing it; returns whether it did.
+    fn reuse(
+        &self,
+        index: u32,
+        rt: &ResourceType,
+        raw: &RawValue,
+        previous: &ResourceSeen,
+        outcome: &mut ResourceOutcome,
+        seen_now: &mut Vec<Seen>,
+    ) -> bool {
+        let Ok(ItemHead { metadata: head }) = serde_json::from_str::<ItemHead>(raw.get()) else {
+            return false;
+        };
+        if head.uid.is_empty() || head.resource_version.is_empty() {
+            return false;
+        }
+        let namespace = head.namespace.filter(|_| rt.namespaced);
+        let key = seen::object_key(namespace.as_deref(), &head.name);
+        let Some(before) = previous.get(&key) else {
+            return false;
+        };
+        if before.uid != head.uid || before.resource_version != head.resource_version {
+            return false;
+        }
+        match before.outcome {
+            Outcome::Excluded => outcome.excluded += 1,
+            Outcome::Kept { id, size } => {
+                if !self.store.contains(&id).unwrap_or(false) {
+                    return false;
+                }
+                outcome.bytes += u64::from(size);
+                outcome.entries.push(ManifestObject {
+                    resource: index,
+                    namespace: before.namespace.clone(),
+                    name: before.name.clone(),
+                    id,
+                    size,
+                });
+            }
+        }
+        seen_now.push(before.clone());
+        true
+    }
+
+    /// Cleans an object with the rules, and hands what is kept to the store.
+    async fn keep(
+        &self,
+        index: u32,
+        rt: &ResourceType,
+        mut item: Value,
+        outcome: &mut ResourceOutcome,
+        seen_now: &mut Vec<Seen>,
+    ) -> Result<(), WriterGone> {
+        let (uid, resource_version) = identity(&item);
+        let kept = self.options.rules.apply(rt, &mut item).is_ok();
+        let metadata = item.get("metadata");
+        let name = metadata
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let namespace = metadata
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .filter(|_| rt.namespaced)
+            .map(str::to_string);
+        let mut record = Seen {
+            namespace,
+            name,
+            uid,
+            resource_version,
+            outcome: Outcome::Excluded,
+        };
+        // Without both, a later snapshot cannot tell whether the object changed.
+        let remember = !record.uid.is_empty() && !record.resource_version.is_empty();
+        if !kept {
+            outcome.excluded += 1;
+            if remember {
+                seen_now.push(record);
+            }
+            return Ok(());
+        }
+        let bytes = Bytes::from(canonical::to_vec(&item));
+        drop(item);
+        let id = ObjectId::of(&bytes);
+        let size = bytes.len() as u32;
+        outcome.bytes += bytes.len() as u64;
+        outcome.entries.push(ManifestObject {
+            resource: index,
+            namespace: record.namespace.clone(),
+            name: record.name.clone(),
+            id,
+            size,
+        });
+        record.outcome = Outcome::Kept { id, size };
+        if remember {
+            seen_now.push(record);
+        }
+        self.objects.send((id, bytes)).await.map_err(|_| WriterGone)
     }
 
     fn skip(
@@ -295,8 +457,11 @@ pub async fn take_snapshot(
     });
 
     let seen = AtomicU64::new(0);
+    let seen_cache = SeenCache::open(&store.local_file("seen"), &options.rules);
     let lister = Lister {
         api,
+        store,
+        seen_cache: &seen_cache,
         options,
         objects: sender,
         progress: &progress,
@@ -360,6 +525,8 @@ pub async fn take_snapshot(
         export: None,
     };
     manifest.save(store).await?;
+    // Only once the manifest is stored: the next snapshot trusts what this one saw.
+    seen_cache.save();
     Ok(manifest)
 }
 

@@ -199,6 +199,12 @@ impl Store {
         &self.inner.cache
     }
 
+    /// A file of this destination's local state, next to its local index
+    /// (`index-<hash>.<extension>`).
+    pub fn local_file(&self, extension: &str) -> PathBuf {
+        self.inner.cache.path().with_extension(extension)
+    }
+
     pub fn config(&self) -> &StoreConfig {
         &self.inner.config
     }

@@ -512,3 +512,68 @@ async fn unchanged_objects_are_stored_once_and_churn_stores_exactly_the_changes(
         assert!(!new.contains_key(&sim_key(deleted)));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_unchanged_since_the_last_snapshot_are_not_read_again_and_the_snapshot_is_the_same()
+{
+    let fx = Fixture::new(3_000, 16).await;
+    let first = fx.snapshot(&options()).await;
+    // The first snapshot reads every object in full: all of them go to the store writer.
+    assert_eq!(first.stats.store.objects, first.stats.objects);
+    fx.cluster.sim.churn(0.01, 7);
+    let second = fx.snapshot(&options()).await;
+
+    // Only what changed was cleaned, hashed and handed on: the objects whose id changed or
+    // that are new, and the metrics, which have no resourceVersion to compare.
+    let (old, new) = (ids_by_key(&first), ids_by_key(&second));
+    let metrics = new
+        .keys()
+        .filter(|k| k.0.ends_with(".metrics.k8s.io"))
+        .count();
+    let changed = new
+        .iter()
+        .filter(|(k, id)| !k.0.ends_with(".metrics.k8s.io") && old.get(*k) != Some(*id))
+        .count();
+    assert!(changed > 0);
+    assert_eq!(second.stats.store.objects as usize, metrics + changed);
+    assert_eq!(second.stats.objects, new.len() as u64);
+
+    // And the snapshot is what a full read of the same cluster gives (another local cache).
+    let fresh_cache = tempfile::tempdir().unwrap();
+    let fresh = Store::open(
+        fx.store.backend().clone(),
+        fresh_cache.path(),
+        StoreConfig::default(),
+    )
+    .await
+    .unwrap();
+    let api = fx.cluster.api().await;
+    let full = take_snapshot(&api, &fresh, &options(), Arc::new(|_| {}))
+        .await
+        .unwrap();
+    assert_eq!(full.stats.store.objects, full.stats.objects);
+    let without_metrics = |m: &BTreeMap<Key, ObjectId>| -> BTreeMap<Key, ObjectId> {
+        m.iter()
+            .filter(|(k, _)| !k.0.ends_with(".metrics.k8s.io"))
+            .map(|(k, id)| (k.clone(), *id))
+            .collect()
+    };
+    assert_eq!(without_metrics(&ids_by_key(&full)), without_metrics(&new));
+    assert_eq!(full.stats.excluded, second.stats.excluded);
+    assert_eq!(full.stats.bytes, second.stats.bytes);
+
+    // Other rules: everything is read in full again.
+    let mut other = options();
+    other.rules.keep_service_account_tokens = true;
+    let third = fx.snapshot(&other).await;
+    assert_eq!(third.stats.store.objects, third.stats.objects);
+
+    // A damaged cache file costs a full read, not the snapshot.
+    let path = fx.store.local_file("seen");
+    assert!(path.exists());
+    std::fs::write(&path, b"not a cache").unwrap();
+    let fourth = fx.snapshot(&other).await;
+    assert_eq!(fourth.stats.store.objects, fourth.stats.objects);
+    let fifth = fx.snapshot(&other).await;
+    assert!(fifth.stats.store.objects < fifth.stats.objects / 2);
+}

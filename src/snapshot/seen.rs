@@ -1,0 +1,277 @@
+//! What the previous snapshot saw, so that the next one does not clean, serialize and hash
+//! again the objects that did not change.
+//!
+//! The API server gives every write of an object a new `resourceVersion`, so an object
+//! listed with the same uid and resourceVersion as last time has the same content: its
+//! cleaned form, id and size (or its exclusion) are taken from here. Everything else goes
+//! the full way. The file lives next to the local index and is a cache like it: a missing,
+//! unreadable or outdated file only means a full read.
+//!
+//! It is outdated when the rules or this program changed, and after [`MAX_AGE`]: once a
+//! week every object is read in full, so that what the server serves for an unchanged
+//! object (new defaults after an upgrade) reaches the snapshots too.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::discovery::ResourceType;
+use super::rules::Rules;
+use crate::store::ObjectId;
+
+/// A full read at least this often.
+pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Bumped whenever cleaning or canonical serialization changes.
+const FORMAT: &str = "kube-autosave seen v1";
+
+/// What became of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Kept { id: ObjectId, size: u32 },
+    Excluded,
+}
+
+/// One object as last seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: String,
+    pub resource_version: String,
+    pub outcome: Outcome,
+}
+
+/// The objects of one resource type, by [`object_key`].
+pub type ResourceSeen = HashMap<String, Seen>;
+
+/// `namespace/name`, or `name` for a cluster-scoped object.
+pub fn object_key(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SeenFile {
+    fingerprint: String,
+    /// Seconds since the epoch of the full read this file descends from.
+    since: u64,
+    /// By resource type (`group/version/resource`).
+    resources: Vec<(String, Vec<Seen>)>,
+}
+
+/// The previous snapshot's objects (taken resource by resource by the listers), and what
+/// this snapshot sees (handed back by them).
+pub struct SeenCache {
+    path: PathBuf,
+    fingerprint: String,
+    since: u64,
+    previous: Mutex<HashMap<String, ResourceSeen>>,
+    current: Mutex<Vec<(String, Vec<Seen>)>>,
+}
+
+fn resource_key(rt: &ResourceType) -> String {
+    format!("{}/{}/{}", rt.group, rt.version, rt.resource)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl SeenCache {
+    /// Opens the file at `path`; an absent, unreadable or outdated one gives an empty cache.
+    pub fn open(path: &Path, rules: &Rules) -> SeenCache {
+        let fingerprint = fingerprint(rules);
+        let mut cache = SeenCache {
+            path: path.to_path_buf(),
+            fingerprint,
+            since: now(),
+            previous: Mutex::new(HashMap::new()),
+            current: Mutex::new(Vec::new()),
+        };
+        let Some(file) = read(path) else {
+            return cache;
+        };
+        let age = Duration::from_secs(cache.since.saturating_sub(file.since));
+        if file.fingerprint != cache.fingerprint || age >= MAX_AGE {
+            tracing::info!("reading every object in full (rules, program or week changed)");
+            return cache;
+        }
+        cache.since = file.since;
+        let previous = file
+            .resources
+            .into_iter()
+            .map(|(resource, objects)| {
+                let by_name = objects
+                    .into_iter()
+                    .map(|s| (object_key(s.namespace.as_deref(), &s.name), s))
+                    .collect();
+                (resource, by_name)
+            })
+            .collect();
+        cache.previous = Mutex::new(previous);
+        cache
+    }
+
+    /// The previous snapshot's objects of `rt` (each resource is taken once).
+    pub fn take(&self, rt: &ResourceType) -> ResourceSeen {
+        self.previous
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&resource_key(rt))
+            .unwrap_or_default()
+    }
+
+    /// What this snapshot saw of `rt`.
+    pub fn record(&self, rt: &ResourceType, objects: Vec<Seen>) {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((resource_key(rt), objects));
+    }
+
+    /// Writes what this snapshot saw, for the next one. Failing to write costs the next
+    /// snapshot a full read, nothing else, so it is logged, not returned.
+    pub fn save(self) {
+        let mut resources = self.current.into_inner().unwrap_or_else(|e| e.into_inner());
+        resources.sort_by(|a, b| a.0.cmp(&b.0));
+        let file = SeenFile {
+            fingerprint: self.fingerprint,
+            since: self.since,
+            resources,
+        };
+        if let Err(e) = write(&self.path, &file) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot write the seen-objects cache");
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn fingerprint(rules: &Rules) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(FORMAT.as_bytes());
+    hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
+    hasher.update(&serde_json::to_vec(rules).unwrap_or_default());
+    hasher.finalize().to_hex().to_string()
+}
+
+fn read(path: &Path) -> Option<SeenFile> {
+    let compressed = std::fs::read(path).ok()?;
+    let json = zstd::stream::decode_all(&compressed[..]).ok()?;
+    match serde_json::from_slice(&json) {
+        Ok(file) => Some(file),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable seen-objects cache");
+            None
+        }
+    }
+}
+
+fn write(path: &Path, file: &SeenFile) -> std::io::Result<()> {
+    let json = serde_json::to_vec(file)?;
+    let compressed = zstd::bulk::compress(&json, 1)?;
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, compressed)?;
+    std::fs::rename(&temp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployments(version: &str) -> ResourceType {
+        ResourceType {
+            group: "apps".into(),
+            version: version.into(),
+            kind: "Deployment".into(),
+            resource: "deployments".into(),
+            namespaced: true,
+        }
+    }
+
+    fn web() -> Seen {
+        Seen {
+            namespace: Some("prod".into()),
+            name: "web".into(),
+            uid: "d9b2".into(),
+            resource_version: "42".into(),
+            outcome: Outcome::Kept {
+                id: ObjectId::of(b"web"),
+                size: 3,
+            },
+        }
+    }
+
+    fn saved(dir: &Path, rules: &Rules) -> PathBuf {
+        let path = dir.join("index.seen");
+        let cache = SeenCache::open(&path, rules);
+        cache.record(&deployments("v1"), vec![web()]);
+        cache.save();
+        path
+    }
+
+    #[test]
+    fn what_one_snapshot_saw_the_next_one_finds_by_resource_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = saved(dir.path(), &Rules::default());
+        let cache = SeenCache::open(&path, &Rules::default());
+        // Another served version is another resource.
+        assert!(cache.take(&deployments("v1beta1")).is_empty());
+        let seen = cache.take(&deployments("v1"));
+        assert_eq!(seen.get(&object_key(Some("prod"), "web")), Some(&web()));
+        assert!(cache.take(&deployments("v1")).is_empty(), "taken once");
+    }
+
+    #[test]
+    fn other_rules_an_old_file_or_a_damaged_one_mean_a_full_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = saved(dir.path(), &Rules::default());
+        let other = Rules {
+            keep_controller_owned: true,
+            ..Rules::default()
+        };
+        assert!(
+            SeenCache::open(&path, &other)
+                .take(&deployments("v1"))
+                .is_empty()
+        );
+
+        let mut file = read(&path).unwrap();
+        file.since -= MAX_AGE.as_secs() + 1;
+        write(&path, &file).unwrap();
+        assert!(
+            SeenCache::open(&path, &Rules::default())
+                .take(&deployments("v1"))
+                .is_empty()
+        );
+
+        std::fs::write(&path, b"\x28\xb5\x2f\xfd garbage").unwrap();
+        assert!(
+            SeenCache::open(&path, &Rules::default())
+                .take(&deployments("v1"))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_week_is_counted_from_the_last_full_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = saved(dir.path(), &Rules::default());
+        let mut file = read(&path).unwrap();
+        file.since -= 3600;
+        let since = file.since;
+        write(&path, &file).unwrap();
+        let cache = SeenCache::open(&path, &Rules::default());
+        cache.record(&deployments("v1"), vec![web()]);
+        cache.save();
+        assert_eq!(read(&path).unwrap().since, since);
+    }
+}
