@@ -14,6 +14,8 @@ use super::pack::{IndexFile, Location};
 
 /// Bumped when the layout of the trees changes; an older cache is rebuilt.
 const CACHE_FORMAT: &[u8] = b"2";
+/// Entries per sled batch when an index file is recorded.
+const INSERT_BATCH: usize = 1024;
 
 pub struct Cache {
     path: PathBuf,
@@ -134,15 +136,25 @@ impl Cache {
     /// Records every entry of a stored index file, then the index file itself, so that an
     /// interrupted insert is redone at the next sync.
     pub fn insert_index_file(&self, id: &IndexId, index: &IndexFile) -> StoreResult<()> {
-        let mut batch = sled::Batch::default();
-        for pack in &index.packs {
-            for (object, location) in pack.locations() {
-                batch.insert(object.as_bytes(), &location.encode()[..]);
+        let mut entries: Vec<(ObjectId, [u8; Location::ENCODED_LEN])> = index
+            .packs
+            .iter()
+            .flat_map(|pack| pack.locations())
+            .map(|(object, location)| (object, location.encode()))
+            .collect();
+        // In key order and in small batches: sled copies a leaf on every insert and frees the
+        // old copies only between batches, so one batch of a whole index file (tens of
+        // thousands of random keys) costs hundreds of MiB at its peak.
+        entries.sort_unstable_by_key(|(object, _)| *object);
+        for chunk in entries.chunks(INSERT_BATCH) {
+            let mut batch = sled::Batch::default();
+            for (object, location) in chunk {
+                batch.insert(object.as_bytes(), &location[..]);
             }
+            self.objects
+                .apply_batch(batch)
+                .map_err(|e| sled_error(&self.path, e))?;
         }
-        self.objects
-            .apply_batch(batch)
-            .map_err(|e| sled_error(&self.path, e))?;
         self.index_files
             .insert(id.as_bytes(), &[])
             .map_err(|e| sled_error(&self.path, e))?;
