@@ -83,12 +83,68 @@ pub enum Progress {
 
 pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 
-#[derive(Deserialize)]
-struct ListPage {
-    #[serde(default)]
-    metadata: ListMeta,
-    #[serde(default)]
-    items: Vec<Value>,
+/// Reads a list page, handing each item to `each` as soon as it is parsed; returns the
+/// page's metadata.
+fn parse_page(body: &[u8], each: impl FnMut(Value)) -> Result<ListMeta, serde_json::Error> {
+    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use std::fmt;
+
+    #[derive(Deserialize)]
+    #[serde(field_identifier, rename_all = "lowercase")]
+    enum Field {
+        Metadata,
+        Items,
+        #[serde(other)]
+        Other,
+    }
+    struct Page<F>(F);
+    struct Items<'f, F>(&'f mut F);
+
+    impl<'de, F: FnMut(Value)> Visitor<'de> for Page<F> {
+        type Value = ListMeta;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list")
+        }
+        fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<ListMeta, A::Error> {
+            let mut metadata = ListMeta::default();
+            while let Some(field) = map.next_key()? {
+                match field {
+                    Field::Metadata => metadata = map.next_value()?,
+                    Field::Items => map.next_value_seed(Items(&mut self.0))?,
+                    Field::Other => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(metadata)
+        }
+    }
+    impl<'de, F: FnMut(Value)> DeserializeSeed<'de> for Items<'_, F> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de, F: FnMut(Value)> Visitor<'de> for Items<'_, F> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of items")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(item) = seq.next_element()? {
+                (self.0)(item);
+            }
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let metadata = serde::Deserializer::deserialize_map(&mut deserializer, Page(each))?;
+    deserializer.end()?;
+    Ok(metadata)
 }
 
 /// A list page whose items are left unparsed, to look at their metadata first.
@@ -130,12 +186,6 @@ const MAX_RESTART_PAGE_SIZE: u32 = 10_000;
 
 /// The store writer stopped (its error is what the caller reports).
 struct WriterGone;
-
-/// A listed object: parsed, or left raw until it is known to have changed.
-enum Item<'a> {
-    Parsed(Value),
-    Raw(&'a RawValue),
-}
 
 /// The objects read from one resource.
 struct ResourceOutcome {
@@ -241,46 +291,37 @@ impl Lister<'_> {
                 }
                 Err(e) => return Ok(self.skip(rt, outcome, &e)),
             };
+            // Cleaned objects of this page, handed to the store once the page is read.
+            let mut cleaned: Vec<(ObjectId, Bytes)> = Vec::new();
+            let mut count = 0u64;
             let parsed = if previous.is_empty() {
-                serde_json::from_slice::<ListPage>(&body).map(|page| {
-                    (
-                        page.metadata,
-                        page.items.into_iter().map(Item::Parsed).collect(),
-                    )
+                // Nothing to compare with: every item in full, one at a time, so that only
+                // one item's tree is in memory.
+                parse_page(&body, |item| {
+                    count += 1;
+                    cleaned.extend(self.clean(index, rt, item, &mut outcome, &mut seen_now));
                 })
             } else {
-                serde_json::from_slice::<RawListPage>(&body).map(|page| {
-                    (
-                        page.metadata,
-                        page.items.into_iter().map(Item::Raw).collect(),
-                    )
+                serde_json::from_slice::<RawListPage>(&body).and_then(|page| {
+                    for raw in page.items {
+                        count += 1;
+                        if self.reuse(index, rt, raw, &previous, &mut outcome, &mut seen_now) {
+                            continue;
+                        }
+                        let item = serde_json::from_str(raw.get())?;
+                        cleaned.extend(self.clean(index, rt, item, &mut outcome, &mut seen_now));
+                    }
+                    Ok(page.metadata)
                 })
             };
-            let (metadata, items): (ListMeta, Vec<Item>) = match parsed {
-                Ok(parsed) => parsed,
+            let metadata = match parsed {
+                Ok(metadata) => metadata,
                 Err(e) => {
                     return Ok(self.skip(rt, outcome, &ApiError::Decode(format!("{path}: {e}"))));
                 }
             };
-            let count = items.len() as u64;
-            for item in items {
-                let item = match item {
-                    Item::Parsed(item) => item,
-                    Item::Raw(raw) => {
-                        if self.reuse(index, rt, raw, &previous, &mut outcome, &mut seen_now) {
-                            continue;
-                        }
-                        match serde_json::from_str(raw.get()) {
-                            Ok(item) => item,
-                            Err(e) => {
-                                let e = ApiError::Decode(format!("{path}: {e}"));
-                                return Ok(self.skip(rt, outcome, &e));
-                            }
-                        }
-                    }
-                };
-                self.keep(index, rt, item, &mut outcome, &mut seen_now)
-                    .await?;
+            for object in cleaned {
+                self.objects.send(object).await.map_err(|_| WriterGone)?;
             }
             self.seen.fetch_add(count, Ordering::Relaxed);
             (self.progress)(Progress::Page { objects: count });
@@ -342,15 +383,15 @@ impl Lister<'_> {
         true
     }
 
-    /// Cleans an object with the rules, and hands what is kept to the store.
-    async fn keep(
+    /// Cleans an object with the rules; returns it, canonical and hashed, when it is kept.
+    fn clean(
         &self,
         index: u32,
         rt: &ResourceType,
         mut item: Value,
         outcome: &mut ResourceOutcome,
         seen_now: &mut Vec<Seen>,
-    ) -> Result<(), WriterGone> {
+    ) -> Option<(ObjectId, Bytes)> {
         let (uid, resource_version) = identity(&item);
         let kept = self.options.rules.apply(rt, &mut item).is_ok();
         let metadata = item.get("metadata");
@@ -378,7 +419,7 @@ impl Lister<'_> {
             if remember {
                 seen_now.push(record);
             }
-            return Ok(());
+            return None;
         }
         let bytes = Bytes::from(canonical::to_vec(&item));
         drop(item);
@@ -396,7 +437,7 @@ impl Lister<'_> {
         if remember {
             seen_now.push(record);
         }
-        self.objects.send((id, bytes)).await.map_err(|_| WriterGone)
+        Some((id, bytes))
     }
 
     fn skip(
@@ -549,6 +590,34 @@ async fn unused_time(store: &Store) -> Result<SnapshotTime, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn names(body: &str) -> Result<(Vec<String>, Option<String>), serde_json::Error> {
+        let mut names = Vec::new();
+        let metadata = parse_page(body.as_bytes(), |item| {
+            names.push(item["metadata"]["name"].as_str().unwrap().to_string())
+        })?;
+        Ok((names, metadata.continue_token))
+    }
+
+    #[test]
+    fn list_pages_are_read_item_by_item() {
+        let page = r#"{"kind":"ConfigMapList","apiVersion":"v1",
+            "metadata":{"resourceVersion":"7","continue":"abc"},
+            "items":[{"metadata":{"name":"a"}},{"metadata":{"name":"b\u00e9"}}]}"#;
+        assert_eq!(
+            names(page).unwrap(),
+            (
+                vec!["a".to_string(), "bé".to_string()],
+                Some("abc".to_string())
+            )
+        );
+        assert_eq!(names(r#"{"items":null}"#).unwrap(), (vec![], None));
+        assert_eq!(names(r#"{"metadata":{}}"#).unwrap(), (vec![], None));
+        assert!(names(r#"{"items":[{"metadata":{"name":"a"}},{"#).is_err());
+        assert!(names(r#"{"items":[]} trailing"#).is_err());
+        assert!(names(r#"[]"#).is_err());
+    }
     #[test]
     fn query_values_are_encoded() {
         assert_eq!(

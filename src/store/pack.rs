@@ -280,10 +280,34 @@ pub fn open_frame(id: &ObjectId, location: &Location, stored: &[u8]) -> StoreRes
             ),
         });
     }
-    zstd::stream::decode_all(stored).map_err(|e| StoreError::Corrupt {
+    decompress(stored).map_err(|e| StoreError::Corrupt {
         object: *id,
         pack: location.pack,
         reason: format!("cannot decompress: {e}"),
+    })
+}
+
+/// Frames larger than this (by their header) are decompressed as a stream.
+const MAX_BULK_FRAME: u64 = 64 * 1024 * 1024;
+
+/// Decompresses one frame, with a decompression context kept per thread: frames are small
+/// and many, and a context costs more to set up than a frame to decompress.
+fn decompress(stored: &[u8]) -> std::io::Result<Vec<u8>> {
+    thread_local! {
+        static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let size = match zstd::zstd_safe::get_frame_content_size(stored) {
+        Ok(Some(size)) if size <= MAX_BULK_FRAME => size as usize,
+        _ => return zstd::stream::decode_all(stored),
+    };
+    CONTEXT.with(|context| {
+        let mut context = context.borrow_mut();
+        let decompressor = match context.as_mut() {
+            Some(d) => d,
+            None => context.insert(zstd::bulk::Decompressor::new()?),
+        };
+        decompressor.decompress(stored, size)
     })
 }
 
