@@ -158,18 +158,6 @@ pub fn never_restored(group: &str, kind: &str, object: &Value) -> Option<&'stati
     }
 }
 
-/// Metadata the server assigns; an old cluster's values make a create fail or mislead.
-const SERVER_METADATA: [&str; 8] = [
-    "uid",
-    "resourceVersion",
-    "selfLink",
-    "creationTimestamp",
-    "generation",
-    "managedFields",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-];
-
 /// Labels the Job controller sets from the old Job's uid.
 const JOB_UID_LABELS: [&str; 2] = ["controller-uid", "batch.kubernetes.io/controller-uid"];
 
@@ -181,7 +169,7 @@ pub fn sanitize(group: &str, kind: &str, object: &mut Value) {
     };
     map.remove("status");
     if let Some(Value::Object(meta)) = map.get_mut("metadata") {
-        for field in SERVER_METADATA {
+        for field in crate::snapshot::rules::SERVER_METADATA {
             meta.remove(field);
         }
     }

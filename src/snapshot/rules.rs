@@ -39,22 +39,24 @@ pub struct Rules {
     pub keep_service_account_tokens: bool,
 }
 
+/// `metadata` fields the server assigns: an old cluster's values make a create in another
+/// cluster fail or mislead.
+pub const SERVER_METADATA: [&str; 8] = [
+    "uid",
+    "resourceVersion",
+    "selfLink",
+    "creationTimestamp",
+    "generation",
+    "managedFields",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+];
+
 impl Default for Rules {
     fn default() -> Self {
         Self {
             strip_status: true,
-            strip_metadata: [
-                "uid",
-                "resourceVersion",
-                "selfLink",
-                "creationTimestamp",
-                "generation",
-                "managedFields",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-            ]
-            .map(String::from)
-            .to_vec(),
+            strip_metadata: SERVER_METADATA.map(String::from).to_vec(),
             strip_fields: Vec::new(),
             strip_service_cluster_ip: true,
             strip_pvc_binding: true,

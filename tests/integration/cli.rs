@@ -1,36 +1,11 @@
 //! The `kube-autosave` binary as scripts use it: flags, environment, config file, the
 //! summary, and exit codes (0 done, 1 failed, 2 bad input, 3 done but resources skipped).
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::support::cluster::Cluster;
-use crate::support::s3_server::{self, S3Server};
-
-fn kube_autosave(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kube-autosave"));
-    command
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        // Keep the AWS chain to what the test gives it.
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            dir.join("no-aws-credentials"),
-        );
-    command
-}
-
-fn with_s3<'a>(command: &'a mut Command, s3: &S3Server) -> &'a mut Command {
-    command
-        .env("AWS_ACCESS_KEY_ID", s3_server::ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", s3_server::SECRET_KEY)
-        .env("AWS_REGION", "us-east-1")
-        .args(["--s3-endpoint", &s3.endpoint(), "--path-style"])
-}
+use crate::support::s3_server::S3Server;
+use crate::support::{binary as kube_autosave, with_s3};
 
 fn text(output: &Output) -> (String, String) {
     (

@@ -48,16 +48,7 @@ impl Daemon {
     fn start(dir: &Path, config: &Path, cluster: &Cluster, args: &[&str]) -> Daemon {
         let port = free_port();
         let log = dir.join(format!("daemon-{port}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_kube-autosave"))
-            .current_dir(dir)
-            .env_clear()
-            .env("HOME", dir)
-            .env("AWS_ACCESS_KEY_ID", s3_server::ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", s3_server::SECRET_KEY)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", dir.join("none"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("none"))
+        let child = crate::support::s3_credentials(&mut crate::support::binary(dir))
             .arg("run")
             .arg("--config")
             .arg(config)
@@ -437,9 +428,7 @@ fn the_switch_and_bad_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let run = |yaml: &str| {
         std::fs::write(dir.path().join("cluster.yaml"), yaml).unwrap();
-        let output = Command::new(env!("CARGO_BIN_EXE_kube-autosave"))
-            .current_dir(dir.path())
-            .env_clear()
+        let output = crate::support::binary(dir.path())
             .args(["run", "--config", "cluster.yaml"])
             .output()
             .unwrap();

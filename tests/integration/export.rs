@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use kube_autosave::export::{ExportOptions, export};
 use kube_autosave::job::{JobProgress, JobReport, JobSettings, open_backend, run_job};
 use kube_autosave::snapshot::manifest::{ExportedFile, Transfer};
-use kube_autosave::snapshot::{Manifest, SnapshotOptions, take_snapshot};
+use kube_autosave::snapshot::{Manifest, take_snapshot};
 use kube_autosave::store::wrappers::{CountingBackend, FaultOps, FaultyBackend};
 use kube_autosave::store::{DynBackend, SnapshotTime, Store, StoreConfig};
 use serde_json::Value;
 
-use crate::support::cluster::{Cluster, quick_retries};
+use crate::support::cluster::Cluster;
 use crate::support::s3_server::{self, S3Server};
 
 const PREFIX: &str = "team/prod/backup/";
@@ -30,20 +30,7 @@ impl Setup {
         let s3 = S3Server::start();
         let cluster = Cluster::start(objects, seed).await;
         let cache = tempfile::tempdir().unwrap();
-        let settings = JobSettings {
-            destination: "s3://backups/team".parse().unwrap(),
-            cluster_name: "prod".to_string(),
-            s3: s3.options(),
-            cache_dir: cache.path().to_path_buf(),
-            cluster: cluster.options(),
-            snapshot: SnapshotOptions {
-                cluster_name: "prod".to_string(),
-                retry: quick_retries(),
-                ..SnapshotOptions::default()
-            },
-            store: StoreConfig::default(),
-            export: ExportOptions::default(),
-        };
+        let settings = crate::support::job_settings(&s3, &cluster, cache.path());
         Setup {
             s3,
             cluster,

@@ -3,16 +3,15 @@
 //! the library and through the binary (exit codes, JSON output), against a real S3 server.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use kube_autosave::export::ExportOptions;
 use kube_autosave::inspect;
 use kube_autosave::job::{JobProgress, JobSettings, open_backend, run_job};
-use kube_autosave::snapshot::{Manifest, SnapshotOptions};
+use kube_autosave::snapshot::Manifest;
 use kube_autosave::store::{RemoteFile, Store, StoreConfig};
 use serde_json::Value;
 
-use crate::support::cluster::{Cluster, quick_retries};
+use crate::support::cluster::Cluster;
 use crate::support::s3_server::{self, S3Server};
 
 /// (qualified resource, namespace, name)
@@ -33,22 +32,12 @@ impl Setup {
         let cluster = Cluster::start(objects, seed).await;
         let cache = tempfile::tempdir().unwrap();
         let settings = JobSettings {
-            destination: "s3://backups/team".parse().unwrap(),
-            cluster_name: "prod".to_string(),
-            s3: s3.options(),
-            cache_dir: cache.path().join("job"),
-            cluster: cluster.options(),
-            snapshot: SnapshotOptions {
-                cluster_name: "prod".to_string(),
-                retry: quick_retries(),
-                ..SnapshotOptions::default()
-            },
             // Small packs, so that damage to one pack leaves others intact.
             store: StoreConfig {
                 pack_size: 64 * 1024,
                 ..StoreConfig::default()
             },
-            export: ExportOptions::default(),
+            ..crate::support::job_settings(&s3, &cluster, &cache.path().join("job"))
         };
         Setup {
             s3,
@@ -86,22 +75,8 @@ impl Setup {
     /// The binary with this setup's destination.
     fn run(&self, args: &[&str]) -> Output {
         let dir = self.cache.path();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kube-autosave"));
-        command
-            .current_dir(dir)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", dir)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                dir.join("no-aws-credentials"),
-            )
-            .env("AWS_ACCESS_KEY_ID", s3_server::ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", s3_server::SECRET_KEY)
-            .env("AWS_REGION", "us-east-1")
-            .args(["--s3-endpoint", &self.s3.endpoint(), "--path-style"])
+        let mut command = crate::support::binary(dir);
+        crate::support::with_s3(&mut command, &self.s3)
             .args(["--to", "s3://backups/team", "--cluster-name", "prod"])
             .args(["--cache-dir", &dir.join("cli").display().to_string()])
             .args(args);

@@ -4,6 +4,8 @@ pub mod cluster;
 pub mod objects;
 pub mod s3_server;
 
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 
 use kube_autosave::store::{DynBackend, PrefixBackend, S3Backend, Store, StoreConfig};
@@ -28,6 +30,60 @@ pub async fn reader_store(server: &S3Server, prefix: &str, cache: &std::path::Pa
     )
     .await
     .expect("a reader's store")
+}
+
+/// A job's settings for `s3://backups/team`, cluster `prod`, on the test servers.
+pub fn job_settings(
+    s3: &S3Server,
+    cluster: &cluster::Cluster,
+    cache_dir: &Path,
+) -> kube_autosave::job::JobSettings {
+    kube_autosave::job::JobSettings {
+        destination: "s3://backups/team".parse().unwrap(),
+        cluster_name: "prod".to_string(),
+        s3: s3.options(),
+        cache_dir: cache_dir.to_path_buf(),
+        cluster: cluster.options(),
+        snapshot: kube_autosave::snapshot::SnapshotOptions {
+            cluster_name: "prod".to_string(),
+            retry: cluster::quick_retries(),
+            ..Default::default()
+        },
+        store: StoreConfig::default(),
+        export: Default::default(),
+    }
+}
+
+/// The `kube-autosave` binary, run in `dir` with a clean environment: nothing of the
+/// machine's AWS or kube set-up leaks in.
+pub fn binary(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kube-autosave"));
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        // Keep the AWS chain to what the test gives it.
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.join("no-aws-credentials"),
+        );
+    command
+}
+
+/// The test S3 server's credentials and region, in the environment.
+pub fn s3_credentials(command: &mut Command) -> &mut Command {
+    command
+        .env("AWS_ACCESS_KEY_ID", s3_server::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", s3_server::SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+}
+
+/// The test S3 server for the binary: credentials in the environment, endpoint in flags.
+pub fn with_s3<'a>(command: &'a mut Command, s3: &S3Server) -> &'a mut Command {
+    s3_credentials(command).args(["--s3-endpoint", &s3.endpoint(), "--path-style"])
 }
 
 /// Logs of the test run go to the test's output when RUST_LOG is set.
