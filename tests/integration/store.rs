@@ -164,6 +164,51 @@ async fn conformance_s3_on_loopback() {
     assert!(server.bucket_dir().join("prefix/cluster/a/cas").is_file());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_over_64_mib_go_up_in_parts_and_read_back_whole() {
+    let server = S3Server::start();
+    let backend = support::s3_backend(&server, "big").await;
+    // 80 MiB that no two parts share: five 16 MiB parts, the last one short.
+    let mut data = Vec::with_capacity(80 * 1024 * 1024 + 5);
+    let mut rng = objects::Rng::new(7);
+    while data.len() < 80 * 1024 * 1024 + 5 {
+        data.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    let data = Bytes::from(data);
+    backend.put("backup/huge.json", data.clone()).await.unwrap();
+    assert_eq!(
+        std::fs::metadata(server.bucket_dir().join("big/backup/huge.json"))
+            .unwrap()
+            .len(),
+        data.len() as u64
+    );
+    assert_eq!(backend.get("backup/huge.json").await.unwrap(), data);
+    let tail = backend
+        .get_range(
+            "backup/huge.json",
+            64 * 1024 * 1024 - 3..64 * 1024 * 1024 + 5,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tail, data.slice(64 * 1024 * 1024 - 3..64 * 1024 * 1024 + 5));
+    // put_if_absent goes the same way, and a second one finds it there.
+    assert_eq!(
+        backend
+            .put_if_absent("store/packs/aa/big", data.clone())
+            .await
+            .unwrap(),
+        PutOutcome::Created
+    );
+    assert_eq!(
+        backend
+            .put_if_absent("store/packs/aa/big", data.clone())
+            .await
+            .unwrap(),
+        PutOutcome::AlreadyExists
+    );
+    assert_eq!(backend.get("store/packs/aa/big").await.unwrap(), data);
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
