@@ -49,6 +49,15 @@ pub enum DaemonError {
     },
 }
 
+/// Why a push did not finish; it is tried again at the next push interval.
+#[derive(Debug, thiserror::Error)]
+enum PushError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -141,7 +150,7 @@ impl Daemon {
     }
 
     /// Pushes what is staged and exports every pending snapshot, oldest first.
-    async fn push(&self) -> Result<(), StoreError> {
+    async fn push(&self) -> Result<(), PushError> {
         let before = self.remote_counts.snapshot();
         let result = self.push_pending().await;
         let sent = self.remote_counts.snapshot().since(&before);
@@ -152,7 +161,7 @@ impl Daemon {
         result
     }
 
-    async fn push_pending(&self) -> Result<(), StoreError> {
+    async fn push_pending(&self) -> Result<(), PushError> {
         let concurrency = self.settings.job.export.concurrency;
         staging::push_staged(&self.staging, concurrency).await?;
         let pending: Vec<SnapshotTime> = self
@@ -165,12 +174,8 @@ impl Daemon {
         for time in pending {
             let mut manifest = Manifest::load(&self.store, &time).await?;
             if !manifest.is_exported() {
-                let record = export(&self.store, &mut manifest, &self.settings.job.export, None)
-                    .await
-                    .map_err(|e| match e {
-                        crate::export::ExportError::Store { source, .. } => source,
-                        crate::export::ExportError::Manifest(source) => source,
-                    })?;
+                let record =
+                    export(&self.store, &mut manifest, &self.settings.job.export, None).await?;
                 self.metrics
                     .add(&self.metrics.bytes_copied, record.bytes_copied);
             }
