@@ -460,6 +460,10 @@ struct SnapshotFigures {
     objects: u64,
     new_objects: u64,
     wall_seconds: f64,
+    /// Of the wall time: reading the cluster into the store (manifest included), and
+    /// writing the plain layout.
+    read_seconds: f64,
+    export_seconds: f64,
     /// CPU time of the snapshot process.
     cpu_seconds: f64,
     /// CPU time of the servers it talked to (simulator, S3 server, proxy) meanwhile.
@@ -732,6 +736,8 @@ impl Bench {
             objects: manifest.stats.objects,
             new_objects: manifest.stats.store.new_objects,
             wall_seconds: measured.wall_seconds,
+            read_seconds: manifest.stats.duration_ms as f64 / 1000.0,
+            export_seconds: export.duration_ms as f64 / 1000.0,
             cpu_seconds: measured.cpu_seconds,
             servers_cpu_seconds,
             objects_per_second: manifest.stats.objects as f64 / measured.wall_seconds,
@@ -935,6 +941,10 @@ fn print_table(
         ("objects kept", Box::new(|s| s.objects.to_string())),
         ("new objects", Box::new(|s| s.new_objects.to_string())),
         ("wall", Box::new(|s| format!("{:.2} s", s.wall_seconds))),
+        (
+            "  read / export",
+            Box::new(|s| format!("{:.2} / {:.2} s", s.read_seconds, s.export_seconds)),
+        ),
         ("CPU", Box::new(|s| format!("{:.2} s", s.cpu_seconds))),
         (
             "servers' CPU",
