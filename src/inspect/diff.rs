@@ -1,6 +1,9 @@
 //! `diff`: what changed between two snapshots — objects added, removed and changed, and for
 //! a changed object the JSON operations (RFC 6902-like, with the old value as `from`) that
 //! turn its sanitized form in the first snapshot into the one in the second.
+//!
+//! Secret values are never shown: each is replaced by its size and a digest keyed for this
+//! run only, so a diff tells which values changed without what they are.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -141,10 +144,13 @@ pub async fn diff(store: &Store, a: &Manifest, b: &Manifest) -> Result<SnapshotD
             reason: e.to_string(),
         })
     };
+    let redactor = Redactor::new();
     let mut changed = Vec::with_capacity(changed_ids.len());
     for (object, from_id, to_id) in changed_ids {
-        let old = parse(&from_id, &object)?;
-        let new = parse(&to_id, &object)?;
+        let mut old = parse(&from_id, &object)?;
+        let mut new = parse(&to_id, &object)?;
+        redactor.redact(&object, &mut old);
+        redactor.redact(&object, &mut new);
         let mut ops = Vec::new();
         json_diff(&old, &new, &mut String::new(), &mut ops);
         changed.push(Changed {
@@ -161,6 +167,51 @@ pub async fn diff(store: &Store, a: &Manifest, b: &Manifest) -> Result<SnapshotD
         removed,
         changed,
     })
+}
+
+/// Hides the values of Secrets.
+struct Redactor {
+    key: [u8; 32],
+}
+
+impl Redactor {
+    fn new() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mut key = [0u8; 32];
+        for chunk in key.chunks_mut(8) {
+            // Each RandomState is seeded from the operating system's randomness.
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u128(nanos);
+            chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+        }
+        Self { key }
+    }
+
+    fn redact(&self, object: &ObjectRef, value: &mut Value) {
+        if object.resource != "secrets" || object.kind != "Secret" {
+            return;
+        }
+        for field in ["data", "stringData"] {
+            let Some(Value::Object(values)) = value.get_mut(field) else {
+                continue;
+            };
+            for v in values.values_mut() {
+                let text = match &mut *v {
+                    Value::String(s) => std::mem::take(s),
+                    other => other.to_string(),
+                };
+                let digest = blake3::keyed_hash(&self.key, text.as_bytes()).to_hex();
+                *v = Value::String(format!(
+                    "<secret value: {} bytes, {}>",
+                    text.len(),
+                    &digest[..12]
+                ));
+            }
+        }
+    }
 }
 
 /// Appends to `ops` the operations that turn `a` into `b`, under the JSON pointer `path`.
@@ -270,6 +321,43 @@ mod tests {
             json,
             json!({"op": "replace", "path": "/spec/replicas", "from": 1, "value": 2})
         );
+    }
+
+    #[test]
+    fn secret_values_are_hidden_but_their_changes_show() {
+        let secret = ObjectRef {
+            resource: "secrets".into(),
+            kind: "Secret".into(),
+            namespace: Some("prod".into()),
+            name: "db".into(),
+        };
+        let redactor = Redactor::new();
+        let mut old =
+            json!({"kind": "Secret", "data": {"password": "c2VjcmV0", "user": "YWRtaW4="}});
+        let mut new =
+            json!({"kind": "Secret", "data": {"password": "czNjcjN0", "user": "YWRtaW4="}});
+        redactor.redact(&secret, &mut old);
+        redactor.redact(&secret, &mut new);
+        let mut found = Vec::new();
+        json_diff(&old, &new, &mut String::new(), &mut found);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path(), "/data/password");
+        let shown = serde_json::to_string(&found).unwrap();
+        assert!(
+            !shown.contains("c2VjcmV0") && !shown.contains("czNjcjN0"),
+            "{shown}"
+        );
+        assert!(shown.contains("<secret value: 8 bytes, "), "{shown}");
+
+        // Other kinds are shown as they are.
+        let config = ObjectRef {
+            resource: "configmaps".into(),
+            kind: "ConfigMap".into(),
+            ..secret
+        };
+        let mut value = json!({"data": {"password": "plain"}});
+        redactor.redact(&config, &mut value);
+        assert_eq!(value["data"]["password"], "plain");
     }
 
     #[test]

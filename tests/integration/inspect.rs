@@ -212,12 +212,42 @@ async fn diff_after_churn_lists_exactly_the_churned_objects() {
     assert_eq!(json["changed"].as_array().unwrap().len(), modified.len());
     assert!(json["changed"][0]["ops"][0]["op"].is_string());
 
+    // Secret values never show, not even the ones that changed.
+    let secret_values: Vec<String> = churn
+        .modified
+        .iter()
+        .filter(|k| k.resource == "secrets" && modified.contains(&sim_key(k)))
+        .filter_map(|k| setup.cluster.sim.object(k))
+        .flat_map(|o| {
+            o["data"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(_, v)| v.as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .filter(|v| v.len() >= 8)
+        .collect();
+    assert!(!secret_values.is_empty(), "the churn changed no secret");
+    let json_text = String::from_utf8_lossy(&output.stdout);
+    assert!(json_text.contains("<secret value: "));
+
     let output = setup.run(&["diff", &first.time.to_string(), "latest"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.lines().filter(|l| l.starts_with("~ ")).count() == modified.len(),
         "{stdout}"
     );
+    for value in &secret_values {
+        assert!(
+            !json_text.contains(value.as_str()),
+            "a secret value in the diff"
+        );
+        assert!(
+            !stdout.contains(value.as_str()),
+            "a secret value in the diff"
+        );
+    }
     assert!(
         stdout.lines().any(|l| l.starts_with("+ ")) && stdout.lines().any(|l| l.starts_with("- "))
     );
