@@ -172,8 +172,8 @@ impl Daemon {
             .filter_map(|k| std::str::from_utf8(&k).ok().and_then(|s| s.parse().ok()))
             .collect();
         for time in pending {
-            let mut manifest = Manifest::load(&self.store, &time).await?;
-            if !manifest.is_exported() {
+            if Manifest::export_record(&self.store, &time).await?.is_none() {
+                let mut manifest = Manifest::load(&self.store, &time).await?;
                 let record =
                     export(&self.store, &mut manifest, &self.settings.job.export, None).await?;
                 self.metrics

@@ -10,7 +10,7 @@
 //! can run again on the same manifest: it finishes an interrupted export without redoing
 //! what is already in place. It never writes outside `backup/<ts>/`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -108,45 +108,43 @@ fn file_names(manifest: &Manifest) -> Vec<String> {
         .collect()
 }
 
-/// The files of a manifest's plain layout, in key order.
+/// The files of a manifest's plain layout, in key order: one per run of objects of the same
+/// resource and namespace.
 pub fn plan(manifest: &Manifest) -> Vec<PlannedFile> {
     let names = file_names(manifest);
-    let mut files: BTreeMap<String, (PlannedFile, u64)> = BTreeMap::new();
-    for object in &manifest.objects {
-        let name = &names[object.resource as usize];
-        let key = RemoteFile::Layout {
-            time: &manifest.time,
-            namespace: object.namespace.as_deref(),
-            name,
-        }
-        .key();
-        let (file, bytes) = files.entry(key.clone()).or_insert_with(|| {
-            let file = PlannedFile {
-                namespace: object.namespace.clone(),
-                name: name.clone(),
-                key,
-                ids: Vec::new(),
-                size: 0,
-                recipe: FileHash::of(b""),
-            };
-            (file, 0)
-        });
-        file.ids.push(object.id);
-        *bytes += object.size as u64;
-    }
-    files
-        .into_values()
-        .map(|(mut file, bytes)| {
-            file.size = rendered_size(file.ids.len(), bytes);
+    let mut files: Vec<PlannedFile> = manifest
+        .groups()
+        .map(|group| {
+            let first = &group[0];
+            let name = &names[first.resource as usize];
+            let ids: Vec<ObjectId> = group.iter().map(|o| o.id).collect();
+            let bytes = group.iter().map(|o| u64::from(o.size)).sum();
             let mut hasher = blake3::Hasher::new();
             hasher.update(FORMAT);
-            for id in &file.ids {
+            for id in &ids {
                 hasher.update(id.as_bytes());
             }
-            file.recipe = FileHash::from_bytes(*hasher.finalize().as_bytes());
-            file
+            PlannedFile {
+                namespace: first.namespace.clone(),
+                name: name.clone(),
+                key: RemoteFile::Layout {
+                    time: &manifest.time,
+                    namespace: first.namespace.as_deref(),
+                    name,
+                }
+                .key(),
+                size: rendered_size(ids.len(), bytes),
+                recipe: FileHash::from_bytes(*hasher.finalize().as_bytes()),
+                ids,
+            }
         })
-        .collect()
+        .collect();
+    files.sort_by(|a, b| a.key.cmp(&b.key));
+    debug_assert!(
+        files.windows(2).all(|w| w[0].key != w[1].key),
+        "manifest objects are not sorted by resource and namespace"
+    );
+    files
 }
 
 const LIST_HEAD: &[u8] = b"{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[";

@@ -191,8 +191,9 @@ impl Manifest {
         self.export.is_some()
     }
 
-    /// The objects grouped by resource and namespace (runs of the sorted object list).
-    fn groups(&self) -> impl Iterator<Item = &[ManifestObject]> {
+    /// The objects grouped by resource and namespace (runs of the sorted object list): one
+    /// group per plain-layout file.
+    pub fn groups(&self) -> impl Iterator<Item = &[ManifestObject]> {
         self.objects
             .chunk_by(|a, b| a.resource == b.resource && a.namespace == b.namespace)
     }
@@ -249,11 +250,12 @@ impl Manifest {
             let blob = blobs
                 .get(&listing.id)
                 .ok_or(StoreError::MissingObject(listing.id))?;
-            let what = format!("{key} (listing {:#})", listing.id);
-            let decoded: Listing = serde_json::from_slice(blob).map_err(|e| malformed(&what, e))?;
+            let what = || format!("{key} (listing {:#})", listing.id);
+            let decoded: Listing =
+                serde_json::from_slice(blob).map_err(|e| malformed(&what(), e))?;
             if decoded.listing != LISTING_VERSION || decoded.items.len() != listing.objects as usize
             {
-                return Err(malformed(&what, "unexpected version or length"));
+                return Err(malformed(&what(), "unexpected version or length"));
             }
             objects.extend(
                 decoded
