@@ -509,7 +509,7 @@ async fn restore_one(
             code: 409, reason, ..
         }) if reason == "AlreadyExists" => match existing {
             Existing::Skip => Outcome::Skipped,
-            Existing::Update => update(api, &format!("{collection}/{}", item.name), object).await,
+            Existing::Update => update(api, &rt.object_path(namespace, &item.name), object).await,
         },
         Err(e) => failed(e.to_string()),
     }

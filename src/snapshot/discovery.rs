@@ -57,6 +57,11 @@ impl ResourceType {
             None => format!("{base}/{}", self.resource),
         }
     }
+
+    /// The path of one object.
+    pub fn object_path(&self, namespace: Option<&str>, name: &str) -> String {
+        format!("{}/{name}", self.collection_path(namespace))
+    }
 }
 
 /// What discovery found, and what it could not read.

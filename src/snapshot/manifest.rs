@@ -85,6 +85,9 @@ pub struct SnapshotStats {
     pub duration_ms: u64,
     /// List requests sent to the API server (pages).
     pub list_requests: u64,
+    /// Single objects read from the API server (changed since the previous snapshot).
+    #[serde(default)]
+    pub get_requests: u64,
     /// Lists restarted after an expired continue token.
     pub list_restarts: u64,
     pub store: PutStats,

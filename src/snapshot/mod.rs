@@ -150,6 +150,8 @@ fn parse_page(body: &[u8], each: impl FnMut(Value)) -> Result<ListMeta, serde_js
 /// A list page whose items are left unparsed, to look at their metadata first.
 #[derive(Deserialize)]
 struct RawListPage<'a> {
+    #[serde(borrow, default)]
+    kind: Cow<'a, str>,
     #[serde(default)]
     metadata: ListMeta,
     #[serde(borrow, default)]
@@ -188,14 +190,27 @@ const MAX_RESTART_PAGE_SIZE: u32 = 10_000;
 struct WriterGone;
 
 /// The objects read from one resource.
+#[derive(Default)]
 struct ResourceOutcome {
     entries: Vec<ManifestObject>,
     skipped: Option<Skipped>,
     excluded: u64,
     bytes: u64,
     pages: u64,
+    gets: u64,
     restarts: u64,
 }
+
+/// Asks for the objects' metadata only; a server that cannot render it sends full objects.
+const METADATA_ACCEPT: &str =
+    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+
+/// When more than one object in this many changed, the resource is listed again in full
+/// instead of reading the changed objects one by one.
+const GET_SHARE: u64 = 8;
+
+/// Changed objects of one resource read at the same time.
+const GET_CONCURRENCY: usize = 4;
 
 /// Percent-encodes a query parameter value.
 fn encode_query(value: &str) -> String {
@@ -238,32 +253,144 @@ fn identity(item: &Value) -> (String, String) {
 }
 
 impl Lister<'_> {
+    /// Reads one resource: only what changed when the previous snapshot saw it, else in full.
     async fn list(&self, index: u32, rt: &ResourceType) -> Result<ResourceOutcome, WriterGone> {
-        let mut outcome = ResourceOutcome {
-            entries: Vec::new(),
-            skipped: None,
-            excluded: 0,
-            bytes: 0,
-            pages: 0,
-            restarts: 0,
-        };
         let previous = self.seen_cache.take(rt);
+        let read = if previous.is_empty() {
+            None
+        } else {
+            self.list_changes(index, rt, &previous).await?
+        };
+        let (outcome, seen_now) = match read {
+            Some(read) => read,
+            None => self.list_full(index, rt, &previous).await?,
+        };
+        if outcome.skipped.is_none() {
+            (self.progress)(Progress::ResourceDone {
+                resource: rt.qualified_name(),
+                objects: outcome.entries.len() as u64,
+            });
+            self.seen_cache.record(rt, seen_now);
+        }
+        Ok(outcome)
+    }
+
+    /// A list request for one page.
+    fn page_path(&self, rt: &ResourceType, page_size: u32, token: Option<&str>) -> String {
+        let mut path = format!("{}?limit={page_size}", rt.collection_path(None));
+        if let Some(selector) = &self.options.rules.label_selector {
+            path.push_str("&labelSelector=");
+            path.push_str(&encode_query(selector));
+        }
+        if let Some(token) = token {
+            path.push_str("&continue=");
+            path.push_str(&encode_query(token));
+        }
+        path
+    }
+
+    /// Lists the metadata of the objects only, takes the unchanged ones (same uid and
+    /// resourceVersion) as the previous snapshot saw them and reads the others one by one.
+    /// `None` when a full list is the better or the only way: the server cannot list
+    /// metadata only, a request failed (the full list retries it, or says why it skips the
+    /// resource), or more than one object in [`GET_SHARE`] changed.
+    ///
+    /// The set of objects is the one of the metadata list; a changed object is read as it
+    /// is when its turn comes, which may be a later version than the one listed.
+    async fn list_changes(
+        &self,
+        index: u32,
+        rt: &ResourceType,
+        previous: &ResourceSeen,
+    ) -> Result<Option<(ResourceOutcome, Vec<Seen>)>, WriterGone> {
+        let mut outcome = ResourceOutcome::default();
+        let mut seen_now: Vec<Seen> = Vec::new();
+        let mut changed: Vec<(Option<String>, String)> = Vec::new();
+        let mut token: Option<String> = None;
+        let mut count = 0u64;
+        loop {
+            let path = self.page_path(rt, self.options.page_size, token.as_deref());
+            outcome.pages += 1;
+            let body = match self.api.get(&path, METADATA_ACCEPT).await {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::debug!(resource = %rt.qualified_name(), error = %e, "metadata list failed; listing in full");
+                    return Ok(None);
+                }
+            };
+            let Ok(page) = serde_json::from_slice::<RawListPage>(&body) else {
+                return Ok(None);
+            };
+            if page.kind != "PartialObjectMetadataList" {
+                tracing::debug!(resource = %rt.qualified_name(), "the server lists full objects only");
+                return Ok(None);
+            }
+            for raw in page.items {
+                count += 1;
+                let Ok(ItemHead { metadata: head }) = serde_json::from_str::<ItemHead>(raw.get())
+                else {
+                    return Ok(None);
+                };
+                if !self.reuse(index, rt, &head, previous, &mut outcome, &mut seen_now) {
+                    let namespace = head.namespace.filter(|_| rt.namespaced);
+                    changed.push((namespace.map(Cow::into_owned), head.name.into_owned()));
+                }
+            }
+            // Stop early when it is clear that a full list is cheaper.
+            if changed.len() > 64 && changed.len() as u64 * GET_SHARE > count {
+                return Ok(None);
+            }
+            match page.metadata.continue_token.filter(|t| !t.is_empty()) {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        if changed.len() as u64 * GET_SHARE > count {
+            return Ok(None);
+        }
+        let mut fetched = futures::stream::iter(changed)
+            .map(|(namespace, name)| async move {
+                let path = rt.object_path(namespace.as_deref(), &name);
+                self.api.get_opt(&path).await
+            })
+            .buffered(GET_CONCURRENCY);
+        while let Some(fetched) = fetched.next().await {
+            outcome.gets += 1;
+            let item = match fetched {
+                Ok(Some(body)) => match serde_json::from_slice::<Value>(&body) {
+                    Ok(item) => item,
+                    Err(_) => return Ok(None),
+                },
+                // Deleted since it was listed.
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!(resource = %rt.qualified_name(), error = %e, "reading a changed object failed; listing in full");
+                    return Ok(None);
+                }
+            };
+            if let Some(object) = self.clean(index, rt, item, &mut outcome, &mut seen_now) {
+                self.objects.send(object).await.map_err(|_| WriterGone)?;
+            }
+        }
+        self.seen.fetch_add(count, Ordering::Relaxed);
+        (self.progress)(Progress::Page { objects: count });
+        Ok(Some((outcome, seen_now)))
+    }
+
+    /// Lists every object in full, page by page; objects unchanged since `previous` are
+    /// taken from it rather than cleaned and hashed again.
+    async fn list_full(
+        &self,
+        index: u32,
+        rt: &ResourceType,
+        previous: &ResourceSeen,
+    ) -> Result<(ResourceOutcome, Vec<Seen>), WriterGone> {
+        let mut outcome = ResourceOutcome::default();
         let mut seen_now: Vec<Seen> = Vec::new();
         let mut token: Option<String> = None;
         let mut page_size = self.options.page_size;
-        let selector = self
-            .options
-            .rules
-            .label_selector
-            .as_deref()
-            .map(|s| format!("&labelSelector={}", encode_query(s)))
-            .unwrap_or_default();
         loop {
-            let mut path = format!("{}?limit={page_size}{selector}", rt.collection_path(None),);
-            if let Some(token) = &token {
-                path.push_str("&continue=");
-                path.push_str(&encode_query(token));
-            }
+            let path = self.page_path(rt, page_size, token.as_deref());
             outcome.pages += 1;
             let body = match self.api.get(&path, "application/json").await {
                 Ok(body) => body,
@@ -272,7 +399,7 @@ impl Lister<'_> {
                     // gave so far (the store keeps the objects; they are not sent twice).
                     outcome.restarts += 1;
                     if u64::from(self.options.max_list_restarts) < outcome.restarts {
-                        return Ok(self.skip(rt, outcome, &e));
+                        return Ok((self.skip(rt, outcome, &e), seen_now));
                     }
                     // Bigger pages finish the list in fewer round trips, before the next
                     // compaction expires the token again.
@@ -289,7 +416,7 @@ impl Lister<'_> {
                     token = None;
                     continue;
                 }
-                Err(e) => return Ok(self.skip(rt, outcome, &e)),
+                Err(e) => return Ok((self.skip(rt, outcome, &e), seen_now)),
             };
             // Cleaned objects of this page, handed to the store once the page is read.
             let mut cleaned: Vec<(ObjectId, Bytes)> = Vec::new();
@@ -305,7 +432,18 @@ impl Lister<'_> {
                 serde_json::from_slice::<RawListPage>(&body).and_then(|page| {
                     for raw in page.items {
                         count += 1;
-                        if self.reuse(index, rt, raw, &previous, &mut outcome, &mut seen_now) {
+                        let reused =
+                            serde_json::from_str::<ItemHead>(raw.get()).is_ok_and(|item| {
+                                self.reuse(
+                                    index,
+                                    rt,
+                                    &item.metadata,
+                                    previous,
+                                    &mut outcome,
+                                    &mut seen_now,
+                                )
+                            });
+                        if reused {
                             continue;
                         }
                         let item = serde_json::from_str(raw.get())?;
@@ -317,7 +455,8 @@ impl Lister<'_> {
             let metadata = match parsed {
                 Ok(metadata) => metadata,
                 Err(e) => {
-                    return Ok(self.skip(rt, outcome, &ApiError::Decode(format!("{path}: {e}"))));
+                    let e = ApiError::Decode(format!("{path}: {e}"));
+                    return Ok((self.skip(rt, outcome, &e), seen_now));
                 }
             };
             for object in cleaned {
@@ -330,12 +469,7 @@ impl Lister<'_> {
                 None => break,
             }
         }
-        (self.progress)(Progress::ResourceDone {
-            resource: rt.qualified_name(),
-            objects: outcome.entries.len() as u64,
-        });
-        self.seen_cache.record(rt, seen_now);
-        Ok(outcome)
+        Ok((outcome, seen_now))
     }
 
     /// Takes an object unchanged since the previous snapshot (same uid and resourceVersion)
@@ -344,19 +478,16 @@ impl Lister<'_> {
         &self,
         index: u32,
         rt: &ResourceType,
-        raw: &RawValue,
+        head: &MetaHead,
         previous: &ResourceSeen,
         outcome: &mut ResourceOutcome,
         seen_now: &mut Vec<Seen>,
     ) -> bool {
-        let Ok(ItemHead { metadata: head }) = serde_json::from_str::<ItemHead>(raw.get()) else {
-            return false;
-        };
         if head.uid.is_empty() || head.resource_version.is_empty() {
             return false;
         }
-        let namespace = head.namespace.filter(|_| rt.namespaced);
-        let key = seen::object_key(namespace.as_deref(), &head.name);
+        let namespace = head.namespace.as_deref().filter(|_| rt.namespaced);
+        let key = seen::object_key(namespace, &head.name);
         let Some(before) = previous.get(&key) else {
             return false;
         };
@@ -531,6 +662,7 @@ pub async fn take_snapshot(
             unreachable!("a lister lost the store writer, which did not fail")
         };
         stats.list_requests += outcome.pages;
+        stats.get_requests += outcome.gets;
         stats.list_restarts += outcome.restarts;
         if let Some(skip) = outcome.skipped {
             skipped.push(skip);

@@ -79,6 +79,22 @@ fn snapshot_keys(manifest: &Manifest) -> BTreeSet<Key> {
         .collect()
 }
 
+/// Asserts that `snapshot` holds what the full read `full` holds (the metrics aside, which
+/// change on every read).
+fn same_as_full_read(snapshot: &Manifest, full: &Manifest) {
+    let without_metrics = |m: BTreeMap<Key, ObjectId>| -> BTreeMap<Key, ObjectId> {
+        m.into_iter()
+            .filter(|(k, _)| !k.0.ends_with(".metrics.k8s.io"))
+            .collect()
+    };
+    assert_eq!(
+        without_metrics(ids_by_key(full)),
+        without_metrics(ids_by_key(snapshot))
+    );
+    assert_eq!(full.stats.excluded, snapshot.stats.excluded);
+    assert_eq!(full.stats.bytes, snapshot.stats.bytes);
+}
+
 fn ids_by_key(manifest: &Manifest) -> BTreeMap<Key, ObjectId> {
     manifest
         .objects
@@ -123,6 +139,24 @@ impl Fixture {
         take_snapshot(&api, &self.store, options, Arc::new(|_| {}))
             .await
             .expect("snapshot")
+    }
+
+    /// A snapshot read in full, as with a fresh local cache.
+    async fn full_read(&self, options: &SnapshotOptions) -> Manifest {
+        let fresh_cache = tempfile::tempdir().unwrap();
+        let fresh = Store::open(
+            self.store.backend().clone(),
+            fresh_cache.path(),
+            StoreConfig::default(),
+        )
+        .await
+        .unwrap();
+        let api = self.cluster.api().await;
+        let full = take_snapshot(&api, &fresh, options, Arc::new(|_| {}))
+            .await
+            .unwrap();
+        assert_eq!(full.stats.store.objects, full.stats.objects);
+        full
     }
 
     async fn objects(&self, manifest: &Manifest) -> BTreeMap<Key, Value> {
@@ -521,7 +555,9 @@ async fn objects_unchanged_since_the_last_snapshot_are_not_read_again_and_the_sn
     // The first snapshot reads every object in full: all of them go to the store writer.
     assert_eq!(first.stats.store.objects, first.stats.objects);
     fx.cluster.sim.churn(0.01, 7);
+    let served = fx.cluster.sim.served();
     let second = fx.snapshot(&options()).await;
+    let served = fx.cluster.sim.served() - served;
 
     // Only what changed was cleaned, hashed and handed on: the objects whose id changed or
     // that are new, and the metrics, which have no resourceVersion to compare.
@@ -537,30 +573,18 @@ async fn objects_unchanged_since_the_last_snapshot_are_not_read_again_and_the_sn
     assert!(changed > 0);
     assert_eq!(second.stats.store.objects as usize, metrics + changed);
     assert_eq!(second.stats.objects, new.len() as u64);
+    // The server sent the metadata of most objects, not the objects: only the changed ones
+    // were read in full (one by one, or with their resource where many of it changed).
+    assert!(
+        served.metadata_list_items > new.len() as u64 / 2,
+        "{served:?}"
+    );
+    assert!(served.full_list_items < new.len() as u64 / 4, "{served:?}");
+    assert!(served.gets > 0, "{served:?}");
+    assert_eq!(second.stats.get_requests, served.gets);
 
     // And the snapshot is what a full read of the same cluster gives (another local cache).
-    let fresh_cache = tempfile::tempdir().unwrap();
-    let fresh = Store::open(
-        fx.store.backend().clone(),
-        fresh_cache.path(),
-        StoreConfig::default(),
-    )
-    .await
-    .unwrap();
-    let api = fx.cluster.api().await;
-    let full = take_snapshot(&api, &fresh, &options(), Arc::new(|_| {}))
-        .await
-        .unwrap();
-    assert_eq!(full.stats.store.objects, full.stats.objects);
-    let without_metrics = |m: &BTreeMap<Key, ObjectId>| -> BTreeMap<Key, ObjectId> {
-        m.iter()
-            .filter(|(k, _)| !k.0.ends_with(".metrics.k8s.io"))
-            .map(|(k, id)| (k.clone(), *id))
-            .collect()
-    };
-    assert_eq!(without_metrics(&ids_by_key(&full)), without_metrics(&new));
-    assert_eq!(full.stats.excluded, second.stats.excluded);
-    assert_eq!(full.stats.bytes, second.stats.bytes);
+    same_as_full_read(&second, &fx.full_read(&options()).await);
 
     // Other rules: everything is read in full again.
     let mut other = options();
@@ -576,4 +600,30 @@ async fn objects_unchanged_since_the_last_snapshot_are_not_read_again_and_the_sn
     assert_eq!(fourth.stats.store.objects, fourth.stats.objects);
     let fifth = fx.snapshot(&other).await;
     assert!(fifth.stats.store.objects < fifth.stats.objects / 2);
+
+    // A server that cannot list metadata only answers with full objects: they are compared
+    // the same way, and the snapshot is the same.
+    fx.cluster.sim.faults().full_lists_only(true);
+    fx.cluster.sim.churn(0.01, 8);
+    let served = fx.cluster.sim.served();
+    let sixth = fx.snapshot(&other).await;
+    let served = fx.cluster.sim.served() - served;
+    assert_eq!((served.metadata_list_items, served.gets), (0, 0));
+    assert!(sixth.stats.store.objects < sixth.stats.objects / 2);
+    same_as_full_read(&sixth, &fx.full_read(&other).await);
+
+    // Where many objects of a resource changed, it is listed again in full instead of read
+    // object by object.
+    fx.cluster.sim.faults().full_lists_only(false);
+    fx.cluster.sim.churn(0.4, 9);
+    let served = fx.cluster.sim.served();
+    let seventh = fx.snapshot(&other).await;
+    let served = fx.cluster.sim.served() - served;
+    assert!(served.metadata_list_items > 0, "{served:?}");
+    assert!(
+        served.full_list_items > seventh.stats.objects / 4,
+        "{served:?}"
+    );
+    assert!(served.gets < seventh.stats.objects / 8, "{served:?}");
+    same_as_full_read(&seventh, &fx.full_read(&other).await);
 }

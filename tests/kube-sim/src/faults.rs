@@ -1,5 +1,6 @@
 //! Faults that tests switch on and off at runtime: denied resources, unavailable groups,
-//! expiring continue tokens, throttling, latency and dropped connections.
+//! expiring continue tokens, throttling, latency, dropped connections and lists that cannot
+//! be rendered as metadata only.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -14,6 +15,7 @@ struct State {
     retry_after: u64,
     latency: Duration,
     drop_after: Option<usize>,
+    full_lists_only: bool,
 }
 
 /// Switchable faults of a [`crate::SimServer`]; every method takes `&self` and applies to
@@ -91,6 +93,13 @@ impl Faults {
         self.with(|s| s.drop_after = pages);
     }
 
+    /// With `true`, a list asked for as `PartialObjectMetadataList` answers with the full
+    /// objects (the next media type of the client's Accept header), as an aggregated API
+    /// server that cannot render metadata only does.
+    pub fn full_lists_only(&self, on: bool) {
+        self.with(|s| s.full_lists_only = on);
+    }
+
     /// Switches every fault off.
     pub fn clear(&self) {
         self.with(|s| *s = State::default());
@@ -102,6 +111,10 @@ impl Faults {
 
     pub(crate) fn is_unavailable(&self, group: &str) -> bool {
         self.with(|s| s.unavailable.contains(group))
+    }
+
+    pub(crate) fn is_full_lists_only(&self) -> bool {
+        self.with(|s| s.full_lists_only)
     }
 
     pub(crate) fn expire_after(&self) -> Option<usize> {

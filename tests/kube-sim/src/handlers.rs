@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::discovery::{Served, View};
@@ -232,7 +231,14 @@ fn list(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
         meta.push_str(&format!(",\"remainingItemCount\":{r}"));
     }
     meta.push('}');
-    match rendering(&req.accept) {
+    let rendering = match rendering(&req.accept) {
+        Rendering::Metadata if shared.faults.is_full_lists_only() => Rendering::Full,
+        other => other,
+    };
+    shared
+        .served
+        .list_items(rendering == Rendering::Metadata, page.items.len());
+    match rendering {
         Rendering::Full => {
             let size: usize = page.items.iter().map(|o| o.item_bytes(alt).len() + 1).sum();
             let mut out = Vec::with_capacity(size + meta.len() + 128);
@@ -255,16 +261,21 @@ fn list(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
             Reply::json(200, out)
         }
         Rendering::Metadata => {
-            let items: Vec<String> = page
-                .items
-                .iter()
-                .map(|o| partial_metadata(o, alt))
-                .collect();
-            let body = format!(
-                "{{\"kind\":\"PartialObjectMetadataList\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":{meta},\"items\":[{}]}}",
-                items.join(",")
+            let size: usize = page.items.iter().map(|o| o.metadata.1 as usize + 80).sum();
+            let mut out = Vec::with_capacity(size + meta.len() + 128);
+            out.extend_from_slice(
+                b"{\"kind\":\"PartialObjectMetadataList\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":",
             );
-            Reply::json(200, body.into_bytes())
+            out.extend_from_slice(meta.as_bytes());
+            out.extend_from_slice(b",\"items\":[");
+            for (i, o) in page.items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                partial_metadata(&mut out, o, alt);
+            }
+            out.extend_from_slice(b"]}");
+            Reply::json(200, out)
         }
         Rendering::Table => {
             let now = time_of_rv(shared.start_rv, current);
@@ -274,28 +285,22 @@ fn list(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
 }
 
 #[derive(Deserialize)]
-struct MetaOnly<'a> {
-    #[serde(borrow)]
-    metadata: &'a RawValue,
-}
-
-#[derive(Deserialize)]
 struct Created<'a> {
     #[serde(borrow, rename = "creationTimestamp")]
     creation_timestamp: Option<&'a str>,
 }
 
 fn raw_metadata(o: &Obj, alt: bool) -> &str {
-    serde_json::from_slice::<MetaOnly<'_>>(o.item_bytes(alt))
-        .map(|m| m.metadata.get())
-        .unwrap_or("{}")
+    std::str::from_utf8(o.metadata_bytes(alt)).unwrap_or("{}")
 }
 
-fn partial_metadata(o: &Obj, alt: bool) -> String {
-    format!(
-        "{{\"kind\":\"PartialObjectMetadata\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":{}}}",
-        raw_metadata(o, alt)
-    )
+/// Appends the object as a `PartialObjectMetadata`.
+fn partial_metadata(out: &mut Vec<u8>, o: &Obj, alt: bool) {
+    out.extend_from_slice(
+        b"{\"kind\":\"PartialObjectMetadata\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":",
+    );
+    out.extend_from_slice(o.metadata_bytes(alt));
+    out.push(b'}');
 }
 
 /// The server-side table of the generic table convertor: name and age.
@@ -381,12 +386,17 @@ fn get(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
         ));
     };
     let alt = t.served.view == View::EventsV1;
+    shared.served.get_one();
     match rendering(&req.accept) {
         Rendering::Full => Reply::json(
             200,
             obj.full_bytes(&t.served.api_version(), &t.served.def.kind, alt),
         ),
-        Rendering::Metadata => Reply::json(200, partial_metadata(&obj, alt).into_bytes()),
+        Rendering::Metadata => {
+            let mut out = Vec::new();
+            partial_metadata(&mut out, &obj, alt);
+            Reply::json(200, out)
+        }
         Rendering::Table => {
             let now = time_of_rv(shared.start_rv, shared.read().store.current_rv());
             let meta = format!("{{\"resourceVersion\":\"{}\"}}", obj.rv);

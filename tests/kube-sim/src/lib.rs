@@ -179,12 +179,65 @@ pub(crate) struct State {
 }
 
 /// State shared by the server tasks and the [`SimServer`] handle.
+/// Counts of what the resource endpoints served, see [`SimServer::served`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServedCount {
+    /// Objects sent in full as items of lists.
+    pub full_list_items: u64,
+    /// Objects sent as `PartialObjectMetadata` items of lists.
+    pub metadata_list_items: u64,
+    /// Single objects sent by GET requests, in any rendering.
+    pub gets: u64,
+}
+
+impl std::ops::Sub for ServedCount {
+    type Output = ServedCount;
+    fn sub(self, before: ServedCount) -> ServedCount {
+        ServedCount {
+            full_list_items: self.full_list_items - before.full_list_items,
+            metadata_list_items: self.metadata_list_items - before.metadata_list_items,
+            gets: self.gets - before.gets,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ServedCounters {
+    full_list_items: AtomicU64,
+    metadata_list_items: AtomicU64,
+    gets: AtomicU64,
+}
+
+impl ServedCounters {
+    pub(crate) fn list_items(&self, metadata: bool, n: usize) {
+        let counter = if metadata {
+            &self.metadata_list_items
+        } else {
+            &self.full_list_items
+        };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get_one(&self) {
+        self.gets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> ServedCount {
+        ServedCount {
+            full_list_items: self.full_list_items.load(Ordering::Relaxed),
+            metadata_list_items: self.metadata_list_items.load(Ordering::Relaxed),
+            gets: self.gets.load(Ordering::Relaxed),
+        }
+    }
+}
+
 pub(crate) struct Shared {
     pub config: SimConfig,
     pub apis: BuiltinApis,
     pub state: RwLock<State>,
     pub faults: Faults,
     pub requests: AtomicU64,
+    pub served: ServedCounters,
     pub create_log: Mutex<Vec<ObjectKey>>,
     pub crd_delay: Mutex<Duration>,
     /// Resource version at the end of start-up; the simulated clock counts from it.
@@ -349,6 +402,7 @@ impl SimServer {
             state: RwLock::new(state),
             faults: Faults::default(),
             requests: AtomicU64::new(0),
+            served: ServedCounters::default(),
             create_log: Mutex::new(Vec::new()),
             crd_delay: Mutex::new(Duration::ZERO),
             start_rv,
@@ -448,6 +502,11 @@ impl SimServer {
     /// Number of HTTP requests received so far (including rejected ones).
     pub fn request_count(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// What the resource endpoints have served so far: objects in full and as metadata only.
+    pub fn served(&self) -> ServedCount {
+        self.shared.served.get()
     }
 
     /// The newest resource version.

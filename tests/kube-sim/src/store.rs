@@ -32,6 +32,8 @@ pub(crate) struct Obj {
     /// The object as an item of a list. For built-in resources without `apiVersion` and
     /// `kind` (the real server leaves them out of list items); custom resources keep them.
     pub item: Bytes,
+    /// Where `metadata` is in `item` (start, length): a metadata-only rendering copies it.
+    pub metadata: (u32, u32),
     /// True when `item` carries `apiVersion` and `kind`.
     pub typed: bool,
     /// For core events: the `events.k8s.io/v1` rendering of the same object.
@@ -90,6 +92,7 @@ impl Obj {
             m.remove("kind");
         }
         let item = compact_json(&value)?;
+        let metadata = metadata_range(&item).ok_or("object has no metadata")?;
         let alt = match alt {
             Some(a) => {
                 let mut a = a.clone();
@@ -108,9 +111,23 @@ impl Obj {
             rv,
             labels,
             item,
+            metadata,
             typed,
             alt,
         })
+    }
+
+    /// The JSON of `metadata` in the given rendering (`alt` = events.k8s.io view).
+    pub(crate) fn metadata_bytes(&self, alt: bool) -> &[u8] {
+        let item = self.item_bytes(alt);
+        let (start, len) = match (alt, &self.alt) {
+            (true, Some(alt)) => metadata_range(alt).unwrap_or((0, 0)),
+            _ => self.metadata,
+        };
+        match item.get(start as usize..(start + len) as usize) {
+            Some(metadata) if len > 0 => metadata,
+            _ => b"{}",
+        }
     }
 
     pub(crate) fn label(&self, key: &str) -> Option<&str> {
@@ -160,6 +177,21 @@ impl Obj {
 
 /// Serialized JSON without the spare capacity of the growing buffer (up to half of it,
 /// which would otherwise stay allocated for the lifetime of the object).
+/// Where the `metadata` member's value is in a serialized object.
+fn metadata_range(item: &[u8]) -> Option<(u32, u32)> {
+    #[derive(serde::Deserialize)]
+    struct MetaOnly<'a> {
+        #[serde(borrow)]
+        metadata: &'a serde_json::value::RawValue,
+    }
+    let raw = serde_json::from_slice::<MetaOnly<'_>>(item)
+        .ok()?
+        .metadata
+        .get();
+    let start = raw.as_ptr() as usize - item.as_ptr() as usize;
+    Some((u32::try_from(start).ok()?, u32::try_from(raw.len()).ok()?))
+}
+
 fn compact_json(v: &Value) -> Result<Bytes, String> {
     let mut bytes = serde_json::to_vec(v).map_err(|e| e.to_string())?;
     bytes.shrink_to_fit();

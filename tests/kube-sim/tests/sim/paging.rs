@@ -448,3 +448,73 @@ async fn kube_dynamic_lists_cover_every_object() {
         .collect();
     assert_eq!(seen, stored);
 }
+
+#[tokio::test]
+async fn metadata_only_lists_and_gets_carry_each_objects_metadata_and_nothing_else() {
+    let server = start_n(800).await;
+    let c = client(&server).await;
+    let metadata_accept =
+        "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+    for path in [
+        "/api/v1/configmaps",
+        "/apis/apps/v1/deployments",
+        "/api/v1/namespaces",
+    ] {
+        let full = get_json(&c, path).await;
+        let partial = send(&c, "GET", path, &[("Accept", metadata_accept)], None).await;
+        assert_eq!(partial.status, 200);
+        let partial = partial.json();
+        assert_eq!(partial["kind"], "PartialObjectMetadataList", "{path}");
+        assert_eq!(partial["apiVersion"], "meta.k8s.io/v1");
+        let (full_items, partial_items) = (
+            full["items"].as_array().unwrap(),
+            partial["items"].as_array().unwrap(),
+        );
+        assert!(!full_items.is_empty());
+        assert_eq!(full_items.len(), partial_items.len(), "{path}");
+        for (f, p) in full_items.iter().zip(partial_items) {
+            assert_eq!(p["kind"], "PartialObjectMetadata");
+            assert_eq!(p["metadata"], f["metadata"], "{path}");
+            assert_eq!(p.as_object().unwrap().len(), 3, "{path}: {p}");
+        }
+        // One object, as metadata only.
+        let first = &full_items[0]["metadata"];
+        let (prefix, resource) = path.rsplit_once('/').unwrap();
+        let object_path = match first["namespace"].as_str() {
+            Some(ns) => format!("{prefix}/namespaces/{ns}/{resource}"),
+            None => path.to_string(),
+        };
+        let one = send(
+            &c,
+            "GET",
+            &format!("{object_path}/{}", first["name"].as_str().unwrap()),
+            &[(
+                "Accept",
+                "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+            )],
+            None,
+        )
+        .await;
+        assert_eq!(one.status, 200, "{object_path}");
+        assert_eq!(one.json()["metadata"], *first);
+    }
+    // A server that cannot render metadata only answers with the full list.
+    let served = server.served();
+    server.faults().full_lists_only(true);
+    let partial = send(
+        &c,
+        "GET",
+        "/api/v1/configmaps",
+        &[("Accept", metadata_accept)],
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(partial["kind"], "ConfigMapList");
+    let served = server.served() - served;
+    assert_eq!(served.metadata_list_items, 0);
+    assert_eq!(
+        served.full_list_items,
+        partial["items"].as_array().unwrap().len() as u64
+    );
+}
