@@ -58,6 +58,8 @@ pub struct PlannedFile {
     pub name: String,
     pub key: String,
     pub ids: Vec<ObjectId>,
+    /// The size of each object, in the order of `ids`.
+    pub sizes: Vec<u32>,
     /// The size of the rendered file.
     pub size: u64,
     pub recipe: FileHash,
@@ -118,7 +120,8 @@ pub fn plan(manifest: &Manifest) -> Vec<PlannedFile> {
             let first = &group[0];
             let name = &names[first.resource as usize];
             let ids: Vec<ObjectId> = group.iter().map(|o| o.id).collect();
-            let bytes = group.iter().map(|o| u64::from(o.size)).sum();
+            let sizes: Vec<u32> = group.iter().map(|o| o.size).collect();
+            let bytes = sizes.iter().map(|&size| u64::from(size)).sum();
             let mut hasher = blake3::Hasher::new();
             hasher.update(FORMAT);
             for id in &ids {
@@ -136,6 +139,7 @@ pub fn plan(manifest: &Manifest) -> Vec<PlannedFile> {
                 size: rendered_size(ids.len(), bytes),
                 recipe: FileHash::from_bytes(*hasher.finalize().as_bytes()),
                 ids,
+                sizes,
             }
         })
         .collect();
@@ -171,6 +175,31 @@ pub fn render(objects: &[Bytes]) -> Bytes {
     }
     out.extend_from_slice(LIST_TAIL);
     Bytes::from(out)
+}
+
+/// Whether `data` is exactly what [`render`] makes of the objects of `file`, checked by
+/// hashing each object's part of it against its id: no object needs to be read.
+pub fn is_rendering_of(data: &[u8], file: &PlannedFile) -> bool {
+    if data.len() as u64 != file.size {
+        return false;
+    }
+    let Some(mut rest) = data.strip_prefix(LIST_HEAD) else {
+        return false;
+    };
+    for (i, (id, &size)) in file.ids.iter().zip(&file.sizes).enumerate() {
+        let separator: &[u8] = if i == 0 { b"\n" } else { b",\n" };
+        let Some(after) = rest.strip_prefix(separator) else {
+            return false;
+        };
+        let Some((object, after)) = after.split_at_checked(size as usize) else {
+            return false;
+        };
+        if ObjectId::of(object) != *id {
+            return false;
+        }
+        rest = after;
+    }
+    rest == LIST_TAIL
 }
 
 struct Exporter<'a> {
@@ -400,5 +429,40 @@ mod tests {
                 "{n}"
             );
         }
+    }
+    #[test]
+    fn a_file_is_checked_against_its_objects_ids_without_them() {
+        let objects: Vec<Bytes> = ["a", "bb", "ccc"]
+            .iter()
+            .map(|name| Bytes::from(format!("{{\"metadata\":{{\"name\":\"{name}\"}}}}")))
+            .collect();
+        let file = |objects: &[Bytes]| PlannedFile {
+            namespace: None,
+            name: "configmaps".into(),
+            key: "backup/x/configmaps.json".into(),
+            ids: objects.iter().map(|o| ObjectId::of(o)).collect(),
+            sizes: objects.iter().map(|o| o.len() as u32).collect(),
+            size: render(objects).len() as u64,
+            recipe: FileHash::from_bytes([0; 32]),
+        };
+        for n in 0..=objects.len() {
+            assert!(is_rendering_of(
+                &render(&objects[..n]),
+                &file(&objects[..n])
+            ));
+        }
+        let planned = file(&objects);
+        let good = render(&objects).to_vec();
+        // One byte changed anywhere, in an object or in the List around them.
+        for at in [0, LIST_HEAD.len() + 3, good.len() / 2, good.len() - 2] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x20;
+            assert!(!is_rendering_of(&bad, &planned), "byte {at}");
+        }
+        // The same objects in another order, and a file cut short.
+        let swapped = [objects[1].clone(), objects[0].clone(), objects[2].clone()];
+        assert!(!is_rendering_of(&render(&swapped), &planned));
+        assert!(!is_rendering_of(&good[..good.len() - 1], &planned));
+        assert!(!is_rendering_of(b"", &planned));
     }
 }
