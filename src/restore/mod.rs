@@ -157,23 +157,45 @@ pub struct Plan {
     pub left_out: BTreeMap<String, u64>,
 }
 
+fn is_crd(item: &Item) -> bool {
+    item.group == "apiextensions.k8s.io" && item.kind == "CustomResourceDefinition"
+}
+
+/// The group a CRD defines.
+fn crd_group(crd: &Value) -> Option<String> {
+    crd.pointer("/spec/group")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// The item with its object made ready for the create, as text again.
+fn prepared(mut item: Item, mut object: Value) -> Item {
+    order::sanitize(&item.group, &item.kind, &mut object);
+    item.object = Bytes::from(object.to_string());
+    item
+}
+
 impl Plan {
-    /// Orders and filters the items; prepares each object for the create.
+    /// Orders and filters the items; prepares each object for the create. Each object is
+    /// parsed here once, and kept as text again once prepared.
     pub fn new(items: Vec<Item>, filters: &Filters) -> Plan {
         let mut plan = Plan::default();
         let crd_groups: BTreeSet<String> = items
             .iter()
-            .filter(|i| i.group == "apiextensions.k8s.io" && i.kind == "CustomResourceDefinition")
-            .filter_map(|i| i.object.pointer("/spec/group").and_then(Value::as_str))
-            .map(str::to_string)
+            .filter(|i| is_crd(i))
+            .filter_map(|i| crd_group(&i.value().ok()?))
             .collect();
-        let mut crds = Vec::new();
+        let mut crds: Vec<(Item, Option<String>)> = Vec::new();
         let mut namespaces = Vec::new();
-        for mut item in items {
+        for item in items {
             let mut leave = |reason: &str| {
                 *plan.left_out.entry(reason.to_string()).or_default() += 1;
             };
-            if let Some(reason) = order::never_restored(&item.group, &item.kind, &item.object) {
+            let Ok(object) = item.value() else {
+                leave("not a JSON object");
+                continue;
+            };
+            if let Some(reason) = order::never_restored(&item.group, &item.kind, &object) {
                 leave(reason);
                 continue;
             }
@@ -181,9 +203,10 @@ impl Plan {
             if !filters.item_resource_wanted(&item) {
                 if is_namespace {
                     // Kept if objects of it are restored (decided below).
-                    namespaces.push(item);
-                } else if item.kind == "CustomResourceDefinition" {
-                    crds.push(item);
+                    namespaces.push(prepared(item, object));
+                } else if is_crd(&item) {
+                    let group = crd_group(&object);
+                    crds.push((prepared(item, object), group));
                 } else {
                     leave("resource not selected");
                 }
@@ -202,9 +225,10 @@ impl Plan {
                     }
                 }
                 None if !filters.namespaces.is_empty() => {
-                    if item.kind == "CustomResourceDefinition" {
+                    if is_crd(&item) {
                         // Kept if one of its custom resources is restored (decided below).
-                        crds.push(item);
+                        let group = crd_group(&object);
+                        crds.push((prepared(item, object), group));
                     } else {
                         leave("cluster-scoped (left out with --namespace)");
                     }
@@ -213,8 +237,7 @@ impl Plan {
                 None => {}
             }
             if let Some(selector) = &filters.selector {
-                let labels: BTreeMap<String, String> = item
-                    .object
+                let labels: BTreeMap<String, String> = object
                     .pointer("/metadata/labels")
                     .and_then(Value::as_object)
                     .map(|m| {
@@ -232,15 +255,13 @@ impl Plan {
             }
             let custom = crd_groups.contains(&item.group);
             let step = order::step_of(&item.group, &item.kind, custom);
-            order::sanitize(&item.group, &item.kind, &mut item.object);
+            let item = prepared(item, object);
             plan.objects.push(Planned { step, item });
         }
         let restored_groups: BTreeSet<String> =
             plan.objects.iter().map(|p| p.item.group.clone()).collect();
-        for mut item in crds {
-            let group = item.object.pointer("/spec/group").and_then(Value::as_str);
-            if group.is_some_and(|g| restored_groups.contains(g)) {
-                order::sanitize(&item.group, &item.kind, &mut item.object);
+        for (item, group) in crds {
+            if group.is_some_and(|g| restored_groups.contains(&g)) {
                 plan.objects.push(Planned {
                     step: Step::CustomResourceDefinitions,
                     item,
@@ -257,10 +278,9 @@ impl Plan {
             .iter()
             .filter_map(|p| p.item.namespace.clone())
             .collect();
-        for mut item in namespaces {
+        for item in namespaces {
             if used_namespaces.contains(&item.name) && filters.namespace_wanted(&item.name).is_ok()
             {
-                order::sanitize(&item.group, &item.kind, &mut item.object);
                 plan.objects.push(Planned {
                     step: Step::Namespaces,
                     item,
@@ -491,7 +511,9 @@ async fn restore_one(
     } else {
         None
     };
-    let mut object = item.object.clone();
+    let Ok(mut object) = item.value() else {
+        return failed("the object is not valid JSON".to_string());
+    };
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         match namespace {
             Some(ns) => meta.insert("namespace".into(), Value::String(ns.to_string())),

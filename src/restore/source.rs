@@ -4,8 +4,12 @@
 
 use std::path::Path;
 
+use bytes::Bytes;
 use futures::TryStreamExt;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::RestoreError;
 use crate::snapshot::{Manifest, ManifestObject, ResourceType};
@@ -24,12 +28,19 @@ pub struct Item {
     pub namespaced: Option<bool>,
     pub namespace: Option<String>,
     pub name: String,
-    pub object: Value,
+    /// The object's JSON. Kept as text, not as a tree: a tree takes several times the
+    /// memory, and a restore holds every object of a snapshot until it is done.
+    pub object: Bytes,
     /// Where the object came from (an object id or a file), for messages.
     pub origin: String,
 }
 
 impl Item {
+    /// The object as a JSON tree.
+    pub fn value(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_slice(&self.object)
+    }
+
     /// `Kind namespace/name` or `Kind name`.
     pub fn describe(&self) -> String {
         match &self.namespace {
@@ -78,10 +89,11 @@ pub async fn from_manifest(
     for o in chosen {
         let rt = manifest.resource_of(o);
         let origin = format!("object {:#}", o.id);
-        let bytes = contents
+        let object = contents
             .get(&o.id)
-            .ok_or(crate::store::StoreError::MissingObject(o.id))?;
-        let object: Value = serde_json::from_slice(bytes).map_err(|e| RestoreError::Parse {
+            .ok_or(crate::store::StoreError::MissingObject(o.id))?
+            .clone();
+        serde_json::from_slice::<IgnoredAny>(&object).map_err(|e| RestoreError::Parse {
             origin: origin.clone(),
             reason: e.to_string(),
         })?;
@@ -164,6 +176,22 @@ pub fn from_dir(dir: &Path) -> Result<Vec<Item>, RestoreError> {
     Ok(items)
 }
 
+/// What a restore needs to know of an item before it reads the rest.
+#[derive(Deserialize)]
+struct ItemHead {
+    #[serde(rename = "apiVersion")]
+    api_version: Option<String>,
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: ItemMeta,
+}
+
+#[derive(Deserialize, Default)]
+struct ItemMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+}
+
 /// Parses one List file; `relative` is `[<namespace>/]<resource>[.<group>].json`.
 fn parse_file(origin: &str, relative: &str, bytes: &[u8]) -> Result<Vec<Item>, RestoreError> {
     let parse_error = |reason: String| RestoreError::Parse {
@@ -175,13 +203,19 @@ fn parse_file(origin: &str, relative: &str, bytes: &[u8]) -> Result<Vec<Item>, R
         None => (None, relative),
     };
     let stem = file.strip_suffix(".json").unwrap_or(file);
-    let list: Value = serde_json::from_slice(bytes).map_err(|e| parse_error(e.to_string()))?;
-    let items = match list.get("items") {
-        Some(Value::Array(items)) => items.clone(),
-        Some(Value::Null) => Vec::new(),
+    // The members of the file, their values left as text.
+    let members: std::collections::HashMap<std::borrow::Cow<str>, &RawValue> =
+        serde_json::from_slice(bytes).map_err(|e| parse_error(e.to_string()))?;
+    let items: Vec<&[u8]> = match (members.get("items"), members.contains_key("metadata")) {
+        (Some(items), _) if items.get() == "null" => Vec::new(),
+        (Some(items), _) => serde_json::from_str::<Vec<&RawValue>>(items.get())
+            .map_err(|e| parse_error(format!("`items` is not an array: {e}")))?
+            .iter()
+            .map(|item| item.get().as_bytes())
+            .collect(),
         // A single object instead of a List.
-        None if list.get("metadata").is_some() => vec![list.clone()],
-        _ => {
+        (None, true) => vec![bytes],
+        (None, false) => {
             return Err(parse_error(
                 "not a List: it has no `items` array".to_string(),
             ));
@@ -189,17 +223,14 @@ fn parse_file(origin: &str, relative: &str, bytes: &[u8]) -> Result<Vec<Item>, R
     };
     let mut out = Vec::with_capacity(items.len());
     for (i, object) in items.into_iter().enumerate() {
-        let field = |name: &str| object.get(name).and_then(Value::as_str).map(str::to_string);
-        let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
+        let head: ItemHead =
+            serde_json::from_slice(object).map_err(|e| parse_error(format!("item {i}: {e}")))?;
+        let (Some(api_version), Some(kind)) = (head.api_version, head.kind) else {
             return Err(parse_error(format!(
                 "item {i} has no apiVersion and kind; every item of a List needs both"
             )));
         };
-        let Some(name) = object
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        else {
+        let Some(name) = head.metadata.name else {
             return Err(parse_error(format!("item {i} has no metadata.name")));
         };
         let (group, version) = match api_version.split_once('/') {
@@ -212,11 +243,7 @@ fn parse_file(origin: &str, relative: &str, bytes: &[u8]) -> Result<Vec<Item>, R
             .filter(|_| !group.is_empty())
             .unwrap_or(stem)
             .to_string();
-        let namespace = object
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .or_else(|| folder_namespace.clone());
+        let namespace = head.metadata.namespace.or_else(|| folder_namespace.clone());
         out.push(Item {
             group,
             version,
@@ -225,7 +252,7 @@ fn parse_file(origin: &str, relative: &str, bytes: &[u8]) -> Result<Vec<Item>, R
             namespaced: Some(folder_namespace.is_some()),
             namespace: namespace.filter(|_| folder_namespace.is_some()),
             name,
-            object,
+            object: Bytes::copy_from_slice(object),
             origin: origin.to_string(),
         });
     }
@@ -257,5 +284,32 @@ mod tests {
         let bad = br#"{"apiVersion":"v1","kind":"List","items":[{"metadata":{"name":"x"}}]}"#;
         let err = parse_file("k", "configmaps.json", bad).unwrap_err();
         assert!(err.to_string().contains("apiVersion and kind"), "{err}");
+
+        // Each item keeps its own text; an empty List and a lone object are read too.
+        let file = br#"{"apiVersion":"v1","kind":"List","items":[
+            {"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"},"data":{"k":"v"}},
+            {"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"b"}}]}"#;
+        let items = parse_file("k", "ns/configmaps.json", file).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].value().unwrap()["data"]["k"], "v");
+        assert_eq!(
+            &items[1].object[..],
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"b"}}"#
+        );
+        for empty in [&br#"{"kind":"List","items":null}"#[..], br#"{"items":[]}"#] {
+            assert!(
+                parse_file("k", "configmaps.json", empty)
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        let lone = br#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a"}}"#;
+        assert_eq!(
+            parse_file("k", "namespaces.json", lone).unwrap()[0].name,
+            "a"
+        );
+        for bad in [&br#"{"kind":"List"}"#[..], br#"{"items":{}}"#, b"[1]", b"{"] {
+            assert!(parse_file("k", "configmaps.json", bad).is_err());
+        }
     }
 }

@@ -397,6 +397,6 @@ async fn existing_objects_are_skipped_and_reported_or_replaced_when_asked() {
     assert_eq!(report.created, 0);
     assert_eq!(
         data_of(api_b.clone(), path.clone()).await,
-        configmap.object["data"]
+        configmap.value().unwrap()["data"]
     );
 }
