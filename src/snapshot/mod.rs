@@ -201,6 +201,13 @@ struct ResourceOutcome {
     restarts: u64,
 }
 
+/// Requests sent to the API server for one resource.
+#[derive(Default)]
+struct Requests {
+    pages: u64,
+    gets: u64,
+}
+
 /// Asks for the objects' metadata only; a server that cannot render it sends full objects.
 const METADATA_ACCEPT: &str =
     "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
@@ -256,15 +263,19 @@ impl Lister<'_> {
     /// Reads one resource: only what changed when the previous snapshot saw it, else in full.
     async fn list(&self, index: u32, rt: &ResourceType) -> Result<ResourceOutcome, WriterGone> {
         let previous = self.seen_cache.take(rt);
+        let mut spent = Requests::default();
         let read = if previous.is_empty() {
             None
         } else {
-            self.list_changes(index, rt, &previous).await?
+            self.list_changes(index, rt, &previous, &mut spent).await?
         };
-        let (outcome, seen_now) = match read {
+        let (mut outcome, seen_now) = match read {
             Some(read) => read,
             None => self.list_full(index, rt, &previous).await?,
         };
+        // Requests of a read of the changes that gave way to a full list count too.
+        outcome.pages += spent.pages;
+        outcome.gets += spent.gets;
         if outcome.skipped.is_none() {
             (self.progress)(Progress::ResourceDone {
                 resource: rt.qualified_name(),
@@ -297,13 +308,32 @@ impl Lister<'_> {
     ///
     /// The set of objects is the one of the metadata list; a changed object is read as it
     /// is when its turn comes, which may be a later version than the one listed.
+    ///
+    /// The requests of a read that gives way to a full list are added to `abandoned`.
     async fn list_changes(
         &self,
         index: u32,
         rt: &ResourceType,
         previous: &ResourceSeen,
+        abandoned: &mut Requests,
     ) -> Result<Option<(ResourceOutcome, Vec<Seen>)>, WriterGone> {
         let mut outcome = ResourceOutcome::default();
+        let read = self.read_changes(index, rt, previous, &mut outcome).await?;
+        if read.is_none() {
+            abandoned.pages += outcome.pages;
+            abandoned.gets += outcome.gets;
+        }
+        Ok(read.map(|seen_now| (outcome, seen_now)))
+    }
+
+    /// [`Self::list_changes`] into `outcome`; the objects seen, or `None` for a full list.
+    async fn read_changes(
+        &self,
+        index: u32,
+        rt: &ResourceType,
+        previous: &ResourceSeen,
+        outcome: &mut ResourceOutcome,
+    ) -> Result<Option<Vec<Seen>>, WriterGone> {
         let mut seen_now: Vec<Seen> = Vec::new();
         let mut changed: Vec<(Option<String>, String)> = Vec::new();
         let mut token: Option<String> = None;
@@ -331,7 +361,7 @@ impl Lister<'_> {
                 else {
                     return Ok(None);
                 };
-                if !self.reuse(index, rt, &head, previous, &mut outcome, &mut seen_now) {
+                if !self.reuse(index, rt, &head, previous, outcome, &mut seen_now) {
                     let namespace = head.namespace.filter(|_| rt.namespaced);
                     changed.push((namespace.map(Cow::into_owned), head.name.into_owned()));
                 }
@@ -368,13 +398,13 @@ impl Lister<'_> {
                     return Ok(None);
                 }
             };
-            if let Some(object) = self.clean(index, rt, item, &mut outcome, &mut seen_now) {
+            if let Some(object) = self.clean(index, rt, item, outcome, &mut seen_now) {
                 self.objects.send(object).await.map_err(|_| WriterGone)?;
             }
         }
         self.seen.fetch_add(count, Ordering::Relaxed);
         (self.progress)(Progress::Page { objects: count });
-        Ok(Some((outcome, seen_now)))
+        Ok(Some(seen_now))
     }
 
     /// Lists every object in full, page by page; objects unchanged since `previous` are

@@ -551,13 +551,22 @@ async fn unchanged_objects_are_stored_once_and_churn_stores_exactly_the_changes(
 async fn objects_unchanged_since_the_last_snapshot_are_not_read_again_and_the_snapshot_is_the_same()
 {
     let fx = Fixture::new(3_000, 16).await;
+    let requests = fx.cluster.sim.request_count();
     let first = fx.snapshot(&options()).await;
     // The first snapshot reads every object in full: all of them go to the store writer.
     assert_eq!(first.stats.store.objects, first.stats.objects);
+    assert_eq!(first.stats.get_requests, 0);
+    // Every request a snapshot sends is a list page or a GET, apart from discovery.
+    let discovery = fx.cluster.sim.request_count() - requests - first.stats.list_requests;
     fx.cluster.sim.churn(0.01, 7);
     let served = fx.cluster.sim.served();
+    let requests = fx.cluster.sim.request_count();
     let second = fx.snapshot(&options()).await;
     let served = fx.cluster.sim.served() - served;
+    assert_eq!(
+        fx.cluster.sim.request_count() - requests,
+        discovery + second.stats.list_requests + second.stats.get_requests
+    );
 
     // Only what changed was cleaned, hashed and handed on: the objects whose id changed or
     // that are new, and the metrics, which have no resourceVersion to compare.
@@ -617,8 +626,14 @@ async fn objects_unchanged_since_the_last_snapshot_are_not_read_again_and_the_sn
     fx.cluster.sim.faults().full_lists_only(false);
     fx.cluster.sim.churn(0.4, 9);
     let served = fx.cluster.sim.served();
+    let requests = fx.cluster.sim.request_count();
     let seventh = fx.snapshot(&other).await;
     let served = fx.cluster.sim.served() - served;
+    // The metadata pages of the resources listed in full after all count as list requests.
+    assert_eq!(
+        fx.cluster.sim.request_count() - requests,
+        discovery + seventh.stats.list_requests + seventh.stats.get_requests
+    );
     assert!(served.metadata_list_items > 0, "{served:?}");
     assert!(
         served.full_list_items > seventh.stats.objects / 4,
