@@ -163,10 +163,12 @@ fn fingerprint(rules: &Rules) -> String {
     hasher.finalize().to_hex().to_string()
 }
 
+/// Streams the file through the decompressor and the parser: with a million objects its
+/// JSON is a few hundred MiB, which is never held whole in memory.
 fn read(path: &Path) -> Option<SeenFile> {
-    let compressed = std::fs::read(path).ok()?;
-    let json = zstd::stream::decode_all(&compressed[..]).ok()?;
-    match serde_json::from_slice(&json) {
+    let file = std::fs::File::open(path).ok()?;
+    let decoder = zstd::stream::Decoder::new(file).ok()?;
+    match serde_json::from_reader(std::io::BufReader::with_capacity(1 << 16, decoder)) {
         Ok(file) => Some(file),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable seen-objects cache");
@@ -176,10 +178,12 @@ fn read(path: &Path) -> Option<SeenFile> {
 }
 
 fn write(path: &Path, file: &SeenFile) -> std::io::Result<()> {
-    let json = serde_json::to_vec(file)?;
-    let compressed = zstd::bulk::compress(&json, 1)?;
     let temp = path.with_extension("tmp");
-    std::fs::write(&temp, compressed)?;
+    let encoder = zstd::stream::Encoder::new(std::fs::File::create(&temp)?, 1)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, encoder);
+    serde_json::to_writer(&mut out, file)?;
+    let encoder = out.into_inner().map_err(|e| e.into_error())?;
+    encoder.finish()?;
     std::fs::rename(&temp, path)
 }
 
