@@ -10,11 +10,11 @@
 //! One run starts, in this process, the simulated API server with N objects and an S3 server
 //! on loopback behind a counting HTTP proxy (requests and bytes are counted where S3 sees
 //! them, not by our client; the S3 server keeps its data in memory where `/dev/shm` exists).
-//! What the API server served (objects in full, metadata only, one by one) is counted too. It then takes snapshot 1 with the release binary as a child
-//! process, churns a fraction of the cluster, takes snapshot 2, and after each snapshot runs
-//! the baseline: every file of the plain layout uploaded again, as a dump-and-sync script
-//! does. It prints a table, checks the targets of the project's benchmark issue, and writes
-//! the figures as JSON.
+//! What the API server served (objects in full, metadata only, one by one) is counted too.
+//! It then takes snapshot 1 with the release binary as a child process, churns a fraction
+//! of the cluster, takes snapshot 2, and after each snapshot runs the baseline: every file of
+//! the plain layout uploaded again, as a dump-and-sync script does. It prints a table,
+//! checks the targets of the project's benchmark issue, and writes the figures as JSON.
 //!
 //! Each snapshot runs as its own process so that its peak RSS is its own. A child spawned
 //! directly from this (large) process inherits this process's RSS high-water mark at `exec`,
@@ -910,7 +910,7 @@ fn targets(args: &Args, s: &[SnapshotFigures; 2], b: &[BaselineFigures; 2]) -> V
     );
     // Every snapshot's plain layout takes one request per file, a COPY where the file did
     // not change: snapshot 2's export alone is a floor of its wall time.
-    let cpu = format!(
+    let wall_floor = format!(
         "snapshot 2's export alone ({} requests, one per plain-layout file) took {:.1} % of \
          snapshot 1's wall time; CPU of the snapshots: {:.1} %; the servers on the same cores \
          used {:.1} s and {:.1} s",
@@ -951,7 +951,7 @@ fn targets(args: &Args, s: &[SnapshotFigures; 2], b: &[BaselineFigures; 2]) -> V
             50.0,
             "%",
             true,
-            Some(cpu),
+            Some(wall_floor),
         ),
         target(
             "baseline 2 uploaded bytes / snapshot 2's",

@@ -201,13 +201,6 @@ struct ResourceOutcome {
     restarts: u64,
 }
 
-/// Requests sent to the API server for one resource.
-#[derive(Default)]
-struct Requests {
-    pages: u64,
-    gets: u64,
-}
-
 /// Asks for the objects' metadata only; a server that cannot render it sends full objects.
 const METADATA_ACCEPT: &str =
     "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
@@ -263,19 +256,23 @@ impl Lister<'_> {
     /// Reads one resource: only what changed when the previous snapshot saw it, else in full.
     async fn list(&self, index: u32, rt: &ResourceType) -> Result<ResourceOutcome, WriterGone> {
         let previous = self.seen_cache.take(rt);
-        let mut spent = Requests::default();
+        let mut changes = ResourceOutcome::default();
         let read = if previous.is_empty() {
             None
         } else {
-            self.list_changes(index, rt, &previous, &mut spent).await?
+            self.list_changes(index, rt, &previous, &mut changes)
+                .await?
         };
-        let (mut outcome, seen_now) = match read {
-            Some(read) => read,
-            None => self.list_full(index, rt, &previous).await?,
+        let (outcome, seen_now) = match read {
+            Some(seen_now) => (changes, seen_now),
+            None => {
+                let (mut full, seen_now) = self.list_full(index, rt, &previous).await?;
+                // The requests of a read of the changes that gave way count too.
+                full.pages += changes.pages;
+                full.gets += changes.gets;
+                (full, seen_now)
+            }
         };
-        // Requests of a read of the changes that gave way to a full list count too.
-        outcome.pages += spent.pages;
-        outcome.gets += spent.gets;
         if outcome.skipped.is_none() {
             (self.progress)(Progress::ResourceDone {
                 resource: rt.qualified_name(),
@@ -304,30 +301,12 @@ impl Lister<'_> {
     /// resourceVersion) as the previous snapshot saw them and reads the others one by one.
     /// `None` when a full list is the better or the only way: the server cannot list
     /// metadata only, a request failed (the full list retries it, or says why it skips the
-    /// resource), or more than one object in [`GET_SHARE`] changed.
+    /// resource), or more than one object in [`GET_SHARE`] changed. Its objects and requests
+    /// go into `outcome`.
     ///
     /// The set of objects is the one of the metadata list; a changed object is read as it
     /// is when its turn comes, which may be a later version than the one listed.
-    ///
-    /// The requests of a read that gives way to a full list are added to `abandoned`.
     async fn list_changes(
-        &self,
-        index: u32,
-        rt: &ResourceType,
-        previous: &ResourceSeen,
-        abandoned: &mut Requests,
-    ) -> Result<Option<(ResourceOutcome, Vec<Seen>)>, WriterGone> {
-        let mut outcome = ResourceOutcome::default();
-        let read = self.read_changes(index, rt, previous, &mut outcome).await?;
-        if read.is_none() {
-            abandoned.pages += outcome.pages;
-            abandoned.gets += outcome.gets;
-        }
-        Ok(read.map(|seen_now| (outcome, seen_now)))
-    }
-
-    /// [`Self::list_changes`] into `outcome`; the objects seen, or `None` for a full list.
-    async fn read_changes(
         &self,
         index: u32,
         rt: &ResourceType,

@@ -235,11 +235,9 @@ fn list(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
         Rendering::Metadata if shared.faults.is_full_lists_only() => Rendering::Full,
         other => other,
     };
-    shared
-        .served
-        .list_items(rendering == Rendering::Metadata, page.items.len());
     match rendering {
         Rendering::Full => {
+            shared.served.list_items(false, page.items.len());
             let size: usize = page.items.iter().map(|o| o.item_bytes(alt).len() + 1).sum();
             let mut out = Vec::with_capacity(size + meta.len() + 128);
             out.extend_from_slice(b"{\"kind\":");
@@ -261,6 +259,7 @@ fn list(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
             Reply::json(200, out)
         }
         Rendering::Metadata => {
+            shared.served.list_items(true, page.items.len());
             let size: usize = page.items.iter().map(|o| o.metadata.1 as usize + 80).sum();
             let mut out = Vec::with_capacity(size + meta.len() + 128);
             out.extend_from_slice(

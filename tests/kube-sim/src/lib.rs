@@ -178,7 +178,6 @@ pub(crate) struct State {
     pub crds: BTreeMap<String, CrdEntry>,
 }
 
-/// State shared by the server tasks and the [`SimServer`] handle.
 /// Counts of what the resource endpoints served, see [`SimServer::served`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServedCount {
@@ -231,6 +230,7 @@ impl ServedCounters {
     }
 }
 
+/// State shared by the server tasks and the [`SimServer`] handle.
 pub(crate) struct Shared {
     pub config: SimConfig,
     pub apis: BuiltinApis,

@@ -175,8 +175,6 @@ impl Obj {
     }
 }
 
-/// Serialized JSON without the spare capacity of the growing buffer (up to half of it,
-/// which would otherwise stay allocated for the lifetime of the object).
 /// Where the `metadata` member's value is in a serialized object.
 fn metadata_range(item: &[u8]) -> Option<(u32, u32)> {
     #[derive(serde::Deserialize)]
@@ -192,6 +190,8 @@ fn metadata_range(item: &[u8]) -> Option<(u32, u32)> {
     Some((u32::try_from(start).ok()?, u32::try_from(raw.len()).ok()?))
 }
 
+/// Serialized JSON without the spare capacity of the growing buffer (up to half of it,
+/// which would otherwise stay allocated for the lifetime of the object).
 fn compact_json(v: &Value) -> Result<Bytes, String> {
     let mut bytes = serde_json::to_vec(v).map_err(|e| e.to_string())?;
     bytes.shrink_to_fit();
