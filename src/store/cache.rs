@@ -7,6 +7,7 @@
 //! index file that lists them is stored.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::error::{StoreError, StoreResult};
 use super::id::{IndexId, ObjectId};
@@ -16,6 +17,9 @@ use super::pack::{IndexFile, Location};
 const CACHE_FORMAT: &[u8] = b"2";
 /// Entries per sled batch when an index file is recorded.
 const INSERT_BATCH: usize = 1024;
+/// How long a locked index is waited for before it is reported as in use.
+pub const LOCK_WAIT: Duration = Duration::from_secs(3);
+const LOCK_RETRY: Duration = Duration::from_millis(50);
 
 pub struct Cache {
     path: PathBuf,
@@ -47,8 +51,20 @@ impl Cache {
     /// Opens the cache at `path`. A directory held by another process is an error; one that
     /// cannot be read (corrupt, or written by an incompatible version) is wiped and started
     /// afresh, and the caller rebuilds it from the remote index files.
+    ///
+    /// A lock is waited for up to [`LOCK_WAIT`]: sled finishes its last background writes
+    /// after its handle is dropped, and the file stays locked until they are done.
     pub fn open(path: &Path) -> StoreResult<Self> {
-        match Self::try_open(path) {
+        let started = Instant::now();
+        let opened = loop {
+            match Self::try_open(path) {
+                Err(e) if is_lock_error(&e) && started.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                opened => break opened,
+            }
+        };
+        match opened {
             Ok(cache) => Ok(cache),
             Err(e) if is_lock_error(&e) => Err(StoreError::IndexLocked {
                 path: path.to_path_buf(),
@@ -186,5 +202,26 @@ impl Cache {
             .await
             .map(drop)
             .map_err(|e| sled_error(&self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_released_while_waiting_for_it_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        let held = Cache::open(&path).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let started = Instant::now();
+        let reopened = Cache::open(&path);
+        release.join().unwrap();
+        assert!(reopened.is_ok(), "{reopened:?}");
+        assert!(started.elapsed() >= Duration::from_millis(250));
     }
 }
