@@ -1,6 +1,11 @@
 //! A real S3 server on loopback for tests and benchmarks: `s3s-fs` (an S3 implementation on a
 //! local directory) served over HTTP with SigV4 authentication, on its own thread and
 //! runtime so that it can be stopped and started again on the same port to play an outage.
+//!
+//! Listings without a delimiter walk only the folder of their prefix. `s3s-fs` walks the
+//! whole bucket for each page, which makes a LIST of a few keys cost as much as the bucket
+//! holds; S3 costs per key returned, and the benchmark must not charge a later snapshot for
+//! the files of the earlier ones.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,7 +15,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use kube_autosave::store::S3Options;
 use s3s::auth::SimpleAuth;
+use s3s::dto::*;
 use s3s::service::S3ServiceBuilder;
+use s3s::{S3, S3Request, S3Response, S3Result};
 
 pub const ACCESS_KEY: &str = "AKIAKUBEAUTOSAVETEST";
 pub const SECRET_KEY: &str = "kube-autosave-test-secret-key";
@@ -71,7 +78,7 @@ impl S3Server {
                 .expect("S3 server runtime");
             runtime.block_on(async move {
                 let fs = s3s_fs::FileSystem::new(&root).expect("s3s-fs root");
-                let mut builder = S3ServiceBuilder::new(fs);
+                let mut builder = S3ServiceBuilder::new(PrefixListing { fs, root });
                 builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
                 let service = builder.build();
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
@@ -211,4 +218,157 @@ pub async fn read_all(
         out.insert(key, body);
     }
     out
+}
+
+/// `s3s-fs`, with listings that walk only the folder of their prefix.
+struct PrefixListing {
+    fs: s3s_fs::FileSystem,
+    root: PathBuf,
+}
+
+/// One key found by [`PrefixListing::keys_under`].
+struct Listed {
+    key: String,
+    size: u64,
+    modified: std::time::SystemTime,
+}
+
+impl PrefixListing {
+    /// Every key of `bucket` that starts with `prefix`, sorted; the walk starts at the
+    /// deepest folder the prefix names.
+    fn keys_under(bucket: &Path, prefix: &str) -> std::io::Result<Vec<Listed>> {
+        let folder = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
+        let mut keys = Vec::new();
+        let mut folders = vec![bucket.join(folder)];
+        while let Some(dir) = folders.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let metadata = entry.metadata()?;
+                if metadata.is_dir() {
+                    folders.push(entry.path());
+                    continue;
+                }
+                let path = entry.path();
+                let Some(key) = path
+                    .strip_prefix(bucket)
+                    .ok()
+                    .and_then(|relative| relative.to_str())
+                    .map(str::to_string)
+                else {
+                    continue;
+                };
+                if key.starts_with(prefix) {
+                    keys.push(Listed {
+                        key,
+                        size: metadata.len(),
+                        modified: metadata.modified()?,
+                    });
+                }
+            }
+        }
+        keys.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        Ok(keys)
+    }
+}
+
+/// Passes each named operation on to `s3s-fs` unchanged.
+macro_rules! passed_on {
+    ($($method:ident($input:ident) -> $output:ident;)*) => {
+        #[async_trait::async_trait]
+        impl S3 for PrefixListing {
+            $(
+                async fn $method(&self, req: S3Request<$input>) -> S3Result<S3Response<$output>> {
+                    self.fs.$method(req).await
+                }
+            )*
+
+            async fn list_objects_v2(
+                &self,
+                req: S3Request<ListObjectsV2Input>,
+            ) -> S3Result<S3Response<ListObjectsV2Output>> {
+                if req.input.delimiter.is_some() {
+                    return self.fs.list_objects_v2(req).await;
+                }
+                self.list_under_prefix(req.input).await
+            }
+        }
+    };
+}
+
+passed_on! {
+    create_bucket(CreateBucketInput) -> CreateBucketOutput;
+    copy_object(CopyObjectInput) -> CopyObjectOutput;
+    delete_bucket(DeleteBucketInput) -> DeleteBucketOutput;
+    delete_object(DeleteObjectInput) -> DeleteObjectOutput;
+    delete_objects(DeleteObjectsInput) -> DeleteObjectsOutput;
+    get_bucket_location(GetBucketLocationInput) -> GetBucketLocationOutput;
+    get_object(GetObjectInput) -> GetObjectOutput;
+    head_bucket(HeadBucketInput) -> HeadBucketOutput;
+    head_object(HeadObjectInput) -> HeadObjectOutput;
+    list_buckets(ListBucketsInput) -> ListBucketsOutput;
+    list_objects(ListObjectsInput) -> ListObjectsOutput;
+    put_object(PutObjectInput) -> PutObjectOutput;
+    create_multipart_upload(CreateMultipartUploadInput) -> CreateMultipartUploadOutput;
+    upload_part(UploadPartInput) -> UploadPartOutput;
+    upload_part_copy(UploadPartCopyInput) -> UploadPartCopyOutput;
+    list_parts(ListPartsInput) -> ListPartsOutput;
+    complete_multipart_upload(CompleteMultipartUploadInput) -> CompleteMultipartUploadOutput;
+    abort_multipart_upload(AbortMultipartUploadInput) -> AbortMultipartUploadOutput;
+}
+
+impl PrefixListing {
+    async fn list_under_prefix(
+        &self,
+        input: ListObjectsV2Input,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let bucket = self.root.join(&input.bucket);
+        if input.bucket.contains('/') || input.bucket.starts_with('.') || !bucket.is_dir() {
+            return Err(s3s::s3_error!(NoSuchBucket));
+        }
+        let prefix = input.prefix.clone().unwrap_or_default();
+        if prefix.split('/').any(|part| part == "..") {
+            return Err(s3s::s3_error!(InvalidArgument, "bad prefix"));
+        }
+        let keys = tokio::task::spawn_blocking(move || Self::keys_under(&bucket, &prefix))
+            .await
+            .map_err(|e| s3s::s3_error!(InternalError, "{e}"))?
+            .map_err(|e| s3s::s3_error!(InternalError, "{e}"))?;
+        let after = match (&input.continuation_token, &input.start_after) {
+            (Some(token), Some(start)) => Some(token.max(start).clone()),
+            (token, start) => token.clone().or_else(|| start.clone()),
+        };
+        let first = after.map_or(0, |after| keys.partition_point(|k| k.key <= after));
+        let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let page = &keys[first..(first + max_keys).min(keys.len())];
+        let is_truncated = first + page.len() < keys.len();
+        let contents: Vec<Object> = page
+            .iter()
+            .map(|listed| Object {
+                key: Some(listed.key.clone()),
+                size: Some(listed.size as i64),
+                last_modified: Some(Timestamp::from(listed.modified)),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListObjectsV2Output {
+            key_count: Some(page.len() as i32),
+            max_keys: Some(max_keys as i32),
+            is_truncated: Some(is_truncated),
+            next_continuation_token: is_truncated
+                .then(|| page.last().map(|listed| listed.key.clone()))
+                .flatten(),
+            contents: (!contents.is_empty()).then_some(contents),
+            continuation_token: input.continuation_token,
+            encoding_type: input.encoding_type,
+            name: Some(input.bucket),
+            prefix: input.prefix,
+            start_after: input.start_after,
+            ..Default::default()
+        }))
+    }
 }
