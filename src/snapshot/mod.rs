@@ -706,9 +706,15 @@ pub async fn take_snapshot(
         stats,
         export: None,
     };
-    manifest.save(store).await?;
-    // Only once the manifest is stored: the next snapshot trusts what this one saw.
-    seen_cache.save();
+    // Every object this snapshot saw is stored by now (and the next snapshot checks each id
+    // it takes from the cache against the index anyway), so the cache is written while the
+    // manifest goes up.
+    let saving = tokio::task::spawn_blocking(move || seen_cache.save());
+    let saved = manifest.save(store).await;
+    saving
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    saved?;
     Ok(manifest)
 }
 

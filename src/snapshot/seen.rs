@@ -25,8 +25,8 @@ use crate::store::ObjectId;
 /// A full read at least this often.
 pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Bumped whenever cleaning or canonical serialization changes.
-const FORMAT: &str = "kube-autosave seen v1";
+/// Bumped whenever cleaning, canonical serialization or the layout of this file changes.
+const FORMAT: &str = "kube-autosave seen v2";
 
 /// What became of an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,13 +57,13 @@ pub fn object_key(namespace: Option<&str>, name: &str) -> String {
     }
 }
 
+/// The first line of the file. Each further line is one resource type's objects:
+/// `["group/version/resource", [...]]`.
 #[derive(Serialize, Deserialize)]
-struct SeenFile {
+struct Header {
     fingerprint: String,
     /// Seconds since the epoch of the full read this file descends from.
     since: u64,
-    /// By resource type (`group/version/resource`).
-    resources: Vec<(String, Vec<Seen>)>,
 }
 
 /// The previous snapshot's objects (taken resource by resource by the listers), and what
@@ -97,27 +97,26 @@ impl SeenCache {
             previous: Mutex::new(HashMap::new()),
             current: Mutex::new(Vec::new()),
         };
-        let Some(file) = read(path) else {
-            return cache;
+        let mut previous = HashMap::new();
+        let current = |header: &Header| {
+            let age = Duration::from_secs(cache.since.saturating_sub(header.since));
+            let current = header.fingerprint == cache.fingerprint && age < MAX_AGE;
+            if !current {
+                tracing::info!("reading every object in full (rules, program or week changed)");
+            }
+            current
         };
-        let age = Duration::from_secs(cache.since.saturating_sub(file.since));
-        if file.fingerprint != cache.fingerprint || age >= MAX_AGE {
-            tracing::info!("reading every object in full (rules, program or week changed)");
-            return cache;
+        let read = read(path, current, |resource, objects| {
+            let by_name = objects
+                .into_iter()
+                .map(|s| (object_key(s.namespace.as_deref(), &s.name), s))
+                .collect();
+            previous.insert(resource, by_name);
+        });
+        if let Some(header) = read {
+            cache.since = header.since;
+            cache.previous = Mutex::new(previous);
         }
-        cache.since = file.since;
-        let previous = file
-            .resources
-            .into_iter()
-            .map(|(resource, objects)| {
-                let by_name = objects
-                    .into_iter()
-                    .map(|s| (object_key(s.namespace.as_deref(), &s.name), s))
-                    .collect();
-                (resource, by_name)
-            })
-            .collect();
-        cache.previous = Mutex::new(previous);
         cache
     }
 
@@ -143,12 +142,11 @@ impl SeenCache {
     pub fn save(self) {
         let mut resources = self.current.into_inner().unwrap_or_else(|e| e.into_inner());
         resources.sort_by(|a, b| a.0.cmp(&b.0));
-        let file = SeenFile {
+        let header = Header {
             fingerprint: self.fingerprint,
             since: self.since,
-            resources,
         };
-        if let Err(e) = write(&self.path, &file) {
+        if let Err(e) = write(&self.path, &header, &resources) {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot write the seen-objects cache");
             let _ = std::fs::remove_file(&self.path);
         }
@@ -163,13 +161,18 @@ fn fingerprint(rules: &Rules) -> String {
     hasher.finalize().to_hex().to_string()
 }
 
-/// Streams the file through the decompressor and the parser: with a million objects its
-/// JSON is a few hundred MiB, which is never held whole in memory.
-fn read(path: &Path) -> Option<SeenFile> {
+/// Reads the file a line at a time through the decompressor: with a million objects its
+/// JSON is a few hundred MiB, of which one resource type's line is in memory at once. Hands
+/// each resource type's objects to `each` if `wanted` takes the header; returns the header
+/// of a file read to its end, `None` for one that is absent, unwanted or unreadable.
+fn read(
+    path: &Path,
+    wanted: impl FnOnce(&Header) -> bool,
+    each: impl FnMut(String, Vec<Seen>),
+) -> Option<Header> {
     let file = std::fs::File::open(path).ok()?;
-    let decoder = zstd::stream::Decoder::new(file).ok()?;
-    match serde_json::from_reader(std::io::BufReader::with_capacity(1 << 16, decoder)) {
-        Ok(file) => Some(file),
+    match read_lines(file, wanted, each) {
+        Ok(header) => header,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable seen-objects cache");
             None
@@ -177,11 +180,39 @@ fn read(path: &Path) -> Option<SeenFile> {
     }
 }
 
-fn write(path: &Path, file: &SeenFile) -> std::io::Result<()> {
+fn read_lines(
+    file: std::fs::File,
+    wanted: impl FnOnce(&Header) -> bool,
+    mut each: impl FnMut(String, Vec<Seen>),
+) -> Result<Option<Header>, Box<dyn std::error::Error>> {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::with_capacity(1 << 16, zstd::stream::Decoder::new(file)?);
+    let mut line = Vec::new();
+    lines.read_until(b'\n', &mut line)?;
+    let header: Header = serde_json::from_slice(&line)?;
+    if !wanted(&header) {
+        return Ok(None);
+    }
+    loop {
+        line.clear();
+        if lines.read_until(b'\n', &mut line)? == 0 {
+            return Ok(Some(header));
+        }
+        let (resource, objects) = serde_json::from_slice(&line)?;
+        each(resource, objects);
+    }
+}
+
+fn write(path: &Path, header: &Header, resources: &[(String, Vec<Seen>)]) -> std::io::Result<()> {
+    use std::io::Write;
     let temp = path.with_extension("tmp");
     let encoder = zstd::stream::Encoder::new(std::fs::File::create(&temp)?, 1)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, encoder);
-    serde_json::to_writer(&mut out, file)?;
+    serde_json::to_writer(&mut out, header)?;
+    for resource in resources {
+        out.write_all(b"\n")?;
+        serde_json::to_writer(&mut out, resource)?;
+    }
     let encoder = out.into_inner().map_err(|e| e.into_error())?;
     encoder.finish()?;
     std::fs::rename(&temp, path)
@@ -222,6 +253,38 @@ mod tests {
         path
     }
 
+    /// The file's header and resource types, as written.
+    fn contents(path: &Path) -> (Header, Vec<(String, Vec<Seen>)>) {
+        let mut resources = Vec::new();
+        let header = read(path, |_| true, |r, o| resources.push((r, o))).unwrap();
+        (header, resources)
+    }
+
+    #[test]
+    fn each_resource_type_is_a_line_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.seen");
+        let cache = SeenCache::open(&path, &Rules::default());
+        let api = Seen {
+            name: "api".into(),
+            ..web()
+        };
+        cache.record(&deployments("v1"), vec![web(), api.clone()]);
+        cache.record(&deployments("v1beta1"), vec![]);
+        cache.save();
+        let text = zstd::decode_all(std::fs::File::open(&path).unwrap()).unwrap();
+        assert_eq!(
+            text.split(|b| *b == b'\n').count(),
+            3,
+            "a header and two lines"
+        );
+
+        let cache = SeenCache::open(&path, &Rules::default());
+        let seen = cache.take(&deployments("v1"));
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen.get(&object_key(Some("prod"), "api")), Some(&api));
+    }
+
     #[test]
     fn what_one_snapshot_saw_the_next_one_finds_by_resource_and_name() {
         let dir = tempfile::tempdir().unwrap();
@@ -248,9 +311,9 @@ mod tests {
                 .is_empty()
         );
 
-        let mut file = read(&path).unwrap();
-        file.since -= MAX_AGE.as_secs() + 1;
-        write(&path, &file).unwrap();
+        let (mut header, resources) = contents(&path);
+        header.since -= MAX_AGE.as_secs() + 1;
+        write(&path, &header, &resources).unwrap();
         assert!(
             SeenCache::open(&path, &Rules::default())
                 .take(&deployments("v1"))
@@ -263,19 +326,31 @@ mod tests {
                 .take(&deployments("v1"))
                 .is_empty()
         );
+
+        // Cut short in the middle of a resource type's line: nothing of it is trusted.
+        let path = saved(dir.path(), &Rules::default());
+        let (header, _) = contents(&path);
+        let mut lines = serde_json::to_vec(&header).unwrap();
+        lines.extend_from_slice(b"\n[\"apps/v1/deployments\",[{\"name\":\"web\"");
+        std::fs::write(&path, zstd::encode_all(&lines[..], 1).unwrap()).unwrap();
+        assert!(
+            SeenCache::open(&path, &Rules::default())
+                .take(&deployments("v1"))
+                .is_empty()
+        );
     }
 
     #[test]
     fn the_week_is_counted_from_the_last_full_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = saved(dir.path(), &Rules::default());
-        let mut file = read(&path).unwrap();
-        file.since -= 3600;
-        let since = file.since;
-        write(&path, &file).unwrap();
+        let (mut header, resources) = contents(&path);
+        header.since -= 3600;
+        let since = header.since;
+        write(&path, &header, &resources).unwrap();
         let cache = SeenCache::open(&path, &Rules::default());
         cache.record(&deployments("v1"), vec![web()]);
         cache.save();
-        assert_eq!(read(&path).unwrap().since, since);
+        assert_eq!(contents(&path).0.since, since);
     }
 }
