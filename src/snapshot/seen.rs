@@ -98,15 +98,15 @@ impl SeenCache {
             current: Mutex::new(Vec::new()),
         };
         let mut previous = HashMap::new();
-        let current = |header: &Header| {
+        let up_to_date = |header: &Header| {
             let age = Duration::from_secs(cache.since.saturating_sub(header.since));
-            let current = header.fingerprint == cache.fingerprint && age < MAX_AGE;
-            if !current {
+            let up_to_date = header.fingerprint == cache.fingerprint && age < MAX_AGE;
+            if !up_to_date {
                 tracing::info!("reading every object in full (rules, program or week changed)");
             }
-            current
+            up_to_date
         };
-        let read = read(path, current, |resource, objects| {
+        let read = read(path, up_to_date, |resource, objects| {
             let by_name = objects
                 .into_iter()
                 .map(|s| (object_key(s.namespace.as_deref(), &s.name), s))

@@ -18,7 +18,7 @@ const CACHE_FORMAT: &[u8] = b"2";
 /// Entries per sled batch when an index file is recorded.
 const INSERT_BATCH: usize = 1024;
 /// How long a locked index is waited for before it is reported as in use.
-pub const LOCK_WAIT: Duration = Duration::from_secs(3);
+const LOCK_WAIT: Duration = Duration::from_secs(3);
 const LOCK_RETRY: Duration = Duration::from_millis(50);
 
 pub struct Cache {
