@@ -12,3 +12,4 @@ pub mod job;
 pub mod restore;
 pub mod snapshot;
 pub mod store;
+mod task;

@@ -32,6 +32,7 @@ pub use manifest::{Manifest, ManifestObject, ManifestResource, Skipped, Snapshot
 pub use rules::Rules;
 
 use crate::store::{ObjectId, SnapshotTime, Store, StoreError};
+use crate::task;
 
 /// How to read the cluster.
 #[derive(Debug, Clone)]
@@ -614,6 +615,10 @@ pub async fn take_snapshot(
     let started = Instant::now();
     let time = unused_time(store).await?;
 
+    // The previous snapshot's objects are read from disk while discovery asks the API server.
+    let seen_path = store.local_file("seen");
+    let rules = options.rules.clone();
+    let opening = tokio::task::spawn_blocking(move || SeenCache::open(&seen_path, &rules));
     let discovered = discover(api).await?;
     let mut skipped = discovered.skipped;
     let resources: Vec<ResourceType> = discovered
@@ -638,7 +643,7 @@ pub async fn take_snapshot(
     });
 
     let seen = AtomicU64::new(0);
-    let seen_cache = SeenCache::open(&store.local_file("seen"), &options.rules);
+    let seen_cache = task::joined(opening.await);
     let lister = Lister {
         api,
         store,
@@ -655,9 +660,7 @@ pub async fn take_snapshot(
             .collect()
             .await;
     drop(lister);
-    let store_stats = writing
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    let store_stats = task::joined(writing.await)?;
 
     let mut stats = SnapshotStats {
         store: store_stats,
@@ -709,11 +712,10 @@ pub async fn take_snapshot(
     // Every object this snapshot saw is stored by now (and the next snapshot checks each id
     // it takes from the cache against the index anyway), so the cache is written while the
     // manifest goes up.
-    let saving = tokio::task::spawn_blocking(move || seen_cache.save());
-    let saved = manifest.save(store).await;
-    saving
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let (saved, ()) = tokio::join!(
+        manifest.save(store),
+        task::blocking(move || seen_cache.save())
+    );
     saved?;
     Ok(manifest)
 }

@@ -81,9 +81,7 @@ impl LocalBackend {
         T: Send + 'static,
         F: FnOnce() -> StoreResult<T> + Send + 'static,
     {
-        tokio::task::spawn_blocking(f)
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        crate::task::blocking(f).await
     }
 }
 

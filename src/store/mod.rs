@@ -168,9 +168,7 @@ impl Store {
         let path = cache_path(cache_dir, backend.as_ref());
         let packs_dir = path.with_extension("packs");
         std::fs::create_dir_all(&packs_dir).map_err(|e| StoreError::io(&packs_dir, e))?;
-        let cache = tokio::task::spawn_blocking(move || Cache::open(&path))
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        let cache = crate::task::blocking(move || Cache::open(&path)).await?;
         let store = Self {
             inner: Arc::new(Inner {
                 backend,
@@ -391,7 +389,7 @@ impl Store {
                 return extract(&data, wanted);
             }
         }
-        tokio::task::spawn_blocking(move || {
+        crate::task::blocking(move || {
             use std::os::unix::fs::FileExt;
             let file = std::fs::File::open(&local).map_err(|e| StoreError::io(&local, e))?;
             by_frame(wanted, |id, location| {
@@ -402,7 +400,6 @@ impl Store {
             })
         })
         .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 }
 
@@ -448,7 +445,7 @@ fn by_frame(
 async fn save_local_pack(path: &Path, data: &Bytes) -> StoreResult<()> {
     let path = path.to_path_buf();
     let data = data.clone();
-    tokio::task::spawn_blocking(move || {
+    crate::task::blocking(move || {
         let dir = path.parent().unwrap_or(Path::new("."));
         let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| StoreError::io(dir, e))?;
         std::io::Write::write_all(&mut temp, &data).map_err(|e| StoreError::io(&path, e))?;
@@ -457,7 +454,6 @@ async fn save_local_pack(path: &Path, data: &Bytes) -> StoreResult<()> {
         Ok(())
     })
     .await
-    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 /// Stores objects new to the store: compresses them into packs, uploads sealed packs in the
@@ -539,8 +535,7 @@ impl StoreWriter {
         let Some(joined) = self.uploads.join_next().await else {
             return Ok(());
         };
-        let (indexed, size) =
-            joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        let (indexed, size) = crate::task::joined(joined)?;
         self.stats.packs_written += 1;
         self.stats.requests += 1;
         self.stats.uploaded_bytes += size;
