@@ -2,8 +2,8 @@
 //! a changed object the JSON operations (RFC 6902-like, with the old value as `from`) that
 //! turn its sanitized form in the first snapshot into the one in the second.
 //!
-//! Secret values are never shown: each is replaced by its size and a digest keyed for this
-//! run only, so a diff tells which values changed without what they are.
+//! Secret values are never shown (see [`super::redact`]): each is replaced by its size and a
+//! digest keyed for this run only, so a diff tells which values changed without what they are.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::InspectError;
+use super::redact::Redactor;
 use crate::snapshot::Manifest;
 use crate::store::{ObjectId, SnapshotTime, Store};
 
@@ -149,8 +150,8 @@ pub async fn diff(store: &Store, a: &Manifest, b: &Manifest) -> Result<SnapshotD
     for (object, from_id, to_id) in changed_ids {
         let mut old = parse(&from_id, &object)?;
         let mut new = parse(&to_id, &object)?;
-        redactor.redact(&object, &mut old);
-        redactor.redact(&object, &mut new);
+        redactor.redact(&object.kind, &object.resource, &mut old);
+        redactor.redact(&object.kind, &object.resource, &mut new);
         let mut ops = Vec::new();
         json_diff(&old, &new, &mut String::new(), &mut ops);
         changed.push(Changed {
@@ -167,51 +168,6 @@ pub async fn diff(store: &Store, a: &Manifest, b: &Manifest) -> Result<SnapshotD
         removed,
         changed,
     })
-}
-
-/// Hides the values of Secrets.
-struct Redactor {
-    key: [u8; 32],
-}
-
-impl Redactor {
-    fn new() -> Self {
-        use std::hash::{BuildHasher, Hasher};
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let mut key = [0u8; 32];
-        for chunk in key.chunks_mut(8) {
-            // Each RandomState is seeded from the operating system's randomness.
-            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-            hasher.write_u128(nanos);
-            chunk.copy_from_slice(&hasher.finish().to_le_bytes());
-        }
-        Self { key }
-    }
-
-    fn redact(&self, object: &ObjectRef, value: &mut Value) {
-        if object.resource != "secrets" || object.kind != "Secret" {
-            return;
-        }
-        for field in ["data", "stringData"] {
-            let Some(Value::Object(values)) = value.get_mut(field) else {
-                continue;
-            };
-            for v in values.values_mut() {
-                let text = match &mut *v {
-                    Value::String(s) => std::mem::take(s),
-                    other => other.to_string(),
-                };
-                let digest = blake3::keyed_hash(&self.key, text.as_bytes()).to_hex();
-                *v = Value::String(format!(
-                    "<secret value: {} bytes, {}>",
-                    text.len(),
-                    &digest[..12]
-                ));
-            }
-        }
-    }
 }
 
 /// Appends to `ops` the operations that turn `a` into `b`, under the JSON pointer `path`.
@@ -336,8 +292,8 @@ mod tests {
             json!({"kind": "Secret", "data": {"password": "c2VjcmV0", "user": "YWRtaW4="}});
         let mut new =
             json!({"kind": "Secret", "data": {"password": "czNjcjN0", "user": "YWRtaW4="}});
-        redactor.redact(&secret, &mut old);
-        redactor.redact(&secret, &mut new);
+        redactor.redact(&secret.kind, &secret.resource, &mut old);
+        redactor.redact(&secret.kind, &secret.resource, &mut new);
         let mut found = Vec::new();
         json_diff(&old, &new, &mut String::new(), &mut found);
         assert_eq!(found.len(), 1);
@@ -356,7 +312,7 @@ mod tests {
             ..secret
         };
         let mut value = json!({"data": {"password": "plain"}});
-        redactor.redact(&config, &mut value);
+        redactor.redact(&config.kind, &config.resource, &mut value);
         assert_eq!(value["data"]["password"], "plain");
     }
 

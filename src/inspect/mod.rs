@@ -4,6 +4,7 @@
 
 pub mod diff;
 pub mod list;
+pub mod redact;
 pub mod show;
 pub mod verify;
 

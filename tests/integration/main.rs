@@ -9,5 +9,6 @@ mod deploy;
 mod export;
 mod inspect;
 mod restore;
+mod secrets;
 mod snapshot;
 mod store;
