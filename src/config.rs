@@ -256,11 +256,19 @@ kubeResourcesAutosave:
             assert!(load(good).is_ok(), "{good}: {:?}", load(good));
         }
         for (bad, key, value) in [
-            ("    labelSelector: 'env in (prod'\n", "labelSelector", "env in (prod"),
+            (
+                "    labelSelector: 'env in (prod'\n",
+                "labelSelector",
+                "env in (prod",
+            ),
             ("    labelSelector: 'app:web'\n", "labelSelector", "app:web"),
             ("    labelSelector: 'app web'\n", "labelSelector", "app web"),
             ("    labelSelector: ''\n", "labelSelector", ""),
-            ("    stripFields: [/spec/x, spec/y]\n", "stripFields", "spec/y"),
+            (
+                "    stripFields: [/spec/x, spec/y]\n",
+                "stripFields",
+                "spec/y",
+            ),
             ("    stripFields: ['/a~2b']\n", "stripFields", "/a~2b"),
         ] {
             let err = load(bad).unwrap_err();

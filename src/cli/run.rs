@@ -41,9 +41,12 @@ fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
 
 /// What `run` does.
 enum Mode {
-    Run(DaemonSettings),
+    Run(Box<DaemonSettings>),
     /// The configuration file switches it off: serve health and metrics, say why, idle.
-    Disabled { listen: SocketAddr, why: String },
+    Disabled {
+        listen: SocketAddr,
+        why: String,
+    },
 }
 
 /// The whole configuration is checked even when it is switched off, so that switching it on
@@ -85,12 +88,12 @@ fn settings(global: &GlobalArgs, args: &RunArgs) -> Result<Mode, ConfigError> {
             });
         }
     }
-    Ok(Mode::Run(DaemonSettings {
+    Ok(Mode::Run(Box::new(DaemonSettings {
         job: common.job_settings(&args.cluster),
         interval,
         push_interval,
         listen,
-    }))
+    })))
 }
 
 async fn shutdown_signal() {
@@ -110,7 +113,7 @@ async fn shutdown_signal() {
 
 pub async fn run(global: &GlobalArgs, args: &RunArgs) -> ExitCode {
     let result = match settings(global, args) {
-        Ok(Mode::Run(settings)) => run_daemon(settings, shutdown_signal()).await,
+        Ok(Mode::Run(settings)) => run_daemon(*settings, shutdown_signal()).await,
         // Exiting would have a Deployment restart the pod over and over.
         Ok(Mode::Disabled { listen, why }) => idle(listen, &why, shutdown_signal()).await,
         Err(e) => {

@@ -455,16 +455,41 @@ mod tests {
     fn each_resource_is_read_once_at_the_most_preferred_version_that_serves_it() {
         let resources = union(vec![
             // monitoring.coreos.com prefers v1, which lacks alertmanagerconfigs.
-            rt("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor"),
+            rt(
+                "monitoring.coreos.com",
+                "v1",
+                "servicemonitors",
+                "ServiceMonitor",
+            ),
             rt("monitoring.coreos.com", "v1", "prometheuses", "Prometheus"),
-            rt("monitoring.coreos.com", "v1alpha1", "alertmanagerconfigs", "AlertmanagerConfig"),
-            rt("monitoring.coreos.com", "v1alpha1", "servicemonitors", "ServiceMonitor"),
+            rt(
+                "monitoring.coreos.com",
+                "v1alpha1",
+                "alertmanagerconfigs",
+                "AlertmanagerConfig",
+            ),
+            rt(
+                "monitoring.coreos.com",
+                "v1alpha1",
+                "servicemonitors",
+                "ServiceMonitor",
+            ),
             // Served by two older versions: the newer of them.
             rt("networking.k8s.io", "v1", "ingresses", "Ingress"),
             rt("networking.k8s.io", "v1beta1", "ipaddresses", "IPAddress"),
             rt("networking.k8s.io", "v1alpha1", "ipaddresses", "IPAddress"),
-            rt("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
-            rt("autoscaling", "v1", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
+            rt(
+                "autoscaling",
+                "v2",
+                "horizontalpodautoscalers",
+                "HorizontalPodAutoscaler",
+            ),
+            rt(
+                "autoscaling",
+                "v1",
+                "horizontalpodautoscalers",
+                "HorizontalPodAutoscaler",
+            ),
             // The same plural in another group is another resource.
             rt("", "v1", "events", "Event"),
             rt("events.k8s.io", "v1", "events", "Event"),
@@ -541,7 +566,8 @@ mod tests {
 
     #[test]
     fn legacy_discovery_asks_for_every_version_the_preferred_one_first() {
-        let core: ApiVersions = serde_json::from_value(serde_json::json!({"versions": ["v1"]})).unwrap();
+        let core: ApiVersions =
+            serde_json::from_value(serde_json::json!({"versions": ["v1"]})).unwrap();
         let list: ApiGroupList = serde_json::from_value(serde_json::json!({
             "kind": "APIGroupList",
             "groups": [

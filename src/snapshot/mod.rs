@@ -766,9 +766,7 @@ fn unusable(rules: &Rules, read: &[ManifestResource], skipped: &[Skipped]) -> Op
     // Skipped itself, or with the whole core group.
     let why = skipped
         .iter()
-        .find(|s| {
-            s.group.is_empty() && s.resource.as_deref().is_none_or(|r| r == "namespaces")
-        })
+        .find(|s| s.group.is_empty() && s.resource.as_deref().is_none_or(|r| r == "namespaces"))
         .map(reason)
         .unwrap_or_else(|| "the API server does not list them".to_string());
     Some(format!(
@@ -860,7 +858,10 @@ mod tests {
     fn a_snapshot_without_any_resource_or_without_namespaces_is_none() {
         let rules = Rules::default();
         let fine = [resource("", "namespaces"), resource("", "configmaps")];
-        assert_eq!(unusable(&rules, &fine, &[forbidden("", Some("secrets"))]), None);
+        assert_eq!(
+            unusable(&rules, &fine, &[forbidden("", Some("secrets"))]),
+            None
+        );
 
         let why = unusable(&rules, &[], &[forbidden("", Some("configmaps"))]).unwrap();
         assert!(why.contains("no resource could be listed"), "{why}");
@@ -870,7 +871,10 @@ mod tests {
 
         let no_namespaces = [resource("", "configmaps")];
         let why = unusable(&rules, &no_namespaces, &[forbidden("", Some("namespaces"))]).unwrap();
-        assert!(why.contains("namespaces could not be listed (namespaces: 403"), "{why}");
+        assert!(
+            why.contains("namespaces could not be listed (namespaces: 403"),
+            "{why}"
+        );
         assert!(unusable(&rules, &no_namespaces, &[]).is_some());
         // Left out by the rules: not a failure.
         let only = Rules {

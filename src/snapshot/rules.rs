@@ -549,7 +549,12 @@ mod tests {
 
     #[test]
     fn json_pointers_are_checked() {
-        for good in ["/spec/x", "/metadata/annotations/example.com~1note", "/a~0b", "/"] {
+        for good in [
+            "/spec/x",
+            "/metadata/annotations/example.com~1note",
+            "/a~0b",
+            "/",
+        ] {
             assert!(check_pointer(good).is_ok(), "{good}");
         }
         for bad in ["", "spec/x", "/a~2b", "/a~", "metadata.annotations"] {

@@ -350,7 +350,12 @@ async fn objects_are_cleaned_so_they_can_be_created_in_a_fresh_cluster() {
             }
             "pods" => {
                 pods += 1;
-                for field in ["priority", "preemptionPolicy", "overhead", "ephemeralContainers"] {
+                for field in [
+                    "priority",
+                    "preemptionPolicy",
+                    "overhead",
+                    "ephemeralContainers",
+                ] {
                     assert!(object["spec"].get(field).is_none(), "{key:?} keeps {field}");
                 }
             }
@@ -772,9 +777,13 @@ async fn resources_served_only_by_a_non_preferred_version_are_read_at_it() {
     let mut manifest = fx.snapshot(&options()).await;
     assert!(manifest.skipped.is_empty(), "{:?}", manifest.skipped);
     let read = versions_read(&manifest);
-    let at = |group: &str, plural: &str| read.get(&(group.to_string(), plural.to_string())).cloned();
+    let at =
+        |group: &str, plural: &str| read.get(&(group.to_string(), plural.to_string())).cloned();
     assert_eq!(at(group, "servicemonitors").as_deref(), Some("v1"));
-    assert_eq!(at(group, "alertmanagerconfigs").as_deref(), Some("v1alpha1"));
+    assert_eq!(
+        at(group, "alertmanagerconfigs").as_deref(),
+        Some("v1alpha1")
+    );
     for plural in ["ipaddresses", "servicecidrs"] {
         assert_eq!(
             at("networking.k8s.io", plural).as_deref(),
@@ -792,11 +801,7 @@ async fn resources_served_only_by_a_non_preferred_version_are_read_at_it() {
     assert_eq!(ids_by_key(&manifest).len(), manifest.objects.len());
     let mut everything = expected(&fx.cluster.sim);
     everything.extend(
-        [
-            ("alertmanagerconfigs", "main"),
-            ("servicemonitors", "main"),
-        ]
-        .map(|(plural, name)| {
+        [("alertmanagerconfigs", "main"), ("servicemonitors", "main")].map(|(plural, name)| {
             (
                 format!("{plural}.{group}"),
                 Some("default".to_string()),
@@ -878,7 +883,10 @@ async fn a_failing_group_version_is_reported_and_the_others_are_still_read() {
         .await
         .unwrap();
     }
-    fx.cluster.sim.faults().group_unavailable("monitoring.coreos.com", true);
+    fx.cluster
+        .sim
+        .faults()
+        .group_unavailable("monitoring.coreos.com", true);
     for found in [
         kube_autosave::snapshot::discovery::discover_aggregated(&api)
             .await
