@@ -85,8 +85,51 @@ impl FileConfig {
         if section.is_null() {
             return Ok(Self::default());
         }
-        serde_yaml_ng::from_value(section).map_err(|e| parse_error(format!("{SECTION}: {e}")))
+        let config: Self = serde_yaml_ng::from_value(section)
+            .map_err(|e| parse_error(format!("{SECTION}: {e}")))?;
+        if let Some(rules) = &config.rules {
+            check_rules(rules)?;
+        }
+        Ok(config)
     }
+}
+
+/// Characters a label selector is made of: those of label keys and values, the operators,
+/// the parentheses of sets, commas and spaces.
+fn selector_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-_./=!(), ".contains(c)
+}
+
+/// Checks what the rules hand to the API server or apply to every object, so that a typo
+/// stops the program at the start instead of failing every list or removing nothing.
+fn check_rules(rules: &Rules) -> Result<(), ConfigError> {
+    if let Some(selector) = &rules.label_selector {
+        let problem = match selector.parse::<crate::restore::selector::Selector>() {
+            Err(e) => Some(e.reason),
+            Ok(_) => selector
+                .chars()
+                .find(|c| !selector_char(*c))
+                .map(|c| format!("{c:?} is in no label key, value or operator")),
+        };
+        if let Some(problem) = problem {
+            return Err(ConfigError::Value {
+                key: format!("{SECTION}.rules.labelSelector"),
+                value: selector.clone(),
+                problem: format!(
+                    "is not a label selector ({problem}); write it as kubectl does, e.g. \
+                     `app=web,tier!=cache` or `env in (prod,staging)`"
+                ),
+            });
+        }
+    }
+    for pointer in &rules.strip_fields {
+        crate::snapshot::rules::check_pointer(pointer).map_err(|problem| ConfigError::Value {
+            key: format!("{SECTION}.rules.stripFields"),
+            value: pointer.clone(),
+            problem,
+        })?;
+    }
+    Ok(())
 }
 
 /// Parses a duration such as `24h`, `90m`, `30s` or `1h30m`; `key` names the setting in the
@@ -194,5 +237,48 @@ kubeResourcesAutosave:
         .unwrap_err()
         .to_string();
         assert!(err.contains("keepOwned"), "{err}");
+    }
+
+    #[test]
+    fn label_selectors_and_strip_fields_are_checked_when_loaded() {
+        let load = |rules: &str| {
+            FileConfig::parse(
+                Path::new("c.yaml"),
+                &format!("kubeResourcesAutosave:\n  rules:\n{rules}"),
+            )
+        };
+        for good in [
+            "    labelSelector: app=web,tier!=cache\n",
+            "    labelSelector: 'app.kubernetes.io/name==web, env in (prod, staging), !legacy, team'\n",
+            "    labelSelector: env notin (dev)\n",
+            "    stripFields: [/metadata/annotations/example.com~1note, /spec/x~0y]\n",
+        ] {
+            assert!(load(good).is_ok(), "{good}: {:?}", load(good));
+        }
+        for (bad, key, value) in [
+            (
+                "    labelSelector: 'env in (prod'\n",
+                "labelSelector",
+                "env in (prod",
+            ),
+            ("    labelSelector: 'app:web'\n", "labelSelector", "app:web"),
+            ("    labelSelector: 'app web'\n", "labelSelector", "app web"),
+            ("    labelSelector: ''\n", "labelSelector", ""),
+            (
+                "    stripFields: [/spec/x, spec/y]\n",
+                "stripFields",
+                "spec/y",
+            ),
+            ("    stripFields: ['/a~2b']\n", "stripFields", "/a~2b"),
+        ] {
+            let err = load(bad).unwrap_err();
+            assert!(matches!(err, ConfigError::Value { .. }), "{bad}: {err:?}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("kubeResourcesAutosave.rules.{key}: ")),
+                "{text}"
+            );
+            assert!(text.contains(&format!("{value:?}")), "{text}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `kube-autosave run`: the daemon, configured by the `kubeResourcesAutosave:` section of a
 //! `cluster.yaml` (where `enabled: true` is the switch), `KUBE_AUTOSAVE_*` variables and flags.
+//! Switched off, it stays up and idle, serving health and metrics, until it is stopped.
 
 use std::net::SocketAddr;
 
@@ -7,7 +8,7 @@ use clap::Args;
 
 use super::{ClusterArgs, ExitCode, GlobalArgs};
 use crate::config::{self, ConfigError};
-use crate::daemon::{DaemonSettings, run as run_daemon};
+use crate::daemon::{DaemonSettings, idle, run as run_daemon};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -38,11 +39,20 @@ fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-fn settings(global: &GlobalArgs, args: &RunArgs) -> Result<Option<DaemonSettings>, ConfigError> {
+/// What `run` does.
+enum Mode {
+    Run(Box<DaemonSettings>),
+    /// The configuration file switches it off: serve health and metrics, say why, idle.
+    Disabled {
+        listen: SocketAddr,
+        why: String,
+    },
+}
+
+/// The whole configuration is checked even when it is switched off, so that switching it on
+/// brings no surprise.
+fn settings(global: &GlobalArgs, args: &RunArgs) -> Result<Mode, ConfigError> {
     let common = global.resolve()?;
-    if global.config.is_some() && common.file.enabled != Some(true) {
-        return Ok(None);
-    }
     let (key, interval) = match (&args.interval, &common.file.interval) {
         (Some(v), _) => ("--interval", v.clone()),
         (None, Some(v)) => ("kubeResourcesAutosave.interval", v.clone()),
@@ -61,12 +71,29 @@ fn settings(global: &GlobalArgs, args: &RunArgs) -> Result<Option<DaemonSettings
         (None, None) => ("--listen", ":8080".to_string()),
     };
     let listen = parse_listen(key, &listen)?;
-    Ok(Some(DaemonSettings {
+    if let Some(path) = &global.config {
+        let key = format!("{}.enabled", config::SECTION);
+        let why = match common.file.enabled {
+            Some(true) => None,
+            Some(false) => Some(format!("{key} is false in {}", path.display())),
+            None => Some(format!(
+                "{key} is not set in {} (it must be true to take snapshots)",
+                path.display()
+            )),
+        };
+        if let Some(why) = why {
+            return Ok(Mode::Disabled {
+                listen,
+                why: format!("{why}; nothing to do"),
+            });
+        }
+    }
+    Ok(Mode::Run(Box::new(DaemonSettings {
         job: common.job_settings(&args.cluster),
         interval,
         push_interval,
         listen,
-    }))
+    })))
 }
 
 async fn shutdown_signal() {
@@ -85,26 +112,16 @@ async fn shutdown_signal() {
 }
 
 pub async fn run(global: &GlobalArgs, args: &RunArgs) -> ExitCode {
-    let settings = match settings(global, args) {
-        Ok(Some(settings)) => settings,
-        Ok(None) => {
-            let path = global
-                .config
-                .as_deref()
-                .unwrap_or(std::path::Path::new("?"));
-            println!(
-                "kube-autosave is disabled: {} has no `kubeResourcesAutosave: {{enabled: true}}`; \
-                 nothing to do",
-                path.display()
-            );
-            return ExitCode::Ok;
-        }
+    let result = match settings(global, args) {
+        Ok(Mode::Run(settings)) => run_daemon(*settings, shutdown_signal()).await,
+        // Exiting would have a Deployment restart the pod over and over.
+        Ok(Mode::Disabled { listen, why }) => idle(listen, &why, shutdown_signal()).await,
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::Usage;
         }
     };
-    match run_daemon(settings, shutdown_signal()).await {
+    match result {
         Ok(()) => ExitCode::Ok,
         Err(e) => {
             tracing::error!("{e}");

@@ -1,5 +1,6 @@
 //! What the daemon tells Kubernetes and Prometheus: `/healthz` (the process serves),
-//! `/readyz` (the first snapshot is staged), `/metrics` in the Prometheus text format.
+//! `/readyz` (the first snapshot is staged, or the daemon is switched off and idle on
+//! purpose), `/metrics` in the Prometheus text format.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use axum::routing::get;
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub ready: AtomicBool,
+    /// Switched off by the configuration: nothing to wait for.
+    pub disabled: AtomicBool,
     pub snapshots_taken: AtomicU64,
     pub snapshot_failures: AtomicU64,
     pub last_snapshot_timestamp: AtomicU64,
@@ -46,7 +49,13 @@ impl Metrics {
     pub fn render(&self) -> String {
         let get = |f: &AtomicU64| f.load(Ordering::Relaxed);
         let flag = |f: &AtomicBool| u64::from(f.load(Ordering::Relaxed));
-        let rows: [(&str, &str, &str, u64); 15] = [
+        let rows: [(&str, &str, &str, u64); 16] = [
+            (
+                "kube_autosave_enabled",
+                "gauge",
+                "0 when the configuration switches snapshots off",
+                1 - flag(&self.disabled),
+            ),
             (
                 "kube_autosave_ready",
                 "gauge",
@@ -157,7 +166,9 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    if metrics.ready.load(Ordering::Relaxed) {
+    if metrics.disabled.load(Ordering::Relaxed) {
+        (StatusCode::OK, "disabled by the configuration; idle\n")
+    } else if metrics.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "no snapshot staged yet\n")

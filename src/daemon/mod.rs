@@ -4,7 +4,7 @@
 //! `push_interval` until they land. One thing at a time: a snapshot that comes due while a
 //! push runs waits for it. SIGTERM/SIGINT stop it between two steps or cancel the step under
 //! way; nothing half-written is ever a complete snapshot, and what was staged is pushed after
-//! the next start.
+//! the next start. Switched off by its configuration, it only serves health and metrics.
 
 pub mod metrics;
 pub mod staging;
@@ -192,6 +192,31 @@ impl Daemon {
         self.store.cache().flush().await?;
         Ok(())
     }
+}
+
+/// Serves the health and metrics endpoint and does nothing else until `shutdown` completes:
+/// `run` switched off by its configuration. A process that exited instead would be restarted
+/// by its Deployment over and over. Logs `why` once.
+pub async fn idle(
+    listen: SocketAddr,
+    why: &str,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let metrics = Arc::new(Metrics::default());
+    metrics.disabled.store(true, Ordering::Relaxed);
+    let (bound, server) =
+        metrics::serve(listen, metrics)
+            .await
+            .map_err(|source| DaemonError::Listen {
+                address: listen,
+                source,
+            })?;
+    tracing::info!(endpoint = %bound, "{why}");
+    tokio::select! {
+        _ = server => {}
+        _ = shutdown => tracing::info!("stopping"),
+    }
+    Ok(())
 }
 
 /// Runs the daemon until `shutdown` completes.

@@ -158,9 +158,6 @@ pub fn never_restored(group: &str, kind: &str, object: &Value) -> Option<&'stati
     }
 }
 
-/// Labels the Job controller sets from the old Job's uid.
-const JOB_UID_LABELS: [&str; 2] = ["controller-uid", "batch.kubernetes.io/controller-uid"];
-
 /// Prepares an object for a create in another cluster. Objects from a snapshot are mostly
 /// clean already; plain-layout files written by other tools may not be.
 pub fn sanitize(group: &str, kind: &str, object: &mut Value) {
@@ -183,25 +180,6 @@ pub fn sanitize(group: &str, kind: &str, object: &mut Value) {
                 }
             }
         }
-        ("batch", "Job") => {
-            let manual = map
-                .get("spec")
-                .and_then(|s| s.get("manualSelector"))
-                .and_then(Value::as_bool)
-                == Some(true);
-            if !manual {
-                if let Some(Value::Object(spec)) = map.get_mut("spec") {
-                    spec.remove("selector");
-                }
-                for pointer in ["/metadata/labels", "/spec/template/metadata/labels"] {
-                    if let Some(Value::Object(labels)) = object.pointer_mut(pointer) {
-                        for label in JOB_UID_LABELS {
-                            labels.remove(label);
-                        }
-                    }
-                }
-            }
-        }
         ("", "PersistentVolume") => {
             if let Some(Value::Object(claim)) = object.pointer_mut("/spec/claimRef") {
                 claim.remove("uid");
@@ -216,6 +194,7 @@ pub fn sanitize(group: &str, kind: &str, object: &mut Value) {
         }
         _ => {}
     }
+    crate::snapshot::rules::strip_generated_identity(group, kind, object);
 }
 
 #[cfg(test)]
@@ -287,7 +266,7 @@ mod tests {
             job,
             json!({
                 "metadata": {"name": "j", "labels": {"app": "a"}},
-                "spec": {"template": {"metadata": {"labels": {"job-name": "j", "app": "a"}}}}
+                "spec": {"template": {"metadata": {"labels": {"app": "a"}}}}
             })
         );
         let mut manual =

@@ -2,7 +2,9 @@
 //! by page, clean every object with the rules, hash its canonical JSON and hand it to the
 //! store; then write the manifest. Objects stream through (a page at a time per resource);
 //! only the manifest entries grow with the cluster. A resource or group that cannot be read
-//! is recorded as skipped with the reason; it never fails the snapshot as a whole.
+//! is recorded as skipped with the reason; it never fails the snapshot as a whole, unless
+//! nothing at all could be listed or the namespaces could not: such a snapshot would look
+//! complete and restore nothing, so it fails without a manifest instead.
 //!
 //! This module never writes to the cluster.
 
@@ -69,6 +71,12 @@ pub enum SnapshotError {
         "{0}; check the kubeconfig and context, and that the API server is reachable from here"
     )]
     Discovery(#[from] DiscoveryError),
+    /// Nothing worth a snapshot could be read; no manifest was written.
+    #[error(
+        "{0}; check that the service account kube-autosave runs as may get and list them \
+         (its RBAC) and that the API server is healthy"
+    )]
+    Unreadable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -696,6 +704,11 @@ pub async fn take_snapshot(
         (a.resource, &a.namespace, &a.name).cmp(&(b.resource, &b.namespace, &b.name))
     });
     skipped.sort();
+    if let Some(what) = unusable(&options.rules, &manifest_resources, &skipped) {
+        // Nothing refers to what the writer stored; the seen-objects cache stays as the
+        // last good snapshot left it.
+        return Err(SnapshotError::Unreadable(what));
+    }
     stats.objects = objects.len() as u64;
     stats.duration_ms = started.elapsed().as_millis() as u64;
 
@@ -718,6 +731,48 @@ pub async fn take_snapshot(
     );
     saved?;
     Ok(manifest)
+}
+
+/// Why a snapshot that read `read` and skipped `skipped` is not one: no resource at all was
+/// listed, or the namespaces were not (and the rules want them), which a restore needs
+/// before anything namespaced. `None` for a snapshot worth keeping.
+fn unusable(rules: &Rules, read: &[ManifestResource], skipped: &[Skipped]) -> Option<String> {
+    let reason = |s: &Skipped| format!("{}: {}", s.what(), s.reason);
+    if read.is_empty() {
+        return Some(match skipped.first() {
+            Some(first) => format!(
+                "no resource could be listed ({} skipped, e.g. {})",
+                skipped.len(),
+                reason(first)
+            ),
+            None => "the API server lists no resource that the rules include (includeResources, \
+                     excludeResources)"
+                .to_string(),
+        });
+    }
+    let namespaces = ResourceType {
+        group: String::new(),
+        version: "v1".to_string(),
+        kind: "Namespace".to_string(),
+        resource: "namespaces".to_string(),
+        namespaced: false,
+    };
+    let listed = read
+        .iter()
+        .any(|r| r.resource.group.is_empty() && r.resource.resource == "namespaces");
+    if !rules.wants_resource(&namespaces) || listed {
+        return None;
+    }
+    // Skipped itself, or with the whole core group.
+    let why = skipped
+        .iter()
+        .find(|s| s.group.is_empty() && s.resource.as_deref().is_none_or(|r| r == "namespaces"))
+        .map(reason)
+        .unwrap_or_else(|| "the API server does not list them".to_string());
+    Some(format!(
+        "the namespaces could not be listed ({why}); a snapshot without them cannot be \
+         restored (to leave them out on purpose, add namespaces to excludeResources)"
+    ))
 }
 
 /// Now, or the next free second if a snapshot of this second exists already.
@@ -773,5 +828,59 @@ mod tests {
             super::encode_query("app in (a,b)"),
             "app%20in%20%28a%2Cb%29"
         );
+    }
+
+    fn resource(group: &str, plural: &str) -> ManifestResource {
+        ManifestResource {
+            resource: ResourceType {
+                group: group.into(),
+                version: "v1".into(),
+                kind: String::new(),
+                resource: plural.into(),
+                namespaced: false,
+            },
+            count: 1,
+        }
+    }
+
+    fn forbidden(group: &str, plural: Option<&str>) -> Skipped {
+        Skipped {
+            group: group.into(),
+            version: Some("v1".into()),
+            resource: plural.map(str::to_string),
+            namespace: None,
+            code: Some(403),
+            reason: "403 Forbidden: no".into(),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_without_any_resource_or_without_namespaces_is_none() {
+        let rules = Rules::default();
+        let fine = [resource("", "namespaces"), resource("", "configmaps")];
+        assert_eq!(
+            unusable(&rules, &fine, &[forbidden("", Some("secrets"))]),
+            None
+        );
+
+        let why = unusable(&rules, &[], &[forbidden("", Some("configmaps"))]).unwrap();
+        assert!(why.contains("no resource could be listed"), "{why}");
+        assert!(why.contains("configmaps: 403 Forbidden"), "{why}");
+        let why = unusable(&rules, &[], &[]).unwrap();
+        assert!(why.contains("includeResources"), "{why}");
+
+        let no_namespaces = [resource("", "configmaps")];
+        let why = unusable(&rules, &no_namespaces, &[forbidden("", Some("namespaces"))]).unwrap();
+        assert!(
+            why.contains("namespaces could not be listed (namespaces: 403"),
+            "{why}"
+        );
+        assert!(unusable(&rules, &no_namespaces, &[]).is_some());
+        // Left out by the rules: not a failure.
+        let only = Rules {
+            include_resources: vec!["configmaps".into()],
+            ..Rules::default()
+        };
+        assert_eq!(unusable(&only, &no_namespaces, &[]), None);
     }
 }

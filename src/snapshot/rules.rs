@@ -24,6 +24,9 @@ pub struct Rules {
     pub strip_pvc_binding: bool,
     /// Remove PV `spec.claimRef.uid`/`resourceVersion`.
     pub strip_pv_claim_ref_identity: bool,
+    /// Remove what the API server generates from an object's identity or from the old
+    /// cluster and rejects in a create (see [`strip_generated_identity`]).
+    pub strip_generated_identity: bool,
     /// Only these resources (`configmaps`, `deployments.apps`); empty means all.
     pub include_resources: Vec<String>,
     /// Resources left out (`events`, `leases.coordination.k8s.io`, or a group: `*.metrics.k8s.io`).
@@ -61,6 +64,7 @@ impl Default for Rules {
             strip_service_cluster_ip: true,
             strip_pvc_binding: true,
             strip_pv_claim_ref_identity: true,
+            strip_generated_identity: true,
             include_resources: Vec::new(),
             exclude_resources: [
                 "events",
@@ -183,10 +187,85 @@ impl Rules {
             }
             _ => {}
         }
+        if self.strip_generated_identity {
+            strip_generated_identity(&rt.group, &rt.kind, object);
+        }
         for pointer in &self.strip_fields {
             remove_pointer(object, pointer);
         }
         Ok(())
+    }
+}
+
+/// Labels the API server puts on a Job and its pod template from the Job's name and uid
+/// (pkg/registry/batch/job/strategy.go, `generateSelector`).
+const JOB_GENERATED_LABELS: [&str; 4] = [
+    "controller-uid",
+    "batch.kubernetes.io/controller-uid",
+    "job-name",
+    "batch.kubernetes.io/job-name",
+];
+
+/// Pod fields the admission plugins compute from the cluster's classes and refuse, in a
+/// create, when they differ from what they compute: `priority` and `preemptionPolicy` from
+/// the PriorityClass (plugin/pkg/admission/priority), `overhead` from the RuntimeClass
+/// (plugin/pkg/admission/runtimeclass). A fresh cluster computes them again.
+const POD_COMPUTED_FIELDS: [&str; 3] = ["priority", "preemptionPolicy", "overhead"];
+
+/// Removes from `object` (of `kind` in `group`) what the API server generated from the
+/// object's identity or from the old cluster and answers a create in a fresh cluster with an
+/// error for, so that the object can be created as it is (by a restore or by
+/// `kubectl create -f`), and gets them generated again:
+///
+/// - a Job without `manualSelector: true`: `spec.selector` and the labels of
+///   [`JOB_GENERATED_LABELS`] on the Job and its pod template. The server selects pods by
+///   the Job's uid and refuses any other selector with 422 "`selector` not auto-generated"
+///   (pkg/apis/batch/validation, `ValidateGeneratedSelector`).
+/// - a Pod: `spec.ephemeralContainers`, which "cannot be set on create"
+///   (pkg/apis/core/validation, `ValidatePodCreate`), and [`POD_COMPUTED_FIELDS`].
+///
+/// Label maps left empty are removed. Other kinds are left as they are.
+pub fn strip_generated_identity(group: &str, kind: &str, object: &mut Value) {
+    match (group, kind) {
+        ("batch", "Job") => {
+            let manual = object
+                .pointer("/spec/manualSelector")
+                .and_then(Value::as_bool)
+                == Some(true);
+            if manual {
+                return;
+            }
+            if let Some(Value::Object(spec)) = object.get_mut("spec") {
+                spec.remove("selector");
+            }
+            for metadata in ["/metadata", "/spec/template/metadata"] {
+                if let Some(Value::Object(metadata)) = object.pointer_mut(metadata) {
+                    remove_labels(metadata, &JOB_GENERATED_LABELS);
+                }
+            }
+        }
+        ("", "Pod") => {
+            if let Some(Value::Object(spec)) = object.get_mut("spec") {
+                spec.remove("ephemeralContainers");
+                for field in POD_COMPUTED_FIELDS {
+                    spec.remove(field);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Removes `names` from `metadata.labels`, and the map when nothing is left in it.
+fn remove_labels(metadata: &mut serde_json::Map<String, Value>, names: &[&str]) {
+    let Some(Value::Object(labels)) = metadata.get_mut("labels") else {
+        return;
+    };
+    for name in names {
+        labels.remove(*name);
+    }
+    if labels.is_empty() {
+        metadata.remove("labels");
     }
 }
 
@@ -209,6 +288,27 @@ fn strip_cluster_ip(map: &mut serde_json::Map<String, Value>) {
     }
     spec.remove("clusterIP");
     spec.remove("clusterIPs");
+}
+
+/// Checks that `pointer` is a JSON pointer to a field (RFC 6901): it starts with `/`, and
+/// every `~` is `~0` (a `~`) or `~1` (a `/`). Says what is wrong otherwise.
+pub fn check_pointer(pointer: &str) -> Result<(), String> {
+    if !pointer.starts_with('/') {
+        return Err(
+            "is not a JSON pointer: it must start with `/`, e.g. /metadata/annotations/example.com~1note"
+                .to_string(),
+        );
+    }
+    let mut chars = pointer.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err(
+                "is not a JSON pointer: `~` must be followed by 0 (for `~`) or 1 (for `/`)"
+                    .to_string(),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Removes the value at a JSON pointer, if there is one.
@@ -357,5 +457,108 @@ mod tests {
         assert!(only.wants_resource(&rt("", "configmaps", "ConfigMap")));
         assert!(!only.wants_resource(&rt("", "secrets", "Secret")));
         assert!(!only.wants_resource(&rt("metrics.k8s.io", "pods", "PodMetrics")));
+    }
+
+    #[test]
+    fn a_jobs_generated_selector_and_labels_are_removed_unless_manual() {
+        let mut job = json!({
+            "metadata": {"name": "j", "labels": {
+                "controller-uid": "u", "batch.kubernetes.io/controller-uid": "u",
+                "job-name": "j", "batch.kubernetes.io/job-name": "j"}},
+            "spec": {
+                "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "u"}},
+                "template": {"metadata": {"labels": {
+                    "batch.kubernetes.io/controller-uid": "u", "controller-uid": "u",
+                    "batch.kubernetes.io/job-name": "j", "job-name": "j", "app": "a"}},
+                    "spec": {"containers": []}}
+            }
+        });
+        strip_generated_identity("batch", "Job", &mut job);
+        assert_eq!(
+            job,
+            json!({
+                "metadata": {"name": "j"},
+                "spec": {"template": {"metadata": {"labels": {"app": "a"}},
+                                      "spec": {"containers": []}}}
+            }),
+            "an emptied label map goes too"
+        );
+
+        let manual = json!({
+            "metadata": {"name": "m", "labels": {"controller-uid": "u"}},
+            "spec": {"manualSelector": true, "selector": {"matchLabels": {"a": "b"}},
+                     "template": {"metadata": {"labels": {"a": "b", "job-name": "m"}}}}
+        });
+        let mut kept = manual.clone();
+        strip_generated_identity("batch", "Job", &mut kept);
+        assert_eq!(kept, manual);
+
+        // A Job of another group is not the batch Job.
+        let other = json!({"spec": {"selector": {"matchLabels": {"a": "b"}}}});
+        let mut kept = other.clone();
+        strip_generated_identity("example.com", "Job", &mut kept);
+        assert_eq!(kept, other);
+    }
+
+    #[test]
+    fn a_pods_ephemeral_containers_and_class_computed_fields_are_removed() {
+        let mut pod = json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "containers": [{"name": "c", "image": "i"}],
+                "ephemeralContainers": [{"name": "debugger", "image": "busybox"}],
+                "priorityClassName": "high", "priority": 1000, "preemptionPolicy": "Never",
+                "runtimeClassName": "kata", "overhead": {"cpu": "250m"},
+                "nodeName": "node-1"
+            }
+        });
+        strip_generated_identity("", "Pod", &mut pod);
+        assert_eq!(
+            pod["spec"],
+            json!({"containers": [{"name": "c", "image": "i"}], "priorityClassName": "high",
+                   "runtimeClassName": "kata", "nodeName": "node-1"})
+        );
+        // Pod templates are not pods: admission computes nothing for them.
+        let deployment = json!({"spec": {"template": {"spec": {"priority": 5}}}});
+        let mut kept = deployment.clone();
+        strip_generated_identity("apps", "Deployment", &mut kept);
+        assert_eq!(kept, deployment);
+    }
+
+    #[test]
+    fn generated_identity_goes_with_the_rules_unless_switched_off() {
+        let job_rt = rt("batch", "jobs", "Job");
+        let job = json!({"metadata": {"name": "j", "uid": "u"},
+                         "spec": {"selector": {"matchLabels": {"controller-uid": "u"}}}});
+        let mut cleaned = job.clone();
+        Rules::default().apply(&job_rt, &mut cleaned).unwrap();
+        assert_eq!(
+            cleaned,
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {}})
+        );
+        let off = Rules {
+            strip_generated_identity: false,
+            ..Rules::default()
+        };
+        let mut kept = job.clone();
+        off.apply(&job_rt, &mut kept).unwrap();
+        assert_eq!(kept["spec"], job["spec"]);
+        let parsed: Rules = serde_json::from_str(r#"{"stripGeneratedIdentity": false}"#).unwrap();
+        assert_eq!(parsed, off);
+    }
+
+    #[test]
+    fn json_pointers_are_checked() {
+        for good in [
+            "/spec/x",
+            "/metadata/annotations/example.com~1note",
+            "/a~0b",
+            "/",
+        ] {
+            assert!(check_pointer(good).is_ok(), "{good}");
+        }
+        for bad in ["", "spec/x", "/a~2b", "/a~", "metadata.annotations"] {
+            assert!(check_pointer(bad).is_err(), "{bad}");
+        }
     }
 }

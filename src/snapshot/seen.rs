@@ -26,7 +26,7 @@ use crate::store::ObjectId;
 pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Bumped whenever cleaning, canonical serialization or the layout of this file changes.
-const FORMAT: &str = "kube-autosave seen v2";
+const FORMAT: &str = "kube-autosave seen v3";
 
 /// What became of an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,6 +303,16 @@ mod tests {
         let path = saved(dir.path(), &Rules::default());
         let other = Rules {
             keep_controller_owned: true,
+            ..Rules::default()
+        };
+        assert!(
+            SeenCache::open(&path, &other)
+                .take(&deployments("v1"))
+                .is_empty()
+        );
+        // Every rule counts, the cleaning ones too.
+        let other = Rules {
+            strip_generated_identity: false,
             ..Rules::default()
         };
         assert!(

@@ -163,3 +163,99 @@ async fn without_a_destination_snapshots_go_to_a_local_folder() {
         "{stdout}"
     );
 }
+
+/// A snapshot that could list nothing, or not the namespaces, is a failure (exit 1) that says
+/// what to check, and leaves no snapshot behind; with the namespaces left out on purpose it
+/// is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_lists_nothing_or_no_namespaces_fails_and_leaves_no_snapshot() {
+    let cluster = Cluster::start(300, 33).await;
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = |config: Option<&str>| {
+        let mut command = kube_autosave(dir.path());
+        command.args([
+            "snapshot",
+            "--to",
+            "out",
+            "--kubeconfig",
+            &cluster.kubeconfig.display().to_string(),
+        ]);
+        if let Some(config) = config {
+            std::fs::write(dir.path().join("cluster.yaml"), config).unwrap();
+            command.args(["--config", "cluster.yaml"]);
+        }
+        async move {
+            let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+                .await
+                .unwrap();
+            let (stdout, stderr) = text(&output);
+            (output.status.code(), stdout + &stderr)
+        }
+    };
+    let snapshots = || {
+        std::fs::read_dir(dir.path().join("out/cluster/store/snapshots"))
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    };
+
+    crate::daemon::forbid_everything(&cluster, true).await;
+    let (code, text) = snapshot(None).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no resource could be listed"), "{text}");
+    assert!(text.contains("403"), "{text}");
+    assert!(
+        text.contains("RBAC") && text.contains("API server"),
+        "{text}"
+    );
+    assert_eq!(snapshots(), 0);
+    assert!(!dir.path().join("out/cluster/backup").exists());
+    crate::daemon::forbid_everything(&cluster, false).await;
+
+    cluster.sim.faults().forbid("namespaces", true);
+    let (code, text) = snapshot(None).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("the namespaces could not be listed (namespaces: 403"),
+        "{text}"
+    );
+    assert_eq!(snapshots(), 0);
+    // Left out on purpose: a snapshot.
+    let (code, text) = snapshot(Some(
+        "kubeResourcesAutosave:\n  rules:\n    excludeResources: [namespaces]\n",
+    ))
+    .await;
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(snapshots(), 1);
+    cluster.sim.faults().forbid("namespaces", false);
+}
+
+#[test]
+fn malformed_rules_exit_two_naming_the_key_and_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    for (rules, key, value) in [
+        (
+            "    labelSelector: 'env in (prod'\n",
+            "kubeResourcesAutosave.rules.labelSelector",
+            "\"env in (prod\"",
+        ),
+        (
+            "    stripFields: ['/metadata/annotations/a~2b']\n",
+            "kubeResourcesAutosave.rules.stripFields",
+            "\"/metadata/annotations/a~2b\"",
+        ),
+    ] {
+        std::fs::write(
+            dir.path().join("cluster.yaml"),
+            format!("kubeResourcesAutosave:\n  rules:\n{rules}"),
+        )
+        .unwrap();
+        let output = kube_autosave(dir.path())
+            .args(["snapshot", "--config", "cluster.yaml", "--to", "out"])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{stdout}\n{stderr}");
+        assert!(stderr.contains(key) && stderr.contains(value), "{stderr}");
+        assert!(!dir.path().join("out").exists());
+    }
+}

@@ -46,13 +46,19 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, config: &Path, cluster: &Cluster, args: &[&str]) -> Daemon {
+        let kubeconfig = cluster.kubeconfig.display().to_string();
+        let mut all = vec!["--kubeconfig", &kubeconfig];
+        all.extend_from_slice(args);
+        Self::spawn(dir, config, &all)
+    }
+
+    fn spawn(dir: &Path, config: &Path, args: &[&str]) -> Daemon {
         let port = free_port();
         let log = dir.join(format!("daemon-{port}.log"));
         let child = crate::support::s3_credentials(&mut crate::support::binary(dir))
             .arg("run")
             .arg("--config")
             .arg(config)
-            .args(["--kubeconfig", &cluster.kubeconfig.display().to_string()])
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),
@@ -438,9 +444,6 @@ fn the_switch_and_bad_configuration() {
                 + &String::from_utf8_lossy(&output.stderr),
         )
     };
-    let (code, text) = run("kubeResourcesAutosave:\n  enabled: false\n  s3URI: s3://b-1\n");
-    assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("disabled"), "{text}");
     let (code, text) =
         run("kubeResourcesAutosave:\n  enabled: true\n  s3URI: s3://b-1\n  intervall: 1h\n");
     assert_eq!(code, Some(2), "{text}");
@@ -456,10 +459,105 @@ fn the_switch_and_bad_configuration() {
     let (code, text) = run("kubeResourcesAutosave:\n  enabled: true\n  s3URI: ftp://x\n");
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("s3URI") && text.contains("ftp"), "{text}");
+    // A label selector the API server would refuse on every list.
+    let (code, text) = run(
+        "kubeResourcesAutosave:\n  enabled: true\n  s3URI: s3://b-1\n  rules:\n    labelSelector: 'app: web'\n",
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("kubeResourcesAutosave.rules.labelSelector") && text.contains("\"app: web\""),
+        "{text}"
+    );
+    // Checked when switched off as well: switching on brings no surprise.
+    let (code, text) = run(
+        "kubeResourcesAutosave:\n  enabled: false\n  s3URI: s3://b-1\n  rules:\n    stripFields: [spec/x]\n",
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("kubeResourcesAutosave.rules.stripFields") && text.contains("\"spec/x\""),
+        "{text}"
+    );
     // Nothing was touched.
     let left: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, vec!["cluster.yaml".to_string()]);
+}
+
+/// Forbids (or allows again) every resource the simulated cluster serves, as RBAC does for a
+/// service account without permissions.
+pub(crate) async fn forbid_everything(cluster: &Cluster, on: bool) {
+    let found = kube_autosave::snapshot::discover(&cluster.api().await)
+        .await
+        .unwrap();
+    assert!(found.resources.len() > 20);
+    for rt in found.resources {
+        cluster.sim.faults().forbid(&rt.resource, on);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switched_off_it_stays_up_idle_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &config,
+        "kubeResourcesAutosave:\n  enabled: false\n  s3URI: s3://b-1\n",
+    )
+    .unwrap();
+    let mut daemon = Daemon::spawn(dir.path(), &config, &[]);
+    daemon.wait_for("the health endpoint", Duration::from_secs(20), |d| {
+        d.get("/healthz").map(|r| r.0) == Some(200)
+    });
+    assert_eq!(daemon.get("/readyz").map(|r| r.0), Some(200));
+    assert_eq!(daemon.metric("enabled"), 0.0);
+    assert_eq!(daemon.metric("snapshots_total"), 0.0);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "it exited; log:\n{}",
+        daemon.log()
+    );
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0));
+    let log = daemon.log();
+    let why = format!(
+        "kubeResourcesAutosave.enabled is false in {}; nothing to do",
+        config.display()
+    );
+    assert_eq!(log.matches(&why).count(), 1, "{log}");
+    // Nothing was touched.
+    assert!(!dir.path().join("state").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_can_list_nothing_is_a_failure_retried_until_it_can() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start(300, 44).await;
+    forbid_everything(&cluster, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &s3, "  interval: 24h\n  pushInterval: 1s\n");
+    let daemon = Daemon::start(dir.path(), &config, &cluster, &[]);
+    daemon.wait_for("two failed snapshots", Duration::from_secs(60), |d| {
+        d.metric("snapshot_failures_total") >= 2.0
+    });
+    assert_eq!(daemon.metric("snapshots_total"), 0.0);
+    assert_eq!(daemon.metric("snapshots_pending"), 0.0);
+    assert_eq!(daemon.metric("ready"), 0.0);
+    assert_eq!(daemon.get("/readyz").map(|r| r.0), Some(503));
+    let log = daemon.log();
+    assert!(
+        log.contains("no resource could be listed") && log.contains("RBAC"),
+        "{log}"
+    );
+    assert!(manifests(&s3).await.is_empty());
+
+    // Once it may list again, the next try is a snapshot.
+    forbid_everything(&cluster, false).await;
+    daemon.wait_for("a pushed snapshot", Duration::from_secs(60), |d| {
+        d.metric("snapshots_total") >= 1.0 && d.metric("snapshots_pending") == 0.0
+    });
+    let all = assert_complete(&s3).await;
+    assert_eq!(all.len(), 1, "{:?}", all.keys());
 }

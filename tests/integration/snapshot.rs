@@ -314,6 +314,63 @@ async fn objects_are_cleaned_so_they_can_be_created_in_a_fresh_cluster() {
         assert_eq!(ours["kind"], k.kind.as_str());
         assert_eq!(ours["apiVersion"], k.api_version().as_str());
     }
+
+    // What the server generated from the old objects' identity and would refuse in a create:
+    // the Jobs' selectors and uid labels, the pods' class-computed priority (the Jobs and
+    // their pods are owned by CronJobs, so kept on request only).
+    let owned_too = SnapshotOptions {
+        rules: Rules {
+            keep_controller_owned: true,
+            ..Rules::default()
+        },
+        ..options()
+    };
+    let manifest = fx.snapshot(&owned_too).await;
+    let objects = fx.objects(&manifest).await;
+    let (mut jobs, mut pods) = (0, 0);
+    for (key, object) in &objects {
+        match key.0.as_str() {
+            "jobs.batch" => {
+                jobs += 1;
+                assert!(object["spec"].get("selector").is_none(), "{key:?}");
+                for labels in [
+                    &object["metadata"]["labels"],
+                    &object["spec"]["template"]["metadata"]["labels"],
+                ] {
+                    for generated in [
+                        "controller-uid",
+                        "batch.kubernetes.io/controller-uid",
+                        "job-name",
+                        "batch.kubernetes.io/job-name",
+                    ] {
+                        assert!(labels.get(generated).is_none(), "{key:?}: {labels}");
+                    }
+                }
+                assert!(object["spec"]["template"]["spec"]["containers"].is_array());
+            }
+            "pods" => {
+                pods += 1;
+                for field in [
+                    "priority",
+                    "preemptionPolicy",
+                    "overhead",
+                    "ephemeralContainers",
+                ] {
+                    assert!(object["spec"].get(field).is_none(), "{key:?} keeps {field}");
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(jobs > 0 && pods > 0, "{jobs} jobs, {pods} pods");
+    let generated = |resource: &str, pointer: &str| {
+        sim.objects()
+            .iter()
+            .filter(|k| k.resource == resource)
+            .any(|k| sim.object(k).unwrap().pointer(pointer).is_some())
+    };
+    assert!(generated("jobs", "/spec/selector/matchLabels"));
+    assert!(generated("pods", "/spec/priority"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -641,4 +698,219 @@ async fn objects_unchanged_since_the_last_snapshot_are_not_read_again_and_the_sn
     );
     assert!(served.gets < seventh.stats.objects / 8, "{served:?}");
     same_as_full_read(&seventh, &fx.full_read(&other).await);
+}
+
+fn crd(group: &str, plural: &str, kind: &str, version: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {
+            "group": group,
+            "names": {"kind": kind, "listKind": format!("{kind}List"), "plural": plural,
+                      "singular": kind.to_lowercase()},
+            "scope": "Namespaced",
+            "versions": [{"name": version, "served": true, "storage": true,
+                          "schema": {"openAPIV3Schema": {"type": "object",
+                                     "x-kubernetes-preserve-unknown-fields": true}}}]
+        }
+    })
+}
+
+/// The (group, plural) of every resource the manifest read, with the version it read it at.
+fn versions_read(manifest: &Manifest) -> BTreeMap<(String, String), String> {
+    let mut out = BTreeMap::new();
+    for r in &manifest.resources {
+        let rt = &r.resource;
+        let before = out.insert((rt.group.clone(), rt.resource.clone()), rt.version.clone());
+        assert!(before.is_none(), "{} read twice", rt.qualified_name());
+    }
+    out
+}
+
+/// A group whose preferred version lacks a resource (prometheus-operator's
+/// `monitoring.coreos.com`: `alertmanagerconfigs` only at `v1alpha1`), and the built-in
+/// resources served only by a non-preferred version, are read, once, at the version that
+/// serves them; legacy discovery finds the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_served_only_by_a_non_preferred_version_are_read_at_it() {
+    let fx = Fixture::new(300, 17).await;
+    let api = fx.cluster.api().await;
+    let post = |path: &str, body: Value| {
+        let api = api.clone();
+        let path = path.to_string();
+        async move {
+            api.post(&path, Bytes::from(body.to_string()))
+                .await
+                .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+        }
+    };
+    let group = "monitoring.coreos.com";
+    for (plural, kind, version) in [
+        ("servicemonitors", "ServiceMonitor", "v1"),
+        ("alertmanagerconfigs", "AlertmanagerConfig", "v1alpha1"),
+    ] {
+        post(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            crd(group, plural, kind, version),
+        )
+        .await;
+        post(
+            &format!("/apis/{group}/{version}/namespaces/default/{plural}"),
+            serde_json::json!({
+                "apiVersion": format!("{group}/{version}"), "kind": kind,
+                "metadata": {"name": "main", "namespace": "default"},
+                "spec": {"note": plural}
+            }),
+        )
+        .await;
+    }
+    // The server prefers v1, which lacks alertmanagerconfigs.
+    let preferred: Value = serde_json::from_slice(
+        &api.get(&format!("/apis/{group}"), "application/json")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(preferred["preferredVersion"]["version"], "v1");
+
+    let mut manifest = fx.snapshot(&options()).await;
+    assert!(manifest.skipped.is_empty(), "{:?}", manifest.skipped);
+    let read = versions_read(&manifest);
+    let at =
+        |group: &str, plural: &str| read.get(&(group.to_string(), plural.to_string())).cloned();
+    assert_eq!(at(group, "servicemonitors").as_deref(), Some("v1"));
+    assert_eq!(
+        at(group, "alertmanagerconfigs").as_deref(),
+        Some("v1alpha1")
+    );
+    for plural in ["ipaddresses", "servicecidrs"] {
+        assert_eq!(
+            at("networking.k8s.io", plural).as_deref(),
+            Some("v1beta1"),
+            "{plural}"
+        );
+    }
+    // Served at v2 and v1: read once, at v2.
+    assert_eq!(
+        at("autoscaling", "horizontalpodautoscalers").as_deref(),
+        Some("v2")
+    );
+    // Everything the server holds, and nothing twice (a resource read at two versions would
+    // show its objects twice).
+    assert_eq!(ids_by_key(&manifest).len(), manifest.objects.len());
+    let mut everything = expected(&fx.cluster.sim);
+    everything.extend(
+        [("alertmanagerconfigs", "main"), ("servicemonitors", "main")].map(|(plural, name)| {
+            (
+                format!("{plural}.{group}"),
+                Some("default".to_string()),
+                name.to_string(),
+            )
+        }),
+    );
+    assert_eq!(snapshot_keys(&manifest), everything);
+
+    // The objects are stored, and laid out, at the version they were read at.
+    let objects = fx.objects(&manifest).await;
+    let key = |plural: &str| {
+        (
+            format!("{plural}.{group}"),
+            Some("default".to_string()),
+            "main".to_string(),
+        )
+    };
+    assert_eq!(
+        objects[&key("alertmanagerconfigs")]["apiVersion"],
+        "monitoring.coreos.com/v1alpha1"
+    );
+    assert_eq!(
+        objects[&key("servicemonitors")]["apiVersion"],
+        "monitoring.coreos.com/v1"
+    );
+    kube_autosave::export::export(&fx.store, &mut manifest, &Default::default(), None)
+        .await
+        .unwrap();
+    for (plural, kind, version) in [
+        ("servicemonitors", "ServiceMonitor", "v1"),
+        ("alertmanagerconfigs", "AlertmanagerConfig", "v1alpha1"),
+    ] {
+        let file = fx
+            ._dirs
+            .0
+            .path()
+            .join(format!("backup/{}/default/{plural}.json", manifest.time));
+        let list: Value = serde_json::from_slice(
+            &std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())),
+        )
+        .unwrap();
+        let items = list["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{list}");
+        assert_eq!(items[0]["apiVersion"], format!("{group}/{version}"));
+        assert_eq!(items[0]["kind"], kind);
+        assert_eq!(items[0]["spec"]["note"], plural);
+    }
+
+    // Legacy discovery (a document per group version) finds the same resources at the same
+    // versions as aggregated discovery.
+    let aggregated = kube_autosave::snapshot::discovery::discover_aggregated(&api)
+        .await
+        .unwrap()
+        .expect("the simulator offers aggregated discovery");
+    let legacy = kube_autosave::snapshot::discovery::discover_legacy(&api)
+        .await
+        .unwrap();
+    assert!(legacy.skipped.is_empty(), "{:?}", legacy.skipped);
+    assert_eq!(legacy.resources, aggregated.resources);
+    assert!(legacy.resources.iter().any(|r| r.group == group
+        && r.resource == "alertmanagerconfigs"
+        && r.version == "v1alpha1"));
+}
+
+/// An unavailable group version costs only what no other version serves, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_group_version_is_reported_and_the_others_are_still_read() {
+    let fx = Fixture::new(200, 18).await;
+    let api = fx.cluster.api().await;
+    for (plural, kind, version) in [
+        ("servicemonitors", "ServiceMonitor", "v1"),
+        ("alertmanagerconfigs", "AlertmanagerConfig", "v1alpha1"),
+    ] {
+        api.post(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            Bytes::from(crd("monitoring.coreos.com", plural, kind, version).to_string()),
+        )
+        .await
+        .unwrap();
+    }
+    fx.cluster
+        .sim
+        .faults()
+        .group_unavailable("monitoring.coreos.com", true);
+    for found in [
+        kube_autosave::snapshot::discovery::discover_aggregated(&api)
+            .await
+            .unwrap()
+            .unwrap(),
+        kube_autosave::snapshot::discovery::discover_legacy(&api)
+            .await
+            .unwrap(),
+    ] {
+        let skipped: Vec<(String, Option<u16>)> =
+            found.skipped.iter().map(|s| (s.what(), s.code)).collect();
+        assert_eq!(
+            skipped,
+            vec![
+                ("monitoring.coreos.com/v1".to_string(), Some(503)),
+                ("monitoring.coreos.com/v1alpha1".to_string(), Some(503)),
+            ]
+        );
+        assert!(
+            found
+                .resources
+                .iter()
+                .all(|r| r.group != "monitoring.coreos.com")
+        );
+        assert!(found.resources.iter().any(|r| r.resource == "configmaps"));
+    }
 }
