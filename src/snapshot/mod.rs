@@ -628,7 +628,12 @@ pub async fn take_snapshot(
     let rules = options.rules.clone();
     let opening = tokio::task::spawn_blocking(move || SeenCache::open(&seen_path, &rules));
     let discovered = discover(api).await?;
-    let mut skipped = discovered.skipped;
+    // A group the rules leave out whole is not missed when its discovery fails.
+    let mut skipped: Vec<Skipped> = discovered
+        .skipped
+        .into_iter()
+        .filter(|s| s.resource.is_some() || !options.rules.excludes_group(&s.group))
+        .collect();
     let resources: Vec<ResourceType> = discovered
         .resources
         .into_iter()

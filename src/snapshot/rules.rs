@@ -66,12 +66,17 @@ impl Default for Rules {
             strip_pv_claim_ref_identity: true,
             strip_generated_identity: true,
             include_resources: Vec::new(),
+            // History, what controllers derive from other objects, what running components
+            // hold, and what the server computes when asked (metrics, component statuses:
+            // nobody can create them, so they have no place in a layout made for creates).
             exclude_resources: [
                 "events",
                 "events.events.k8s.io",
                 "endpoints",
                 "endpointslices.discovery.k8s.io",
                 "leases.coordination.k8s.io",
+                "componentstatuses",
+                "*.metrics.k8s.io",
             ]
             .map(String::from)
             .to_vec(),
@@ -112,6 +117,14 @@ impl Rules {
                 .exclude_resources
                 .iter()
                 .any(|p| matches_resource(p, rt))
+    }
+
+    /// Whether no resource of `group` is read whatever it serves (a `*.<group>` exclusion):
+    /// a group left out on purpose is not missed when its discovery fails.
+    pub fn excludes_group(&self, group: &str) -> bool {
+        self.exclude_resources
+            .iter()
+            .any(|p| p.strip_prefix("*.") == Some(group))
     }
 
     pub fn wants_namespace(&self, namespace: &str) -> bool {
@@ -447,6 +460,9 @@ mod tests {
         );
         assert!(!rules.wants_resource(&rt("", "events", "Event")));
         assert!(!rules.wants_resource(&rt("coordination.k8s.io", "leases", "Lease")));
+        assert!(!rules.wants_resource(&rt("metrics.k8s.io", "pods", "PodMetrics")));
+        assert!(!rules.wants_resource(&rt("", "componentstatuses", "ComponentStatus")));
+        assert!(rules.excludes_group("metrics.k8s.io") && !rules.excludes_group("apps"));
         assert!(rules.wants_resource(&rt("apps", "deployments", "Deployment")));
         let only = Rules {
             include_resources: vec!["deployments.apps".into(), "configmaps".into()],
