@@ -10,7 +10,7 @@ use kube_autosave::export::ExportOptions;
 use kube_autosave::inspect::diff::json_diff;
 use kube_autosave::job::{JobProgress, JobSettings, open_backend, run_job};
 use kube_autosave::restore::{
-    Existing, Filters, Plan, RestoreOptions, RestoreReport, execute, order, source,
+    Existing, Filters, OnDamage, Plan, RestoreOptions, RestoreReport, execute, order, source,
 };
 use kube_autosave::snapshot::{Manifest, SnapshotOptions};
 use kube_autosave::store::{BackendExt, ObjectId, Store, StoreConfig};
@@ -212,11 +212,15 @@ async fn items_from_manifest(
     manifest: &Manifest,
     filters: &Filters,
 ) -> Vec<source::Item> {
-    source::from_manifest(store, manifest, |rt, o| {
-        filters.wants_manifest_object(rt, o.namespace.as_deref(), &o.name)
-    })
+    source::from_manifest(
+        store,
+        manifest,
+        |rt, o| filters.wants_manifest_object(rt, o.namespace.as_deref(), &o.name),
+        OnDamage::Fail,
+    )
     .await
     .unwrap()
+    .items
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,7 +298,7 @@ async fn restoring_from_the_plain_layout_alone_gives_the_same_cluster() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, store_a.backend().get(&meta.key).await.unwrap()).unwrap();
     }
-    let items = source::from_dir(folder.path()).unwrap();
+    let items = source::from_dir(folder.path(), OnDamage::Fail).unwrap().items;
     assert_eq!(items.len(), manifest_a.objects.len());
     let (_, report) = restore(items, &everything(), &b, Existing::Skip).await;
     assert!(
@@ -307,9 +311,11 @@ async fn restoring_from_the_plain_layout_alone_gives_the_same_cluster() {
     assert_same_objects((&manifest_a, &store_a), (&manifest_b, &store_b)).await;
 
     // The same layout read through the destination gives the same objects.
-    let through_backend = source::from_backend_layout(store_a.backend(), &manifest_a.time)
-        .await
-        .unwrap();
+    let through_backend =
+        source::from_backend_layout(store_a.backend(), &manifest_a.time, OnDamage::Fail)
+            .await
+            .unwrap()
+            .items;
     assert_eq!(through_backend.len(), manifest_a.objects.len());
 }
 
