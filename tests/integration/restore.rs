@@ -12,10 +12,10 @@ use kube_autosave::job::{JobProgress, JobSettings, open_backend, run_job};
 use kube_autosave::restore::{
     Existing, Filters, OnDamage, Plan, RestoreOptions, RestoreReport, execute, order, source,
 };
-use kube_autosave::snapshot::{Manifest, SnapshotOptions};
+use kube_autosave::snapshot::{Api, Manifest, SnapshotOptions};
 use kube_autosave::store::{BackendExt, ObjectId, Store, StoreConfig};
 use kube_sim::SimConfig;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::cluster::{Cluster, quick_retries};
 use crate::support::s3_server::S3Server;
@@ -405,4 +405,257 @@ async fn existing_objects_are_skipped_and_reported_or_replaced_when_asked() {
         data_of(api_b.clone(), path.clone()).await,
         configmap.value().unwrap()["data"]
     );
+}
+
+/// A CRD of namespaced `Gadget`s in `example.org`.
+fn gadget_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.example.org"},
+        "spec": {
+            "group": "example.org",
+            "names": {"kind": "Gadget", "listKind": "GadgetList", "plural": "gadgets", "singular": "gadget"},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
+            }]
+        }
+    })
+}
+
+/// POSTs `object` to `collection`; returns what the server stored.
+async fn create(api: &Api, collection: &str, object: Value) -> Value {
+    let body = api
+        .post(collection, serde_json::to_vec(&object).unwrap().into())
+        .await
+        .unwrap_or_else(|e| panic!("create in {collection}: {e}"));
+    serde_json::from_slice(&body).unwrap()
+}
+
+async fn get(api: &Api, path: &str) -> Option<Value> {
+    api.get_opt(path)
+        .await
+        .unwrap()
+        .map(|b| serde_json::from_slice(&b).unwrap())
+}
+
+fn uid(object: &Value) -> String {
+    object["metadata"]["uid"].as_str().unwrap().to_string()
+}
+
+fn owner(api_version: &str, kind: &str, of: &Value) -> Value {
+    json!({"apiVersion": api_version, "kind": kind, "name": of["metadata"]["name"], "uid": uid(of)})
+}
+
+fn config_map(name: &str, owners: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "ownerReferences": owners}, "data": {"k": name}})
+}
+
+/// Waits until the simulated server serves a CRD's group.
+async fn established(api: &Api, name: &str) {
+    for _ in 0..100 {
+        let crd = get(
+            api,
+            &format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"),
+        )
+        .await;
+        let ok = crd.as_ref().and_then(|c| c.pointer("/status/conditions")).is_some_and(|c| {
+            c.as_array().unwrap().iter().any(|c| c["type"] == "Established" && c["status"] == "True")
+        });
+        if ok {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{name} not established");
+}
+
+/// The binary with `world`'s destination, as cluster `name`.
+fn run_binary(world: &World, name: &str, args: &[&str]) -> std::process::Output {
+    let dir = world.cache.path();
+    let mut command = crate::support::binary(dir);
+    crate::support::with_s3(&mut command, &world.s3)
+        .args(["--to", "s3://backups/team", "--cluster-name", name])
+        .args(["--cache-dir", &dir.join(format!("cli-{name}")).display().to_string()])
+        .args(args);
+    command.output().unwrap()
+}
+
+fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_references_point_at_the_restored_owners_new_uids() {
+    let world = World::new();
+    let a = empty_cluster().await;
+    // Another seed: the same creates in both clusters must not give the same uids.
+    let b = Cluster::start_with(SimConfig {
+        empty: true,
+        seed: 4242,
+        ..SimConfig::default()
+    })
+    .await;
+    let (api_a, api_b) = (a.api().await, b.api().await);
+    let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    create(&api_a, crds, gadget_crd()).await;
+    established(&api_a, "gadgets.example.org").await;
+    create(&api_a, "/api/v1/namespaces", json!({"metadata": {"name": "shop"}})).await;
+    let cms = "/api/v1/namespaces/shop/configmaps";
+    let gadget = create(
+        &api_a,
+        "/apis/example.org/v1/namespaces/shop/gadgets",
+        json!({"apiVersion": "example.org/v1", "kind": "Gadget", "metadata": {"name": "g"}, "spec": {"size": 3}}),
+    )
+    .await;
+    let parent = create(&api_a, cms, config_map("parent", vec![])).await;
+    create(
+        &api_a,
+        cms,
+        config_map(
+            "child",
+            vec![owner("example.org/v1", "Gadget", &gadget), owner("v1", "ConfigMap", &parent)],
+        ),
+    )
+    .await;
+    let deployment = create(
+        &api_a,
+        "/apis/apps/v1/namespaces/shop/deployments",
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}}),
+    )
+    .await;
+    create(
+        &api_a,
+        "/api/v1/namespaces/shop/secrets",
+        json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "web-config", "ownerReferences": [owner("apps/v1", "Deployment", &deployment)]},
+            "data": {"k": "dg=="}}),
+    )
+    .await;
+    // Owned by one object that never was in the backup, and one that exists only in B.
+    let gone = json!({"metadata": {"name": "gone", "uid": "0a1b2c3d-0000-4000-8000-000000000001"}});
+    let only_in_b = json!({"metadata": {"name": "only-in-b", "uid": "0a1b2c3d-0000-4000-8000-000000000002"}});
+    create(
+        &api_a,
+        cms,
+        config_map(
+            "orphan",
+            vec![owner("v1", "ConfigMap", &gone), owner("v1", "ConfigMap", &only_in_b)],
+        ),
+    )
+    .await;
+    // In the backup and in B already (skipped): its dependent takes B's uid.
+    let existing = create(&api_a, cms, config_map("existing", vec![])).await;
+    create(&api_a, cms, config_map("of-existing", vec![owner("v1", "ConfigMap", &existing)])).await;
+    // Two objects that own each other.
+    let cycle_a = create(&api_a, cms, config_map("cycle-a", vec![])).await;
+    let cycle_b = create(&api_a, cms, config_map("cycle-b", vec![owner("v1", "ConfigMap", &cycle_a)])).await;
+    let mut cycle_a = get(&api_a, &format!("{cms}/cycle-a")).await.unwrap();
+    cycle_a["metadata"]["ownerReferences"] = json!([owner("v1", "ConfigMap", &cycle_b)]);
+    api_a
+        .put(&format!("{cms}/cycle-a"), serde_json::to_vec(&cycle_a).unwrap().into())
+        .await
+        .unwrap();
+    world.snapshot(&a, "a").await;
+
+    create(&api_b, "/api/v1/namespaces", json!({"metadata": {"name": "shop"}})).await;
+    create(&api_b, cms, config_map("only-in-b", vec![])).await;
+    create(&api_b, cms, config_map("existing", vec![])).await;
+    let kubeconfig = b.kubeconfig.display().to_string();
+
+    // The dry run names the target, and the reference it will drop; it changes nothing.
+    let before = b.sim.create_log().len();
+    let output = run_binary(&world, "a", &["restore", "latest", "--dry-run", "--kubeconfig", &kubeconfig]);
+    let text = output_text(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.lines().next(),
+        Some(format!("target: {} (kubeconfig context kube-sim)", b.sim.url()).as_str()),
+        "{text}"
+    );
+    assert!(
+        stdout.contains(
+            "owner reference dropped: ConfigMap shop/orphan -> ConfigMap shop/gone \
+             (not in the backup and not in the target cluster)"
+        ),
+        "{text}"
+    );
+    assert!(stdout.contains("owner references dropped: 1 "), "{text}");
+    assert!(
+        stdout.contains("owner reference added after both exist: ConfigMap shop/cycle-a -> ConfigMap shop/cycle-b (the objects own each other (a cycle))"),
+        "{text}"
+    );
+    assert_eq!(b.sim.create_log().len(), before);
+
+    // The real thing, through the binary: the target first, then the restore.
+    let output = run_binary(&world, "a", &["restore", "latest", "--kubeconfig", &kubeconfig]);
+    let text = output_text(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.starts_with(&format!("target: {} (kubeconfig context kube-sim)\n", b.sim.url())), "{text}");
+    assert!(stdout.contains("0 failed, 0 left out as damaged, 1 owner references dropped"), "{text}");
+
+    // Every reference in B names its owner's uid in B.
+    let in_b = |path: String| {
+        let api = api_b.clone();
+        async move { get(&api, &path).await.unwrap_or_else(|| panic!("{path} not restored")) }
+    };
+    let gadget_b = in_b("/apis/example.org/v1/namespaces/shop/gadgets/g".into()).await;
+    let refs_of = |o: &Value| -> Vec<(String, String)> {
+        o["metadata"]["ownerReferences"]
+            .as_array()
+            .map(|refs| {
+                refs.iter()
+                    .map(|r| (r["name"].as_str().unwrap().to_string(), r["uid"].as_str().unwrap().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let child = in_b(format!("{cms}/child")).await;
+    let parent_b = in_b(format!("{cms}/parent")).await;
+    assert_ne!(uid(&gadget_b), uid(&gadget));
+    assert_eq!(
+        refs_of(&child),
+        [("g".to_string(), uid(&gadget_b)), ("parent".to_string(), uid(&parent_b))]
+    );
+    let deployment_b = in_b("/apis/apps/v1/namespaces/shop/deployments/web".into()).await;
+    let secret = in_b("/api/v1/namespaces/shop/secrets/web-config".into()).await;
+    assert_ne!(uid(&deployment_b), uid(&deployment));
+    assert_eq!(refs_of(&secret), [("web".to_string(), uid(&deployment_b))]);
+    let only_in_b = in_b(format!("{cms}/only-in-b")).await;
+    assert_eq!(
+        refs_of(&in_b(format!("{cms}/orphan")).await),
+        [("only-in-b".to_string(), uid(&only_in_b))]
+    );
+    let existing_b = in_b(format!("{cms}/existing")).await;
+    assert_eq!(
+        refs_of(&in_b(format!("{cms}/of-existing")).await),
+        [("existing".to_string(), uid(&existing_b))]
+    );
+    let (cycle_a_b, cycle_b_b) = (in_b(format!("{cms}/cycle-a")).await, in_b(format!("{cms}/cycle-b")).await);
+    assert_eq!(refs_of(&cycle_a_b), [("cycle-b".to_string(), uid(&cycle_b_b))]);
+    assert_eq!(refs_of(&cycle_b_b), [("cycle-a".to_string(), uid(&cycle_a_b))]);
+
+    // Owners were created before their dependents, across steps too.
+    let log = b.sim.create_log();
+    let position = |kind: &str, name: &str| {
+        log.iter()
+            .position(|k| k.kind == kind && k.name == name)
+            .unwrap_or_else(|| panic!("{kind} {name} not created"))
+    };
+    assert!(position("Gadget", "g") < position("ConfigMap", "child"));
+    assert!(position("ConfigMap", "parent") < position("ConfigMap", "child"));
+    assert!(position("Deployment", "web") < position("Secret", "web-config"));
+    assert!(position("ConfigMap", "cycle-a") < position("ConfigMap", "cycle-b"));
 }
