@@ -659,3 +659,169 @@ async fn owner_references_point_at_the_restored_owners_new_uids() {
     assert!(position("Deployment", "web") < position("Secret", "web-config"));
     assert!(position("ConfigMap", "cycle-a") < position("ConfigMap", "cycle-b"));
 }
+
+/// Writes a plain-layout file: `relative` holds a List of `items`.
+fn write_list(dir: &std::path::Path, relative: &str, items: Vec<Value>) {
+    let path = dir.join(relative);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
+    std::fs::write(path, serde_json::to_vec_pretty(&list).unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_webhooks_and_policies_are_created_after_everything_else() {
+    let folder = tempfile::tempdir().unwrap();
+    let dir = folder.path();
+    let admission = |kind: &str, name: &str, extra: Value| {
+        let mut object = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind, "metadata": {"name": name}});
+        object.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        object
+    };
+    let webhook = json!({"webhooks": [{"name": "check.example.org", "admissionReviewVersions": ["v1"],
+        "sideEffects": "None", "clientConfig": {"service": {"namespace": "shop", "name": "checker"}}}]});
+    write_list(dir, "validatingwebhookconfigurations.json", vec![admission("ValidatingWebhookConfiguration", "check", webhook.clone())]);
+    write_list(dir, "mutatingwebhookconfigurations.json", vec![admission("MutatingWebhookConfiguration", "mutate", webhook)]);
+    write_list(dir, "validatingadmissionpolicies.json", vec![admission("ValidatingAdmissionPolicy", "policy",
+        json!({"spec": {"validations": [{"expression": "true"}]}}))]);
+    write_list(dir, "validatingadmissionpolicybindings.json", vec![admission("ValidatingAdmissionPolicyBinding", "binding",
+        json!({"spec": {"policyName": "policy", "validationActions": ["Deny"]}}))]);
+    write_list(dir, "customresourcedefinitions.json", vec![gadget_crd()]);
+    write_list(dir, "namespaces.json", vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})]);
+    write_list(dir, "shop/configmaps.json", vec![config_map("settings", vec![])]);
+    write_list(dir, "shop/services.json", vec![json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "checker"}, "spec": {"ports": [{"port": 443}]}})]);
+    write_list(dir, "shop/gadgets.json", vec![json!({"apiVersion": "example.org/v1", "kind": "Gadget", "metadata": {"name": "g"}})]);
+
+    let b = empty_cluster().await;
+    let items = source::from_dir(dir, OnDamage::Fail).unwrap().items;
+    let (plan, report) = restore(items, &Filters::default(), &b, Existing::Skip).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.created as usize, plan.objects.len());
+    let log = b.sim.create_log();
+    assert_eq!(log.len(), 9);
+    let is_admission = |k: &kube_sim::ObjectKey| k.group == "admissionregistration.k8s.io";
+    let first_admission = log.iter().position(is_admission).unwrap();
+    assert_eq!(first_admission, 5, "{log:#?}");
+    assert!(log[first_admission..].iter().all(is_admission), "{log:#?}");
+    assert_eq!(log[first_admission - 1].kind, "Gadget", "custom resources before, {log:#?}");
+}
+
+/// An older dump script's folder: it kept what controllers own, events, and `status`.
+fn old_dump(dir: &std::path::Path) {
+    let uid = |n: u8| format!("6f1c0000-0000-4000-8000-0000000000{n:02}");
+    let meta = |name: &str, n: u8, owner: Option<(&str, &str, &str, u8)>| {
+        let mut m = json!({"name": name, "namespace": "legacy", "uid": uid(n), "resourceVersion": "12345",
+            "creationTimestamp": "2023-01-01T00:00:00Z"});
+        if let Some((api, kind, owner_name, owner_uid)) = owner {
+            m["ownerReferences"] = json!([{"apiVersion": api, "kind": kind, "name": owner_name,
+                "uid": uid(owner_uid), "controller": true, "blockOwnerDeletion": true}]);
+        }
+        m
+    };
+    let pod_spec = json!({"containers": [{"name": "web", "image": "nginx"}]});
+    write_list(dir, "namespaces.json", vec![json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "legacy", "uid": uid(1)}, "status": {"phase": "Active"}})]);
+    write_list(dir, "legacy/deployments.json", vec![json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": meta("web", 2, None),
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod_spec}},
+        "status": {"replicas": 1, "readyReplicas": 1}})]);
+    write_list(dir, "legacy/replicasets.json", vec![json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": meta("web-5d8f", 3, Some(("apps/v1", "Deployment", "web", 2))),
+        "spec": {"selector": {"matchLabels": {"app": "web", "pod-template-hash": "5d8f"}},
+            "template": {"metadata": {"labels": {"app": "web", "pod-template-hash": "5d8f"}}, "spec": pod_spec}},
+        "status": {"replicas": 1}})]);
+    write_list(dir, "legacy/pods.json", vec![json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": meta("web-5d8f-x2x9", 4, Some(("apps/v1", "ReplicaSet", "web-5d8f", 3))),
+        "spec": {"containers": [{"name": "web", "image": "nginx"}], "nodeName": "node-1"},
+        "status": {"phase": "Running", "podIP": "10.1.2.3"}})]);
+    let job_spec = json!({"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "n", "image": "busybox"}]}}});
+    write_list(dir, "legacy/cronjobs.json", vec![json!({"apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": meta("nightly", 5, None),
+        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": job_spec}},
+        "status": {"lastScheduleTime": "2023-01-01T03:00:00Z"}})]);
+    let mut job = json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": meta("nightly-27890", 6, Some(("batch/v1", "CronJob", "nightly", 5))),
+        "spec": job_spec, "status": {"succeeded": 1}});
+    job["metadata"]["labels"] = json!({"batch.kubernetes.io/controller-uid": uid(6)});
+    job["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid(6)}});
+    write_list(dir, "legacy/jobs.json", vec![job]);
+    write_list(dir, "legacy/events.json", vec![json!({"apiVersion": "v1", "kind": "Event",
+        "metadata": meta("web.17a", 7, None), "involvedObject": {"kind": "Pod", "name": "web-5d8f-x2x9"},
+        "reason": "Started"})]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_dump_restores_without_what_controllers_recreate_unless_asked() {
+    let folder = tempfile::tempdir().unwrap();
+    old_dump(folder.path());
+    let items = || source::from_dir(folder.path(), OnDamage::Fail).unwrap().items;
+    let plan = Plan::new(items(), &Filters::default());
+    let planned: Vec<String> = plan.objects.iter().map(|p| p.item.describe()).collect();
+    assert_eq!(planned, ["Namespace legacy", "Deployment legacy/web", "CronJob legacy/nightly"]);
+    assert_eq!(
+        plan.left_out,
+        BTreeMap::from([
+            (kube_autosave::restore::CONTROLLER_OWNED.to_string(), 3),
+            ("events are history".to_string(), 1),
+        ])
+    );
+
+    // The dry run of the binary counts them too.
+    let b = empty_cluster().await;
+    let kubeconfig = b.kubeconfig.display().to_string();
+    let dir = folder.path().display().to_string();
+    let world = World::new();
+    let output = run_binary(&world, "x", &["restore", "--from-layout", &dir, "--dry-run", "--kubeconfig", &kubeconfig]);
+    let text = output_text(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("left out: 3 (owned by a controller that recreates it)"), "{text}");
+    assert!(text.contains("left out: 1 (events are history)"), "{text}");
+    assert!(b.sim.create_log().is_empty());
+
+    // Restored: only what no controller recreates.
+    let output = run_binary(&world, "x", &["restore", "--from-layout", &dir, "--kubeconfig", &kubeconfig]);
+    let text = output_text(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    let created: BTreeSet<(String, String)> =
+        b.sim.create_log().iter().map(|k| (k.kind.clone(), k.name.clone())).collect();
+    assert_eq!(b.sim.create_log().len(), 3);
+    assert_eq!(
+        created,
+        BTreeSet::from([
+            ("Namespace".to_string(), "legacy".to_string()),
+            ("CronJob".to_string(), "nightly".to_string()),
+            ("Deployment".to_string(), "web".to_string()),
+        ])
+    );
+
+    // With --keep-controller-owned: everything but the event, each owner first, each
+    // reference to its owner's new uid.
+    let c = empty_cluster().await;
+    let filters = Filters {
+        keep_controller_owned: true,
+        ..Filters::default()
+    };
+    let (_, report) = restore(items(), &filters, &c, Existing::Skip).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert!(report.owners_dropped.is_empty(), "{:?}", report.owners_dropped);
+    assert_eq!(report.created, 6);
+    let log = c.sim.create_log();
+    let position = |kind: &str| log.iter().position(|k| k.kind == kind).unwrap();
+    assert!(position("Deployment") < position("ReplicaSet"));
+    assert!(position("ReplicaSet") < position("Pod"));
+    assert!(position("CronJob") < position("Job"));
+    let api = c.api().await;
+    let ns = "/namespaces/legacy";
+    for (dependent, owner) in [
+        (format!("/apis/apps/v1{ns}/replicasets/web-5d8f"), format!("/apis/apps/v1{ns}/deployments/web")),
+        (format!("/api/v1{ns}/pods/web-5d8f-x2x9"), format!("/apis/apps/v1{ns}/replicasets/web-5d8f")),
+        (format!("/apis/batch/v1{ns}/jobs/nightly-27890"), format!("/apis/batch/v1{ns}/cronjobs/nightly")),
+    ] {
+        let dependent = get(&api, &dependent).await.unwrap();
+        let owner = get(&api, &owner).await.unwrap();
+        let reference = &dependent["metadata"]["ownerReferences"][0];
+        assert_eq!(reference["uid"].as_str(), Some(uid(&owner).as_str()), "{dependent}");
+        assert_eq!(reference["controller"], true);
+        assert!(!uid(&owner).starts_with("6f1c0000"));
+    }
+}
