@@ -825,3 +825,124 @@ async fn an_old_dump_restores_without_what_controllers_recreate_unless_asked() {
         assert!(!uid(&owner).starts_with("6f1c0000"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_objects_stop_a_restore_or_with_skip_damaged_are_named_and_left_out() {
+    let world = World::new();
+    let a = Cluster::start(600, 84).await;
+    // Small packs, so that damage to one pack leaves others intact.
+    let settings = JobSettings {
+        store: StoreConfig {
+            pack_size: 64 * 1024,
+            ..StoreConfig::default()
+        },
+        ..world.settings(&a, "a")
+    };
+    let backend = open_backend(&settings.destination, "a", &settings.s3).await.unwrap();
+    let manifest = run_job(&settings, backend.clone(), JobProgress::default())
+        .await
+        .expect("snapshot job")
+        .manifest;
+    let reader = |name: &str| {
+        let (backend, dir) = (backend.clone(), world.cache.path().join(name));
+        async move { Store::open(backend, &dir, StoreConfig::default()).await.unwrap() }
+    };
+    let store = reader("reader").await;
+    let filters = Filters::default();
+    let wanted = |rt: &kube_autosave::snapshot::ResourceType, o: &kube_autosave::snapshot::ManifestObject| {
+        filters.wants_manifest_object(rt, o.namespace.as_deref(), &o.name)
+    };
+    let chosen: Vec<&kube_autosave::snapshot::ManifestObject> =
+        manifest.objects.iter().filter(|o| wanted(manifest.resource_of(o), o)).collect();
+    let mut by_pack: BTreeMap<kube_autosave::store::PackId, Vec<ObjectId>> = BTreeMap::new();
+    // Packs that hold a namespace or a definition are spared: without them, the objects they
+    // hold fail to restore, which is another story.
+    let mut spared = BTreeSet::new();
+    for o in &chosen {
+        let pack = store.location(&o.id).await.unwrap().pack;
+        by_pack.entry(pack).or_default().push(o.id);
+        let kind = &manifest.resource_of(o).kind;
+        if kind == "Namespace" || kind == "CustomResourceDefinition" {
+            spared.insert(pack);
+        }
+    }
+    assert!(by_pack.len() > 3, "{} packs", by_pack.len());
+    let mut packs = by_pack
+        .iter()
+        .filter(|(pack, ids)| ids.len() > 4 && !spared.contains(*pack));
+    let (gone, gone_ids) = packs.next().unwrap();
+    let (flipped, flipped_ids) = packs.next().unwrap();
+    // One pack deleted, one byte flipped in another: the S3 server's files are its bucket.
+    let files = world.s3.bucket_dir().join("team/a");
+    std::fs::remove_file(files.join(kube_autosave::store::RemoteFile::Pack(gone).key())).unwrap();
+    let location = store.location(&flipped_ids[0]).await.unwrap();
+    let path = files.join(kube_autosave::store::RemoteFile::Pack(flipped).key());
+    let mut data = std::fs::read(&path).unwrap();
+    data[(location.offset + u64::from(location.length) / 2) as usize] ^= 0x01;
+    std::fs::write(&path, data).unwrap();
+
+    // Without the flag: the error names a damaged object and the way out.
+    let fresh = reader("fresh").await;
+    let err = source::from_manifest(&fresh, &manifest, wanted, OnDamage::Fail)
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("--skip-damaged"), "{message}");
+    let named = chosen
+        .iter()
+        .filter(|o| gone_ids.contains(&o.id) || flipped_ids.contains(&o.id))
+        .any(|o| message.starts_with(&format!("{} {}", manifest.resource_of(o).kind, o.namespace.as_ref().map_or(o.name.clone(), |ns| format!("{ns}/{}", o.name)))));
+    assert!(named, "{message}");
+
+    // With it: everything else is read; each damaged object is named.
+    let loaded = source::from_manifest(&fresh, &manifest, wanted, OnDamage::Skip)
+        .await
+        .unwrap();
+    assert_eq!(loaded.items.len() + loaded.damaged.len(), chosen.len());
+    let describe = |o: &kube_autosave::snapshot::ManifestObject| match &o.namespace {
+        Some(ns) => format!("{} {ns}/{}", manifest.resource_of(o).kind, o.name),
+        None => format!("{} {}", manifest.resource_of(o).kind, o.name),
+    };
+    let damaged: BTreeSet<String> = loaded.damaged.iter().map(|d| d.object.clone()).collect();
+    let of = |ids: &[ObjectId]| -> BTreeSet<String> {
+        chosen.iter().filter(|o| ids.contains(&o.id)).map(|o| describe(o)).collect()
+    };
+    // Every object of the deleted pack; some, not all, of the flipped one (its other chunks
+    // are intact); nothing else.
+    assert!(of(gone_ids).is_subset(&damaged));
+    let flipped_damaged = damaged.intersection(&of(flipped_ids)).count();
+    assert!(flipped_damaged >= 1, "{damaged:?}");
+    assert_eq!(damaged.len(), of(gone_ids).len() + flipped_damaged);
+    for d in &loaded.damaged {
+        assert!(d.reason.contains("is missing") || d.reason.contains("is corrupt"), "{d:?}");
+    }
+
+    // The binary: exit 1 without the flag, exit 3 with it, the damaged named in the output;
+    // the damaged objects are not in the target, the others are.
+    let b = empty_cluster().await;
+    let kubeconfig = b.kubeconfig.display().to_string();
+    let output = run_binary(&world, "a", &["restore", "latest", "--kubeconfig", &kubeconfig]);
+    let text = output_text(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("--skip-damaged"), "{text}");
+    assert!(b.sim.create_log().is_empty());
+    let output = run_binary(&world, "a", &["restore", "latest", "--skip-damaged", "--kubeconfig", &kubeconfig]);
+    let text = output_text(&output);
+    assert_eq!(output.status.code(), Some(3), "{text}");
+    for d in &loaded.damaged {
+        assert!(text.contains(&format!("left out, damaged: {} (", d.object)), "{text}");
+    }
+    assert!(text.contains(&format!("left out: {} (damaged in the backup)", damaged.len())), "{text}");
+    assert!(text.contains(" 0 failed, "), "{text}");
+    let created: BTreeSet<String> = b
+        .sim
+        .create_log()
+        .iter()
+        .map(|k| match &k.namespace {
+            Some(ns) => format!("{} {ns}/{}", k.kind, k.name),
+            None => format!("{} {}", k.kind, k.name),
+        })
+        .collect();
+    assert!(created.is_disjoint(&damaged));
+    assert!(created.len() > 100);
+}
