@@ -247,7 +247,10 @@ pub async fn restore(global: &GlobalArgs, args: &RestoreArgs) -> ExitCode {
     let result = async {
         let source = source_of(args)?;
         let selector = match &args.selector {
-            Some(s) => Some(s.parse::<Selector>().map_err(|e| fail(e, ExitCode::Usage))?),
+            Some(s) => Some(
+                s.parse::<Selector>()
+                    .map_err(|e| fail(e, ExitCode::Usage))?,
+            ),
             None => None,
         };
         let filters = Filters {

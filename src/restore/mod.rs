@@ -196,9 +196,12 @@ fn crd_group(crd: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
+/// An item made ready for the create, with its owner references (not resolved yet).
+type Prepared = (Item, Vec<OwnerLink>);
+
 /// The item with its object made ready for the create, as text again, with its owner
 /// references (not resolved yet).
-fn prepared(mut item: Item, mut object: Value) -> (Item, Vec<OwnerLink>) {
+fn prepared(mut item: Item, mut object: Value) -> Prepared {
     order::sanitize(&item.group, &item.kind, &mut object);
     let owners = owners::links_of(&item, &object);
     item.object = Bytes::from(object.to_string());
@@ -206,7 +209,7 @@ fn prepared(mut item: Item, mut object: Value) -> (Item, Vec<OwnerLink>) {
 }
 
 /// A planned object in its kind's step, placed by the owner graph later.
-fn planned(step: Step, (item, owners): (Item, Vec<OwnerLink>)) -> Planned {
+fn planned(step: Step, (item, owners): Prepared) -> Planned {
     Planned {
         step,
         wave: 0,
@@ -225,7 +228,7 @@ impl Plan {
             .filter(|i| is_crd(i))
             .filter_map(|i| crd_group(&i.value().ok()?))
             .collect();
-        let mut crds: Vec<((Item, Vec<OwnerLink>), Option<String>)> = Vec::new();
+        let mut crds: Vec<(Prepared, Option<String>)> = Vec::new();
         let mut namespaces = Vec::new();
         for item in items {
             let mut leave = |reason: &str| {
@@ -508,10 +511,7 @@ impl Targets {
     }
 
     async fn outside_owners(&self, api: &Api, plan: &Plan) -> OutsideOwners {
-        let planned = plan
-            .objects
-            .iter()
-            .map(|p| (&p.item, p.owners.as_slice()));
+        let planned = plan.objects.iter().map(|p| (&p.item, p.owners.as_slice()));
         owners::look_up_outside(api, planned, &self.by_kind).await
     }
 }
@@ -613,8 +613,7 @@ pub async fn execute(
                 let wants_uid = owners_needed.contains(&ObjectRef::of(&p.item));
                 let target = targets_now.resolve(&p.item);
                 let (outcome, uid) =
-                    restore_one(api, &p.item, object, target, options.existing, wants_uid)
-                        .await;
+                    restore_one(api, &p.item, object, target, options.existing, wants_uid).await;
                 Done {
                     index,
                     outcome,
@@ -647,10 +646,7 @@ pub async fn execute(
     // References deferred past their owners' creation: added now that every owner exists.
     for (index, p) in plan.objects.iter().enumerate() {
         let deferred: Vec<DeferredOwner> = plan_deferred(p);
-        let written = matches!(
-            outcomes[index],
-            Some(Outcome::Created | Outcome::Updated)
-        );
+        let written = matches!(outcomes[index], Some(Outcome::Created | Outcome::Updated));
         if deferred.is_empty() || !written {
             continue;
         }
@@ -668,13 +664,15 @@ pub async fn execute(
                 );
                 report.owners_dropped.extend(dropped);
             }
-            Err(message) => report.owners_dropped.extend(deferred.into_iter().map(|d| {
-                DroppedOwner {
-                    object: d.object,
-                    owner: d.owner,
-                    reason: format!("could not be added once the owner was created: {message}"),
-                }
-            })),
+            Err(message) => {
+                report
+                    .owners_dropped
+                    .extend(deferred.into_iter().map(|d| DroppedOwner {
+                        object: d.object,
+                        owner: d.owner,
+                        reason: format!("could not be added once the owner was created: {message}"),
+                    }))
+            }
         }
     }
     for (index, outcome) in outcomes.into_iter().enumerate() {

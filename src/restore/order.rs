@@ -313,10 +313,18 @@ mod tests {
         let plain = json!({"metadata": {"name": "x"}});
         let cases = [
             ("storage.k8s.io", "CSINode", "kubelet"),
-            ("storage.k8s.io", "VolumeAttachment", "attach-detach controller"),
+            (
+                "storage.k8s.io",
+                "VolumeAttachment",
+                "attach-detach controller",
+            ),
             ("resource.k8s.io", "ResourceSlice", "drivers"),
             ("networking.k8s.io", "IPAddress", "allocated to services"),
-            ("certificates.k8s.io", "CertificateSigningRequest", "signers"),
+            (
+                "certificates.k8s.io",
+                "CertificateSigningRequest",
+                "signers",
+            ),
             ("certificates.k8s.io", "PodCertificateRequest", "kubelets"),
             (
                 "storagemigration.k8s.io",

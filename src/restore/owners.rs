@@ -118,7 +118,11 @@ pub fn links_of(item: &Item, object: &Value) -> Vec<OwnerLink> {
     refs.iter()
         .enumerate()
         .map(|(index, r)| {
-            let text = |field: &str| r.get(field).and_then(Value::as_str).filter(|s| !s.is_empty());
+            let text = |field: &str| {
+                r.get(field)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+            };
             let owner = match (text("apiVersion"), text("kind"), text("name")) {
                 (Some(api_version), Some(kind), Some(name)) => Owner::Outside {
                     group: group_of(api_version).to_string(),
@@ -213,7 +217,9 @@ pub fn resolve(nodes: &mut [Node<'_>]) -> Vec<(Step, usize)> {
     let mut deferred: BTreeSet<(usize, usize)> = BTreeSet::new();
     for component in components.iter().filter(|c| c.len() > 1) {
         let mut ordered = component.clone();
-        ordered.sort_by(|a, b| (nodes[*a].step, &nodes[*a].key).cmp(&(nodes[*b].step, &nodes[*b].key)));
+        ordered.sort_by(|a, b| {
+            (nodes[*a].step, &nodes[*a].key).cmp(&(nodes[*b].step, &nodes[*b].key))
+        });
         let position: HashMap<usize, usize> =
             ordered.iter().enumerate().map(|(p, i)| (*i, p)).collect();
         for &dependent in component {
@@ -337,11 +343,15 @@ fn strongly_connected(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
     components
 }
 
+/// An owner outside the backup as a reference names it: (group, kind, the dependent's
+/// namespace, name).
+type OutsideKey = (String, String, Option<String>, String);
+
 /// The owners outside the backup, as found in the target cluster.
 #[derive(Debug, Clone, Default)]
 pub struct OutsideOwners {
     /// (group, kind, dependent's namespace, name) -> the owner's uid in the target.
-    found: HashMap<(String, String, Option<String>, String), String>,
+    found: HashMap<OutsideKey, String>,
     /// The references dropped because their owner is not there (or cannot be looked up).
     pub dropped: Vec<DroppedOwner>,
 }
@@ -367,8 +377,7 @@ pub async fn look_up_outside<'a>(
     types: &HashMap<(String, String), ResourceType>,
 ) -> OutsideOwners {
     let mut out = OutsideOwners::default();
-    let mut asked: BTreeMap<(String, String, Option<String>, String), Result<String, String>> =
-        BTreeMap::new();
+    let mut asked: BTreeMap<OutsideKey, Result<String, String>> = BTreeMap::new();
     for (item, links) in planned {
         for link in links {
             let (group, kind, namespace, name) = match &link.owner {
@@ -437,7 +446,7 @@ fn owner_text(
 async fn look_up(
     api: &Api,
     types: &HashMap<(String, String), ResourceType>,
-    (group, kind, namespace, name): &(String, String, Option<String>, String),
+    (group, kind, namespace, name): &OutsideKey,
 ) -> Result<String, String> {
     let Some(rt) = types.get(&(group.clone(), kind.clone())) else {
         return Err("not in the backup, and the target cluster serves no such kind".to_string());
@@ -455,8 +464,9 @@ async fn look_up(
         None
     };
     match api.get_opt(&rt.object_path(namespace, name)).await {
-        Ok(Some(body)) => uid_of(&body)
-            .ok_or_else(|| "the target cluster's copy has no metadata.uid".to_string()),
+        Ok(Some(body)) => {
+            uid_of(&body).ok_or_else(|| "the target cluster's copy has no metadata.uid".to_string())
+        }
         Ok(None) => Err("not in the backup and not in the target cluster".to_string()),
         Err(e) => Err(format!(
             "not in the backup, and cannot be looked up in the target cluster: {e}"
@@ -623,14 +633,20 @@ mod tests {
             "ConfigMap",
             Some("a"),
             "child",
-            owned_by(&[("example.com/v1", "Widget", "w"), ("v1", "ConfigMap", "parent")]),
+            owned_by(&[
+                ("example.com/v1", "Widget", "w"),
+                ("v1", "ConfigMap", "parent"),
+            ]),
         );
         let grandchild = item(
             "",
             "Secret",
             Some("a"),
             "s",
-            owned_by(&[("v1", "ConfigMap", "child"), ("apps/v1", "Deployment", "gone")]),
+            owned_by(&[
+                ("v1", "ConfigMap", "child"),
+                ("apps/v1", "Deployment", "gone"),
+            ]),
         );
         let planned = plan(vec![
             (grandchild, Step::Secrets),
@@ -658,14 +674,34 @@ mod tests {
                 name: "child".into()
             })
         );
-        assert!(matches!(&secret_links[1].owner, Owner::Outside { kind, .. } if kind == "Deployment"));
+        assert!(
+            matches!(&secret_links[1].owner, Owner::Outside { kind, .. } if kind == "Deployment")
+        );
     }
 
     #[test]
     fn a_cycle_is_broken_by_deferring_one_reference() {
-        let a = item("", "ConfigMap", Some("n"), "a", owned_by(&[("v1", "ConfigMap", "b")]));
-        let b = item("", "ConfigMap", Some("n"), "b", owned_by(&[("v1", "ConfigMap", "a")]));
-        let me = item("", "ConfigMap", Some("n"), "me", owned_by(&[("v1", "ConfigMap", "me")]));
+        let a = item(
+            "",
+            "ConfigMap",
+            Some("n"),
+            "a",
+            owned_by(&[("v1", "ConfigMap", "b")]),
+        );
+        let b = item(
+            "",
+            "ConfigMap",
+            Some("n"),
+            "b",
+            owned_by(&[("v1", "ConfigMap", "a")]),
+        );
+        let me = item(
+            "",
+            "ConfigMap",
+            Some("n"),
+            "me",
+            owned_by(&[("v1", "ConfigMap", "me")]),
+        );
         let planned = plan(vec![
             (b, Step::ConfigMaps),
             (a, Step::ConfigMaps),
@@ -674,7 +710,9 @@ mod tests {
         // "a" comes first and waits for its reference to "b"; "b" is created after "a".
         let (_, _, wave_b, links_b) = &planned[0];
         let (_, _, wave_a, links_a) = &planned[1];
-        assert!(matches!(&links_a[0].owner, Owner::Deferred { owner, why } if owner.name == "b" && why.contains("cycle")));
+        assert!(
+            matches!(&links_a[0].owner, Owner::Deferred { owner, why } if owner.name == "b" && why.contains("cycle"))
+        );
         assert!(matches!(&links_b[0].owner, Owner::Restored(owner) if owner.name == "a"));
         assert!(wave_a < wave_b);
         assert!(matches!(planned[2].3[0].owner, Owner::Dropped(_)));
@@ -682,11 +720,22 @@ mod tests {
 
     #[test]
     fn a_namespace_keeps_its_step_and_waits_for_a_later_owner() {
-        let ns = item("", "Namespace", None, "team", owned_by(&[("example.com/v1", "Tenant", "t")]));
+        let ns = item(
+            "",
+            "Namespace",
+            None,
+            "team",
+            owned_by(&[("example.com/v1", "Tenant", "t")]),
+        );
         let tenant = item("example.com", "Tenant", None, "t", json!({}));
-        let planned = plan(vec![(ns, Step::Namespaces), (tenant, Step::CustomResources)]);
+        let planned = plan(vec![
+            (ns, Step::Namespaces),
+            (tenant, Step::CustomResources),
+        ]);
         assert_eq!(planned[0].1, Step::Namespaces);
-        assert!(matches!(&planned[0].3[0].owner, Owner::Deferred { why, .. } if why.contains("later step")));
+        assert!(
+            matches!(&planned[0].3[0].owner, Owner::Deferred { why, .. } if why.contains("later step"))
+        );
     }
 
     #[test]
@@ -698,7 +747,10 @@ mod tests {
                 } else {
                     owned_by(&[("v1", "ConfigMap", &format!("c{}", i - 1))])
                 };
-                (item("", "ConfigMap", Some("n"), &format!("c{i}"), object), Step::ConfigMaps)
+                (
+                    item("", "ConfigMap", Some("n"), &format!("c{i}"), object),
+                    Step::ConfigMaps,
+                )
             })
             .collect();
         let planned = plan(objects);
@@ -787,8 +839,10 @@ mod tests {
 
     #[test]
     fn controller_owned_objects_are_told_apart() {
-        let pod = json!({"metadata": {"ownerReferences": [{"kind": "ReplicaSet", "controller": true}]}});
-        let cm = json!({"metadata": {"ownerReferences": [{"kind": "Widget", "controller": false}]}});
+        let pod =
+            json!({"metadata": {"ownerReferences": [{"kind": "ReplicaSet", "controller": true}]}});
+        let cm =
+            json!({"metadata": {"ownerReferences": [{"kind": "Widget", "controller": false}]}});
         assert!(is_controller_owned(&pod));
         assert!(!is_controller_owned(&cm));
         assert!(!is_controller_owned(&json!({"metadata": {}})));

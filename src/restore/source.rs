@@ -7,16 +7,15 @@ use std::path::Path;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::RestoreError;
 use crate::snapshot::{Manifest, ManifestObject, ResourceType};
 use crate::store::{
-    BackendExt, DynBackend, Folder, ObjectId, PackId, SnapshotTime, Store, StoreError,
-    StoreResult,
+    BackendExt, DynBackend, Folder, ObjectId, PackId, SnapshotTime, Store, StoreError, StoreResult,
 };
 
 /// One object to restore, with what is known of its type.
@@ -246,12 +245,11 @@ async fn read_objects(
             Err(e) => return Err(e),
         }
     }
-    let packs: Vec<StoreResult<Vec<(ObjectId, Result<Bytes, String>)>>> =
-        futures::stream::iter(by_pack.into_values())
-            .map(|ids| read_pack(store, ids))
-            .buffer_unordered(4)
-            .collect()
-            .await;
+    let packs: Vec<StoreResult<PackRead>> = futures::stream::iter(by_pack.into_values())
+        .map(|ids| read_pack(store, ids))
+        .buffer_unordered(4)
+        .collect()
+        .await;
     for pack in packs {
         for (id, read) in pack? {
             match read {
@@ -267,12 +265,12 @@ async fn read_objects(
     Ok((contents, unreadable))
 }
 
+/// Each object of a pack with its bytes, or why it cannot be read.
+type PackRead = Vec<(ObjectId, Result<Bytes, String>)>;
+
 /// The objects of one pack; when the pack is damaged, each object on its own (a damaged
 /// chunk leaves the pack's other chunks readable).
-async fn read_pack(
-    store: &Store,
-    ids: Vec<ObjectId>,
-) -> StoreResult<Vec<(ObjectId, Result<Bytes, String>)>> {
+async fn read_pack(store: &Store, ids: Vec<ObjectId>) -> StoreResult<PackRead> {
     match store.get_many(ids.clone()).try_collect::<Vec<_>>().await {
         Ok(found) => Ok(found.into_iter().map(|(id, b)| (id, Ok(b))).collect()),
         Err(e) if is_damage(&e) => {
