@@ -1,6 +1,8 @@
 //! Where a restore reads objects from: a snapshot's manifest (objects from the store), the
 //! plain layout of a snapshot at the destination, or a plain-layout folder on disk written
-//! by older dump scripts (`[<namespace>/]<resource>.json`, each a List).
+//! by older dump scripts (`[<namespace>/]<resource>.json`, each a List). An object or file
+//! that cannot be read stops the read with an error that names it, or, when asked, is left
+//! out and named. A source only reads.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
