@@ -1,15 +1,18 @@
 //! `kube-autosave restore`: a snapshot into the cluster of the current kubeconfig context.
+//! It says which cluster it writes to before it writes, and prints the plan with `--dry-run`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use kube::config::Kubeconfig;
 
 use super::inspect::open_store;
 use super::{ExitCode, GlobalArgs};
 use crate::inspect::{self, SnapshotRef};
 use crate::restore::{
-    Existing, Filters, Plan, Progress, RestoreError, RestoreOptions, Selector, execute, source,
+    Existing, Filters, Loaded, OnDamage, OutsideOwners, Plan, Progress, RestoreError,
+    RestoreOptions, Selector, Step, execute, outside_owners, source,
 };
 use crate::snapshot::{Api, ClusterOptions, Manifest, RetryPolicy, connect};
 
@@ -52,6 +55,15 @@ pub struct RestoreArgs {
     /// Print the plan (order, action, object) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Restore what can be read when some objects of the store (or plain-layout files) are
+    /// damaged: each one left out is named, and the exit code is 3.
+    #[arg(long)]
+    pub skip_damaged: bool,
+    /// Restore objects a controller owns too (a Deployment's ReplicaSets and Pods, a
+    /// CronJob's Jobs), with their owners rewired; left out by default, as the controller
+    /// recreates them.
+    #[arg(long)]
+    pub keep_controller_owned: bool,
     /// How long to wait for a created CustomResourceDefinition to be established.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     pub crd_timeout: Duration,
@@ -102,7 +114,8 @@ async fn load_items(
     global: &GlobalArgs,
     source: &Source,
     filters: &Filters,
-) -> Result<(String, Vec<source::Item>), ExitCode> {
+    on_damage: OnDamage,
+) -> Result<(String, Loaded), ExitCode> {
     let failed = |e: RestoreError| fail(e, ExitCode::Failed);
     let inspect_failed = |e: inspect::InspectError| {
         let code = match e {
@@ -113,7 +126,7 @@ async fn load_items(
     };
     match source {
         Source::Folder(dir) => {
-            let items = source::from_dir(dir).map_err(|e| match e {
+            let items = source::from_dir(dir, on_damage).map_err(|e| match e {
                 RestoreError::NoLayout(_) => fail(e, ExitCode::Usage),
                 e => fail(e, ExitCode::Failed),
             })?;
@@ -124,7 +137,7 @@ async fn load_items(
             let time = inspect::resolve(&store, *which)
                 .await
                 .map_err(inspect_failed)?;
-            let items = source::from_backend_layout(store.backend(), &time)
+            let items = source::from_backend_layout(store.backend(), &time, on_damage)
                 .await
                 .map_err(failed)?;
             Ok((format!("the plain layout of snapshot {time}"), items))
@@ -137,9 +150,12 @@ async fn load_items(
             let manifest = Manifest::load(&store, &time)
                 .await
                 .map_err(|e| fail(e, ExitCode::Failed))?;
-            let items = source::from_manifest(&store, &manifest, |rt, o| {
-                filters.wants_manifest_object(rt, o.namespace.as_deref(), &o.name)
-            })
+            let items = source::from_manifest(
+                &store,
+                &manifest,
+                |rt, o| filters.wants_manifest_object(rt, o.namespace.as_deref(), &o.name),
+                on_damage,
+            )
             .await
             .map_err(failed)?;
             Ok((format!("snapshot {time}"), items))
@@ -147,15 +163,46 @@ async fn load_items(
     }
 }
 
+/// The cluster a restore writes to, as the kube config it connects with names it: the API
+/// server's URL and the context (read the way `connect` reads them: the file given, else
+/// `KUBECONFIG` or `~/.kube/config`, else the in-cluster service account).
+fn target_of(options: &ClusterOptions) -> String {
+    let config = match &options.kubeconfig {
+        Some(path) => Kubeconfig::read_from(path).ok(),
+        None => Kubeconfig::read().ok(),
+    };
+    let Some(config) = config else {
+        return match kube::Config::incluster() {
+            Ok(config) => format!("{} (the in-cluster service account)", config.cluster_url),
+            Err(_) => "unknown (no kubeconfig, not in a pod)".to_string(),
+        };
+    };
+    let context = options
+        .context
+        .clone()
+        .or_else(|| config.current_context.clone());
+    let server = context
+        .as_ref()
+        .and_then(|name| config.contexts.iter().find(|c| &c.name == name))
+        .and_then(|c| c.context.as_ref())
+        .and_then(|c| config.clusters.iter().find(|cl| cl.name == c.cluster))
+        .and_then(|cl| cl.cluster.as_ref()?.server.clone());
+    format!(
+        "{} (kubeconfig context {})",
+        server.as_deref().unwrap_or("unknown"),
+        context.as_deref().unwrap_or("unknown")
+    )
+}
+
 fn print_plan(plan: &Plan, existing: Existing) {
     let action = match existing {
         Existing::Skip => "create",
         Existing::Update => "create or update",
     };
-    println!("{:<5} {:<28} {:<16} object", "order", "step", "action");
+    println!("{:<5} {:<31} {:<16} object", "order", "step", "action");
     for p in &plan.objects {
         println!(
-            "{:<5} {:<28} {:<16} {}",
+            "{:<5} {:<31} {:<16} {}",
             p.step.number(),
             p.step.describe(),
             action,
@@ -164,17 +211,46 @@ fn print_plan(plan: &Plan, existing: Existing) {
     }
 }
 
+/// What the plan leaves out, and what it does to owner references.
 fn print_left_out(plan: &Plan) {
     for (reason, count) in &plan.left_out {
         println!("left out: {count} ({reason})");
     }
+    for d in &plan.damaged {
+        println!("left out, damaged: {} ({})", d.object, d.reason);
+    }
+    if !plan.damaged.is_empty() {
+        println!("left out: {} (damaged in the backup)", plan.damaged.len());
+    }
+}
+
+fn print_owners(plan: &Plan, outside: &OutsideOwners) {
+    for d in &outside.dropped {
+        println!(
+            "owner reference dropped: {} -> {} ({})",
+            d.object, d.owner, d.reason
+        );
+    }
+    for d in plan.deferred_owners() {
+        println!(
+            "owner reference added after both exist: {} -> {} ({})",
+            d.object, d.owner, d.why
+        );
+    }
+    println!(
+        "owner references dropped: {} (owner neither restored nor in the target cluster)",
+        outside.dropped.len()
+    );
 }
 
 pub async fn restore(global: &GlobalArgs, args: &RestoreArgs) -> ExitCode {
     let result = async {
         let source = source_of(args)?;
         let selector = match &args.selector {
-            Some(s) => Some(s.parse::<Selector>().map_err(|e| fail(e, ExitCode::Usage))?),
+            Some(s) => Some(
+                s.parse::<Selector>()
+                    .map_err(|e| fail(e, ExitCode::Usage))?,
+            ),
             None => None,
         };
         let filters = Filters {
@@ -183,29 +259,49 @@ pub async fn restore(global: &GlobalArgs, args: &RestoreArgs) -> ExitCode {
             resources: args.resource.clone(),
             selector,
             system_namespaces: args.system_namespaces,
+            keep_controller_owned: args.keep_controller_owned,
         };
         let existing = match args.existing {
             ExistingArg::Skip => Existing::Skip,
             ExistingArg::Update => Existing::Update,
         };
-        let (what, items) = load_items(global, &source, &filters).await?;
-        let plan = Plan::new(items, &filters);
+        let on_damage = if args.skip_damaged {
+            OnDamage::Skip
+        } else {
+            OnDamage::Fail
+        };
+        let (what, loaded) = load_items(global, &source, &filters, on_damage).await?;
+        let mut plan = Plan::new(loaded.items, &filters);
+        plan.damaged = loaded.damaged;
+        let cluster = ClusterOptions {
+            kubeconfig: args.kubeconfig.clone(),
+            context: args.context.clone(),
+        };
+        let client = connect(&cluster)
+            .await
+            .map_err(|e| fail(e, ExitCode::Failed))?;
+        let api = Api::new(client, RetryPolicy::default());
+        // Said before anything is written, so that a wrong context is seen in time.
+        println!("target: {}", target_of(&cluster));
+        // Objects left out as damaged make a run that completed exit 3.
+        let completed = if plan.damaged.is_empty() {
+            ExitCode::Ok
+        } else {
+            ExitCode::Partial
+        };
         if args.dry_run {
+            let outside = outside_owners(&api, &plan)
+                .await
+                .map_err(|e| fail(e, ExitCode::Failed))?;
             print_plan(&plan, existing);
             print_left_out(&plan);
+            print_owners(&plan, &outside);
             println!(
                 "dry run: {} objects from {what} would be restored; nothing was changed",
                 plan.objects.len()
             );
-            return Ok(ExitCode::Ok);
+            return Ok(completed);
         }
-        let client = connect(&ClusterOptions {
-            kubeconfig: args.kubeconfig.clone(),
-            context: args.context.clone(),
-        })
-        .await
-        .map_err(|e| fail(e, ExitCode::Failed))?;
-        let api = Api::new(client, RetryPolicy::default());
         let options = RestoreOptions {
             existing,
             crd_timeout: args.crd_timeout,
@@ -214,7 +310,11 @@ pub async fn restore(global: &GlobalArgs, args: &RestoreArgs) -> ExitCode {
         eprintln!("restoring {} objects from {what}", plan.objects.len());
         let progress = |event: Progress| match event {
             Progress::Step { step, objects } => {
-                eprintln!("step {:>2}/17 {step}: {objects} objects", step.number())
+                eprintln!(
+                    "step {:>2}/{} {step}: {objects} objects",
+                    step.number(),
+                    Step::ALL.len()
+                )
             }
             Progress::WaitingForCrds { crds } => {
                 eprintln!("waiting for {crds} custom resource definitions to be established")
@@ -234,16 +334,31 @@ pub async fn restore(global: &GlobalArgs, args: &RestoreArgs) -> ExitCode {
             println!("not established in time: CustomResourceDefinition {crd}");
         }
         print_left_out(&plan);
+        for d in &report.owners_dropped {
+            println!(
+                "owner reference dropped: {} -> {} ({})",
+                d.object, d.owner, d.reason
+            );
+        }
+        for d in &report.owners_added_later {
+            println!(
+                "owner reference added after both exist: {} -> {} ({})",
+                d.object, d.owner, d.why
+            );
+        }
         println!(
-            "restored {what}: {} created, {} updated, {} skipped (already exist), {} failed in {:.1}s",
+            "restored {what}: {} created, {} updated, {} skipped (already exist), {} failed, \
+             {} left out as damaged, {} owner references dropped in {:.1}s",
             report.created,
             report.updated,
             report.skipped.len(),
             report.failed.len(),
+            report.damaged.len(),
+            report.owners_dropped.len(),
             report.duration_ms as f64 / 1000.0
         );
         Ok(if report.is_ok() {
-            ExitCode::Ok
+            completed
         } else {
             ExitCode::Failed
         })

@@ -1,7 +1,9 @@
 //! What a restore creates, in which order, and how each object is prepared: the order puts
 //! what others depend on first (definitions, namespaces, storage, identities, configuration,
-//! then workloads, custom resources last); kinds that a cluster generates by itself are never
-//! restored; fields that would make a create fail or point at the old cluster are removed.
+//! then workloads, custom resources, and admission webhooks and policies last, so that they
+//! intercept none of the restore's own creates); kinds that a cluster generates by itself are
+//! never restored; fields that would make a create fail or point at the old cluster are
+//! removed.
 
 use std::fmt;
 
@@ -29,10 +31,11 @@ pub enum Step {
     Workloads,
     Others,
     CustomResources,
+    AdmissionControl,
 }
 
 impl Step {
-    pub const ALL: [Step; 17] = [
+    pub const ALL: [Step; 18] = [
         Step::CustomResourceDefinitions,
         Step::Namespaces,
         Step::StorageClasses,
@@ -50,6 +53,7 @@ impl Step {
         Step::Workloads,
         Step::Others,
         Step::CustomResources,
+        Step::AdmissionControl,
     ];
 
     /// 1-based position, as printed in plans.
@@ -76,6 +80,7 @@ impl Step {
             Step::Workloads => "workloads",
             Step::Others => "other resources",
             Step::CustomResources => "custom resources",
+            Step::AdmissionControl => "admission webhooks and policies",
         }
     }
 }
@@ -115,6 +120,17 @@ pub fn step_of(group: &str, kind: &str, custom: bool) -> Step {
         ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
         | ("batch", "Job" | "CronJob")
         | ("", "Pod" | "ReplicationController") => Step::Workloads,
+        // Created before them, a webhook or policy would judge (or call out for) every
+        // create of the restore, while the services behind webhooks may not run yet.
+        (
+            "admissionregistration.k8s.io",
+            "ValidatingWebhookConfiguration"
+            | "MutatingWebhookConfiguration"
+            | "ValidatingAdmissionPolicy"
+            | "ValidatingAdmissionPolicyBinding"
+            | "MutatingAdmissionPolicy"
+            | "MutatingAdmissionPolicyBinding",
+        ) => Step::AdmissionControl,
         (group, _) if !is_builtin_group(group) => Step::CustomResources,
         _ => Step::Others,
     }
@@ -137,6 +153,28 @@ pub fn never_restored(group: &str, kind: &str, object: &Value) -> Option<&'stati
         ("", "ComponentStatus") => Some("component statuses are generated"),
         ("apps", "ControllerRevision") => Some("controller revisions are generated"),
         ("metrics.k8s.io", _) => Some("metrics are generated"),
+        ("storage.k8s.io", "CSINode") => Some("CSI nodes are registered by each node's kubelet"),
+        ("storage.k8s.io", "VolumeAttachment") => {
+            Some("volume attachments are made by the attach-detach controller for running pods")
+        }
+        ("resource.k8s.io", "ResourceSlice") => {
+            Some("resource slices are published by the new nodes' drivers")
+        }
+        ("networking.k8s.io", "IPAddress") => {
+            Some("IP addresses are allocated to services by the new cluster")
+        }
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            Some("certificate signing requests belong to the old cluster's signers and nodes")
+        }
+        ("certificates.k8s.io", "PodCertificateRequest") => {
+            Some("pod certificate requests are made by the new nodes' kubelets")
+        }
+        ("storagemigration.k8s.io", "StorageVersionMigration") => {
+            Some("storage version migrations ran against the old cluster's storage")
+        }
+        ("internal.apiserver.k8s.io", "StorageVersion") => {
+            Some("storage versions are published by the API servers")
+        }
         ("apiregistration.k8s.io", "APIService")
             if object.pointer("/spec/service").is_none_or(Value::is_null) =>
         {
@@ -247,6 +285,67 @@ mod tests {
         assert!(never_restored("", "ServiceAccount", &plain).is_none());
         let ca = json!({"metadata": {"name": "kube-root-ca.crt"}});
         assert!(never_restored("", "ConfigMap", &ca).is_some());
+    }
+
+    #[test]
+    fn what_nodes_drivers_and_controllers_write_is_never_restored_each_with_its_reason() {
+        let plain = json!({"metadata": {"name": "x"}});
+        let cases = [
+            ("storage.k8s.io", "CSINode", "kubelet"),
+            (
+                "storage.k8s.io",
+                "VolumeAttachment",
+                "attach-detach controller",
+            ),
+            ("resource.k8s.io", "ResourceSlice", "drivers"),
+            ("networking.k8s.io", "IPAddress", "allocated to services"),
+            (
+                "certificates.k8s.io",
+                "CertificateSigningRequest",
+                "signers",
+            ),
+            ("certificates.k8s.io", "PodCertificateRequest", "kubelets"),
+            (
+                "storagemigration.k8s.io",
+                "StorageVersionMigration",
+                "old cluster's storage",
+            ),
+            ("internal.apiserver.k8s.io", "StorageVersion", "API servers"),
+        ];
+        for (group, kind, says) in cases {
+            let reason = never_restored(group, kind, &plain)
+                .unwrap_or_else(|| panic!("{kind}.{group} would be restored"));
+            assert!(reason.contains(says), "{kind}: {reason}");
+        }
+        // Their neighbours in the same groups are restored.
+        for (group, kind) in [
+            ("storage.k8s.io", "CSIDriver"),
+            ("storage.k8s.io", "StorageClass"),
+            ("resource.k8s.io", "ResourceClaim"),
+            ("networking.k8s.io", "ServiceCIDR"),
+            ("certificates.k8s.io", "ClusterTrustBundle"),
+        ] {
+            assert_eq!(never_restored(group, kind, &plain), None, "{kind}");
+        }
+    }
+
+    #[test]
+    fn admission_webhooks_and_policies_come_after_everything_they_could_intercept() {
+        let last = *Step::ALL.last().unwrap();
+        for kind in [
+            "ValidatingWebhookConfiguration",
+            "MutatingWebhookConfiguration",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "MutatingAdmissionPolicy",
+            "MutatingAdmissionPolicyBinding",
+        ] {
+            let step = step_of("admissionregistration.k8s.io", kind, false);
+            assert_eq!(step, Step::AdmissionControl, "{kind}");
+            assert_eq!(step, last);
+            assert!(step > step_of("example.com", "Widget", true));
+        }
+        assert_eq!(Step::ALL.len(), Step::AdmissionControl.number());
     }
 
     #[test]

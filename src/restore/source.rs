@@ -1,19 +1,24 @@
 //! Where a restore reads objects from: a snapshot's manifest (objects from the store), the
 //! plain layout of a snapshot at the destination, or a plain-layout folder on disk written
-//! by older dump scripts (`[<namespace>/]<resource>.json`, each a List).
+//! by older dump scripts (`[<namespace>/]<resource>.json`, each a List). An object or file
+//! that cannot be read stops the read with an error that names it, or, when asked, is left
+//! out and named. A source only reads.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
-use serde::Deserialize;
+use futures::{StreamExt, TryStreamExt};
 use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::RestoreError;
 use crate::snapshot::{Manifest, ManifestObject, ResourceType};
-use crate::store::{BackendExt, DynBackend, Folder, SnapshotTime, Store};
+use crate::store::{
+    BackendExt, DynBackend, Folder, ObjectId, PackId, SnapshotTime, Store, StoreError, StoreResult,
+};
 
 /// One object to restore, with what is known of its type.
 #[derive(Debug, Clone)]
@@ -69,35 +74,118 @@ impl Item {
     }
 }
 
+/// Something a source could not read: an object of the store, or a plain-layout file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Damaged {
+    /// `Kind namespace/name` of the object, or `file <path>`.
+    pub object: String,
+    pub reason: String,
+}
+
+/// What to do with an object or file that cannot be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnDamage {
+    /// Stop: the error names it.
+    #[default]
+    Fail,
+    /// Leave it out, and name it in the plan and the report.
+    Skip,
+}
+
+/// The items a source gave, and what it could not read (with [`OnDamage::Skip`]).
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub items: Vec<Item>,
+    pub damaged: Vec<Damaged>,
+}
+
+/// Whether a store error means the data itself is damaged (a pack gone or changed, an
+/// object no index lists), as opposed to a failure to reach the store.
+fn is_damage(e: &StoreError) -> bool {
+    matches!(e, StoreError::Corrupt { .. } | StoreError::MissingObject(_))
+}
+
 /// The objects of a manifest that `wanted` accepts (asked before reading them), read from
 /// the store.
 pub async fn from_manifest(
     store: &Store,
     manifest: &Manifest,
     wanted: impl Fn(&ResourceType, &ManifestObject) -> bool,
-) -> Result<Vec<Item>, RestoreError> {
+    on_damage: OnDamage,
+) -> Result<Loaded, RestoreError> {
     let chosen: Vec<&ManifestObject> = manifest
         .objects
         .iter()
         .filter(|o| wanted(manifest.resource_of(o), o))
         .collect();
-    let contents: std::collections::HashMap<_, _> = store
-        .get_many(chosen.iter().map(|o| o.id).collect())
-        .try_collect()
-        .await?;
-    let mut items = Vec::with_capacity(chosen.len());
+    let describe = |o: &ManifestObject| {
+        let kind = &manifest.resource_of(o).kind;
+        match &o.namespace {
+            Some(ns) => format!("{kind} {ns}/{}", o.name),
+            None => format!("{kind} {}", o.name),
+        }
+    };
+    let ids: Vec<ObjectId> = chosen
+        .iter()
+        .map(|o| o.id)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (contents, unreadable) = match read_objects(store, ids, on_damage).await {
+        Ok(read) => read,
+        Err(e) => {
+            let damaged = match &e {
+                StoreError::Corrupt { object, .. } | StoreError::MissingObject(object) => {
+                    Some(*object)
+                }
+                _ => None,
+            };
+            let Some(damaged) = damaged else {
+                return Err(e.into());
+            };
+            let mut named: Vec<String> = chosen
+                .iter()
+                .filter(|o| o.id == damaged)
+                .map(|o| describe(o))
+                .collect();
+            named.sort();
+            return Err(RestoreError::Damaged {
+                object: named.join(", "),
+                source: e,
+            });
+        }
+    };
+    let mut loaded = Loaded {
+        items: Vec::with_capacity(chosen.len()),
+        damaged: Vec::new(),
+    };
     for o in chosen {
         let rt = manifest.resource_of(o);
         let origin = format!("object {:#}", o.id);
-        let object = contents
-            .get(&o.id)
-            .ok_or(crate::store::StoreError::MissingObject(o.id))?
-            .clone();
-        serde_json::from_slice::<IgnoredAny>(&object).map_err(|e| RestoreError::Parse {
-            origin: origin.clone(),
-            reason: e.to_string(),
-        })?;
-        items.push(Item {
+        let read = match (unreadable.get(&o.id), contents.get(&o.id)) {
+            (Some(reason), _) => Err(reason.clone()),
+            (None, Some(object)) => serde_json::from_slice::<IgnoredAny>(object)
+                .map(|_| object.clone())
+                .map_err(|e| format!("{origin} is not JSON: {e}")),
+            (None, None) => Err(StoreError::MissingObject(o.id).to_string()),
+        };
+        let object = match (read, on_damage) {
+            (Ok(object), _) => object,
+            (Err(reason), OnDamage::Skip) => {
+                loaded.damaged.push(Damaged {
+                    object: describe(o),
+                    reason,
+                });
+                continue;
+            }
+            (Err(reason), OnDamage::Fail) => {
+                return Err(RestoreError::Parse {
+                    origin: format!("{} ({origin})", describe(o)),
+                    reason,
+                });
+            }
+        };
+        loaded.items.push(Item {
             group: rt.group.clone(),
             version: rt.version.clone(),
             kind: rt.kind.clone(),
@@ -109,14 +197,125 @@ pub async fn from_manifest(
             origin,
         });
     }
-    Ok(items)
+    loaded.damaged.sort();
+    Ok(loaded)
+}
+
+/// Objects read, and (with [`OnDamage::Skip`]) why each damaged one could not be.
+type Read = (HashMap<ObjectId, Bytes>, BTreeMap<ObjectId, String>);
+
+/// Reads the objects, every pack at most once while nothing is damaged. On the first damage,
+/// fails, or (skipping) reads the rest pack by pack, and a damaged pack object by object, to
+/// tell exactly which objects cannot be read.
+async fn read_objects(
+    store: &Store,
+    ids: Vec<ObjectId>,
+    on_damage: OnDamage,
+) -> Result<Read, StoreError> {
+    let mut contents = HashMap::with_capacity(ids.len());
+    let mut damage = None;
+    {
+        let mut stream = std::pin::pin!(store.get_many(ids.clone()));
+        while let Some(next) = stream.next().await {
+            match next {
+                Ok((id, bytes)) => {
+                    contents.insert(id, bytes);
+                }
+                Err(e) if is_damage(&e) => {
+                    damage = Some(e);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let Some(first) = damage else {
+        return Ok((contents, BTreeMap::new()));
+    };
+    if on_damage == OnDamage::Fail {
+        return Err(first);
+    }
+    tracing::warn!(error = %first, "the store holds damaged objects; reading the rest one pack at a time");
+    let mut unreadable = BTreeMap::new();
+    let mut by_pack: BTreeMap<PackId, Vec<ObjectId>> = BTreeMap::new();
+    for id in ids.into_iter().filter(|id| !contents.contains_key(id)) {
+        match store.location(&id).await {
+            Ok(location) => by_pack.entry(location.pack).or_default().push(id),
+            Err(e) if is_damage(&e) => {
+                unreadable.insert(id, e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let packs: Vec<StoreResult<PackRead>> = futures::stream::iter(by_pack.into_values())
+        .map(|ids| read_pack(store, ids))
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    for pack in packs {
+        for (id, read) in pack? {
+            match read {
+                Ok(bytes) => {
+                    contents.insert(id, bytes);
+                }
+                Err(reason) => {
+                    unreadable.insert(id, reason);
+                }
+            }
+        }
+    }
+    Ok((contents, unreadable))
+}
+
+/// Each object of a pack with its bytes, or why it cannot be read.
+type PackRead = Vec<(ObjectId, Result<Bytes, String>)>;
+
+/// The objects of one pack; when the pack is damaged, each object on its own (a damaged
+/// chunk leaves the pack's other chunks readable).
+async fn read_pack(store: &Store, ids: Vec<ObjectId>) -> StoreResult<PackRead> {
+    match store.get_many(ids.clone()).try_collect::<Vec<_>>().await {
+        Ok(found) => Ok(found.into_iter().map(|(id, b)| (id, Ok(b))).collect()),
+        Err(e) if is_damage(&e) => {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                match store.get(&id).await {
+                    Ok(bytes) => out.push((id, Ok(bytes))),
+                    Err(e) if is_damage(&e) => out.push((id, Err(e.to_string()))),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Parses a plain-layout file into `loaded`; a file that cannot be parsed fails, or (skipping)
+/// is named and left out.
+fn take_file(
+    loaded: &mut Loaded,
+    origin: &str,
+    relative: &str,
+    bytes: &[u8],
+    on_damage: OnDamage,
+) -> Result<(), RestoreError> {
+    match (parse_file(origin, relative, bytes), on_damage) {
+        (Ok(items), _) => loaded.items.extend(items),
+        (Err(RestoreError::Parse { reason, .. }), OnDamage::Skip) => loaded.damaged.push(Damaged {
+            object: format!("file {origin}"),
+            reason,
+        }),
+        (Err(e), _) => return Err(e),
+    }
+    Ok(())
 }
 
 /// The objects of a snapshot's plain layout at the destination (`backup/<ts>/`).
 pub async fn from_backend_layout(
     backend: &DynBackend,
     time: &SnapshotTime,
-) -> Result<Vec<Item>, RestoreError> {
+    on_damage: OnDamage,
+) -> Result<Loaded, RestoreError> {
     let folder = Folder::Backup(time).prefix();
     let listed = backend.list_all(&folder).await?;
     if listed.is_empty() {
@@ -126,7 +325,7 @@ pub async fn from_backend_layout(
             backend.describe()
         )));
     }
-    let mut items = Vec::new();
+    let mut loaded = Loaded::default();
     for meta in listed {
         let Some(relative) = meta.key.strip_prefix(&folder) else {
             continue;
@@ -135,13 +334,13 @@ pub async fn from_backend_layout(
             continue;
         }
         let bytes = backend.get(&meta.key).await?;
-        items.extend(parse_file(&meta.key, relative, &bytes)?);
+        take_file(&mut loaded, &meta.key, relative, &bytes, on_damage)?;
     }
-    Ok(items)
+    Ok(loaded)
 }
 
 /// The objects of a plain-layout folder on disk: `<dir>/[<namespace>/]<resource>.json`.
-pub fn from_dir(dir: &Path) -> Result<Vec<Item>, RestoreError> {
+pub fn from_dir(dir: &Path, on_damage: OnDamage) -> Result<Loaded, RestoreError> {
     let io = |path: &Path, e: std::io::Error| RestoreError::Io {
         path: path.to_path_buf(),
         source: e,
@@ -161,7 +360,7 @@ pub fn from_dir(dir: &Path) -> Result<Vec<Item>, RestoreError> {
         }
     }
     files.sort();
-    let mut items = Vec::new();
+    let mut loaded = Loaded::default();
     for path in files {
         let Ok(relative) = path.strip_prefix(dir) else {
             continue;
@@ -171,9 +370,15 @@ pub fn from_dir(dir: &Path) -> Result<Vec<Item>, RestoreError> {
             continue;
         }
         let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
-        items.extend(parse_file(&path.display().to_string(), &relative, &bytes)?);
+        take_file(
+            &mut loaded,
+            &path.display().to_string(),
+            &relative,
+            &bytes,
+            on_damage,
+        )?;
     }
-    Ok(items)
+    Ok(loaded)
 }
 
 /// What a restore needs to know of an item before it reads the rest.
