@@ -50,10 +50,12 @@
 //! immediate), admission (e.g. ClusterIP allocation, schema validation: `fieldValidation` is
 //! accepted and not enforced), JSON patch and server-side apply (415), protobuf.
 
+mod admission;
 mod churn;
 mod discovery;
 mod faults;
 mod fixtures;
+mod gc;
 mod generate;
 mod handlers;
 mod objects;
@@ -100,6 +102,11 @@ pub struct SimConfig {
     /// object, and no CRD installed (so `example.com` is not served until a
     /// `CustomResourceDefinition` for it is created).
     pub empty: bool,
+    /// Run the garbage collector in the background at this period, as kube-controller-manager
+    /// runs it continuously (see [`SimServer::collect_garbage`] for what it does). `None`
+    /// (the default): dependents are collected only when a test calls
+    /// [`SimServer::collect_garbage`].
+    pub garbage_collector: Option<Duration>,
 }
 
 impl Default for SimConfig {
@@ -111,6 +118,7 @@ impl Default for SimConfig {
             tls: false,
             token: "kube-sim-token".to_string(),
             empty: false,
+            garbage_collector: None,
         }
     }
 }
@@ -146,6 +154,16 @@ pub struct ChurnReport {
     pub deleted: Vec<ObjectKey>,
 }
 
+/// What [`SimServer::collect_garbage`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Dependents deleted because none of their owners exists any more (in deletion order;
+    /// a cascade lists owners before their own dependents).
+    pub deleted: Vec<ObjectKey>,
+    /// Dependents that still have an owner and lost their references to missing ones.
+    pub orphan_refs_removed: Vec<ObjectKey>,
+}
+
 /// Errors of starting a [`SimServer`].
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -176,6 +194,8 @@ pub(crate) struct State {
     pub store: Store,
     /// CRDs by object name (`<plural>.<group>`).
     pub crds: BTreeMap<String, CrdEntry>,
+    /// The Services' ClusterIPs, for allocating new ones.
+    pub cluster_ips: admission::ClusterIps,
 }
 
 /// Counts of what the resource endpoints served, see [`SimServer::served`].
@@ -417,6 +437,9 @@ impl SimServer {
             shared.clone(),
             stop_rx.clone(),
         ))];
+        if let Some(period) = config.garbage_collector {
+            tasks.push(tokio::spawn(gc::run(shared.clone(), period, stop_rx.clone())));
+        }
         tasks.push(tokio::spawn(compactor(shared.clone(), stop_rx)));
         Ok(SimServer {
             shared,
@@ -474,6 +497,17 @@ impl SimServer {
     /// are never touched. Deterministic for the same cluster state and seed.
     pub fn churn(&self, fraction: f64, seed: u64) -> ChurnReport {
         churn::churn(&self.shared, fraction, seed)
+    }
+
+    /// Runs the garbage collector to a fixed point, as kube-controller-manager's does: an
+    /// owner reference dangles when no object of its apiVersion and kind has its name (in
+    /// the dependent's namespace for a namespaced owner, at the cluster scope otherwise) or
+    /// the one that does has another uid. A dependent whose references all dangle is deleted
+    /// (its own dependents then dangle in turn: the cascade); one with an existing owner
+    /// loses only its dangling references (a new resource version). An object with a
+    /// reference to a kind the server does not serve is left alone. Deterministic.
+    pub fn collect_garbage(&self) -> GcReport {
+        gc::collect(&self.shared)
     }
 
     /// Every object currently stored (not the metrics API's objects, which are not stored),
@@ -566,6 +600,7 @@ fn build_state(config: &SimConfig, apis: &BuiltinApis) -> State {
     let mut state = State {
         store: Store::new(),
         crds: BTreeMap::new(),
+        cluster_ips: admission::ClusterIps::default(),
     };
     for s in apis.storage_resources() {
         let persisted = s.group != METRICS_GROUP;
