@@ -205,9 +205,7 @@ fn job(c: &Create<'_>, obj: &mut Map<String, Value>) -> Vec<FieldError> {
     if !manual {
         generate_selector(spec, c.name, c.uid);
     }
-    if share_labels
-        && let Some(labels) = at(spec, &["template", "metadata", "labels"]).cloned()
-    {
+    if share_labels && let Some(labels) = at(spec, &["template", "metadata", "labels"]).cloned() {
         child(obj, "metadata").insert("labels".into(), labels);
     }
     let spec = child(obj, "spec");
@@ -231,16 +229,10 @@ fn generate_selector(spec: &mut Map<String, Value>, name: &str, uid: &str) {
 
 /// `validateGeneratedSelector` (with the prefixed labels required, as on create) and the
 /// selector checks of `ValidateJobSpec`, in the server's order.
-fn validate_job(
-    spec: &Map<String, Value>,
-    name: &str,
-    uid: &str,
-    manual: bool,
-) -> Vec<FieldError> {
+fn validate_job(spec: &Map<String, Value>, name: &str, uid: &str, manual: bool) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let selector = spec.get("selector").filter(|s| !s.is_null());
-    let template_labels = at(spec, &["template", "metadata", "labels"])
-        .and_then(Value::as_object);
+    let template_labels = at(spec, &["template", "metadata", "labels"]).and_then(Value::as_object);
     if !manual && let Some(sel) = selector {
         let expected = [
             (LEGACY_UID_LABEL, uid),
@@ -324,7 +316,11 @@ fn render_selector(sel: &Value) -> String {
                     format!(
                         "v1.LabelSelectorRequirement{{Key:{}, Operator:{}, Values:{}}}",
                         go::quote(r.get("key").and_then(Value::as_str).unwrap_or_default()),
-                        go::quote(r.get("operator").and_then(Value::as_str).unwrap_or_default()),
+                        go::quote(
+                            r.get("operator")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                        ),
                         go::strings(r.get("values").and_then(Value::as_array).map(Vec::as_slice)),
                     )
                 })
@@ -370,7 +366,12 @@ impl Selector {
             let values: Vec<String> = r
                 .get("values")
                 .and_then(Value::as_array)
-                .map(|vs| vs.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .map(|vs| {
+                    vs.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default();
             let op = match r.get("operator").and_then(Value::as_str) {
                 Some("In") if !values.is_empty() => Op::In(values),
@@ -514,7 +515,8 @@ fn service(state: &mut State, c: &Create<'_>, obj: &mut Map<String, Value>) -> V
         return Vec::new();
     }
     let cluster_ips = strings_of(spec, "clusterIPs");
-    let headless = str_of(spec, "clusterIP") == "None";
+    let headless =
+        str_of(spec, "clusterIP") == "None" || cluster_ips.first().is_some_and(|ip| ip == "None");
     let has_selector = spec
         .get("selector")
         .and_then(Value::as_object)
@@ -586,7 +588,11 @@ fn service(state: &mut State, c: &Create<'_>, obj: &mut Map<String, Value>) -> V
         // A selectorless headless Service may name both families even on a single-stack
         // cluster: the server adds the other one unless it is asked for one.
         if families.len() < 2 && policy != "SingleStack" {
-            let other = if families[0] == "IPv4" { "IPv6" } else { "IPv4" };
+            let other = if families[0] == "IPv4" {
+                "IPv6"
+            } else {
+                "IPv4"
+            };
             families.push(other.to_string());
         }
         spec.insert("ipFamilies".into(), json!(families));
@@ -659,17 +665,19 @@ fn service(state: &mut State, c: &Create<'_>, obj: &mut Map<String, Value>) -> V
 /// `SetDefaults_Service`.
 fn default_service(spec: &mut Map<String, Value>) {
     default_to(spec, "sessionAffinity", json!("None"));
+    let timeout_set = present(at(
+        spec,
+        &["sessionAffinityConfig", "clientIP", "timeoutSeconds"],
+    ));
     match str_of(spec, "sessionAffinity") {
         "None" => {
             spec.remove("sessionAffinityConfig");
         }
-        "ClientIP" => {
-            if !present(at(spec, &["sessionAffinityConfig", "clientIP", "timeoutSeconds"])) {
-                spec.insert(
-                    "sessionAffinityConfig".into(),
-                    json!({"clientIP": {"timeoutSeconds": 10800}}),
-                );
-            }
+        "ClientIP" if !timeout_set => {
+            spec.insert(
+                "sessionAffinityConfig".into(),
+                json!({"clientIP": {"timeoutSeconds": 10800}}),
+            );
         }
         _ => {}
     }

@@ -71,7 +71,7 @@ fn sweep(shared: &Shared, report: &mut GcReport) -> bool {
             &key.resource,
             &store::object_key(key.namespace.as_deref(), &key.name),
         );
-        if !current.is_some_and(|c| c.rv == obj.rv) {
+        if current.is_none_or(|c| c.rv != obj.rv) {
             changed = true;
             continue;
         }
@@ -95,11 +95,10 @@ fn sweep(shared: &Shared, report: &mut GcReport) -> bool {
             } else {
                 None
             };
-            let found = state.store.get(
-                &owner.group,
-                &owner.plural,
-                &store::object_key(ns, &r.name),
-            );
+            let found =
+                state
+                    .store
+                    .get(&owner.group, &owner.plural, &store::object_key(ns, &r.name));
             if found.is_some_and(|o| *o.uid == *r.uid) {
                 solid += 1;
             } else {
@@ -145,7 +144,8 @@ pub(crate) fn orphan_dependents(
 ) -> Vec<ObjectKey> {
     let mut changed = Vec::new();
     for (key, obj) in with_owners(state) {
-        let refers = meta_of(&obj).is_some_and(|m| m.owner_references.iter().any(|r| r.uid == owner_uid));
+        let refers =
+            meta_of(&obj).is_some_and(|m| m.owner_references.iter().any(|r| r.uid == owner_uid));
         if refers && drop_refs(shared, state, &key, &obj, &[owner_uid.to_string()]) {
             changed.push(key);
         }
@@ -235,8 +235,8 @@ fn drop_refs(
         .collection(&key.group, &key.resource)
         .is_some_and(|c| c.rtype.custom);
     let value = Value::Object(value);
-    let alt = (key.group.is_empty() && key.resource == "events")
-        .then(|| objects::events_v1_view(&value));
+    let alt =
+        (key.group.is_empty() && key.resource == "events").then(|| objects::events_v1_view(&value));
     match Obj::from_value(value, custom, alt.as_ref()) {
         Ok(o) => state
             .store

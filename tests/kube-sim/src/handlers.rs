@@ -1,7 +1,8 @@
 //! Resource requests: list, get, create, update (PUT), merge patch and delete, with the API
 //! server's semantics (namespaces must exist, conflicts on stale resource versions,
 //! server-set metadata, CRDs that add their API when created, continue tokens and their
-//! expiry, RBAC and aggregator faults).
+//! expiry, RBAC and aggregator faults). A create goes through [`crate::admission`]; a delete
+//! honours the propagation policy of its `DeleteOptions`.
 
 use std::sync::Arc;
 
@@ -14,8 +15,8 @@ use crate::objects::{self, metadata_mut, rfc3339, time_of_rv};
 use crate::rng::Rng;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::server::{Reply, Req};
-use crate::store::{self, ContinueToken, Obj, PutMode, WriteError};
 use crate::status::{FieldError, go};
+use crate::store::{self, ContinueToken, Obj, PutMode, WriteError};
 use crate::{ObjectKey, Shared, State, register_crd, status};
 
 /// Where a resource request points.
@@ -1024,12 +1025,22 @@ fn delete(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
         .as_ref()
         .and_then(|v| v.pointer("/metadata/finalizers"))
         .and_then(Value::as_array)
-        .map(|f| f.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|f| {
+            f.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     // With the Orphan policy the collector takes the owner out of its dependents' references
     // before the owner goes (immediately here, where the real server waits on the `orphan`
     // finalizer); with the others the dependents are left to the collector.
-    if options.orphans(&t.served.group, &t.served.version, &t.served.def.plural, &finalizers) {
+    if options.orphans(
+        &t.served.group,
+        &t.served.version,
+        &t.served.def.plural,
+        &finalizers,
+    ) {
         crate::gc::orphan_dependents(shared, &mut state, &current.uid);
     }
     let rv = state.store.next_rv();

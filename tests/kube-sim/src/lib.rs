@@ -42,13 +42,29 @@
 //!   one) and a `managedFields` entry; it drops `status` for resources with a status
 //!   subresource (controllers own it), and answers 500 if the body carries a
 //!   resourceVersion, as the real storage layer does.
+//! - A create is admitted as the real server admits it for the kinds whose server-made
+//!   fields a restore has to strip, with its 422 Invalid answers (every cause in
+//!   `details.causes`, the real messages): a Job (`batch/v1`) gets its generated selector and
+//!   uid labels, and one that carries another Job's (`spec.selector` or the
+//!   `controller-uid` labels of a backup) is refused (`` `selector` not auto-generated ``,
+//!   `must be '<uid>'`); a Pod with `spec.ephemeralContainers` is refused (`Forbidden:
+//!   cannot be set on create`); a Service gets a ClusterIP from `10.96.0.0/12` that no other
+//!   Service holds, and one asking for an address outside the range or already allocated is
+//!   refused. Jobs, Pods and Services also get the defaults the real server gives them
+//!   (`SetDefaults_Job`, `SetDefaults_PodSpec`, `SetDefaults_Service`, IP families).
+//! - The garbage collector ([`SimServer::collect_garbage`], or continuously with
+//!   [`SimConfig::garbage_collector`]) deletes dependents whose owners are all gone, removes
+//!   references to missing owners from dependents that keep one, and cascades. A delete
+//!   honours `propagationPolicy`/`orphanDependents` (and the Orphan default of `batch/v1`
+//!   Jobs and `v1` ReplicationControllers): orphaned dependents lose the reference at once.
 //! - kube's default client retries 429, 503 and 504 by itself (up to 15 times, with
 //!   exponential backoff up to minutes, honouring `Retry-After`): set
 //!   `kube::Config::default_retry = false` to see those answers.
 //!
-//! Not simulated: watches (405), garbage collection of dependents, finalizers (deletion is
-//! immediate), admission (e.g. ClusterIP allocation, schema validation: `fieldValidation` is
-//! accepted and not enforced), JSON patch and server-side apply (415), protobuf.
+//! Not simulated: watches (405), finalizers (deletion is immediate, a foreground deletion
+//! too; the collector then removes the dependents), admission beyond the kinds above (no
+//! NodePort allocation, no schema validation: `fieldValidation` is accepted and not
+//! enforced), JSON patch and server-side apply (415), protobuf.
 
 mod admission;
 mod churn;
@@ -438,7 +454,11 @@ impl SimServer {
             stop_rx.clone(),
         ))];
         if let Some(period) = config.garbage_collector {
-            tasks.push(tokio::spawn(gc::run(shared.clone(), period, stop_rx.clone())));
+            tasks.push(tokio::spawn(gc::run(
+                shared.clone(),
+                period,
+                stop_rx.clone(),
+            )));
         }
         tasks.push(tokio::spawn(compactor(shared.clone(), stop_rx)));
         Ok(SimServer {

@@ -140,7 +140,13 @@ impl FieldError {
 
     /// `Invalid value: <value>[: detail]`; `value` is already rendered (see [`go`]).
     pub(crate) fn invalid(field: &str, value: &str, detail: &str) -> FieldError {
-        FieldError::new("FieldValueInvalid", field, "Invalid value", Some(value), detail)
+        FieldError::new(
+            "FieldValueInvalid",
+            field,
+            "Invalid value",
+            Some(value),
+            detail,
+        )
     }
 
     /// `Unsupported value: <value>: supported values: "a", "b"`.
@@ -187,7 +193,12 @@ impl FieldError {
 
 /// 422 Invalid as `errors.NewInvalid` builds it: the message names the kind qualified by
 /// its group (`Job.batch`) and aggregates the distinct causes (`[a, b]` when several).
-pub(crate) fn invalid(kind: &str, group: &str, name: &str, errors: &[FieldError]) -> (u16, Vec<u8>) {
+pub(crate) fn invalid(
+    kind: &str,
+    group: &str,
+    name: &str,
+    errors: &[FieldError],
+) -> (u16, Vec<u8>) {
     let qualified_kind = if group.is_empty() {
         kind.to_string()
     } else {

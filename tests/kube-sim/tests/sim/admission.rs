@@ -93,7 +93,10 @@ async fn a_job_with_an_old_selector_is_rejected_and_created_once_stripped() {
     assert_eq!(s["details"]["group"], "batch");
     assert_eq!(s["details"]["name"], "nightly");
     let causes = s["details"]["causes"].as_array().unwrap();
-    let fields: Vec<&str> = causes.iter().map(|c| c["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = causes
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
     assert_eq!(
         fields,
         [
@@ -241,7 +244,10 @@ async fn a_manual_selector_is_kept_and_must_match_the_template() {
 
     let mut no_selector = job.clone();
     no_selector["metadata"]["name"] = json!("unselected");
-    no_selector["spec"].as_object_mut().unwrap().remove("selector");
+    no_selector["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("selector");
     let r = post(&c, jobs, &no_selector).await;
     assert_eq!(r.status, 422);
     assert_eq!(
@@ -286,7 +292,10 @@ async fn a_pod_with_ephemeral_containers_is_rejected() {
         json!({"name": "debugged", "kind": "Pod", "causes": [{"reason": "FieldValueForbidden", "message": "Forbidden: cannot be set on create", "field": "spec.ephemeralContainers"}]})
     );
 
-    pod["spec"].as_object_mut().unwrap().remove("ephemeralContainers");
+    pod["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ephemeralContainers");
     let r = post(&c, "/api/v1/namespaces/default/pods", &pod).await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let spec = &r.json()["spec"];
@@ -354,7 +363,10 @@ async fn services_get_a_free_cluster_ip_from_the_service_range() {
     assert_eq!(s["details"]["causes"][0]["field"], "spec.clusterIPs");
 
     // Taken by a Service of the generated cluster, and by the one just created.
-    for (name, taken_ip) in [("dns-copy", "10.96.0.10".to_string()), ("twin", ip.to_string())] {
+    for (name, taken_ip) in [
+        ("dns-copy", "10.96.0.10".to_string()),
+        ("twin", ip.to_string()),
+    ] {
         let r = post(&c, services, &service(name, Some(&taken_ip))).await;
         assert_eq!(r.status, 422, "{taken_ip}");
         assert_eq!(

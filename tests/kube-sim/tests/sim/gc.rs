@@ -43,7 +43,9 @@ async fn configmap(c: &kube::Client, name: &str, owners: Vec<Value>) -> Value {
         "POST",
         "/api/v1/namespaces/default/configmaps",
         &[],
-        Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"k": name}})),
+        Some(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"k": name}}),
+        ),
     )
     .await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
@@ -67,10 +69,25 @@ async fn dangling_references_are_collected_and_live_ones_kept() {
     let owner = configmap(&c, "owner", vec![]).await;
     let owner_uid = uid(&owner).to_string();
     let kube_system = get_json(&c, "/api/v1/namespaces/kube-system").await;
-    configmap(&c, "kept", vec![owner_ref("v1", "ConfigMap", "owner", &owner_uid)]).await;
+    configmap(
+        &c,
+        "kept",
+        vec![owner_ref("v1", "ConfigMap", "owner", &owner_uid)],
+    )
+    .await;
     // The owner's name with another uid: an older object of the same name.
-    configmap(&c, "old-uid", vec![owner_ref("v1", "ConfigMap", "owner", DEAD_UID)]).await;
-    configmap(&c, "no-owner", vec![owner_ref("v1", "ConfigMap", "gone", DEAD_UID)]).await;
+    configmap(
+        &c,
+        "old-uid",
+        vec![owner_ref("v1", "ConfigMap", "owner", DEAD_UID)],
+    )
+    .await;
+    configmap(
+        &c,
+        "no-owner",
+        vec![owner_ref("v1", "ConfigMap", "gone", DEAD_UID)],
+    )
+    .await;
     let mixed = configmap(
         &c,
         "mixed",
@@ -84,12 +101,21 @@ async fn dangling_references_are_collected_and_live_ones_kept() {
     configmap(
         &c,
         "namespace-owned",
-        vec![owner_ref("v1", "Namespace", "kube-system", uid(&kube_system))],
+        vec![owner_ref(
+            "v1",
+            "Namespace",
+            "kube-system",
+            uid(&kube_system),
+        )],
     )
     .await;
     // A kind the server does not serve: the collector cannot decide, and leaves it.
-    configmap(&c, "unknown-kind", vec![owner_ref("example.org/v1", "Gadget", "g", DEAD_UID)])
-        .await;
+    configmap(
+        &c,
+        "unknown-kind",
+        vec![owner_ref("example.org/v1", "Gadget", "g", DEAD_UID)],
+    )
+    .await;
 
     let report = server.collect_garbage();
     assert_eq!(
@@ -115,8 +141,16 @@ async fn dangling_references_are_collected_and_live_ones_kept() {
         after["metadata"]["ownerReferences"],
         json!([owner_ref("v1", "ConfigMap", "owner", &owner_uid)])
     );
-    let before_rv: u64 = mixed["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
-    let after_rv: u64 = after["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let before_rv: u64 = mixed["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let after_rv: u64 = after["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(after_rv > before_rv, "{before_rv} -> {after_rv}");
     assert!(
         after["metadata"]["managedFields"]
@@ -135,8 +169,18 @@ async fn deleting_an_owner_cascades_unless_dependents_are_orphaned() {
     let server = empty().await;
     let c = client(&server).await;
     let root = configmap(&c, "root", vec![]).await;
-    let child = configmap(&c, "child", vec![owner_ref("v1", "ConfigMap", "root", uid(&root))]).await;
-    configmap(&c, "grandchild", vec![owner_ref("v1", "ConfigMap", "child", uid(&child))]).await;
+    let child = configmap(
+        &c,
+        "child",
+        vec![owner_ref("v1", "ConfigMap", "root", uid(&root))],
+    )
+    .await;
+    configmap(
+        &c,
+        "grandchild",
+        vec![owner_ref("v1", "ConfigMap", "child", uid(&child))],
+    )
+    .await;
     let r = send(
         &c,
         "POST",
@@ -168,7 +212,12 @@ async fn deleting_an_owner_cascades_unless_dependents_are_orphaned() {
 
     // Orphan: the dependents stay, without the reference.
     let parent = configmap(&c, "parent", vec![]).await;
-    configmap(&c, "kid", vec![owner_ref("v1", "ConfigMap", "parent", uid(&parent))]).await;
+    configmap(
+        &c,
+        "kid",
+        vec![owner_ref("v1", "ConfigMap", "parent", uid(&parent))],
+    )
+    .await;
     let r = send(
         &c,
         "DELETE",
@@ -206,17 +255,38 @@ async fn batch_v1_jobs_orphan_their_pods_by_default() {
         "metadata": {"name": "once"},
         "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:1.36"}]}}},
     });
-    let r = send(&c, "POST", "/apis/batch/v1/namespaces/default/jobs", &[], Some(job)).await;
+    let r = send(
+        &c,
+        "POST",
+        "/apis/batch/v1/namespaces/default/jobs",
+        &[],
+        Some(job),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let job = r.json();
     let pod = json!({
         "metadata": {"name": "once-abcde", "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "once", "uid": uid(&job), "controller": true}]},
         "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:1.36"}]},
     });
-    let r = send(&c, "POST", "/api/v1/namespaces/default/pods", &[], Some(pod)).await;
+    let r = send(
+        &c,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        &[],
+        Some(pod),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     // No propagation policy: batch/v1 Jobs orphan, as the real server keeps it.
-    let r = send(&c, "DELETE", "/apis/batch/v1/namespaces/default/jobs/once", &[], None).await;
+    let r = send(
+        &c,
+        "DELETE",
+        "/apis/batch/v1/namespaces/default/jobs/once",
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(server.collect_garbage(), GcReport::default());
     let pod = get_json(&c, "/api/v1/namespaces/default/pods/once-abcde").await;
@@ -241,7 +311,12 @@ async fn the_background_collector_runs_until_the_server_stops() {
     })
     .await;
     let c = client(&server).await;
-    configmap(&c, "dangling", vec![owner_ref("v1", "ConfigMap", "gone", DEAD_UID)]).await;
+    configmap(
+        &c,
+        "dangling",
+        vec![owner_ref("v1", "ConfigMap", "gone", DEAD_UID)],
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while configmap_status(&c, "dangling").await != 404 {
         assert!(
