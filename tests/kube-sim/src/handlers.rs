@@ -1,18 +1,21 @@
 //! Resource requests: list, get, create, update (PUT), merge patch and delete, with the API
 //! server's semantics (namespaces must exist, conflicts on stale resource versions,
 //! server-set metadata, CRDs that add their API when created, continue tokens and their
-//! expiry, RBAC and aggregator faults).
+//! expiry, RBAC and aggregator faults). A create goes through [`crate::admission`]; a delete
+//! honours the propagation policy of its `DeleteOptions`.
 
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::admission;
 use crate::discovery::{Served, View};
 use crate::objects::{self, metadata_mut, rfc3339, time_of_rv};
 use crate::rng::Rng;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::server::{Reply, Req};
+use crate::status::{FieldError, go};
 use crate::store::{self, ContinueToken, Obj, PutMode, WriteError};
 use crate::{ObjectKey, Shared, State, register_crd, status};
 
@@ -113,7 +116,7 @@ pub(crate) fn resource(
         "create" => create(shared, req, &t),
         "update" => update(shared, req, &t),
         "patch" => patch(shared, req, &t),
-        "delete" => delete(shared, &t),
+        "delete" => delete(shared, req, &t),
         _ => Reply::status(status::method_not_allowed()),
     }
 }
@@ -560,10 +563,12 @@ fn create(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
                 _ => {
                     return Reply::status(status::invalid(
                         &kind,
-                        "",
                         &group,
-                        "metadata.name",
-                        "Required value: name or generateName is required",
+                        "",
+                        &[FieldError::required(
+                            "metadata.name",
+                            "name or generateName is required",
+                        )],
                     ));
                 }
             },
@@ -579,9 +584,9 @@ fn create(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
     }
     let now = rfc3339(time_of_rv(shared.start_rv, rv));
     let is_custom = custom(&state, t);
+    let uid = Rng::derived(shared.config.seed, &format!("create/{rv}")).uuid();
     {
         let meta = metadata_mut(&mut obj);
-        let uid = Rng::derived(shared.config.seed, &format!("create/{rv}")).uuid();
         meta.insert("uid".into(), json!(uid));
         meta.insert("resourceVersion".into(), json!(rv.to_string()));
         meta.insert("creationTimestamp".into(), json!(now));
@@ -593,6 +598,22 @@ fn create(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
     // create starts from an empty one, as on the real server.
     if has_status_subresource(t) {
         obj.remove("status");
+    }
+    let admitted = admission::admit_create(
+        &mut state,
+        &admission::Create {
+            group: &group,
+            plural: &plural,
+            kind: &kind,
+            name: &name,
+            uid: &uid,
+            seed: shared.config.seed,
+            rv,
+        },
+        &mut obj,
+    );
+    if let Err(reply) = admitted {
+        return Reply::status(reply);
     }
     let crd_delay = *shared.crd_delay.lock().unwrap_or_else(|p| p.into_inner());
     match (group.as_str(), plural.as_str()) {
@@ -610,6 +631,9 @@ fn create(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
                 "status".into(),
                 json!({"phase": "Pending", "qosClass": "BestEffort"}),
             );
+        }
+        ("", "services") => {
+            obj.insert("status".into(), json!({"loadBalancer": {}}));
         }
         ("", "persistentvolumeclaims") | ("", "persistentvolumes") => {
             obj.insert("status".into(), json!({"phase": "Pending"}));
@@ -635,10 +659,12 @@ fn create(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
     if is_crd && register_crd(&mut state, &value, crd_delay.is_zero()).is_none() {
         return Reply::status(status::invalid(
             &kind,
-            &name,
             &group,
-            "spec",
-            "Invalid value: group, names and versions are required",
+            &name,
+            &[FieldError::required(
+                "spec",
+                "group, names and versions are required",
+            )],
         ));
     }
     let reply = match store_object(&mut state, t, value, PutMode::Create, 201) {
@@ -882,10 +908,13 @@ fn replace(
             Err(_) => {
                 return Reply::status(status::invalid(
                     &t.served.def.kind,
-                    &name,
                     &group,
-                    "metadata.resourceVersion",
-                    "Invalid value: must be a number",
+                    &name,
+                    &[FieldError::invalid(
+                        "metadata.resourceVersion",
+                        &go::quote(rv),
+                        "must be a number",
+                    )],
                 ));
             }
         },
@@ -977,48 +1006,54 @@ fn replace(
     }
 }
 
-fn delete(shared: &Shared, t: &Target<'_>) -> Reply {
+fn delete(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
     let name = t.name.unwrap_or_default().to_string();
     let group = t.served.group.clone();
     let plural = t.served.def.plural.clone();
     let (sg, sp) = (t.served.storage.0.clone(), t.served.storage.1.clone());
+    let options = match DeleteOptions::of(req) {
+        Ok(o) => o,
+        Err(reply) => return reply,
+    };
     let mut state = shared.write();
     let key = store::object_key(t.namespace, &name);
     let Some(current) = state.store.get(&sg, &sp, &key) else {
         return Reply::status(status::not_found(&group, &plural, &name));
     };
+    let mut shown = current.full_value(&t.served.api_version(), &t.served.def.kind);
+    let finalizers: Vec<String> = shown
+        .as_ref()
+        .and_then(|v| v.pointer("/metadata/finalizers"))
+        .and_then(Value::as_array)
+        .map(|f| {
+            f.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    // With the Orphan policy the collector takes the owner out of its dependents' references
+    // before the owner goes (immediately here, where the real server waits on the `orphan`
+    // finalizer); with the others the dependents are left to the collector.
+    if options.orphans(
+        &t.served.group,
+        &t.served.version,
+        &t.served.def.plural,
+        &finalizers,
+    ) {
+        crate::gc::orphan_dependents(shared, &mut state, &current.uid);
+    }
     let rv = state.store.next_rv();
     let now = rfc3339(time_of_rv(shared.start_rv, rv));
-    let mut shown = current.full_value(&t.served.api_version(), &t.served.def.kind);
-    if sg.is_empty() && sp == "namespaces" {
-        // Namespace deletion removes everything in it (immediately, where the real server's
-        // namespace controller takes a while) and reports the namespace as terminating.
-        let targets: Vec<(String, String)> = state
-            .store
-            .collections()
-            .filter(|c| c.rtype.namespaced)
-            .map(|c| (c.rtype.group.clone(), c.rtype.plural.clone()))
-            .collect();
-        for (g, p) in targets {
-            for o in state.store.current(&g, &p) {
-                if o.namespace.as_deref() == Some(name.as_str()) {
-                    let k = store::object_key(Some(&name), &o.name);
-                    state.store.delete(&g, &p, &k, rv);
-                }
-            }
-        }
-        if let Some(v) = shown.as_mut() {
-            v["metadata"]["deletionTimestamp"] = json!(now);
-            v["status"] = json!({"phase": "Terminating"});
-        }
-    }
-    if sg == "apiextensions.k8s.io"
-        && sp == "customresourcedefinitions"
-        && let Some(crd) = state.crds.remove(&name)
+    if sg.is_empty()
+        && sp == "namespaces"
+        && let Some(v) = shown.as_mut()
     {
-        state.store.remove_collection(&crd.group, &crd.plural);
+        // The namespace is reported as terminating while its content goes.
+        v["metadata"]["deletionTimestamp"] = json!(now);
+        v["status"] = json!({"phase": "Terminating"});
     }
-    state.store.delete(&sg, &sp, &key, rv);
+    remove(&mut state, &sg, &sp, t.namespace, &name, rv);
     drop(state);
     match shown {
         Some(v) => Reply::json(200, serde_json::to_vec(&v).unwrap_or_default()),
@@ -1028,6 +1063,128 @@ fn delete(shared: &Shared, t: &Target<'_>) -> Reply {
                 json!({"name": name, "group": group, "kind": plural, "uid": current.uid.to_string()}),
             ),
         ),
+    }
+}
+
+/// Deletes a stored object at revision `rv`, with what goes with it at once: a namespace
+/// takes everything in it (immediately, where the real server's namespace controller takes
+/// a while), a CRD its API and custom resources.
+pub(crate) fn remove(
+    state: &mut State,
+    group: &str,
+    plural: &str,
+    namespace: Option<&str>,
+    name: &str,
+    rv: u64,
+) {
+    if group.is_empty() && plural == "namespaces" {
+        let targets: Vec<(String, String)> = state
+            .store
+            .collections()
+            .filter(|c| c.rtype.namespaced)
+            .map(|c| (c.rtype.group.clone(), c.rtype.plural.clone()))
+            .collect();
+        for (g, p) in targets {
+            for o in state.store.current(&g, &p) {
+                if o.namespace.as_deref() == Some(name) {
+                    let k = store::object_key(Some(name), &o.name);
+                    state.store.delete(&g, &p, &k, rv);
+                }
+            }
+        }
+    }
+    if group == "apiextensions.k8s.io"
+        && plural == "customresourcedefinitions"
+        && let Some(crd) = state.crds.remove(name)
+    {
+        state.store.remove_collection(&crd.group, &crd.plural);
+    }
+    state
+        .store
+        .delete(group, plural, &store::object_key(namespace, name), rv);
+}
+
+/// The dependents policy of a delete (`DeleteOptions` in the body or the query).
+struct DeleteOptions {
+    propagation_policy: Option<String>,
+    orphan_dependents: Option<bool>,
+}
+
+impl DeleteOptions {
+    fn of(req: &Req) -> Result<DeleteOptions, Reply> {
+        let body = if req.body.iter().all(u8::is_ascii_whitespace) {
+            Value::Null
+        } else {
+            match serde_json::from_slice::<Value>(&req.body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return Err(Reply::status(status::bad_request(&format!(
+                        "the body of the delete request is not DeleteOptions: {e}"
+                    ))));
+                }
+            }
+        };
+        let propagation_policy = body
+            .get("propagationPolicy")
+            .and_then(Value::as_str)
+            .or(req.param("propagationPolicy"))
+            .map(str::to_string);
+        let orphan_dependents = body
+            .get("orphanDependents")
+            .and_then(Value::as_bool)
+            .or(req.param("orphanDependents").map(|v| v == "true"));
+        // ValidateDeleteOptions.
+        let mut errors = Vec::new();
+        if let Some(p) = &propagation_policy {
+            if orphan_dependents.is_some() {
+                errors.push(FieldError::invalid(
+                    "propagationPolicy",
+                    &go::quote(p),
+                    "orphanDependents and deletionPropagation cannot be both set",
+                ));
+            }
+            if !matches!(p.as_str(), "Foreground" | "Background" | "Orphan") {
+                errors.push(FieldError::not_supported(
+                    "propagationPolicy",
+                    &go::quote(p),
+                    &["Foreground", "Background", "Orphan", "nil"],
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Reply::status(status::invalid(
+                "DeleteOptions",
+                "meta.k8s.io",
+                "",
+                &errors,
+            )));
+        }
+        Ok(DeleteOptions {
+            propagation_policy,
+            orphan_dependents,
+        })
+    }
+
+    /// Whether the dependents are orphaned: the request's choice, else the object's own
+    /// finalizers, else the resource's default (Orphan for `batch/v1` Jobs and `v1`
+    /// ReplicationControllers, kept from before server-side garbage collection).
+    fn orphans(&self, group: &str, version: &str, plural: &str, finalizers: &[String]) -> bool {
+        if let Some(p) = &self.propagation_policy {
+            return p == "Orphan";
+        }
+        if let Some(o) = self.orphan_dependents {
+            return o;
+        }
+        if finalizers.iter().any(|f| f == "orphan") {
+            return true;
+        }
+        if finalizers.iter().any(|f| f == "foregroundDeletion") {
+            return false;
+        }
+        matches!(
+            (group, version, plural),
+            ("batch", "v1", "jobs") | ("", "v1", "replicationcontrollers")
+        )
     }
 }
 

@@ -42,18 +42,36 @@
 //!   one) and a `managedFields` entry; it drops `status` for resources with a status
 //!   subresource (controllers own it), and answers 500 if the body carries a
 //!   resourceVersion, as the real storage layer does.
+//! - A create is admitted as the real server admits it for the kinds whose server-made
+//!   fields a restore has to strip, with its 422 Invalid answers (every cause in
+//!   `details.causes`, the real messages): a Job (`batch/v1`) gets its generated selector and
+//!   uid labels, and one that carries another Job's (`spec.selector` or the
+//!   `controller-uid` labels of a backup) is refused (`` `selector` not auto-generated ``,
+//!   `must be '<uid>'`); a Pod with `spec.ephemeralContainers` is refused (`Forbidden:
+//!   cannot be set on create`); a Service gets a ClusterIP from `10.96.0.0/12` that no other
+//!   Service holds, and one asking for an address outside the range or already allocated is
+//!   refused. Jobs, Pods and Services also get the defaults the real server gives them
+//!   (`SetDefaults_Job`, `SetDefaults_PodSpec`, `SetDefaults_Service`, IP families).
+//! - The garbage collector ([`SimServer::collect_garbage`], or continuously with
+//!   [`SimConfig::garbage_collector`]) deletes dependents whose owners are all gone, removes
+//!   references to missing owners from dependents that keep one, and cascades. A delete
+//!   honours `propagationPolicy`/`orphanDependents` (and the Orphan default of `batch/v1`
+//!   Jobs and `v1` ReplicationControllers): orphaned dependents lose the reference at once.
 //! - kube's default client retries 429, 503 and 504 by itself (up to 15 times, with
 //!   exponential backoff up to minutes, honouring `Retry-After`): set
 //!   `kube::Config::default_retry = false` to see those answers.
 //!
-//! Not simulated: watches (405), garbage collection of dependents, finalizers (deletion is
-//! immediate), admission (e.g. ClusterIP allocation, schema validation: `fieldValidation` is
-//! accepted and not enforced), JSON patch and server-side apply (415), protobuf.
+//! Not simulated: watches (405), finalizers (deletion is immediate, a foreground deletion
+//! too; the collector then removes the dependents), admission beyond the kinds above (no
+//! NodePort allocation, no schema validation: `fieldValidation` is accepted and not
+//! enforced), JSON patch and server-side apply (415), protobuf.
 
+mod admission;
 mod churn;
 mod discovery;
 mod faults;
 mod fixtures;
+mod gc;
 mod generate;
 mod handlers;
 mod objects;
@@ -100,6 +118,11 @@ pub struct SimConfig {
     /// object, and no CRD installed (so `example.com` is not served until a
     /// `CustomResourceDefinition` for it is created).
     pub empty: bool,
+    /// Run the garbage collector in the background at this period, as kube-controller-manager
+    /// runs it continuously (see [`SimServer::collect_garbage`] for what it does). `None`
+    /// (the default): dependents are collected only when a test calls
+    /// [`SimServer::collect_garbage`].
+    pub garbage_collector: Option<Duration>,
 }
 
 impl Default for SimConfig {
@@ -111,6 +134,7 @@ impl Default for SimConfig {
             tls: false,
             token: "kube-sim-token".to_string(),
             empty: false,
+            garbage_collector: None,
         }
     }
 }
@@ -146,6 +170,16 @@ pub struct ChurnReport {
     pub deleted: Vec<ObjectKey>,
 }
 
+/// What [`SimServer::collect_garbage`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Dependents deleted because none of their owners exists any more (in deletion order;
+    /// a cascade lists owners before their own dependents).
+    pub deleted: Vec<ObjectKey>,
+    /// Dependents that still have an owner and lost their references to missing ones.
+    pub orphan_refs_removed: Vec<ObjectKey>,
+}
+
 /// Errors of starting a [`SimServer`].
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -176,6 +210,8 @@ pub(crate) struct State {
     pub store: Store,
     /// CRDs by object name (`<plural>.<group>`).
     pub crds: BTreeMap<String, CrdEntry>,
+    /// The Services' ClusterIPs, for allocating new ones.
+    pub cluster_ips: admission::ClusterIps,
 }
 
 /// Counts of what the resource endpoints served, see [`SimServer::served`].
@@ -417,6 +453,13 @@ impl SimServer {
             shared.clone(),
             stop_rx.clone(),
         ))];
+        if let Some(period) = config.garbage_collector {
+            tasks.push(tokio::spawn(gc::run(
+                shared.clone(),
+                period,
+                stop_rx.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(compactor(shared.clone(), stop_rx)));
         Ok(SimServer {
             shared,
@@ -474,6 +517,17 @@ impl SimServer {
     /// are never touched. Deterministic for the same cluster state and seed.
     pub fn churn(&self, fraction: f64, seed: u64) -> ChurnReport {
         churn::churn(&self.shared, fraction, seed)
+    }
+
+    /// Runs the garbage collector to a fixed point, as kube-controller-manager's does: an
+    /// owner reference dangles when no object of its apiVersion and kind has its name (in
+    /// the dependent's namespace for a namespaced owner, at the cluster scope otherwise) or
+    /// the one that does has another uid. A dependent whose references all dangle is deleted
+    /// (its own dependents then dangle in turn: the cascade); one with an existing owner
+    /// loses only its dangling references (a new resource version). An object with a
+    /// reference to a kind the server does not serve is left alone. Deterministic.
+    pub fn collect_garbage(&self) -> GcReport {
+        gc::collect(&self.shared)
     }
 
     /// Every object currently stored (not the metrics API's objects, which are not stored),
@@ -566,6 +620,7 @@ fn build_state(config: &SimConfig, apis: &BuiltinApis) -> State {
     let mut state = State {
         store: Store::new(),
         crds: BTreeMap::new(),
+        cluster_ips: admission::ClusterIps::default(),
     };
     for s in apis.storage_resources() {
         let persisted = s.group != METRICS_GROUP;

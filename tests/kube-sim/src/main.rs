@@ -49,6 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tls: args.tls,
         token: args.token,
         empty: args.empty,
+        garbage_collector: None,
     };
     let started = std::time::Instant::now();
     let server = SimServer::start_on(config, SocketAddr::from(([127, 0, 0, 1], args.port))).await?;

@@ -178,7 +178,11 @@ async fn handle(
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
-    let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
+    // A DELETE may carry DeleteOptions (the propagation policy).
+    let body = if matches!(
+        method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
         match Limited::new(req.into_body(), MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {

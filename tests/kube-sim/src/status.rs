@@ -116,17 +116,173 @@ pub(crate) fn bad_request(message: &str) -> (u16, Vec<u8>) {
     (400, failure(400, "BadRequest", message, None))
 }
 
+/// One cause of a 422 Invalid: a `field.Error` of the API server's validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FieldError {
+    /// The cause type (`FieldValueInvalid`, ...), reported as the cause's `reason`.
+    reason: &'static str,
+    /// The field path, e.g. `spec.template.metadata.labels[job-name]`.
+    field: String,
+    /// The message without the field (`ErrorBody`): `Invalid value: <value>: <detail>`.
+    body: String,
+}
+
+impl FieldError {
+    /// `Required value[: detail]`.
+    pub(crate) fn required(field: &str, detail: &str) -> FieldError {
+        FieldError::new("FieldValueRequired", field, "Required value", None, detail)
+    }
+
+    /// `Forbidden[: detail]`.
+    pub(crate) fn forbidden(field: &str, detail: &str) -> FieldError {
+        FieldError::new("FieldValueForbidden", field, "Forbidden", None, detail)
+    }
+
+    /// `Invalid value: <value>[: detail]`; `value` is already rendered (see [`go`]).
+    pub(crate) fn invalid(field: &str, value: &str, detail: &str) -> FieldError {
+        FieldError::new(
+            "FieldValueInvalid",
+            field,
+            "Invalid value",
+            Some(value),
+            detail,
+        )
+    }
+
+    /// `Unsupported value: <value>: supported values: "a", "b"`.
+    pub(crate) fn not_supported(field: &str, value: &str, supported: &[&str]) -> FieldError {
+        let quoted: Vec<String> = supported.iter().map(|s| go::quote(s)).collect();
+        let detail = format!("supported values: {}", quoted.join(", "));
+        FieldError::new(
+            "FieldValueNotSupported",
+            field,
+            "Unsupported value",
+            Some(value),
+            &detail,
+        )
+    }
+
+    fn new(
+        reason: &'static str,
+        field: &str,
+        what: &str,
+        value: Option<&str>,
+        detail: &str,
+    ) -> FieldError {
+        let mut body = what.to_string();
+        if let Some(v) = value {
+            body.push_str(": ");
+            body.push_str(v);
+        }
+        if !detail.is_empty() {
+            body.push_str(": ");
+            body.push_str(detail);
+        }
+        FieldError {
+            reason,
+            field: field.to_string(),
+            body,
+        }
+    }
+
+    /// `field: body`, as `field.Error.Error()`.
+    pub(crate) fn message(&self) -> String {
+        format!("{}: {}", self.field, self.body)
+    }
+}
+
+/// 422 Invalid as `errors.NewInvalid` builds it: the message names the kind qualified by
+/// its group (`Job.batch`) and aggregates the distinct causes (`[a, b]` when several).
 pub(crate) fn invalid(
     kind: &str,
-    name: &str,
     group: &str,
-    field: &str,
-    why: &str,
+    name: &str,
+    errors: &[FieldError],
 ) -> (u16, Vec<u8>) {
-    let msg = format!("{kind} \"{name}\" is invalid: {field}: {why}");
+    let qualified_kind = if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    };
+    let mut messages: Vec<String> = Vec::new();
+    for e in errors {
+        let m = e.message();
+        if !messages.contains(&m) {
+            messages.push(m);
+        }
+    }
+    let msg = match messages.as_slice() {
+        [] => format!("{qualified_kind} \"{name}\" is invalid"),
+        [one] => format!("{qualified_kind} \"{name}\" is invalid: {one}"),
+        many => format!(
+            "{qualified_kind} \"{name}\" is invalid: [{}]",
+            many.join(", ")
+        ),
+    };
     let mut d = details(name, group, kind);
-    d["causes"] = json!([{"reason": "FieldValueRequired", "message": why, "field": field}]);
+    d["causes"] = Value::Array(
+        errors
+            .iter()
+            .map(|e| json!({"reason": e.reason, "message": e.body, "field": e.field}))
+            .collect(),
+    );
     (422, failure(422, "Invalid", &msg, Some(d)))
+}
+
+/// Values rendered as the API server's messages show them: Go's `%#v` of the internal
+/// types (`map[string]string{"a":"b"}`, `[]string{"x"}`, quoted strings).
+pub(crate) mod go {
+    use serde_json::{Map, Value};
+
+    /// A Go double-quoted string literal (`strconv.Quote`).
+    pub(crate) fn quote(s: &str) -> String {
+        let mut out = String::with_capacity(s.len() + 2);
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                    out.push_str(&format!("\\x{:02x}", c as u32));
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    /// `map[string]string{...}` with sorted keys, `map[string]string(nil)` for none.
+    pub(crate) fn string_map(m: Option<&Map<String, Value>>) -> String {
+        let Some(m) = m else {
+            return "map[string]string(nil)".to_string();
+        };
+        let mut pairs: Vec<(&String, &str)> = m
+            .iter()
+            .map(|(k, v)| (k, v.as_str().unwrap_or_default()))
+            .collect();
+        pairs.sort();
+        let inner: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{}:{}", quote(k), quote(v)))
+            .collect();
+        format!("map[string]string{{{}}}", inner.join(", "))
+    }
+
+    /// `[]string{...}`, `[]string(nil)` for none.
+    pub(crate) fn strings(items: Option<&[Value]>) -> String {
+        let Some(items) = items else {
+            return "[]string(nil)".to_string();
+        };
+        let inner: Vec<String> = items
+            .iter()
+            .map(|v| quote(v.as_str().unwrap_or_default()))
+            .collect();
+        format!("[]string{{{}}}", inner.join(", "))
+    }
 }
 
 /// 500 as the server reports errors of its storage layer.

@@ -29,6 +29,13 @@ impl Kubectl {
     }
 
     fn run(&self, args: &[&str]) -> (String, String) {
+        let (ok, stdout, stderr) = self.try_run(args);
+        assert!(ok, "kubectl {args:?} failed:\n{stderr}\n{stdout}");
+        (stdout, stderr)
+    }
+
+    /// Runs kubectl; returns whether it succeeded, its output and its errors.
+    fn try_run(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(self.dir.path().join("config"))
@@ -40,11 +47,7 @@ impl Kubectl {
             .expect("kubectl runs");
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\n{stderr}\n{stdout}"
-        );
-        (stdout, stderr)
+        (out.status.success(), stdout, stderr)
     }
 }
 
@@ -234,4 +237,41 @@ async fn create_from_file_and_get_crd() {
             "secrets/token"
         ]
     );
+}
+
+#[tokio::test]
+async fn create_of_a_job_with_an_old_selector_fails_until_stripped() {
+    let server = start(SimConfig {
+        tls: true,
+        empty: true,
+        ..Default::default()
+    })
+    .await;
+    let k = Kubectl::new(&server);
+    let list = |job: Value| serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [job]});
+    let mut job = crate::admission::job_from_backup("nightly");
+    let old = k.dir.path().join("old.json");
+    std::fs::write(&old, serde_json::to_vec(&list(job.clone())).unwrap()).unwrap();
+    crate::admission::strip_job(&mut job);
+    let stripped = k.dir.path().join("stripped.json");
+    std::fs::write(&stripped, serde_json::to_vec(&list(job)).unwrap()).unwrap();
+    let (old, stripped) = (
+        old.to_string_lossy().to_string(),
+        stripped.to_string_lossy().to_string(),
+    );
+    let (rejected, created) = tokio::task::spawn_blocking(move || {
+        (
+            k.try_run(&["create", "-f", &old]),
+            k.try_run(&["create", "-f", &stripped]),
+        )
+    })
+    .await
+    .unwrap();
+    let (ok, _, err) = rejected;
+    assert!(!ok, "{err}");
+    assert!(err.contains("\"nightly\" is invalid"), "{err}");
+    assert!(err.contains("`selector` not auto-generated"), "{err}");
+    let (ok, out, err) = created;
+    assert!(ok, "{err}");
+    assert!(out.contains("job.batch/nightly created"), "{out}");
 }

@@ -2,9 +2,11 @@
 
 mod common;
 
+mod admission;
 mod churn;
 mod discovery;
 mod faults;
+mod gc;
 mod generated;
 mod kubectl;
 mod paging;
