@@ -19,22 +19,22 @@ impl Generator<'_> {
     /// namespaces, then in every few.
     pub(super) fn namespace_extras(&mut self, ns: &str, ns_created: i64, i: usize) {
         let created = self.since(ns_created, 300);
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             self.limits_and_quota(ns, created);
         }
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             self.applied_secret(ns, created);
         }
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             self.ci_pod_template(ns, created);
         }
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             self.created_job(ns);
         }
         if i % 12 == 2 {
             self.applied_job(ns, created);
         }
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             self.debugged_pod(ns);
         }
         if i % 25 == 1 {
@@ -43,7 +43,7 @@ impl Generator<'_> {
         if i % 40 == 1 {
             self.gpu_pod(ns, created);
         }
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             self.namespace_monitoring(ns, created);
         }
     }
