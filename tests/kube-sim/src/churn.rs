@@ -12,11 +12,12 @@ use crate::{ChurnReport, ObjectKey, Shared};
 const MANAGER: &str = "kube-sim-churn";
 
 /// Kinds churn never touches: removing or rewriting them would change the cluster's shape
-/// rather than its content.
+/// rather than its content; component statuses are computed by the server, never written.
 fn untouchable(k: &ObjectKey) -> bool {
     matches!(
         (k.group.as_str(), k.resource.as_str()),
         ("", "namespaces")
+            | ("", "componentstatuses")
             | ("apiextensions.k8s.io", "customresourcedefinitions")
             | ("apiregistration.k8s.io", "apiservices")
     )

@@ -8,12 +8,22 @@
 //! bytes (service accounts, small config maps) to tens of KiB (nodes, Helm release secrets,
 //! big config maps, CRDs), about 3 KiB on average.
 //!
+//! Besides workloads, the cluster holds at least one object of every listable built-in
+//! resource of the recorded discovery (the API server's own configuration, CSI and DRA
+//! objects, certificates, quotas, standalone Jobs and Pods: see the submodules), and a
+//! prometheus-operator install whose group serves one resource only at an older version.
+//! These take a small, gently growing share of N.
+//!
 //! Everything derives from the seed: the same seed and N give byte-identical objects.
 
 use serde_json::{Map, Value, json};
 
 use crate::objects::{BASE_TIME, has_generation, managed_entry, rfc3339, rfc3339_micro, uid_for};
 use crate::rng::Rng;
+
+mod monitoring;
+mod namespaced;
+mod platform;
 
 /// A stored resource kind: where it lives and what it is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +81,53 @@ kinds! {
     CRD = "apiextensions.k8s.io" "v1" "customresourcedefinitions" "CustomResourceDefinition";
     APISERVICE = "apiregistration.k8s.io" "v1" "apiservices" "APIService";
     WIDGET = "example.com" "v1" "widgets" "Widget";
+    COMPONENTSTATUS = "" "v1" "componentstatuses" "ComponentStatus";
+    LIMITRANGE = "" "v1" "limitranges" "LimitRange";
+    RESOURCEQUOTA = "" "v1" "resourcequotas" "ResourceQuota";
+    PODTEMPLATE = "" "v1" "podtemplates" "PodTemplate";
+    REPLICATIONCONTROLLER = "" "v1" "replicationcontrollers" "ReplicationController";
+    CSR = "certificates.k8s.io" "v1" "certificatesigningrequests" "CertificateSigningRequest";
+    CLUSTERTRUSTBUNDLE = "certificates.k8s.io" "v1alpha1" "clustertrustbundles" "ClusterTrustBundle";
+    IPADDRESS = "networking.k8s.io" "v1beta1" "ipaddresses" "IPAddress";
+    SERVICECIDR = "networking.k8s.io" "v1beta1" "servicecidrs" "ServiceCIDR";
+    CSIDRIVER = "storage.k8s.io" "v1" "csidrivers" "CSIDriver";
+    CSINODE = "storage.k8s.io" "v1" "csinodes" "CSINode";
+    CSISTORAGECAPACITY = "storage.k8s.io" "v1" "csistoragecapacities" "CSIStorageCapacity";
+    VOLUMEATTACHMENT = "storage.k8s.io" "v1" "volumeattachments" "VolumeAttachment";
+    VOLUMEATTRIBUTESCLASS = "storage.k8s.io" "v1alpha1" "volumeattributesclasses" "VolumeAttributesClass";
+    MUTATINGWEBHOOK = "admissionregistration.k8s.io" "v1" "mutatingwebhookconfigurations" "MutatingWebhookConfiguration";
+    VALIDATINGWEBHOOK = "admissionregistration.k8s.io" "v1" "validatingwebhookconfigurations" "ValidatingWebhookConfiguration";
+    ADMISSIONPOLICY = "admissionregistration.k8s.io" "v1" "validatingadmissionpolicies" "ValidatingAdmissionPolicy";
+    ADMISSIONPOLICYBINDING = "admissionregistration.k8s.io" "v1" "validatingadmissionpolicybindings" "ValidatingAdmissionPolicyBinding";
+    RUNTIMECLASS = "node.k8s.io" "v1" "runtimeclasses" "RuntimeClass";
+    FLOWSCHEMA = "flowcontrol.apiserver.k8s.io" "v1" "flowschemas" "FlowSchema";
+    PRIORITYLEVEL = "flowcontrol.apiserver.k8s.io" "v1" "prioritylevelconfigurations" "PriorityLevelConfiguration";
+    STORAGEVERSION = "internal.apiserver.k8s.io" "v1alpha1" "storageversions" "StorageVersion";
+    STORAGEVERSIONMIGRATION = "storagemigration.k8s.io" "v1alpha1" "storageversionmigrations" "StorageVersionMigration";
+    PODSCHEDULINGCONTEXT = "resource.k8s.io" "v1alpha3" "podschedulingcontexts" "PodSchedulingContext";
+    RESOURCECLAIM = "resource.k8s.io" "v1alpha3" "resourceclaims" "ResourceClaim";
+    RESOURCECLAIMPARAMETERS = "resource.k8s.io" "v1alpha3" "resourceclaimparameters" "ResourceClaimParameters";
+    RESOURCECLAIMTEMPLATE = "resource.k8s.io" "v1alpha3" "resourceclaimtemplates" "ResourceClaimTemplate";
+    RESOURCECLASS = "resource.k8s.io" "v1alpha3" "resourceclasses" "ResourceClass";
+    RESOURCECLASSPARAMETERS = "resource.k8s.io" "v1alpha3" "resourceclassparameters" "ResourceClassParameters";
+    RESOURCESLICE = "resource.k8s.io" "v1alpha3" "resourceslices" "ResourceSlice";
+    SERVICEMONITOR = "monitoring.coreos.com" "v1" "servicemonitors" "ServiceMonitor";
+    PROMETHEUSRULE = "monitoring.coreos.com" "v1" "prometheusrules" "PrometheusRule";
+    ALERTMANAGERCONFIG = "monitoring.coreos.com" "v1alpha1" "alertmanagerconfigs" "AlertmanagerConfig";
     POD_METRICS = "metrics.k8s.io" "v1beta1" "pods" "PodMetrics";
     NODE_METRICS = "metrics.k8s.io" "v1beta1" "nodes" "NodeMetrics";
+}
+
+/// The group of the prometheus-operator custom resources the generated cluster holds.
+pub const MONITORING_GROUP: &str = "monitoring.coreos.com";
+
+/// True for the resources of a custom resource group (served from CRDs).
+pub(crate) fn is_custom_group(group: &str) -> bool {
+    group == WIDGET.group || group == MONITORING_GROUP
+}
+
+fn is_custom(k: &K) -> bool {
+    is_custom_group(k.group)
 }
 
 /// The namespaces of a fresh cluster.
@@ -180,6 +235,8 @@ pub(crate) struct NodeInfo {
     pub name: String,
     pub ip: String,
     pub zone: &'static str,
+    /// The EC2 instance id of the node's `providerID`, which CSI node plugins report too.
+    pub instance: String,
 }
 
 /// What the metrics API reports on: nodes and the pods of kube-system.
@@ -347,8 +404,9 @@ impl<'s> Generator<'s> {
         if !d.finalizers.is_empty() {
             meta.insert("finalizers".into(), json!(d.finalizers));
         }
-        let custom = d.k.group == WIDGET.group;
-        if has_generation(d.k.kind, custom) {
+        // Kinds the real server gives a generation although `has_generation` does not list
+        // them (set explicitly with `Draft::generation`).
+        if has_generation(d.k.kind, is_custom(&d.k)) || d.generation.is_some() {
             meta.insert("generation".into(), json!(d.generation.unwrap_or(1)));
         }
         let mut obj = Map::new();
@@ -435,6 +493,8 @@ impl<'s> Generator<'s> {
         }
         self.cluster_scoped(small, &plan.api_services);
         self.kube_system(small);
+        self.platform(small);
+        self.monitoring_stack(small);
         let ns_count = plan
             .namespaces
             .unwrap_or_else(|| (plan.objects / 100).max(3));
@@ -452,12 +512,19 @@ impl<'s> Generator<'s> {
         if namespaces.is_empty() {
             namespaces.push(("default".to_string(), ns_created, 0));
         }
+        for (i, (ns, created, _)) in namespaces.clone().iter().enumerate() {
+            // What a few namespaces hold besides applications; it must leave room for them.
+            if self.room() < UNIT_MAX + namespaced::EXTRAS_MAX {
+                break;
+            }
+            self.namespace_extras(ns, *created, i);
+        }
         let mut unit = 0usize;
         while self.room() > UNIT_MAX {
             let slot = unit % namespaces.len();
             let (ns, created, idx) = namespaces[slot].clone();
             namespaces[slot].2 += 1;
-            self.app_unit(&ns, created, idx);
+            self.app_unit(&ns, created, idx, unit);
             unit += 1;
         }
         let mut i = 0usize;
@@ -533,6 +600,7 @@ impl<'s> Generator<'s> {
             }
             let cond = |t: &str, s: &str, reason: &str, msg: &str| json!({"lastHeartbeatTime": rfc3339(BASE_TIME - 40), "lastTransitionTime": rfc3339(created + 30), "message": msg, "reason": reason, "status": s, "type": t});
             let cidr = format!("10.244.{}.0/24", i % 256);
+            let instance = format!("i-0{}", self.rng.hex(16));
             let mut d = self
                 .draft(NODE, None, &name, created)
                 .label("beta.kubernetes.io/arch", "amd64")
@@ -552,7 +620,7 @@ impl<'s> Generator<'s> {
                 .set("spec", json!({
                     "podCIDR": cidr,
                     "podCIDRs": [cidr],
-                    "providerID": format!("aws:///{zone}/i-0{}", self.rng.hex(16)),
+                    "providerID": format!("aws:///{zone}/{instance}"),
                 }))
                 .set("status", json!({
                     "addresses": [
@@ -595,7 +663,12 @@ impl<'s> Generator<'s> {
             }
             self.emit(d);
             self.metrics.nodes.push(name.clone());
-            self.nodes.push(NodeInfo { name, ip, zone });
+            self.nodes.push(NodeInfo {
+                name,
+                ip,
+                zone,
+                instance,
+            });
         }
     }
 
@@ -653,7 +726,7 @@ impl<'s> Generator<'s> {
                 .manager("kube-apiserver");
             self.emit(d);
         }
-        if !small {
+        {
             let d = self
                 .draft(INGRESSCLASS, None, "nginx", created)
                 .annotation("ingressclass.kubernetes.io/is-default-class", "true")
@@ -662,6 +735,7 @@ impl<'s> Generator<'s> {
             self.emit(d);
         }
         self.emit_widget_crd(created);
+        self.emit_monitoring_crds(created);
         // APIServices: one per served group-version, as the aggregator registers them.
         for (group, version) in api_services {
             if small && group != crate::discovery::METRICS_GROUP {
@@ -687,11 +761,13 @@ impl<'s> Generator<'s> {
                 d = d
                     .label("app.kubernetes.io/name", "metrics-server")
                     .manager("helm");
-            } else if group == WIDGET.group {
+            } else if is_custom_group(group) {
+                // As the CRD registration controller registers every served CRD version.
                 d = d
                     .label("kube-aggregator.kubernetes.io/automanaged", "true")
                     .manager("kube-apiserver");
                 spec["groupPriorityMinimum"] = json!(1000);
+                spec["versionPriority"] = json!(100);
             } else {
                 d = d
                     .label("kube-aggregator.kubernetes.io/automanaged", "onstart")
@@ -921,6 +997,16 @@ impl<'s> Generator<'s> {
             "kube-proxy",
             "kubeadm",
         );
+        // Node heartbeats.
+        let nodes = self.nodes.clone();
+        for n in &nodes {
+            let d = self
+                .draft(LEASE, Some("kube-node-lease"), &n.name, created)
+                .owner(json!([{"apiVersion": "v1", "kind": "Node", "name": n.name, "uid": self.uid(&NODE, None, &n.name)}]))
+                .set("spec", json!({"holderIdentity": n.name, "leaseDurationSeconds": 40, "renewTime": rfc3339_micro(BASE_TIME - 5, 123_456)}))
+                .manager("kubelet");
+            self.emit(d);
+        }
         if small {
             return;
         }
@@ -1001,19 +1087,10 @@ impl<'s> Generator<'s> {
                 .pods
                 .push((ks.to_string(), name, vec![comp.to_string()]));
         }
-        // Leader election and node heartbeats.
+        // Leader election.
         for holder in ["kube-controller-manager", "kube-scheduler"] {
             let id = format!("{}_{}", cp.name, self.rng.uuid());
             self.lease(ks, holder, &id, created, 15);
-        }
-        let nodes = self.nodes.clone();
-        for n in &nodes {
-            let d = self
-                .draft(LEASE, Some("kube-node-lease"), &n.name, created)
-                .owner(json!([{"apiVersion": "v1", "kind": "Node", "name": n.name, "uid": self.uid(&NODE, None, &n.name)}]))
-                .set("spec", json!({"holderIdentity": n.name, "leaseDurationSeconds": 40, "renewTime": rfc3339_micro(BASE_TIME - 5, 123_456)}))
-                .manager("kubelet");
-            self.emit(d);
         }
         let lease_name = format!("apiserver-{}", self.rng.suffix(26));
         let d = self
@@ -1571,6 +1648,9 @@ impl<'s> Generator<'s> {
             d
         };
         self.emit(d);
+        if !headless && self.room() > 0 {
+            self.ip_address(&ip, ns, name, created);
+        }
         if self.room() == 0 {
             return;
         }
@@ -1886,7 +1966,10 @@ impl<'s> Generator<'s> {
     // ------------------------------------------------------------------------------------
     // Application units: what a team deploys into its namespace.
 
-    fn app_unit(&mut self, ns: &str, ns_created: i64, idx: usize) {
+    /// One application. The first three are a stateful set, a cron job and a deployment, so
+    /// that even a small cluster holds every kind they bring (volumes, attachments, jobs,
+    /// autoscalers, ingresses...); the others are drawn.
+    fn app_unit(&mut self, ns: &str, ns_created: i64, idx: usize, unit: usize) {
         let off = (crate::rng::hash_str(ns) % COMPONENTS.len() as u64) as usize;
         let comp = COMPONENTS[(idx + off) % COMPONENTS.len()];
         let name = if idx < COMPONENTS.len() {
@@ -1895,9 +1978,15 @@ impl<'s> Generator<'s> {
             format!("{comp}-{}", idx / COMPONENTS.len())
         };
         let created = self.since(ns_created, 360);
-        let roll = self.rng.below(100);
+        let roll = match unit {
+            0 => 70,
+            1 => 82,
+            2 => 0,
+            _ => self.rng.below(100),
+        };
         if roll < 70 {
-            self.deployment_app(ns, &name, created);
+            // The first drawn application has every optional part, for the same reason.
+            self.deployment_app(ns, &name, created, unit == 2);
         } else if roll < 82 {
             self.statefulset_app(ns, &name, created);
         } else if roll < 94 {
@@ -1916,7 +2005,8 @@ impl<'s> Generator<'s> {
         ])
     }
 
-    fn deployment_app(&mut self, ns: &str, name: &str, created: i64) {
+    /// A deployment and what comes with it; `full` adds every optional part.
+    fn deployment_app(&mut self, ns: &str, name: &str, created: i64, full: bool) {
         let team = ns.split('-').next().unwrap_or(ns).to_string();
         let labels = self.app_labels(ns, name);
         let helm = self.rng.chance(0.3);
@@ -1989,7 +2079,7 @@ impl<'s> Generator<'s> {
         if helm {
             self.helm_release(ns, name, created, revision);
         }
-        if self.rng.chance(0.3) {
+        if full || self.rng.chance(0.3) {
             let d = self
                 .draft(HPA, Some(ns), name, created)
                 .labels(&meta_labels)
@@ -2008,10 +2098,10 @@ impl<'s> Generator<'s> {
                 .status_by("kube-controller-manager");
             self.emit(d);
         }
-        if self.rng.chance(0.25) {
+        if full || self.rng.chance(0.25) {
             self.pdb(ns, name, created, &labels, replicas);
         }
-        if self.rng.chance(0.25) {
+        if full || self.rng.chance(0.25) {
             let host = format!("{name}.{ns}.example.com");
             let tls = format!("{name}-tls");
             let d = self
@@ -2037,7 +2127,7 @@ impl<'s> Generator<'s> {
                 .status_by("nginx-ingress-controller");
             self.emit(d);
         }
-        if self.rng.chance(0.25) {
+        if full || self.rng.chance(0.25) {
             let d = self
                 .draft(NETWORKPOLICY, Some(ns), &format!("{name}-allow"), created)
                 .labels(&meta_labels)
@@ -2045,10 +2135,10 @@ impl<'s> Generator<'s> {
                 .manager(manager);
             self.emit(d);
         }
-        if self.rng.chance(0.3) {
+        if full || self.rng.chance(0.3) {
             self.role_pair(ns, name, created, &meta_labels, &sa);
         }
-        if self.rng.chance(0.1) {
+        if full || self.rng.chance(0.1) {
             self.lease(
                 ns,
                 &format!("{name}-leader"),
@@ -2057,8 +2147,11 @@ impl<'s> Generator<'s> {
                 15,
             );
         }
-        if self.rng.chance(0.12) {
+        if full || self.rng.chance(0.12) {
             self.widget(ns, name, created, &meta_labels);
+        }
+        if full || self.rng.chance(0.15) {
+            self.app_service_monitor(ns, name, created, &meta_labels, &labels);
         }
     }
 
@@ -2168,6 +2261,7 @@ impl<'s> Generator<'s> {
                 .manager("kube-controller-manager")
                 .status_by("kube-controller-manager");
             let pvc_rv = self.emit(d);
+            let volume_handle = format!("vol-0{}", self.rng.hex(16));
             let d = self
                 .draft(PV, None, &pv_name, created + 3)
                 .annotation("pv.kubernetes.io/provisioned-by", "ebs.csi.aws.com")
@@ -2179,7 +2273,7 @@ impl<'s> Generator<'s> {
                     "accessModes": ["ReadWriteOnce"],
                     "capacity": {"storage": size},
                     "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": claim, "namespace": ns, "resourceVersion": pvc_rv.to_string(), "uid": pvc_uid},
-                    "csi": {"driver": "ebs.csi.aws.com", "fsType": "ext4", "volumeAttributes": {"storage.kubernetes.io/csiProvisionerIdentity": format!("1736000000000-{}-ebs.csi.aws.com", self.rng.range(1000, 9999))}, "volumeHandle": format!("vol-0{}", self.rng.hex(16))},
+                    "csi": {"driver": "ebs.csi.aws.com", "fsType": "ext4", "volumeAttributes": {"storage.kubernetes.io/csiProvisionerIdentity": format!("1736000000000-{}-ebs.csi.aws.com", self.rng.range(1000, 9999))}, "volumeHandle": volume_handle},
                     "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": [node.zone]}]}]}},
                     "persistentVolumeReclaimPolicy": "Delete",
                     "storageClassName": "gp3",
@@ -2189,6 +2283,9 @@ impl<'s> Generator<'s> {
                 .manager("csi-provisioner")
                 .status_by("kube-controller-manager");
             self.emit(d);
+            if self.room() > 0 {
+                self.volume_attachment(&pv_name, &volume_handle, &node, pod_created);
+            }
         }
         self.service_with_endpoints(
             ns,

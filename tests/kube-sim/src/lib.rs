@@ -6,9 +6,11 @@
 //! - **Discovery** derived from recorded documents of a real server (`/version`, `/api`,
 //!   `/api/v1`, `/apis`, `/apis/<group>`, `/apis/<group>/<version>`, and aggregated discovery
 //!   v2 when asked for with `Accept: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList`),
-//!   plus a CRD-backed group (`example.com/v1` `widgets`, whose `CustomResourceDefinition` is
-//!   served under `apiextensions.k8s.io`) and an aggregated group (`metrics.k8s.io/v1beta1`)
-//!   that can be switched to fail with 503.
+//!   plus CRD-backed groups (`example.com/v1` `widgets`, and [`MONITORING_GROUP`] shaped like
+//!   a prometheus-operator install: `servicemonitors` and `prometheusrules` at `v1`,
+//!   `alertmanagerconfigs` only at `v1alpha1`; their `CustomResourceDefinition`s are served
+//!   under `apiextensions.k8s.io`) and an aggregated group (`metrics.k8s.io/v1beta1`) that can
+//!   be switched to fail with 503.
 //! - **A deterministic cluster** of about N objects ([`SimConfig::objects`]) over namespaces
 //!   and the common kinds, with the fields a real server adds and a realistic size mix.
 //! - **Lists** on every collection path with `limit`/`continue` (etcd-like snapshot paging),
@@ -93,6 +95,7 @@ use serde_json::Value;
 
 pub use discovery::{METRICS_GROUP, METRICS_VERSION};
 pub use faults::Faults;
+pub use generate::MONITORING_GROUP;
 
 use discovery::{BuiltinApis, GroupDef, Served, VersionDef, View};
 use store::{Obj, ResourceType, Store};
@@ -643,6 +646,10 @@ fn build_state(config: &SimConfig, apis: &BuiltinApis) -> State {
     }
     api_services.push((METRICS_GROUP.to_string(), METRICS_VERSION.to_string()));
     api_services.push(("example.com".to_string(), "v1".to_string()));
+    // The CRD registration controller registers every served version of a CRD group.
+    for version in ["v1", "v1alpha1"] {
+        api_services.push((MONITORING_GROUP.to_string(), version.to_string()));
+    }
     let plan = generate::Plan {
         seed: config.seed,
         objects: config.objects,
@@ -663,10 +670,12 @@ fn build_state(config: &SimConfig, apis: &BuiltinApis) -> State {
     state
 }
 
-/// Stores one generated object, giving it the next resource version.
+/// Stores one generated object, giving it the next resource version (unless it is computed
+/// on each request, as metrics and component statuses are).
 fn load_object(state: &mut State, k: &generate::K, v: &mut Value) -> u64 {
     let persisted = k.group != METRICS_GROUP;
-    let rv = if persisted {
+    let computed = !persisted || (k.group.is_empty() && k.plural == "componentstatuses");
+    let rv = if !computed {
         let rv = state.store.next_rv();
         if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::String(rv.to_string()));

@@ -82,7 +82,10 @@ async fn legacy_documents_have_the_recorded_shape() {
         .map(|g| g["name"].as_str().unwrap())
         .collect();
     assert_eq!(&ours[..theirs.len()], &theirs[..]);
-    assert_eq!(&ours[theirs.len()..], &["example.com", "metrics.k8s.io"]);
+    assert_eq!(
+        &ours[theirs.len()..],
+        &["example.com", kube_sim::MONITORING_GROUP, "metrics.k8s.io"]
+    );
     for (a, b) in apis["groups"]
         .as_array()
         .unwrap()

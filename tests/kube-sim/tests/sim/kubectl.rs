@@ -275,3 +275,42 @@ async fn create_of_a_job_with_an_old_selector_fails_until_stripped() {
     assert!(ok, "{err}");
     assert!(out.contains("job.batch/nightly created"), "{out}");
 }
+
+/// A resource its group serves only at a version other than the preferred one is found
+/// and listed by kubectl.
+#[tokio::test]
+async fn get_resource_only_at_a_non_preferred_version() {
+    let server = tls_server(1000).await;
+    let k = Kubectl::new(&server);
+    let resource = format!("alertmanagerconfigs.{}", kube_sim::MONITORING_GROUP);
+    let (json, table) = tokio::task::spawn_blocking(move || {
+        let json = k.run(&["get", &resource, "-A", "-o", "json"]).0;
+        let table = k.run(&["get", &resource, "-A"]).0;
+        (json, table)
+    })
+    .await
+    .unwrap();
+    let expected = stored_names(
+        &server,
+        kube_sim::MONITORING_GROUP,
+        "alertmanagerconfigs",
+        None,
+    );
+    assert!(!expected.is_empty());
+    let list: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(names(list["items"].as_array().unwrap()), expected);
+    assert_eq!(
+        list["items"][0]["apiVersion"],
+        format!("{}/v1alpha1", kube_sim::MONITORING_GROUP)
+    );
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, vec!["NAMESPACE", "NAME", "AGE"]);
+    let shown: Vec<String> = lines
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            format!("{}/{}", cols[0], cols[1])
+        })
+        .collect();
+    assert_eq!(shown, expected);
+}

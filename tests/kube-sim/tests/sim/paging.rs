@@ -398,8 +398,9 @@ async fn selectors() {
     );
 }
 
-/// What a snapshot client does: discover every listable resource and page through each
-/// with kube's dynamic API; every stored object comes back exactly once.
+/// What a snapshot client does: discover every listable resource (at its most stable
+/// version: some are served only at a version other than their group's preferred one) and
+/// page through each with kube's dynamic API; every stored object comes back exactly once.
 #[tokio::test]
 async fn kube_dynamic_lists_cover_every_object() {
     use kube::api::{Api, DynamicObject, ListParams};
@@ -413,7 +414,7 @@ async fn kube_dynamic_lists_cover_every_object() {
         .unwrap();
     let mut seen = BTreeSet::new();
     for group in discovery.groups() {
-        for (ar, caps) in group.recommended_resources() {
+        for (ar, caps) in group.resources_by_stability() {
             if !caps.supports_operation(verbs::LIST) {
                 continue;
             }
