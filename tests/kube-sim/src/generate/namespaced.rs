@@ -104,15 +104,15 @@ impl Generator<'_> {
         self.emit(d);
     }
 
-    /// The pod template of the CI system's build agents.
+    /// The pod template of the CI system's build runners.
     fn ci_pod_template(&mut self, ns: &str, created: i64) {
         let labels = str_map(&[
-            ("app.kubernetes.io/name", "ci-agent"),
-            ("ci.example.com/agent", "true"),
+            ("app.kubernetes.io/name", "build-runner"),
+            ("ci.example.com/runner", "true"),
         ]);
         let mut container = self.app_container(
-            "agent",
-            "registry.example.com/platform/ci-agent:3.12.1",
+            "runner",
+            "registry.example.com/platform/build-runner:3.12.1",
             3,
             50000,
             false,
@@ -124,7 +124,7 @@ impl Generator<'_> {
         let mut template = self.pod_template(&labels, &[container], &json!([]), "default");
         template["spec"]["restartPolicy"] = json!("Never");
         let d = self
-            .draft(PODTEMPLATE, Some(ns), "ci-agent", created)
+            .draft(PODTEMPLATE, Some(ns), "build-runner", created)
             .labels(&labels)
             .set("template", template);
         self.emit(d);
