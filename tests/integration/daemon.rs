@@ -203,6 +203,7 @@ fn cluster_objects(cluster: &Cluster) -> BTreeSet<(String, Option<String>, Strin
                     | ("", "endpoints")
                     | ("discovery.k8s.io", "endpointslices")
                     | ("coordination.k8s.io", "leases")
+                    | ("", "componentstatuses")
             )
         })
         .filter(|k| {

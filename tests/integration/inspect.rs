@@ -122,7 +122,7 @@ fn diff_key(o: &inspect::diff::ObjectRef) -> Key {
 async fn diff_after_churn_lists_exactly_the_churned_objects() {
     let setup = Setup::new(1_500, 91).await;
     let first = setup.snapshot().await;
-    let churn = setup.cluster.sim.churn(0.03, 5);
+    let churn = setup.cluster.sim.churn(0.08, 6);
     let second = setup.snapshot().await;
     let store = setup.store("reader").await;
     let diff = inspect::diff::diff(&store, &first, &second).await.unwrap();

@@ -7,6 +7,7 @@ mod cli;
 mod daemon;
 mod deploy;
 mod export;
+mod fresh_cluster;
 mod inspect;
 mod restore;
 mod secrets;

@@ -43,6 +43,7 @@ fn kept_by_default(sim: &kube_sim::SimServer, k: &ObjectKey) -> bool {
             | ("", "endpoints")
             | ("discovery.k8s.io", "endpointslices")
             | ("coordination.k8s.io", "leases")
+            | ("", "componentstatuses")
     );
     if excluded_resource {
         return false;
@@ -743,6 +744,16 @@ fn versions_read(manifest: &Manifest) -> BTreeMap<(String, String), String> {
     out
 }
 
+/// Creates a CRD; the generated cluster may hold the same one already (prometheus-operator's
+/// are part of it), which is as good.
+async fn create_crd(api: &kube_autosave::snapshot::Api, crd: Value) {
+    let path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    match api.post(path, Bytes::from(crd.to_string())).await {
+        Ok(_) | Err(kube_autosave::snapshot::ApiError::Status { code: 409, .. }) => {}
+        Err(e) => panic!("POST {path}: {e}"),
+    }
+}
+
 /// A group whose preferred version lacks a resource (prometheus-operator's
 /// `monitoring.coreos.com`: `alertmanagerconfigs` only at `v1alpha1`), and the built-in
 /// resources served only by a non-preferred version, are read, once, at the version that
@@ -765,11 +776,7 @@ async fn resources_served_only_by_a_non_preferred_version_are_read_at_it() {
         ("servicemonitors", "ServiceMonitor", "v1"),
         ("alertmanagerconfigs", "AlertmanagerConfig", "v1alpha1"),
     ] {
-        post(
-            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-            crd(group, plural, kind, version),
-        )
-        .await;
+        create_crd(&api, crd(group, plural, kind, version)).await;
         post(
             &format!("/apis/{group}/{version}/namespaces/default/{plural}"),
             serde_json::json!({
@@ -891,12 +898,7 @@ async fn a_failing_group_version_is_reported_and_the_others_are_still_read() {
         ("servicemonitors", "ServiceMonitor", "v1"),
         ("alertmanagerconfigs", "AlertmanagerConfig", "v1alpha1"),
     ] {
-        api.post(
-            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-            Bytes::from(crd("monitoring.coreos.com", plural, kind, version).to_string()),
-        )
-        .await
-        .unwrap();
+        create_crd(&api, crd("monitoring.coreos.com", plural, kind, version)).await;
     }
     fx.cluster
         .sim

@@ -226,6 +226,7 @@ impl Generator<'_> {
                     "backoffLimit": 6,
                     "completionMode": "NonIndexed",
                     "completions": 1,
+                    "manualSelector": false,
                     "parallelism": 1,
                     "podReplacementPolicy": "TerminatingOrFailed",
                     "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}},
