@@ -21,18 +21,8 @@ use kube_autosave::store::{ObjectId, Store, StoreConfig};
 use kube_sim::SimConfig;
 use serde_json::Value;
 
+use crate::support::NODE_AND_CONTROLLER_BOUND;
 use crate::support::cluster::{Cluster, quick_retries};
-
-/// The kinds a restore leaves to the new cluster's nodes, drivers and controllers.
-const NODE_AND_CONTROLLER_BOUND: [&str; 7] = [
-    "CSINode",
-    "VolumeAttachment",
-    "ResourceSlice",
-    "IPAddress",
-    "CertificateSigningRequest",
-    "StorageVersion",
-    "StorageVersionMigration",
-];
 
 /// Takes a snapshot of `cluster` into the local folder `destination`; returns its manifest
 /// and a store to read it from.

@@ -136,17 +136,11 @@ async fn assert_same_objects(a: (&Manifest, &Store), b: (&Manifest, &Store)) {
                 "APIService",
                 "ServiceAccount",
                 "ConfigMap",
-                "ControllerRevision",
-                // What the new cluster's nodes, drivers and controllers write.
-                "CSINode",
-                "VolumeAttachment",
-                "ResourceSlice",
-                "IPAddress",
-                "CertificateSigningRequest",
-                "StorageVersion",
-                "StorageVersionMigration",
+                "ControllerRevision"
             ]
-            .contains(&kind.as_str()),
+            .iter()
+            .chain(&crate::support::NODE_AND_CONTROLLER_BOUND)
+            .any(|k| k == kind),
             "{kind} objects were left out of the restore"
         );
     }

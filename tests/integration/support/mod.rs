@@ -12,6 +12,18 @@ use kube_autosave::store::{DynBackend, PrefixBackend, S3Backend, Store, StoreCon
 
 pub use s3_server::S3Server;
 
+/// The kinds a restore leaves to the new cluster's nodes, drivers and controllers (each with
+/// its reason in the plan); a snapshot still records them.
+pub const NODE_AND_CONTROLLER_BOUND: [&str; 7] = [
+    "CSINode",
+    "VolumeAttachment",
+    "ResourceSlice",
+    "IPAddress",
+    "CertificateSigningRequest",
+    "StorageVersion",
+    "StorageVersionMigration",
+];
+
 /// The project's S3 backend on the test server's bucket, under `prefix`.
 pub async fn s3_backend(server: &S3Server, prefix: &str) -> DynBackend {
     let s3 = S3Backend::connect(s3_server::BUCKET, &server.options())

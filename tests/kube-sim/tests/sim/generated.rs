@@ -356,7 +356,8 @@ async fn standalone_jobs_have_the_generated_selector() {
             serde_json::json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
             "{name}"
         );
-        assert!(job["spec"].get("manualSelector").is_none());
+        // Defaulted to false on create, as SetDefaults_Job does: the selector is generated.
+        assert_eq!(job["spec"]["manualSelector"], false, "{name}");
         let template = job["spec"]["template"]["metadata"]["labels"]
             .as_object()
             .unwrap();
