@@ -2,7 +2,8 @@
 //! the kinds whose server-generated fields a backup tool has to strip before a restore:
 //! defaulting (`SetDefaults_*` of the v1 types), the create strategy (`PrepareForCreate`:
 //! a Job's generated selector), validation (`ValidateJob`, `ValidatePodCreate`) and
-//! allocation (a Service's ClusterIP), answering 422 Invalid with the real messages.
+//! allocation (a Service's ClusterIP), answering 422 Invalid with the real messages; and the
+//! Priority admission plugin, whose refusal of a pod's priority from another cluster is a 403.
 //!
 //! One function per (group, resource), called by the create handler once the new object has
 //! its name and uid. It must never accept what the real server rejects for these kinds, and
@@ -40,6 +41,12 @@ pub(crate) fn admit_create(
     c: &Create<'_>,
     obj: &mut Map<String, Value>,
 ) -> Result<(), (u16, Vec<u8>)> {
+    if (c.group, c.plural) == ("", "pods") {
+        // Admission plugins run before validation; theirs is a 403.
+        if let Err(why) = pod_priority(state, obj) {
+            return Err(status::admission_forbidden(c.group, c.plural, c.name, &why));
+        }
+    }
     let errors = match (c.group, c.plural) {
         ("batch", "jobs") => job(c, obj),
         ("", "pods") => pod(obj),
@@ -154,6 +161,85 @@ fn pod(obj: &mut Map<String, Value>) -> Vec<FieldError> {
         ));
     }
     errors
+}
+
+/// The classes every cluster has (`pkg/apis/scheduling`, `SystemPriorityClasses`).
+const SYSTEM_PRIORITY_CLASSES: [(&str, i64); 2] = [
+    ("system-node-critical", 2_000_001_000),
+    ("system-cluster-critical", 2_000_000_000),
+];
+
+/// The Priority admission plugin (`plugin/pkg/admission/priority`): a pod's `priority` and
+/// `preemptionPolicy` are computed from its PriorityClass (or the global default, else 0); a
+/// pod that names a class that does not exist, or carries a value other than the computed
+/// one (a pod from another cluster whose class differs), is refused. The error is the
+/// plugin's message.
+fn pod_priority(state: &State, obj: &mut Map<String, Value>) -> Result<(), String> {
+    let spec = child(obj, "spec");
+    let class_name = str_of(spec, "priorityClassName").to_string();
+    let stored = |name: &str| {
+        state
+            .store
+            .get(
+                "scheduling.k8s.io",
+                "priorityclasses",
+                &crate::store::object_key(None, name),
+            )
+            .and_then(|o| o.full_value("scheduling.k8s.io/v1", "PriorityClass"))
+    };
+    let class: Option<(i64, String)> = if class_name.is_empty() {
+        state
+            .store
+            .current("scheduling.k8s.io", "priorityclasses")
+            .iter()
+            .filter_map(|o| o.full_value("scheduling.k8s.io/v1", "PriorityClass"))
+            .find(|pc| pc["globalDefault"] == true)
+            .map(|pc| class_values(&pc))
+    } else if let Some((_, value)) = SYSTEM_PRIORITY_CLASSES
+        .iter()
+        .find(|(name, _)| *name == class_name)
+    {
+        Some((*value, "PreemptLowerPriority".to_string()))
+    } else {
+        match stored(&class_name) {
+            Some(pc) => Some(class_values(&pc)),
+            None => return Err(format!("no PriorityClass with name {class_name} was found")),
+        }
+    };
+    let priority = class.as_ref().map_or(0, |(value, _)| *value);
+    if let Some(given) = spec.get("priority").and_then(Value::as_i64)
+        && given != priority
+    {
+        return Err(format!(
+            "the integer value of priority ({given}) must not be provided in pod spec; \
+             priority admission controller computed {priority} from the given PriorityClass name"
+        ));
+    }
+    spec.insert("priority".into(), json!(priority));
+    if let Some((_, policy)) = class {
+        if let Some(given) = spec.get("preemptionPolicy").and_then(Value::as_str)
+            && given != policy
+        {
+            return Err(format!(
+                "the string value of PreemptionPolicy ({given}) must not be provided in pod \
+                 spec; priority admission controller computed {policy} from the given \
+                 PriorityClass name"
+            ));
+        }
+        spec.insert("preemptionPolicy".into(), json!(policy));
+    }
+    Ok(())
+}
+
+/// A PriorityClass's value and preemption policy (defaulted as the API server does).
+fn class_values(pc: &Value) -> (i64, String) {
+    (
+        pc["value"].as_i64().unwrap_or(0),
+        pc["preemptionPolicy"]
+            .as_str()
+            .unwrap_or("PreemptLowerPriority")
+            .to_string(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------

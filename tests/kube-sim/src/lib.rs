@@ -52,7 +52,10 @@
 //!   `must be '<uid>'`); a Pod with `spec.ephemeralContainers` is refused (`Forbidden:
 //!   cannot be set on create`); a Service gets a ClusterIP from `10.96.0.0/12` that no other
 //!   Service holds, and one asking for an address outside the range or already allocated is
-//!   refused. Jobs, Pods and Services also get the defaults the real server gives them
+//!   refused; the Priority admission plugin computes a pod's `priority` and
+//!   `preemptionPolicy` from its PriorityClass and refuses (403) a pod that carries other
+//!   values or names a class that does not exist. Jobs, Pods and Services also get the
+//!   defaults the real server gives them
 //!   (`SetDefaults_Job`, `SetDefaults_PodSpec`, `SetDefaults_Service`, IP families).
 //! - The garbage collector ([`SimServer::collect_garbage`], or continuously with
 //!   [`SimConfig::garbage_collector`]) deletes dependents whose owners are all gone, removes

@@ -344,6 +344,23 @@ pub(crate) fn forbidden(
     )
 }
 
+/// 403 as an admission plugin words it: `pods "x" is forbidden: <why>`.
+pub(crate) fn admission_forbidden(
+    group: &str,
+    plural: &str,
+    name: &str,
+    why: &str,
+) -> (u16, Vec<u8>) {
+    let msg = format!(
+        "{} \"{name}\" is forbidden: {why}",
+        qualified(group, plural)
+    );
+    (
+        403,
+        failure(403, "Forbidden", &msg, Some(details(name, group, plural))),
+    )
+}
+
 pub(crate) fn unauthorized() -> (u16, Vec<u8>) {
     (401, failure(401, "Unauthorized", "Unauthorized", None))
 }

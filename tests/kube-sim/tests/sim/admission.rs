@@ -309,6 +309,77 @@ async fn a_pod_with_ephemeral_containers_is_rejected() {
     );
 }
 
+/// The Priority admission plugin: a pod's priority comes from its class; one computed in
+/// another cluster, or a class that does not exist, is refused with 403.
+#[tokio::test]
+async fn a_pod_priority_is_computed_from_its_class_and_never_taken_from_the_body() {
+    let server = empty().await;
+    let c = client(&server).await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = |name: &str, spec: Value| {
+        let mut spec = spec;
+        spec["containers"] = json!([{"name": "app", "image": "nginx:1.27"}]);
+        json!({"metadata": {"name": name}, "spec": spec})
+    };
+    let r = post(&c, pods, &pod("old", json!({"priority": 1000}))).await;
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json()["message"],
+        "pods \"old\" is forbidden: the integer value of priority (1000) must not be provided \
+         in pod spec; priority admission controller computed 0 from the given PriorityClass name"
+    );
+    let r = post(
+        &c,
+        pods,
+        &pod("nameless", json!({"priorityClassName": "batch-low"})),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.json()["message"],
+        "pods \"nameless\" is forbidden: no PriorityClass with name batch-low was found"
+    );
+    let critical = json!({"priorityClassName": "system-node-critical", "priority": 2_000_001_000,
+                          "preemptionPolicy": "Never"});
+    let r = post(&c, pods, &pod("critical", critical)).await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("the string value of PreemptionPolicy (Never) must not be provided"),
+        "{}",
+        r.json()
+    );
+
+    // A class created first; a pod without the computed fields gets them.
+    let class = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                       "metadata": {"name": "batch-low"}, "value": 100, "preemptionPolicy": "Never"});
+    let r = post(&c, "/apis/scheduling.k8s.io/v1/priorityclasses", &class).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = post(
+        &c,
+        pods,
+        &pod("batch", json!({"priorityClassName": "batch-low"})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["spec"]["priority"], 100);
+    assert_eq!(r.json()["spec"]["preemptionPolicy"], "Never");
+    let r = post(&c, pods, &pod("plain", json!({}))).await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.json()["spec"]["priority"], 0);
+    let r = post(
+        &c,
+        pods,
+        &pod("node", json!({"priorityClassName": "system-node-critical"})),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.json()["spec"]["priority"], 2_000_001_000);
+    assert_eq!(r.json()["spec"]["preemptionPolicy"], "PreemptLowerPriority");
+}
+
 fn service(name: &str, cluster_ip: Option<&str>) -> Value {
     let mut spec = json!({"selector": {"app": name}, "ports": [{"name": "http", "port": 80}]});
     if let Some(ip) = cluster_ip {
