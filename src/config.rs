@@ -94,24 +94,13 @@ impl FileConfig {
     }
 }
 
-/// Characters a label selector is made of: those of label keys and values, the operators,
-/// the parentheses of sets, commas and spaces.
-fn selector_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "-_./=!(), ".contains(c)
-}
-
 /// Checks what the rules hand to the API server or apply to every object, so that a typo
 /// stops the program at the start instead of failing every list or removing nothing.
 fn check_rules(rules: &Rules) -> Result<(), ConfigError> {
     if let Some(selector) = &rules.label_selector {
-        let problem = match selector.parse::<crate::restore::selector::Selector>() {
-            Err(e) => Some(e.reason),
-            Ok(_) => selector
-                .chars()
-                .find(|c| !selector_char(*c))
-                .map(|c| format!("{c:?} is in no label key, value or operator")),
-        };
-        if let Some(problem) = problem {
+        // The parser checks keys and values as the API server does.
+        if let Err(e) = selector.parse::<crate::restore::selector::Selector>() {
+            let problem = e.reason;
             return Err(ConfigError::Value {
                 key: format!("{SECTION}.rules.labelSelector"),
                 value: selector.clone(),

@@ -88,8 +88,23 @@ impl std::str::FromStr for Selector {
                 | Requirement::In(k, _)
                 | Requirement::NotIn(k, _) => k,
             };
-            if key.is_empty() || key.contains(char::is_whitespace) {
-                return Err(error("a requirement has no valid key"));
+            if let Err(why) = check_key(key) {
+                return Err(error(&format!("key {key:?}: {why}")));
+            }
+            let values: &[String] = match &requirement {
+                Requirement::Equals(_, v) | Requirement::NotEquals(_, v) => std::slice::from_ref(v),
+                Requirement::In(_, vs) | Requirement::NotIn(_, vs) => {
+                    if vs.iter().all(String::is_empty) {
+                        return Err(error(&format!("the set of {key:?} is empty")));
+                    }
+                    vs
+                }
+                Requirement::Exists(_) | Requirement::NotExists(_) => &[],
+            };
+            for value in values {
+                if let Err(why) = check_value(value) {
+                    return Err(error(&format!("value {value:?}: {why}")));
+                }
             }
             requirements.push(requirement);
         }
@@ -97,6 +112,57 @@ impl std::str::FromStr for Selector {
             return Err(error("it is empty"));
         }
         Ok(Selector(requirements))
+    }
+}
+
+/// A label name: at most 63 characters, alphanumerics with `-`, `_` or `.` between them
+/// (`IsQualifiedName`'s name part, and a label value when not empty).
+fn check_name(name: &str) -> Result<(), &'static str> {
+    let inner = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.len() > 63 {
+        return Err("longer than 63 characters");
+    }
+    let edges_ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !edges_ok || !name.chars().all(inner) {
+        return Err(
+            "must be alphanumeric characters, '-', '_' or '.', starting and ending with an \
+             alphanumeric character",
+        );
+    }
+    Ok(())
+}
+
+/// A label key: `[prefix/]name`, the prefix a DNS subdomain (`IsQualifiedName`).
+fn check_key(key: &str) -> Result<(), &'static str> {
+    let name = match key.split_once('/') {
+        Some((prefix, name)) => {
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && l.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && l.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            };
+            if prefix.len() > 253 || !prefix.split('.').all(label_ok) {
+                return Err("its prefix must be a DNS subdomain, e.g. example.com");
+            }
+            name
+        }
+        None => key,
+    };
+    if name.is_empty() {
+        return Err("it has no name");
+    }
+    check_name(name)
+}
+
+/// A label value: empty, or a label name.
+fn check_value(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        Ok(())
+    } else {
+        check_name(value)
     }
 }
 
@@ -142,5 +208,28 @@ mod tests {
         assert!(!exists.matches(&labels(&[])));
         assert!("".parse::<Selector>().is_err());
         assert!("env in (a".parse::<Selector>().is_err());
+        let qualified: Selector = "app.kubernetes.io/name=web,example.com/tier in (a-1, b.2),x="
+            .parse()
+            .unwrap();
+        assert!(qualified.matches(&labels(&[
+            ("app.kubernetes.io/name", "web"),
+            ("example.com/tier", "b.2"),
+            ("x", "")
+        ])));
+        // Keys and values as the API server checks them (IsQualifiedName, IsValidLabelValue).
+        for bad in [
+            "-a=b",
+            "a/b/c=d",
+            "a=b=c",
+            "k in ()",
+            "Example.com/a=b",
+            "a=-b",
+            "a b=c",
+            "app:web",
+        ] {
+            assert!(bad.parse::<Selector>().is_err(), "{bad} was accepted");
+        }
+        let long = format!("a={}", "v".repeat(64));
+        assert!(long.parse::<Selector>().is_err());
     }
 }

@@ -3,7 +3,8 @@
 //! defaulting (`SetDefaults_*` of the v1 types), the create strategy (`PrepareForCreate`:
 //! a Job's generated selector), validation (`ValidateJob`, `ValidatePodCreate`) and
 //! allocation (a Service's ClusterIP), answering 422 Invalid with the real messages; and the
-//! Priority admission plugin, whose refusal of a pod's priority from another cluster is a 403.
+//! Priority and RuntimeClass admission plugins, whose refusal of a pod's priority or overhead
+//! from another cluster is a 403.
 //!
 //! One function per (group, resource), called by the create handler once the new object has
 //! its name and uid. It must never accept what the real server rejects for these kinds, and
@@ -43,7 +44,7 @@ pub(crate) fn admit_create(
 ) -> Result<(), (u16, Vec<u8>)> {
     if (c.group, c.plural) == ("", "pods") {
         // Admission plugins run before validation; theirs is a 403.
-        if let Err(why) = pod_priority(state, obj) {
+        if let Err(why) = pod_priority(state, obj).and_then(|()| pod_overhead(state, obj)) {
             return Err(status::admission_forbidden(c.group, c.plural, c.name, &why));
         }
     }
@@ -229,6 +230,47 @@ fn pod_priority(state: &State, obj: &mut Map<String, Value>) -> Result<(), Strin
         spec.insert("preemptionPolicy".into(), json!(policy));
     }
     Ok(())
+}
+
+/// The RuntimeClass admission plugin's overhead rule (`plugin/pkg/admission/runtimeclass`):
+/// a pod's `overhead` is the one of its RuntimeClass; a pod that carries another one, or one
+/// without a RuntimeClass that defines it, is refused. (A RuntimeClass that does not exist is
+/// not checked here.)
+fn pod_overhead(state: &State, obj: &mut Map<String, Value>) -> Result<(), String> {
+    let spec = child(obj, "spec");
+    let class_name = str_of(spec, "runtimeClassName").to_string();
+    let defined = (!class_name.is_empty())
+        .then(|| {
+            state
+                .store
+                .get(
+                    "node.k8s.io",
+                    "runtimeclasses",
+                    &crate::store::object_key(None, &class_name),
+                )
+                .and_then(|o| o.full_value("node.k8s.io/v1", "RuntimeClass"))
+        })
+        .flatten()
+        .and_then(|rc| rc.pointer("/overhead/podFixed").cloned())
+        .filter(|fixed| !fixed.is_null());
+    let given = spec
+        .get("overhead")
+        .filter(|o| o.as_object().is_some_and(|m| !m.is_empty()))
+        .cloned();
+    match (defined, given) {
+        (Some(fixed), Some(given)) if fixed != given => {
+            Err("pod rejected: Pod's Overhead doesn't match RuntimeClass's defined Overhead".into())
+        }
+        (Some(fixed), _) => {
+            spec.insert("overhead".into(), fixed);
+            Ok(())
+        }
+        (None, Some(_)) => Err(
+            "pod rejected: Pod Overhead set without corresponding RuntimeClass defined Overhead"
+                .into(),
+        ),
+        (None, None) => Ok(()),
+    }
 }
 
 /// A PriorityClass's value and preemption policy (defaulted as the API server does).

@@ -1,5 +1,6 @@
 //! What a create must not carry over from another cluster: a Job's generated selector, a
-//! Pod's ephemeral containers, a Service's ClusterIP; and the defaults a create gets.
+//! Pod's ephemeral containers, priority and overhead, a Service's ClusterIP; and the defaults
+//! a create gets.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -378,6 +379,44 @@ async fn a_pod_priority_is_computed_from_its_class_and_never_taken_from_the_body
     assert_eq!(r.status, 201);
     assert_eq!(r.json()["spec"]["priority"], 2_000_001_000);
     assert_eq!(r.json()["spec"]["preemptionPolicy"], "PreemptLowerPriority");
+}
+
+/// The RuntimeClass admission plugin: a pod's overhead is its RuntimeClass's, never its own.
+#[tokio::test]
+async fn a_pod_overhead_comes_from_its_runtime_class() {
+    let server = empty().await;
+    let c = client(&server).await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = |name: &str, spec: Value| {
+        let mut spec = spec;
+        spec["containers"] = json!([{"name": "app", "image": "nginx:1.27"}]);
+        json!({"metadata": {"name": name}, "spec": spec})
+    };
+    let overhead = json!({"cpu": "250m", "memory": "120Mi"});
+    let r = post(&c, pods, &pod("old", json!({"overhead": overhead}))).await;
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json()["message"],
+        "pods \"old\" is forbidden: pod rejected: Pod Overhead set without corresponding \
+         RuntimeClass defined Overhead"
+    );
+    let class = json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                       "metadata": {"name": "kata"}, "handler": "kata",
+                       "overhead": {"podFixed": overhead}});
+    let r = post(&c, "/apis/node.k8s.io/v1/runtimeclasses", &class).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let other = json!({"runtimeClassName": "kata", "overhead": {"cpu": "1", "memory": "1Gi"}});
+    let r = post(&c, pods, &pod("other", other)).await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("Pod's Overhead doesn't match RuntimeClass's defined Overhead")
+    );
+    let r = post(&c, pods, &pod("kata", json!({"runtimeClassName": "kata"}))).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["spec"]["overhead"], overhead);
 }
 
 fn service(name: &str, cluster_ip: Option<&str>) -> Value {
