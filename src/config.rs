@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub cluster_name: Option<String>,
     pub interval: Option<String>,
     pub push_interval: Option<String>,
+    /// The daemon's staging cap: a byte count or a size such as `4Gi`.
+    pub staging_limit: Option<Size>,
     pub s3_endpoint: Option<String>,
     pub path_style: Option<bool>,
     pub region: Option<String>,
@@ -123,6 +125,56 @@ fn check_rules(rules: &Rules) -> Result<(), ConfigError> {
 
 /// Parses a duration such as `24h`, `90m`, `30s` or `1h30m`; `key` names the setting in the
 /// error.
+/// A size as written in `cluster.yaml`: a byte count, or text such as `512Mi` or `4Gi`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    pub fn bytes(&self, key: &str) -> Result<u64, ConfigError> {
+        match self {
+            Size::Bytes(n) => Ok(*n),
+            Size::Text(text) => parse_size(key, text),
+        }
+    }
+}
+
+/// A byte count with an optional unit, as Kubernetes writes quantities: `4Gi`, `512Mi`,
+/// `100M`, `1048576`.
+pub fn parse_size(key: &str, value: &str) -> Result<u64, ConfigError> {
+    let text = value.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: u64 = match unit.trim() {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        _ => u64::MAX,
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .filter(|_| multiplier != u64::MAX)
+        .and_then(|n| n.checked_mul(multiplier))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ConfigError::Value {
+            key: key.to_string(),
+            value: value.to_string(),
+            problem: "is not a size; write a byte count or e.g. 512Mi, 4Gi".to_string(),
+        })
+}
+
 pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
     let duration = humantime::parse_duration(value.trim()).map_err(|e| ConfigError::Value {
         key: key.to_string(),
@@ -164,6 +216,28 @@ pub fn parse_sse(key: &str, value: &str, kms_key: Option<String>) -> Result<Sse,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_byte_counts_or_quantities() {
+        let size = |v: &str| parse_size("stagingLimit", v);
+        assert_eq!(size("1048576").unwrap(), 1 << 20);
+        assert_eq!(size("512Mi").unwrap(), 512 << 20);
+        assert_eq!(size(" 4Gi ").unwrap(), 4 << 30);
+        assert_eq!(size("100M").unwrap(), 100_000_000);
+        for bad in ["", "0", "4GB", "Gi", "-1", "1.5Gi", "99999999999999Ti"] {
+            let e = size(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("stagingLimit") && e.contains("4Gi"),
+                "{bad}: {e}"
+            );
+        }
+        let text = "kubeResourcesAutosave:\n  stagingLimit: 2Gi\n";
+        let config = FileConfig::parse(Path::new("c.yaml"), text).unwrap();
+        assert_eq!(config.staging_limit.unwrap().bytes("k").unwrap(), 2 << 30);
+        let text = "kubeResourcesAutosave:\n  stagingLimit: 1000\n";
+        let config = FileConfig::parse(Path::new("c.yaml"), text).unwrap();
+        assert_eq!(config.staging_limit.unwrap().bytes("k").unwrap(), 1000);
+    }
 
     #[test]
     fn the_original_switch_parses() {

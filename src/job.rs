@@ -1,6 +1,7 @@
-//! One snapshot job, end to end: open the destination and its store, finish the export of
-//! an earlier snapshot that was interrupted, read the cluster into a new snapshot, export
-//! its plain layout. The CLI's `snapshot`, the `demo` and the daemon all run this.
+//! One snapshot job, end to end: open the destination and its store, finish the exports of
+//! earlier snapshots that were interrupted, read the cluster into a new snapshot, export its
+//! plain layout. The CLI's `snapshot` and the `demo` run it whole; the daemon runs its steps
+//! around staging.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,8 +15,8 @@ use crate::snapshot::{
 };
 use crate::store::wrappers::{CountingBackend, RequestSnapshot};
 use crate::store::{
-    Destination, DynBackend, LocalBackend, PrefixBackend, S3Backend, S3Options, Store, StoreConfig,
-    StoreError, StoreResult,
+    Destination, DynBackend, LocalBackend, PrefixBackend, S3Backend, S3Options, SnapshotTime,
+    Store, StoreConfig, StoreError, StoreResult,
 };
 
 /// Everything one snapshot job needs to know.
@@ -50,8 +51,17 @@ pub struct JobReport {
     /// Requests and bytes sent to the destination by this job.
     pub requests: RequestSnapshot,
     pub duration: std::time::Duration,
-    /// Earlier snapshots whose interrupted export this job finished.
-    pub finished_exports: Vec<String>,
+    /// Earlier snapshots whose interrupted exports this job finished, and those it could not.
+    pub catch_up: CatchUp,
+}
+
+/// What finishing the interrupted exports of earlier snapshots did. A failure here never
+/// stops the new snapshot: it is reported and tried again at the next run.
+#[derive(Debug, Clone, Default)]
+pub struct CatchUp {
+    pub finished: Vec<SnapshotTime>,
+    /// The snapshots whose export failed again, with why.
+    pub failed: Vec<(SnapshotTime, String)>,
 }
 
 /// The cluster's base folder at a destination, as a backend.
@@ -89,7 +99,7 @@ pub async fn run_job(
     let counting = Arc::new(CountingBackend::new(backend));
     let counts = counting.counts();
     let store = Store::open(counting, &settings.cache_dir, settings.store.clone()).await?;
-    let finished_exports = finish_interrupted_export(&store, settings).await?;
+    let catch_up = finish_exports(&store, &settings.export).await?;
 
     let client = connect(&settings.cluster).await?;
     let api = Api::new(client, settings.snapshot.retry.clone());
@@ -101,24 +111,78 @@ pub async fn run_job(
         export,
         requests: counts.snapshot(),
         duration: started.elapsed(),
-        finished_exports,
+        catch_up,
     })
 }
 
-/// A crash or an outage between a manifest and the end of its export leaves the newest
-/// snapshot without its plain layout; finish it before taking the next one.
-async fn finish_interrupted_export(
+/// The snapshots at the destination that have a manifest and no export record, oldest
+/// first: a crash, an outage or a failed export left their plain layout incomplete. Read
+/// from the destination, not from local state, so a fresh cache finds them too.
+pub async fn unexported(store: &Store) -> StoreResult<Vec<SnapshotTime>> {
+    let exported: std::collections::HashSet<SnapshotTime> =
+        Manifest::list_exported(store).await?.into_iter().collect();
+    Ok(Manifest::list(store)
+        .await?
+        .into_iter()
+        .filter(|time| !exported.contains(time))
+        .collect())
+}
+
+/// Exports one snapshot whose manifest is stored, unless its export record shows it done.
+/// Returns whether it exported anything.
+pub async fn finish_export(
     store: &Store,
-    settings: &JobSettings,
-) -> Result<Vec<String>, JobError> {
-    let Some(latest) = Manifest::list(store).await?.pop() else {
-        return Ok(Vec::new());
-    };
-    if Manifest::export_record(store, &latest).await?.is_some() {
-        return Ok(Vec::new());
+    time: &SnapshotTime,
+    options: &ExportOptions,
+) -> Result<Option<ExportRecord>, JobError> {
+    if Manifest::export_record(store, time).await?.is_some() {
+        return Ok(None);
     }
-    let mut manifest = Manifest::load(store, &latest).await?;
-    tracing::info!(snapshot = %latest, "finishing the interrupted export of an earlier snapshot");
-    export(store, &mut manifest, &settings.export, None).await?;
-    Ok(vec![latest.to_string()])
+    let mut manifest = Manifest::load(store, time).await?;
+    tracing::info!(snapshot = %time, "finishing the interrupted export of an earlier snapshot");
+    Ok(Some(export(store, &mut manifest, options, None).await?))
+}
+
+/// Finishes the export of every earlier snapshot left without its plain layout, oldest
+/// first. One that fails again (a damaged manifest, an unreadable pack) is logged and
+/// reported, and the others still get their turn. Only an unreachable destination stops it:
+/// the new snapshot would fail the same way.
+pub async fn finish_exports(store: &Store, options: &ExportOptions) -> Result<CatchUp, JobError> {
+    let mut catch_up = CatchUp::default();
+    for time in unexported(store).await? {
+        match finish_export(store, &time, options).await {
+            Ok(_) => catch_up.finished.push(time),
+            Err(e) if e.is_outage() => return Err(e),
+            Err(e) => {
+                tracing::error!(
+                    snapshot = %time,
+                    error = %e,
+                    "cannot finish the export of an earlier snapshot; it is tried again at the next run"
+                );
+                catch_up.failed.push((time, e.to_string()));
+            }
+        }
+    }
+    Ok(catch_up)
+}
+
+impl JobError {
+    /// A short, stable name for the kind of failure (the daemon's metrics label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            JobError::Store(e)
+            | JobError::Export(ExportError::Store { source: e, .. })
+            | JobError::Export(ExportError::Manifest(e)) => e.reason(),
+            JobError::Snapshot(e) => e.reason(),
+        }
+    }
+
+    /// Whether the error is an outage that a later try may not meet.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            JobError::Store(e) => e.is_outage(),
+            JobError::Export(e) => e.is_outage(),
+            JobError::Snapshot(_) => false,
+        }
+    }
 }

@@ -20,6 +20,10 @@ pub struct RunArgs {
     /// Retry period for pushes that failed [default: the config's pushInterval, else 1m].
     #[arg(long, env = "KUBE_AUTOSAVE_PUSH_INTERVAL")]
     pub push_interval: Option<String>,
+    /// No new snapshot while staged snapshots take this much local disk, e.g. 4Gi
+    /// [default: the config's stagingLimit, else 4Gi].
+    #[arg(long, env = "KUBE_AUTOSAVE_STAGING_LIMIT")]
+    pub staging_limit: Option<String>,
     /// Address of the health and metrics endpoint [default: :8080].
     #[arg(long, env = "KUBE_AUTOSAVE_LISTEN")]
     pub listen: Option<String>,
@@ -71,6 +75,11 @@ fn settings(global: &GlobalArgs, args: &RunArgs) -> Result<Mode, ConfigError> {
         (None, None) => ("--listen", ":8080".to_string()),
     };
     let listen = parse_listen(key, &listen)?;
+    let staging_limit = match (&args.staging_limit, &common.file.staging_limit) {
+        (Some(v), _) => config::parse_size("--staging-limit", v)?,
+        (None, Some(v)) => v.bytes("kubeResourcesAutosave.stagingLimit")?,
+        (None, None) => crate::daemon::DEFAULT_STAGING_LIMIT,
+    };
     if let Some(path) = &global.config {
         let key = format!("{}.enabled", config::SECTION);
         let why = match common.file.enabled {
@@ -93,6 +102,7 @@ fn settings(global: &GlobalArgs, args: &RunArgs) -> Result<Mode, ConfigError> {
         interval,
         push_interval,
         listen,
+        staging_limit,
     })))
 }
 
@@ -123,6 +133,10 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::Ok,
+        Err(e @ crate::daemon::DaemonError::OtherCluster(_)) => {
+            tracing::error!("{e}");
+            ExitCode::Usage
+        }
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::Failed

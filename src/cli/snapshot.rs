@@ -6,7 +6,8 @@ use clap::Args;
 
 use super::output;
 use super::{ClusterArgs, ExitCode, GlobalArgs};
-use crate::job::{JobReport, JobSettings, open_backend, run_job};
+use crate::job::{JobError, JobReport, JobSettings, open_backend, run_job};
+use crate::snapshot::SnapshotError;
 use crate::store::{Destination, Folder};
 
 fn layout_location(settings: &JobSettings, report: &JobReport) -> String {
@@ -44,14 +45,23 @@ async fn run_and_report(settings: &JobSettings) -> Result<JobReport, ExitCode> {
     }
     match result {
         Ok(report) => {
-            for earlier in &report.finished_exports {
+            for earlier in &report.catch_up.finished {
                 println!("finished the interrupted export of snapshot {earlier}");
+            }
+            for (earlier, why) in &report.catch_up.failed {
+                println!(
+                    "could not finish the export of snapshot {earlier} ({why}); the next run tries again"
+                );
             }
             print!(
                 "{}",
                 output::summary(&report, &layout_location(settings, &report))
             );
             Ok(report)
+        }
+        Err(e @ JobError::Snapshot(SnapshotError::OtherCluster(_))) => {
+            tracing::error!("snapshot refused: {e}");
+            Err(ExitCode::Usage)
         }
         Err(e) => {
             tracing::error!("snapshot failed: {e}");
@@ -61,7 +71,7 @@ async fn run_and_report(settings: &JobSettings) -> Result<JobReport, ExitCode> {
 }
 
 fn exit_code(report: &JobReport) -> ExitCode {
-    if report.manifest.skipped.is_empty() {
+    if report.manifest.skipped.is_empty() && report.catch_up.failed.is_empty() {
         ExitCode::Ok
     } else {
         ExitCode::Partial

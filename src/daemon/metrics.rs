@@ -28,12 +28,19 @@ pub struct Metrics {
     pub last_snapshot_skipped: AtomicU64,
     pub pushes: AtomicU64,
     pub push_failures: AtomicU64,
+    /// Snapshots whose export failed for another reason than an outage (each try).
+    pub export_failures: AtomicU64,
     pub last_push_timestamp: AtomicU64,
     pub snapshots_pending: AtomicU64,
     pub pushing: AtomicBool,
+    /// Staging holds its limit or more; no new snapshot until pushes make room.
+    pub staging_full: AtomicBool,
+    pub staging_bytes: AtomicU64,
     pub bytes_uploaded: AtomicU64,
     pub bytes_copied: AtomicU64,
     pub last_error: Mutex<String>,
+    /// Failures by step (`snapshot`, `push`, `export`) and reason, e.g. `access_denied`.
+    pub failures: Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl Metrics {
@@ -45,11 +52,17 @@ impl Metrics {
         field.fetch_add(value, Ordering::Relaxed);
     }
 
+    /// Counts one failure of `step` for `reason`.
+    pub fn failed(&self, step: &'static str, reason: &'static str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        *failures.entry((step, reason)).or_default() += 1;
+    }
+
     /// The Prometheus text exposition of every figure.
     pub fn render(&self) -> String {
         let get = |f: &AtomicU64| f.load(Ordering::Relaxed);
         let flag = |f: &AtomicBool| u64::from(f.load(Ordering::Relaxed));
-        let rows: [(&str, &str, &str, u64); 16] = [
+        let rows: [(&str, &str, &str, u64); 19] = [
             (
                 "kube_autosave_enabled",
                 "gauge",
@@ -117,6 +130,13 @@ impl Metrics {
                 get(&self.push_failures),
             ),
             (
+                "kube_autosave_export_failures_total",
+                "counter",
+                "Exports of a pushed snapshot that failed for another reason than an outage \
+                 (a damaged manifest or pack); retried every push interval",
+                get(&self.export_failures),
+            ),
+            (
                 "kube_autosave_last_push_timestamp_seconds",
                 "gauge",
                 "Unix time of the last successful push",
@@ -133,6 +153,18 @@ impl Metrics {
                 "gauge",
                 "1 while a push is under way",
                 flag(&self.pushing),
+            ),
+            (
+                "kube_autosave_staging_bytes",
+                "gauge",
+                "Bytes staged on local disk and not yet pushed",
+                get(&self.staging_bytes),
+            ),
+            (
+                "kube_autosave_staging_full",
+                "gauge",
+                "1 while staging holds its limit: snapshots are paused until pushes make room",
+                flag(&self.staging_full),
             ),
             (
                 "kube_autosave_uploaded_bytes_total",
@@ -157,6 +189,16 @@ impl Metrics {
                 out.push_str(&format!("{name} {value}\n"));
             }
         }
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let name = "kube_autosave_failures_total";
+        out.push_str(&format!(
+            "# HELP {name} Failed snapshots, pushes and exports by step and reason (outages are retried)\n# TYPE {name} counter\n"
+        ));
+        for ((step, reason), count) in failures.iter() {
+            out.push_str(&format!(
+                "{name}{{step=\"{step}\",reason=\"{reason}\"}} {count}\n"
+            ));
+        }
         out
     }
 }
@@ -168,6 +210,11 @@ async fn healthz() -> &'static str {
 async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     if metrics.disabled.load(Ordering::Relaxed) {
         (StatusCode::OK, "disabled by the configuration; idle\n")
+    } else if metrics.staging_full.load(Ordering::Relaxed) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "staging is full: snapshots are paused until the destination takes the staged ones\n",
+        )
     } else if metrics.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n")
     } else {

@@ -16,9 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use crate::export::export;
-use crate::job::{JobSettings, open_backend};
-use crate::snapshot::{Api, Manifest, connect, take_snapshot};
+use crate::job::{JobError, JobSettings, finish_export, open_backend, unexported};
+use crate::snapshot::{Api, SnapshotError, connect, take_snapshot};
 use crate::store::wrappers::CountingBackend;
 use crate::store::{LocalBackend, SnapshotTime, Store, StoreError, cache_path};
 
@@ -35,12 +34,20 @@ pub struct DaemonSettings {
     pub push_interval: Duration,
     /// The health and metrics endpoint.
     pub listen: SocketAddr,
+    /// No new snapshot is taken while staging holds this many bytes or more.
+    pub staging_limit: u64,
 }
+
+/// The staging cap when none is configured.
+pub const DEFAULT_STAGING_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The destination folder is another cluster's: a configuration to fix, not an outage.
+    #[error(transparent)]
+    OtherCluster(#[from] crate::snapshot::identity::OtherCluster),
     #[error("cannot serve the health and metrics endpoint on {address}: {source}")]
     Listen {
         address: SocketAddr,
@@ -55,7 +62,9 @@ enum PushError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Export(#[from] crate::export::ExportError),
+    Job(#[from] JobError),
+    #[error("the export of {} snapshot(s) failed (first {first}); they are tried again at the next push", .count)]
+    Exports { count: usize, first: SnapshotTime },
 }
 
 fn unix_now() -> u64 {
@@ -85,18 +94,94 @@ impl Daemon {
             .set(&self.metrics.snapshots_pending, self.pending_count());
     }
 
+    /// Records `time` as waiting for its push and export, durably: a kill right after must
+    /// not forget it.
     fn mark_pending(&self, time: &SnapshotTime) -> Result<(), StoreError> {
         self.pending
             .insert(time.to_string().as_bytes(), &[])
-            .map_err(|e| StoreError::Index {
-                path: self.store.cache().path().to_path_buf(),
-                message: e.to_string(),
-            })?;
+            .and_then(|_| self.pending.flush())
+            .map_err(|e| self.index_error(e))?;
         self.update_pending();
         Ok(())
     }
 
-    async fn take_snapshot(&self) -> bool {
+    fn unmark_pending(&self, time: &SnapshotTime) -> Result<(), StoreError> {
+        self.pending
+            .remove(time.to_string().as_bytes())
+            .and_then(|_| self.pending.flush())
+            .map_err(|e| self.index_error(e))?;
+        Ok(())
+    }
+
+    fn index_error(&self, e: sled::Error) -> StoreError {
+        StoreError::Index {
+            path: self.store.cache().path().to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+
+    fn pending_times(&self) -> Vec<SnapshotTime> {
+        self.pending
+            .iter()
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter_map(|k| std::str::from_utf8(&k).ok().and_then(|s| s.parse().ok()))
+            .collect()
+    }
+
+    /// Marks as pending every snapshot that waits in staging, and every one at the
+    /// destination whose export never finished (an earlier run's, or another machine's with
+    /// a cache that is gone). An unreachable destination only leaves the second kind for a
+    /// later start.
+    async fn find_unfinished(&self) -> Result<(), StoreError> {
+        for name in staging::staged_manifests(self.staging.staging()).await? {
+            if let Ok(time) = name.parse() {
+                self.mark_pending(&time)?;
+            }
+        }
+        match unexported(&self.store).await {
+            Ok(times) => {
+                for time in times {
+                    self.mark_pending(&time)?;
+                }
+            }
+            Err(e) if e.is_outage() => {
+                tracing::warn!(error = %e, "cannot list the snapshots at the destination; unfinished exports are looked for at the next start");
+            }
+            Err(e) => return Err(e),
+        }
+        self.update_pending();
+        Ok(())
+    }
+
+    /// Whether staging holds the configured limit or more; says so in logs, metrics and
+    /// `/readyz` when that changes.
+    fn staging_is_full(&self) -> Result<bool, StoreError> {
+        let used = staging::staged_bytes(self.staging.staging())?;
+        let limit = self.settings.staging_limit;
+        let m = &self.metrics;
+        m.set(&m.staging_bytes, used);
+        let full = used >= limit;
+        let was = m.staging_full.swap(full, Ordering::Relaxed);
+        if full && !was {
+            tracing::error!(
+                staged_bytes = used,
+                limit_bytes = limit,
+                destination = %self.endpoint,
+                "staging is full: no new snapshot until the destination takes the staged ones \
+                 (staged snapshots are never deleted to make room)"
+            );
+        } else if was && !full {
+            tracing::info!(
+                staged_bytes = used,
+                "staging has room again; snapshots resume"
+            );
+        }
+        Ok(full)
+    }
+
+    /// Takes and stages one snapshot; `Ok(false)` when it failed and is tried again later.
+    async fn take_snapshot(&self) -> Result<bool, DaemonError> {
         let started = std::time::Instant::now();
         let result = async {
             let client = connect(&self.settings.job.cluster).await?;
@@ -139,12 +224,14 @@ impl Daemon {
                 for skipped in &manifest.skipped {
                     tracing::warn!(resource = %skipped.what(), reason = %skipped.reason, "skipped");
                 }
-                true
+                Ok(true)
             }
+            Err(SnapshotError::OtherCluster(other)) => Err(other.into()),
             Err(e) => {
                 m.add(&m.snapshot_failures, 1);
+                m.failed("snapshot", e.reason());
                 tracing::error!(error = %e, "snapshot failed; trying again at the next push interval");
-                false
+                Ok(false)
             }
         }
     }
@@ -158,39 +245,70 @@ impl Daemon {
         m.add(&m.bytes_uploaded, sent.put_bytes);
         m.add(&m.bytes_copied, sent.copy_bytes);
         self.update_pending();
+        if let Ok(used) = staging::staged_bytes(self.staging.staging()) {
+            m.set(&m.staging_bytes, used);
+            if used < self.settings.staging_limit {
+                m.staging_full.store(false, Ordering::Relaxed);
+            }
+        }
         result
     }
 
+    /// Pushes what is staged, then exports each pending snapshot, oldest first. A snapshot
+    /// whose export fails for a reason other than an outage is logged, counted and left
+    /// pending; the others still get their turn.
     async fn push_pending(&self) -> Result<(), PushError> {
         let concurrency = self.settings.job.export.concurrency;
-        staging::push_staged(&self.staging, concurrency).await?;
-        let pending: Vec<SnapshotTime> = self
-            .pending
-            .iter()
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter_map(|k| std::str::from_utf8(&k).ok().and_then(|s| s.parse().ok()))
-            .collect();
-        for time in pending {
-            if Manifest::export_record(&self.store, &time).await?.is_none() {
-                let mut manifest = Manifest::load(&self.store, &time).await?;
-                let record =
-                    export(&self.store, &mut manifest, &self.settings.job.export, None).await?;
-                self.metrics
-                    .add(&self.metrics.bytes_copied, record.bytes_copied);
+        let pushed = staging::push_staged(&self.staging, concurrency).await?;
+        for (staged, stored) in &pushed.renamed {
+            self.mark_pending(stored)?;
+            self.unmark_pending(staged)?;
+        }
+        let mut failed = Vec::new();
+        for time in self.pending_times() {
+            match finish_export(&self.store, &time, &self.settings.job.export).await {
+                Ok(Some(record)) => {
+                    self.metrics
+                        .add(&self.metrics.bytes_copied, record.bytes_copied);
+                }
+                Ok(None) => {}
+                Err(e) if e.is_outage() => return Err(e.into()),
+                Err(e) => {
+                    let m = &self.metrics;
+                    m.add(&m.export_failures, 1);
+                    m.failed("export", e.reason());
+                    tracing::error!(
+                        snapshot = %time,
+                        error = %e,
+                        "cannot export the snapshot; it is tried again at the next push"
+                    );
+                    failed.push(time);
+                    continue;
+                }
             }
             // The export's record was staged; push it.
             staging::push_staged(&self.staging, concurrency).await?;
-            self.pending
-                .remove(time.to_string().as_bytes())
-                .map_err(|e| StoreError::Index {
-                    path: self.store.cache().path().to_path_buf(),
-                    message: e.to_string(),
-                })?;
+            self.unmark_pending(&time)?;
             tracing::info!(snapshot = %time, "snapshot pushed and exported");
         }
         self.store.cache().flush().await?;
-        Ok(())
+        match failed.first() {
+            None => Ok(()),
+            Some(first) => Err(PushError::Exports {
+                count: failed.len(),
+                first: *first,
+            }),
+        }
+    }
+}
+
+impl PushError {
+    fn reason(&self) -> &'static str {
+        match self {
+            PushError::Store(e) => e.reason(),
+            PushError::Job(e) => e.reason(),
+            PushError::Exports { .. } => "export_failed",
+        }
     }
 }
 
@@ -270,23 +388,22 @@ pub async fn run(
         remote_counts,
         endpoint,
     };
-    // Snapshots staged by an earlier run that stopped before recording them as pending.
-    for name in staging::staged_manifests(daemon.staging.staging()).await? {
-        if let Ok(time) = name.parse() {
-            daemon.mark_pending(&time)?;
-        }
-    }
-    daemon.update_pending();
+    daemon.find_unfinished().await?;
 
     let mut shutdown = std::pin::pin!(shutdown);
     let mut next_snapshot = Instant::now();
     let mut next_push = Instant::now();
     loop {
         let snapshot_due = Instant::now() >= next_snapshot;
-        let push_due = daemon.pending_count() > 0 && Instant::now() >= next_push;
+        let push_wanted =
+            daemon.pending_count() > 0 || daemon.metrics.staging_full.load(Ordering::Relaxed);
+        let push_due = push_wanted && Instant::now() >= next_push;
         let step = async {
-            if snapshot_due {
-                if daemon.take_snapshot().await {
+            if snapshot_due && daemon.staging_is_full()? {
+                // Never make room by deleting a staged snapshot: wait for the pushes.
+                next_snapshot = Instant::now() + daemon.settings.push_interval;
+            } else if snapshot_due {
+                if daemon.take_snapshot().await? {
                     next_snapshot += daemon.settings.interval;
                     if next_snapshot < Instant::now() {
                         next_snapshot = Instant::now() + daemon.settings.interval;
@@ -309,6 +426,7 @@ pub async fn run(
                     Err(e) => {
                         let m = &daemon.metrics;
                         m.add(&m.push_failures, 1);
+                        m.failed("push", e.reason());
                         tracing::error!(
                             destination = %daemon.endpoint,
                             error = %e,
@@ -319,16 +437,21 @@ pub async fn run(
                     }
                 }
             } else {
-                let wake = if daemon.pending_count() > 0 {
+                let wake = if push_wanted {
                     next_snapshot.min(next_push)
                 } else {
                     next_snapshot
                 };
                 tokio::time::sleep_until(wake).await;
             }
+            Ok::<(), DaemonError>(())
         };
         tokio::select! {
-            _ = step => {}
+            stepped = step => if let Err(e) = stepped {
+                daemon.store.cache().flush().await?;
+                server.abort();
+                return Err(e);
+            },
             _ = &mut shutdown => {
                 tracing::info!("stopping; staged snapshots are pushed after the next start");
                 break;

@@ -38,6 +38,15 @@ pub enum ExportError {
     Manifest(StoreError),
 }
 
+impl ExportError {
+    /// Whether the destination was away (a later try may succeed as it is).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            ExportError::Store { source, .. } | ExportError::Manifest(source) => source.is_outage(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
     /// Files copied or uploaded at the same time.

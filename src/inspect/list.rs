@@ -49,7 +49,7 @@ pub async fn list(store: &Store) -> Result<Vec<SnapshotSummary>, InspectError> {
     for time in times {
         match Manifest::head(store, &time).await {
             Ok(manifest) => out.push(SnapshotSummary::of(&manifest)),
-            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) if e.is_outage() => return Err(e.into()),
             Err(e) => out.push(SnapshotSummary {
                 time,
                 objects: 0,

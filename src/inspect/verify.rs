@@ -56,7 +56,7 @@ pub async fn verify(store: &Store, times: &[SnapshotTime]) -> Result<VerifyRepor
         let key = RemoteFile::Snapshot(time).key();
         let manifest = match Manifest::load(store, time).await {
             Ok(manifest) => manifest,
-            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) if e.is_outage() => return Err(e.into()),
             Err(e) => {
                 report.problems.push(Problem {
                     key,

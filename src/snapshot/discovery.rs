@@ -198,6 +198,7 @@ fn skipped_group(group: &str, version: Option<&str>, err: &ApiError) -> Skipped 
         version: version.map(str::to_string),
         resource: None,
         namespace: None,
+        name: None,
         code: err.code(),
         reason: err.to_string(),
     }
@@ -248,6 +249,7 @@ fn from_aggregated(groups: Vec<GroupDiscovery>, found: &mut Discovered) -> Vec<R
                     version: Some(version.version.clone()),
                     resource: None,
                     namespace: None,
+                    name: None,
                     code: Some(503),
                     reason: "discovery for this group version is stale: its API service is \
                              unavailable"

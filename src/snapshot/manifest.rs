@@ -19,8 +19,8 @@ use super::discovery::ResourceType;
 use futures::TryStreamExt;
 
 use crate::store::{
-    BackendExt, Folder, ObjectId, PutStats, RemoteFile, SnapshotTime, Store, StoreError,
-    StoreResult,
+    BackendExt, Folder, ObjectId, PutOutcome, PutStats, RemoteFile, SnapshotTime, Store,
+    StoreError, StoreResult,
 };
 
 pub const MANIFEST_VERSION: u32 = 2;
@@ -35,14 +35,28 @@ pub struct Skipped {
     /// `None` when the whole group was skipped.
     pub resource: Option<String>,
     pub namespace: Option<String>,
+    /// One object left out (its namespace or name cannot be a key at the destination).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
     /// The HTTP status, when the server answered.
     pub code: Option<u16>,
     pub reason: String,
 }
 
 impl Skipped {
-    /// `deployments.apps`, `configmaps`, or `metrics.k8s.io/v1beta1` for a whole group.
+    /// `deployments.apps`, `configmaps`, or `metrics.k8s.io/v1beta1` for a whole group; one
+    /// object is `configmaps <namespace>/<name>`.
     pub fn what(&self) -> String {
+        if let (Some(resource), Some(name)) = (&self.resource, &self.name) {
+            let qualified = match self.group.as_str() {
+                "" => resource.clone(),
+                group => format!("{resource}.{group}"),
+            };
+            return match &self.namespace {
+                Some(ns) => format!("{qualified} {ns:?}/{name:?}"),
+                None => format!("{qualified} {name:?}"),
+            };
+        }
         match (&self.resource, self.group.as_str()) {
             (Some(r), "") => r.clone(),
             (Some(r), g) => format!("{r}.{g}"),
@@ -205,7 +219,10 @@ impl Manifest {
     /// the root. Callers have finished the store writer of the objects first, so every id in
     /// it is in a stored pack listed by a stored index file. Returns the bytes the manifest
     /// added to the store (new listings and the root).
-    pub async fn save(&self, store: &Store) -> StoreResult<u64> {
+    ///
+    /// The root is created, never overwritten: when another writer took the snapshot's name
+    /// first, the snapshot takes the next free second and `self.time` says which.
+    pub async fn save(&mut self, store: &Store) -> StoreResult<u64> {
         let key = RemoteFile::Snapshot(&self.time).key();
         let mut writer = store.writer()?;
         let mut listings = Vec::new();
@@ -235,9 +252,8 @@ impl Manifest {
             skipped: self.skipped.clone(),
             stats: self.stats,
         };
-        let bytes = encode_json(&key, &root)?;
-        let size = bytes.len() as u64;
-        store.backend().put(&key, bytes).await?;
+        let (time, size) = create_root(store, root).await?;
+        self.time = time;
         Ok(added + size)
     }
 
@@ -314,11 +330,12 @@ impl Manifest {
         }
     }
 
-    /// Records that the plain layout of this snapshot is complete.
+    /// Records that the plain layout of this snapshot is complete. A record that is there
+    /// already (another writer finished the same export) stays as it is.
     pub async fn save_export(&mut self, store: &Store, record: ExportRecord) -> StoreResult<()> {
         let key = RemoteFile::Export(&self.time).key();
         let bytes = serde_json::to_vec_pretty(&record).map_err(|e| malformed(&key, e))?;
-        store.backend().put(&key, bytes.into()).await?;
+        store.backend().create(&key, bytes.into()).await?;
         self.export = Some(record);
         Ok(())
     }
@@ -332,6 +349,38 @@ impl Manifest {
     pub async fn list_exported(store: &Store) -> StoreResult<Vec<SnapshotTime>> {
         times_in(store, Folder::Exports).await
     }
+}
+
+/// How many names after the first a manifest root tries before it gives up: other writers
+/// would have to be taking a snapshot every second for a minute.
+pub const NAME_TRIES: usize = 60;
+
+/// Creates the root at its time's name, or at the next free second after it. Returns the
+/// time it was stored under and its size.
+async fn create_root(store: &Store, mut root: StoredManifest) -> StoreResult<(SnapshotTime, u64)> {
+    for _ in 0..NAME_TRIES {
+        let key = RemoteFile::Snapshot(&root.time).key();
+        let bytes = encode_json(&key, &root)?;
+        let size = bytes.len() as u64;
+        if store.backend().create(&key, bytes).await? == PutOutcome::Created {
+            return Ok((root.time, size));
+        }
+        tracing::info!(snapshot = %root.time, "another writer took this snapshot name; taking the next second");
+        root.time = root.time.next_second();
+    }
+    Err(malformed(
+        &RemoteFile::Snapshot(&root.time).key(),
+        format!("{NAME_TRIES} snapshot names in a row are taken by other writers"),
+    ))
+}
+
+/// A stored manifest root (as read from `key`) renamed to `time`: what a push does with a
+/// staged snapshot whose name another writer took at the destination meanwhile.
+pub fn retimed_root(key: &str, stored: &[u8], time: SnapshotTime) -> StoreResult<bytes::Bytes> {
+    let json = zstd::stream::decode_all(stored).map_err(|e| malformed(key, e))?;
+    let mut root: StoredManifest = serde_json::from_slice(&json).map_err(|e| malformed(key, e))?;
+    root.time = time;
+    encode_json(&RemoteFile::Snapshot(&time).key(), &root)
 }
 
 async fn read_root(store: &Store, time: &SnapshotTime) -> StoreResult<(String, StoredManifest)> {

@@ -12,6 +12,7 @@ pub mod api;
 pub mod canonical;
 pub mod connect;
 pub mod discovery;
+pub mod identity;
 pub mod manifest;
 pub mod rules;
 pub mod seen;
@@ -77,8 +78,24 @@ pub enum SnapshotError {
          (its RBAC) and that the API server is healthy"
     )]
     Unreadable(String),
+    /// The destination folder holds the snapshots of another cluster: a configuration error.
+    #[error(transparent)]
+    OtherCluster(#[from] identity::OtherCluster),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl SnapshotError {
+    /// A short, stable name for the kind of failure (the daemon's metrics label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SnapshotError::Connect(_) => "cluster_connect",
+            SnapshotError::Discovery(_) => "cluster_discovery",
+            SnapshotError::Unreadable(_) => "cluster_unreadable",
+            SnapshotError::OtherCluster(_) => "other_cluster",
+            SnapshotError::Store(e) => e.reason(),
+        }
+    }
 }
 
 /// What a snapshot reports while it runs.
@@ -203,6 +220,8 @@ struct WriterGone;
 struct ResourceOutcome {
     entries: Vec<ManifestObject>,
     skipped: Option<Skipped>,
+    /// Objects left out because their namespace or name cannot be part of a key.
+    unsafe_objects: Vec<Skipped>,
     excluded: u64,
     bytes: u64,
     pages: u64,
@@ -561,6 +580,18 @@ impl Lister<'_> {
             resource_version,
             outcome: Outcome::Excluded,
         };
+        if let Some(why) = unsafe_key(rt, record.namespace.as_deref(), &record.name) {
+            outcome.unsafe_objects.push(Skipped {
+                group: rt.group.clone(),
+                version: Some(rt.version.clone()),
+                resource: Some(rt.resource.clone()),
+                namespace: record.namespace,
+                name: Some(record.name),
+                code: None,
+                reason: why,
+            });
+            return None;
+        }
         // Without both, a later snapshot cannot tell whether the object changed.
         let remember = !record.uid.is_empty() && !record.resource_version.is_empty();
         if !kept {
@@ -606,6 +637,7 @@ impl Lister<'_> {
             version: Some(rt.version.clone()),
             resource: Some(rt.resource.clone()),
             namespace: None,
+            name: None,
             code: e.code(),
             reason: e.to_string(),
         });
@@ -622,6 +654,7 @@ pub async fn take_snapshot(
 ) -> Result<Manifest, SnapshotError> {
     let started = Instant::now();
     let time = unused_time(store).await?;
+    check_cluster(api, store, &options.cluster_name).await?;
 
     // The previous snapshot's objects are read from disk while discovery asks the API server.
     let seen_path = store.local_file("seen");
@@ -689,6 +722,7 @@ pub async fn take_snapshot(
         stats.list_requests += outcome.pages;
         stats.get_requests += outcome.gets;
         stats.list_restarts += outcome.restarts;
+        skipped.append(&mut outcome.unsafe_objects);
         if let Some(skip) = outcome.skipped {
             skipped.push(skip);
             continue;
@@ -717,7 +751,7 @@ pub async fn take_snapshot(
     stats.objects = objects.len() as u64;
     stats.duration_ms = started.elapsed().as_millis() as u64;
 
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         version: manifest::MANIFEST_VERSION,
         time,
         cluster: options.cluster_name.clone(),
@@ -736,6 +770,65 @@ pub async fn take_snapshot(
     );
     saved?;
     Ok(manifest)
+}
+
+/// Why an object's namespace or name would make an unsafe or invalid key at the destination
+/// (`None` when it is fine). A real API server enforces the same rules on create (namespace
+/// names are DNS labels, object names path segments: apimachinery's `ValidateNamespaceName`
+/// and `IsValidPathSegmentName`); an aggregated API or a broken server may not, and a name
+/// such as `..` must never place a file outside the snapshot's folder.
+fn unsafe_key(rt: &ResourceType, namespace: Option<&str>, name: &str) -> Option<String> {
+    if rt.namespaced {
+        let Some(namespace) = namespace else {
+            return Some("a namespaced object without a namespace".to_string());
+        };
+        let label = !namespace.is_empty()
+            && namespace.len() <= 63
+            && namespace
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !namespace.starts_with('-')
+            && !namespace.ends_with('-');
+        if !label {
+            return Some(format!(
+                "namespace {namespace:?} is not a DNS label, so it cannot name a folder"
+            ));
+        }
+    }
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '%']) {
+        return Some(format!("name {name:?} is not a valid object name"));
+    }
+    if name.chars().any(char::is_control) {
+        return Some("the name holds control characters".to_string());
+    }
+    None
+}
+
+/// Refuses to snapshot into a folder that holds another cluster's snapshots, and claims an
+/// unclaimed one. When the check cannot be made (no kube-system namespace, the destination
+/// away while the daemon stages), the snapshot goes ahead: a backup is worth more than the
+/// check, which the next snapshot makes.
+async fn check_cluster(api: &Api, store: &Store, cluster_name: &str) -> Result<(), SnapshotError> {
+    let uid = match identity::kube_system_uid(api).await {
+        Ok(Some(uid)) => uid,
+        Ok(None) => {
+            tracing::warn!(
+                "the cluster has no readable kube-system namespace; cannot check that the destination folder is this cluster's"
+            );
+            return Ok(());
+        }
+        // Discovery, next, meets the same problem and reports it.
+        Err(_) => return Ok(()),
+    };
+    match identity::claim(store, &uid, cluster_name).await {
+        Ok(identity::Claim::Ours) => Ok(()),
+        Ok(identity::Claim::Theirs(other)) => Err(other.into()),
+        Err(e) if e.is_outage() => {
+            tracing::warn!(error = %e, "cannot check which cluster the destination folder belongs to; checking at the next snapshot");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Why a snapshot that read `read` and skipped `skipped` is not one: no resource at all was
@@ -786,7 +879,7 @@ async fn unused_time(store: &Store) -> Result<SnapshotTime, StoreError> {
         Ok(taken) => taken,
         // While the destination is away (the daemon stages snapshots), a collision within
         // the same second is the only risk, and the daemon never snapshots that often.
-        Err(e) if e.is_transient() => Vec::new(),
+        Err(e) if e.is_outage() => Vec::new(),
         Err(e) => return Err(e),
     };
     let mut time = SnapshotTime::now();
@@ -854,6 +947,7 @@ mod tests {
             version: Some("v1".into()),
             resource: plural.map(str::to_string),
             namespace: None,
+            name: None,
             code: Some(403),
             reason: "403 Forbidden: no".into(),
         }

@@ -38,8 +38,15 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn put(&self, key: &str, data: Bytes) -> StoreResult<()>;
 
     /// Writes `data` under `key` unless the key exists. Content-addressed keys use this: a
-    /// second writer of the same content finds it there and does nothing.
+    /// second writer of the same content finds it there and does nothing, and two writers
+    /// racing write the same bytes.
     async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<PutOutcome>;
+
+    /// Creates `key` unless it exists, for names that writers choose for different content
+    /// (manifests and export records named by time, the folder's cluster identity): of two
+    /// writers creating the same key at the same moment, exactly one gets `Created`, and the
+    /// other's bytes are never stored there.
+    async fn create(&self, key: &str, data: Bytes) -> StoreResult<PutOutcome>;
 
     async fn get(&self, key: &str) -> StoreResult<Bytes>;
 
@@ -97,6 +104,9 @@ impl<T: Backend + ?Sized> Backend for Arc<T> {
     }
     async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<PutOutcome> {
         (**self).put_if_absent(key, data).await
+    }
+    async fn create(&self, key: &str, data: Bytes) -> StoreResult<PutOutcome> {
+        (**self).create(key, data).await
     }
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
         (**self).get(key).await
@@ -157,6 +167,9 @@ impl<B: Backend> Backend for PrefixBackend<B> {
     }
     async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<PutOutcome> {
         self.inner.put_if_absent(&self.full(key), data).await
+    }
+    async fn create(&self, key: &str, data: Bytes) -> StoreResult<PutOutcome> {
+        self.inner.create(&self.full(key), data).await
     }
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
         self.inner.get(&self.full(key)).await

@@ -94,18 +94,43 @@ impl StoreError {
         }
     }
 
+    /// A short, stable name for the kind of error: the `reason` label of the daemon's
+    /// failure counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StoreError::InvalidUri { .. } => "invalid_uri",
+            StoreError::NotFound { .. } => "not_found",
+            StoreError::Unreachable { .. } => "unreachable",
+            StoreError::AccessDenied { .. } => "access_denied",
+            StoreError::NoSuchBucket { .. } => "no_such_bucket",
+            StoreError::Remote { .. } => "remote_error",
+            StoreError::Io { .. } => "local_io",
+            StoreError::Corrupt { .. } => "corrupt",
+            StoreError::MissingObject(_) => "missing_object",
+            StoreError::Malformed { .. } => "malformed",
+            StoreError::IndexLocked { .. } | StoreError::Index { .. } => "local_index",
+            StoreError::Injected { .. } => "injected",
+        }
+    }
+
     /// True when the error says the key does not exist (as opposed to a failure to tell).
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
     }
 
-    /// True for errors that may go away by themselves (network, 5xx, injected faults), so the
-    /// operation is worth retrying later rather than reporting as a permanent failure.
-    pub fn is_transient(&self) -> bool {
+    /// True for errors about reaching or using the destination rather than about its data:
+    /// the network, DNS, TLS, 5xx and throttling, missing or expired credentials, a denied
+    /// request, a bucket that is not (yet) there, injected faults. They may go away without
+    /// anything here changing (a credentials file mounted later, a policy fixed, a bucket
+    /// created), so the daemon stages and retries instead of stopping, and one-shot commands
+    /// stop at the first instead of reporting every key as damaged.
+    pub fn is_outage(&self) -> bool {
         matches!(
             self,
             StoreError::Unreachable { .. }
                 | StoreError::Remote { .. }
+                | StoreError::AccessDenied { .. }
+                | StoreError::NoSuchBucket { .. }
                 | StoreError::Injected { .. }
         )
     }

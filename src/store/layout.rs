@@ -5,6 +5,8 @@
 //! store/packs/<2 hex>/<id>    immutable packs of zstd-compressed objects
 //! store/index/<id>            index files: which object ids are in which pack, at what offset
 //! store/snapshots/<ts>        snapshot manifests
+//! store/exports/<ts>          export records: the snapshot's plain layout is complete
+//! store/cluster.json          which cluster the folder's snapshots are of
 //! store/locks/<name>          locks for destructive work
 //! ```
 //!
@@ -96,6 +98,8 @@ pub enum RemoteFile<'a> {
     /// The record of a snapshot's finished export.
     Export(&'a SnapshotTime),
     Lock(&'a str),
+    /// Which cluster the folder's snapshots are of.
+    ClusterIdentity,
     /// A plain-layout file: `backup/<ts>/[<namespace>/]<name>`.
     Layout {
         time: &'a SnapshotTime,
@@ -115,6 +119,7 @@ impl RemoteFile<'_> {
             RemoteFile::Snapshot(time) => format!("{}{}", Folder::Snapshots.prefix(), time),
             RemoteFile::Export(time) => format!("{}{}", Folder::Exports.prefix(), time),
             RemoteFile::Lock(name) => format!("{}{}", Folder::Locks.prefix(), name),
+            RemoteFile::ClusterIdentity => "store/cluster.json".to_string(),
             RemoteFile::Layout {
                 time,
                 namespace,

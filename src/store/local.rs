@@ -189,6 +189,11 @@ impl Backend for LocalBackend {
         .await
     }
 
+    async fn create(&self, key: &str, data: Bytes) -> StoreResult<PutOutcome> {
+        // The hard link fails when the name exists: already exclusive.
+        self.put_if_absent(key, data).await
+    }
+
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
         let path = self.path(key)?;
         let key = key.to_string();

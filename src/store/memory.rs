@@ -51,6 +51,10 @@ impl Backend for MemoryBackend {
         objects.insert(key.to_string(), data);
         Ok(PutOutcome::Created)
     }
+    async fn create(&self, key: &str, data: Bytes) -> StoreResult<PutOutcome> {
+        // One lock around the check and the insert: already exclusive.
+        self.put_if_absent(key, data).await
+    }
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
         self.objects()
             .get(key)

@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod cache;
 pub mod error;
+pub mod exclusive;
 pub mod id;
 pub mod layout;
 pub mod local;
@@ -181,7 +182,7 @@ impl Store {
             Ok(_) => Ok(store),
             // The daemon stages snapshots while the destination is away; its local index is
             // then the best knowledge there is, and it syncs at the next open.
-            Err(e) if tolerate_outage && e.is_transient() => {
+            Err(e) if tolerate_outage && e.is_outage() => {
                 tracing::warn!(error = %e, "cannot read the store's index files; using the local index as it is");
                 Ok(store)
             }

@@ -5,6 +5,11 @@
 //!
 //! Errors are sorted into what a user can act on: unreachable endpoint, access denied,
 //! missing bucket, missing key, anything else.
+//!
+//! The chain is asked afresh whenever the SDK needs credentials (at start, when cached ones
+//! expire, after a failure): a process that runs for years sees credentials that appear or
+//! rotate after it started (a Secret mounted later, a rotated key file), which the SDK's own
+//! chain, reading profile files once, would not.
 
 use std::fmt;
 use std::ops::Range;
@@ -66,11 +71,39 @@ pub struct S3Options {
     pub static_credentials: Option<(String, String)>,
 }
 
+/// The standard AWS credentials chain, built anew for every request for credentials (the
+/// SDK caches what it returns until it expires, so that is rare).
+#[derive(Debug)]
+struct FreshChain {
+    region: Option<Region>,
+}
+
+impl aws_credential_types::provider::ProvideCredentials for FreshChain {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::new(async move {
+            let mut chain =
+                aws_config::default_provider::credentials::DefaultCredentialsChain::builder();
+            if let Some(region) = &self.region {
+                chain = chain.region(region.clone());
+            }
+            chain.build().await.provide_credentials().await
+        })
+    }
+}
+
 pub struct S3Backend {
     client: Client,
     bucket: String,
     endpoint: String,
     sse: Option<Sse>,
+    /// Whether the store refuses `If-None-Match: *` on a key that exists: probed at the
+    /// first [`Backend::create`].
+    conditional_writes: tokio::sync::OnceCell<bool>,
 }
 
 impl fmt::Debug for S3Backend {
@@ -97,6 +130,10 @@ impl S3Backend {
                 None,
                 "kube-autosave-static",
             ));
+        } else {
+            loader = loader.credentials_provider(FreshChain {
+                region: options.region.clone().map(Region::new),
+            });
         }
         let shared = loader.load().await;
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
@@ -134,6 +171,7 @@ impl S3Backend {
             bucket: bucket.to_string(),
             endpoint,
             sse: options.sse.clone(),
+            conditional_writes: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -355,6 +393,29 @@ impl Backend for S3Backend {
                 Ok(PutOutcome::AlreadyExists)
             }
             Err(e) => Err(self.error("put", key, e)),
+        }
+    }
+
+    async fn create(&self, key: &str, data: Bytes) -> StoreResult<PutOutcome> {
+        let honoured = *self
+            .conditional_writes
+            .get_or_try_init(|| async {
+                let honoured = super::exclusive::honours_conditional_writes(self, key).await?;
+                if !honoured {
+                    tracing::warn!(
+                        endpoint = %self.endpoint,
+                        "this S3 store ignores conditional writes (If-None-Match); snapshot \
+                         names are reserved with lease objects instead, which costs about a \
+                         second per snapshot"
+                    );
+                }
+                Ok::<_, StoreError>(honoured)
+            })
+            .await?;
+        if honoured {
+            self.put_if_absent(key, data).await
+        } else {
+            super::exclusive::create_under_lease(self, key, data).await
         }
     }
 

@@ -119,6 +119,11 @@ impl<B: Backend> Backend for CountingBackend<B> {
         add(&self.counts.put_bytes, data.len() as u64);
         self.inner.put_if_absent(key, data).await
     }
+    async fn create(&self, key: &str, data: Bytes) -> StoreResult<PutOutcome> {
+        add(&self.counts.puts, 1);
+        add(&self.counts.put_bytes, data.len() as u64);
+        self.inner.create(key, data).await
+    }
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
         add(&self.counts.gets, 1);
         let data = self.inner.get(key).await?;
@@ -256,6 +261,10 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<PutOutcome> {
         self.state.check("put", key, true)?;
         self.inner.put_if_absent(key, data).await
+    }
+    async fn create(&self, key: &str, data: Bytes) -> StoreResult<PutOutcome> {
+        self.state.check("put", key, true)?;
+        self.inner.create(key, data).await
     }
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
         self.state.check("get", key, false)?;

@@ -53,9 +53,37 @@ impl Daemon {
     }
 
     fn spawn(dir: &Path, config: &Path, args: &[&str]) -> Daemon {
+        Self::spawn_with(
+            crate::support::s3_credentials(&mut crate::support::binary(dir)),
+            dir,
+            config,
+            args,
+        )
+    }
+
+    /// A daemon with no S3 credentials anywhere: the AWS chain's credentials file is
+    /// `dir/no-aws-credentials`, which does not exist until the test writes it.
+    fn start_without_credentials(
+        dir: &Path,
+        config: &Path,
+        cluster: &Cluster,
+        args: &[&str],
+    ) -> Daemon {
+        let kubeconfig = cluster.kubeconfig.display().to_string();
+        let mut all = vec!["--kubeconfig", &kubeconfig];
+        all.extend_from_slice(args);
+        Self::spawn_with(
+            crate::support::binary(dir).env("AWS_REGION", "us-east-1"),
+            dir,
+            config,
+            &all,
+        )
+    }
+
+    fn spawn_with(command: &mut Command, dir: &Path, config: &Path, args: &[&str]) -> Daemon {
         let port = free_port();
         let log = dir.join(format!("daemon-{port}.log"));
-        let child = crate::support::s3_credentials(&mut crate::support::binary(dir))
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(config)
@@ -561,4 +589,195 @@ async fn a_snapshot_that_can_list_nothing_is_a_failure_retried_until_it_can() {
     });
     let all = assert_complete(&s3).await;
     assert_eq!(all.len(), 1, "{:?}", all.keys());
+}
+
+/// A pod rescheduled onto another node starts with a fresh cache: it still finishes every
+/// snapshot at the destination whose export never did (not only the newest, not only what
+/// its own pending table knew), and one that cannot be exported (a truncated manifest) is
+/// counted and retried without holding up the others or the new snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_cache_daemon_finishes_every_interrupted_export() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start(600, 44).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &s3, "  interval: 24h\n  pushInterval: 1s\n");
+
+    // Two snapshots whose manifests landed and whose exports never ran (the machine that
+    // took them is gone with its cache), and a manifest cut short by a failed upload.
+    let other_machine = tempfile::tempdir().unwrap();
+    let settings = crate::support::job_settings(&s3, &cluster, other_machine.path());
+    let store = kube_autosave::store::Store::open(
+        crate::support::s3_backend(&s3, BASE).await,
+        other_machine.path(),
+        settings.store.clone(),
+    )
+    .await
+    .unwrap();
+    let api = cluster.api().await;
+    let mut interrupted = Vec::new();
+    for round in 0..2 {
+        if round > 0 {
+            cluster.sim.churn(0.05, round);
+            tokio::time::sleep(Duration::from_millis(1050)).await;
+        }
+        let manifest = kube_autosave::snapshot::take_snapshot(
+            &api,
+            &store,
+            &settings.snapshot,
+            std::sync::Arc::new(|_| {}),
+        )
+        .await
+        .unwrap();
+        interrupted.push(manifest.time.to_string());
+    }
+    drop(store);
+    let truncated = "20-01-01_00-00-00";
+    let truncated_path = s3
+        .bucket_dir()
+        .join(format!("{BASE}store/snapshots/{truncated}"));
+    let whole = std::fs::read(
+        s3.bucket_dir()
+            .join(format!("{BASE}store/snapshots/{}", interrupted[0])),
+    )
+    .unwrap();
+    std::fs::write(&truncated_path, &whole[..whole.len() / 2]).unwrap();
+
+    let daemon = Daemon::start(dir.path(), &config, &cluster, &[]);
+    daemon.wait_for(
+        "the earlier exports finished",
+        Duration::from_secs(60),
+        |d| {
+            d.metric("snapshots_total") >= 1.0
+                && d.metric("export_failures_total") >= 1.0
+                && d.metric("snapshots_pending") == 1.0
+        },
+    );
+    let metrics = daemon.metrics();
+    assert!(
+        metrics
+            .get("kube_autosave_failures_total{step=\"export\",reason=\"malformed\"}")
+            .is_some_and(|n| *n >= 1.0),
+        "{metrics:?}"
+    );
+    // Every snapshot but the truncated one is complete, its plain layout whole.
+    let cache = tempfile::tempdir().unwrap();
+    let reader = crate::support::reader_store(&s3, BASE, cache.path()).await;
+    let all = Manifest::list(&reader).await.unwrap();
+    assert_eq!(all.len(), 4, "{all:?}");
+    for time in &all {
+        let name = time.to_string();
+        if name == truncated {
+            assert!(
+                Manifest::export_record(&reader, time)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            continue;
+        }
+        let manifest = Manifest::load(&reader, time).await.unwrap();
+        let export = manifest
+            .export
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name} is not exported; log:\n{}", daemon.log()));
+        let files = s3_server::read_all(
+            &s3_server::plain_client(&s3).await,
+            &format!("{BASE}backup/{name}/"),
+        )
+        .await;
+        assert_eq!(files.len() as u64, export.files, "{name}");
+        assert_eq!(
+            layout_objects(&s3, &name).await.len(),
+            manifest.objects.len(),
+            "{name}"
+        );
+    }
+    for name in &interrupted {
+        assert!(all.iter().any(|t| &t.to_string() == name));
+    }
+    assert!(daemon.log().contains(truncated), "{}", daemon.log());
+}
+
+/// The pod starts before its S3 credentials exist (a Secret mounted later, a rotated key):
+/// the daemon stages the snapshot, counts the pushes that fail for it, never exits, and the
+/// snapshot lands once the credentials are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_without_credentials_waits_for_them_and_then_pushes() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start(300, 45).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &s3, "  interval: 24h\n  pushInterval: 1s\n");
+
+    let mut daemon = Daemon::start_without_credentials(dir.path(), &config, &cluster, &[]);
+    daemon.wait_for(
+        "pushes refused for want of credentials",
+        Duration::from_secs(60),
+        |d| {
+            d.metric("snapshots_total") >= 1.0
+                && d.metrics()
+                    .get("kube_autosave_failures_total{step=\"push\",reason=\"access_denied\"}")
+                    .is_some_and(|n| *n >= 2.0)
+        },
+    );
+    assert_eq!(daemon.child.try_wait().unwrap(), None, "{}", daemon.log());
+    assert!(manifests(&s3).await.is_empty());
+    assert_eq!(daemon.get("/readyz").map(|r| r.0), Some(200));
+    assert!(
+        !daemon.log().contains(s3_server::SECRET_KEY),
+        "a credential in the log"
+    );
+
+    std::fs::write(
+        dir.path().join("no-aws-credentials"),
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            s3_server::ACCESS_KEY,
+            s3_server::SECRET_KEY
+        ),
+    )
+    .unwrap();
+    daemon.wait_for("the staged snapshot pushed", Duration::from_secs(60), |d| {
+        d.metric("snapshots_pending") == 0.0
+    });
+    let all = assert_complete(&s3).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(daemon.child.try_wait().unwrap(), None);
+    assert!(!daemon.log().contains(s3_server::SECRET_KEY));
+}
+
+/// Staging has a cap: while S3 is away and staging holds it, the daemon takes no new
+/// snapshot, says so in its log, its metrics and `/readyz`, and deletes nothing; once S3 is
+/// back, the staged snapshots land and snapshots resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_staging_pauses_snapshots_and_deletes_nothing() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start(300, 46).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &s3,
+        "  interval: 2s\n  pushInterval: 1s\n  stagingLimit: 1Ki\n",
+    );
+    s3.stop();
+    let daemon = Daemon::start(dir.path(), &config, &cluster, &[]);
+    daemon.wait_for("staging full", Duration::from_secs(60), |d| {
+        d.metric("staging_full") == 1.0
+    });
+    // Well past the interval: still the one snapshot, still staged.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(daemon.metric("snapshots_total"), 1.0, "{}", daemon.log());
+    assert_eq!(daemon.metric("snapshots_pending"), 1.0);
+    assert!(daemon.metric("staging_bytes") >= 1024.0);
+    let (status, body) = daemon.get("/readyz").unwrap();
+    assert_eq!(status, 503);
+    assert!(body.contains("staging is full"), "{body}");
+    assert!(daemon.log().contains("staging is full"));
+
+    s3.restart();
+    daemon.wait_for("snapshots resumed", Duration::from_secs(60), |d| {
+        d.metric("snapshots_total") >= 2.0 && d.metric("snapshots_pending") == 0.0
+    });
+    assert_eq!(daemon.metric("staging_full"), 0.0);
+    let all = assert_complete(&s3).await;
+    assert!(all.len() >= 2, "{:?}", all.keys());
 }

@@ -2,7 +2,7 @@
 //! DESIGN.md asks for, and grant read-only rights; the Dockerfile builds a small non-root image.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube_autosave::config::FileConfig;
 use serde::Deserialize;
@@ -21,11 +21,12 @@ struct Parsed {
     binding: ClusterRoleBinding,
     account: ServiceAccount,
     config: ConfigMap,
+    claim: PersistentVolumeClaim,
 }
 
 fn parse() -> Parsed {
-    let (mut deployment, mut role, mut binding, mut account, mut config) =
-        (None, None, None, None, None);
+    let (mut deployment, mut role, mut binding, mut account, mut config, mut claim) =
+        (None, None, None, None, None, None);
     for document in serde_yaml_ng::Deserializer::from_str(MANIFESTS) {
         let value = serde_yaml_ng::Value::deserialize(document).expect("valid YAML");
         let kind = value["kind"]
@@ -38,6 +39,7 @@ fn parse() -> Parsed {
             "ClusterRoleBinding" => binding = Some(typed(value, "ClusterRoleBinding")),
             "ServiceAccount" => account = Some(typed(value, "ServiceAccount")),
             "ConfigMap" => config = Some(typed(value, "ConfigMap")),
+            "PersistentVolumeClaim" => claim = Some(typed(value, "PersistentVolumeClaim")),
             other => panic!("unexpected kind {other}"),
         }
     }
@@ -47,6 +49,7 @@ fn parse() -> Parsed {
         binding: binding.expect("a ClusterRoleBinding"),
         account: account.expect("a ServiceAccount"),
         config: config.expect("a ConfigMap"),
+        claim: claim.expect("a PersistentVolumeClaim"),
     }
 }
 
@@ -108,6 +111,47 @@ fn the_deployment_is_one_recreated_critical_non_root_pod_with_probes_and_a_state
     );
     let config = &args[args.iter().position(|a| a == "--config").unwrap() + 1];
     assert!(mounts.iter().any(|m| config.starts_with(&m.mount_path)));
+}
+
+/// The state volume outlives the pod (staged snapshots survive a rescheduling) and holds the
+/// local pack cache and a full staging folder at their default caps.
+#[test]
+fn the_state_is_on_a_claim_large_enough_for_both_caps() {
+    let Parsed {
+        deployment, claim, ..
+    } = parse();
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let volumes = pod.volumes.unwrap();
+    let state = volumes.iter().find(|v| v.name == "state").unwrap();
+    let claimed = state
+        .persistent_volume_claim
+        .as_ref()
+        .expect("the state volume is a PersistentVolumeClaim");
+    assert_eq!(Some(claimed.claim_name.clone()), claim.metadata.name);
+    let spec = claim.spec.unwrap();
+    assert_eq!(
+        spec.access_modes.unwrap(),
+        vec!["ReadWriteOnce".to_string()]
+    );
+    let storage = &spec.resources.unwrap().requests.unwrap()["storage"].0;
+    let gib: u64 = storage
+        .strip_suffix("Gi")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("storage {storage:?} is not in Gi"));
+    let needed = kube_autosave::daemon::DEFAULT_STAGING_LIMIT + (1u64 << 30); // MERGE: StoreConfig pack cache cap
+    assert!(
+        gib * 1024 * 1024 * 1024 > needed,
+        "{storage} cannot hold a full staging folder and the pack cache"
+    );
+    // One pod at a time may hold a ReadWriteOnce claim.
+    assert_eq!(
+        deployment_strategy(&parse().deployment).as_deref(),
+        Some("Recreate")
+    );
+}
+
+fn deployment_strategy(deployment: &Deployment) -> Option<String> {
+    deployment.spec.as_ref()?.strategy.as_ref()?.type_.clone()
 }
 
 #[test]

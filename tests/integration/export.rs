@@ -397,7 +397,8 @@ async fn an_interrupted_export_is_finished_without_redoing_work() {
     faults.heal();
     drop(store);
     let report = setup.job().await;
-    assert_eq!(report.finished_exports, vec![manifest.time.to_string()]);
+    assert_eq!(report.catch_up.finished, vec![manifest.time]);
+    assert!(report.catch_up.failed.is_empty());
     let finished = Manifest::load(
         &Store::open(
             setup.backend().await,

@@ -11,5 +11,6 @@ mod fresh_cluster;
 mod inspect;
 mod restore;
 mod secrets;
+mod shared_bucket;
 mod snapshot;
 mod store;

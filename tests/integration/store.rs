@@ -431,6 +431,14 @@ async fn packs_are_written_before_the_index_that_points_at_them() {
             self.writes.lock().unwrap().push(key.to_string());
             self.inner.put_if_absent(key, data).await
         }
+        async fn create(
+            &self,
+            key: &str,
+            data: Bytes,
+        ) -> kube_autosave::store::StoreResult<PutOutcome> {
+            self.writes.lock().unwrap().push(key.to_string());
+            self.inner.create(key, data).await
+        }
         async fn get(&self, key: &str) -> kube_autosave::store::StoreResult<Bytes> {
             self.inner.get(key).await
         }
@@ -567,7 +575,7 @@ async fn an_unreachable_endpoint_says_so_and_names_it() {
         "{message}"
     );
     assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
-    assert!(err.is_transient());
+    assert!(err.is_outage());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -614,7 +622,7 @@ async fn an_s3_outage_fails_writes_with_a_transient_error_and_they_work_again_af
         .put("during", Bytes::from_static(b"2"))
         .await
         .unwrap_err();
-    assert!(err.is_transient(), "{err:?}");
+    assert!(err.is_outage(), "{err:?}");
     assert!(err.to_string().contains(&server.endpoint()), "{err}");
     server.restart();
     backend

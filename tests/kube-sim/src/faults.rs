@@ -1,6 +1,7 @@
 //! Faults that tests switch on and off at runtime: denied resources, unavailable groups,
-//! expiring continue tokens, throttling, latency, dropped connections and lists that cannot
-//! be rendered as metadata only.
+//! expiring continue tokens, throttling, latency, dropped connections, lists that cannot
+//! be rendered as metadata only, and lists that carry an object no real API server would
+//! accept (as a broken aggregated API may serve).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -16,6 +17,8 @@ struct State {
     latency: Duration,
     drop_after: Option<usize>,
     full_lists_only: bool,
+    /// Plural → a raw item appended to the last page of its lists.
+    extra_items: std::collections::HashMap<String, serde_json::Value>,
 }
 
 /// Switchable faults of a [`crate::SimServer`]; every method takes `&self` and applies to
@@ -98,6 +101,25 @@ impl Faults {
     /// server that cannot render metadata only does.
     pub fn full_lists_only(&self, on: bool) {
         self.with(|s| s.full_lists_only = on);
+    }
+
+    /// With `Some(item)`, every list of resources with this plural ends with `item` as it is,
+    /// unvalidated: an object a real API server would refuse to create (a namespace of `..`,
+    /// a name with a slash), as a misbehaving aggregated API can still serve one. Both full
+    /// and metadata-only lists carry it. `None` switches it off.
+    pub fn extra_list_item(&self, resource: &str, item: Option<serde_json::Value>) {
+        self.with(|s| match item {
+            Some(item) => {
+                s.extra_items.insert(resource.to_string(), item);
+            }
+            None => {
+                s.extra_items.remove(resource);
+            }
+        });
+    }
+
+    pub(crate) fn extra_item(&self, resource: &str) -> Option<serde_json::Value> {
+        self.with(|s| s.extra_items.get(resource).cloned())
     }
 
     /// Switches every fault off.

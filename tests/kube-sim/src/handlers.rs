@@ -225,6 +225,11 @@ fn list(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
         .encode()
     });
     let alt = t.served.view == View::EventsV1;
+    // The fault's object, once, at the end of the list.
+    let extra = next
+        .is_none()
+        .then(|| shared.faults.extra_item(&t.served.def.plural))
+        .flatten();
     let mut meta = format!("{{\"resourceVersion\":\"{at}\"");
     if let Some(c) = &next {
         meta.push_str(",\"continue\":");
@@ -258,6 +263,12 @@ fn list(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
                 }
                 out.extend_from_slice(o.item_bytes(alt));
             }
+            if let Some(item) = &extra {
+                if !page.items.is_empty() {
+                    out.push(b',');
+                }
+                out.extend_from_slice(item.to_string().as_bytes());
+            }
             out.extend_from_slice(b"]}");
             Reply::json(200, out)
         }
@@ -275,6 +286,17 @@ fn list(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
                     out.push(b',');
                 }
                 partial_metadata(&mut out, o, alt);
+            }
+            if let Some(item) = &extra {
+                if !page.items.is_empty() {
+                    out.push(b',');
+                }
+                let partial = serde_json::json!({
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": item["metadata"],
+                });
+                out.extend_from_slice(partial.to_string().as_bytes());
             }
             out.extend_from_slice(b"]}");
             Reply::json(200, out)
