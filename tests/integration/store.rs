@@ -632,3 +632,45 @@ async fn an_s3_outage_fails_writes_with_a_transient_error_and_they_work_again_af
     assert_eq!(&backend.get("before").await.unwrap()[..], b"1");
     assert_eq!(backend.head("during").await.unwrap(), None);
 }
+
+/// Names chosen by writers (manifests, export records, the folder's cluster identity) are
+/// created once, also on an S3-compatible store that takes `If-None-Match: *` and overwrites
+/// anyway: the backend finds that out with a probe and reserves the name with a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_created_once_also_on_a_store_that_ignores_conditional_writes() {
+    let s3 = S3Server::start();
+    for ignores in [false, true] {
+        s3.ignore_conditional_writes(ignores);
+        let prefix = format!("ignores-{ignores}");
+        // Two machines, each with its own client, race for one name with different bytes.
+        let one = crate::support::s3_backend(&s3, &prefix).await;
+        let two = crate::support::s3_backend(&s3, &prefix).await;
+        let key = "store/snapshots/26-12-02_10-00-00";
+        let (a, b) = tokio::join!(
+            one.create(key, Bytes::from_static(b"one")),
+            two.create(key, Bytes::from_static(b"two"))
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let winner: &[u8] = match (a, b) {
+            (PutOutcome::Created, PutOutcome::AlreadyExists) => b"one",
+            (PutOutcome::AlreadyExists, PutOutcome::Created) => b"two",
+            other => panic!("ignores {ignores}: {other:?}"),
+        };
+        assert_eq!(&one.get(key).await.unwrap()[..], winner);
+        // Later creates find it; content-addressed writes still work.
+        assert_eq!(
+            two.create(key, Bytes::from_static(b"late")).await.unwrap(),
+            PutOutcome::AlreadyExists
+        );
+        assert_eq!(&one.get(key).await.unwrap()[..], winner);
+        // Nothing but the name is left: no probe, no lease.
+        let keys: Vec<String> = one
+            .list_all("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(keys, vec![key.to_string()], "ignores {ignores}");
+    }
+}

@@ -6,6 +6,9 @@
 //! whole bucket for each page, which makes a LIST of a few keys cost as much as the bucket
 //! holds; S3 costs per key returned, and the benchmark must not charge a later snapshot for
 //! the files of the earlier ones.
+//!
+//! It can play a store that ignores conditional writes (`If-None-Match: *`), as some
+//! S3-compatible stores do.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,6 +35,8 @@ pub struct S3Server {
     addr: SocketAddr,
     /// Added to every request, in milliseconds: a slow S3, to catch a push under way.
     latency_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Accept `If-None-Match: *` and overwrite anyway, as some S3-compatible stores do.
+    ignores_conditions: std::sync::Arc<std::sync::atomic::AtomicBool>,
     root: PathBuf,
     _dir: Option<tempfile::TempDir>,
     running: Mutex<Option<Running>>,
@@ -55,6 +60,7 @@ impl S3Server {
         let server = S3Server {
             addr,
             latency_ms: Default::default(),
+            ignores_conditions: Default::default(),
             root: root.to_path_buf(),
             _dir: None,
             running: Mutex::new(None),
@@ -69,6 +75,7 @@ impl S3Server {
             .expect("non-blocking listener");
         let root = self.root.clone();
         let latency = self.latency_ms.clone();
+        let ignores_conditions = self.ignores_conditions.clone();
         let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -78,7 +85,11 @@ impl S3Server {
                 .expect("S3 server runtime");
             runtime.block_on(async move {
                 let fs = s3s_fs::FileSystem::new(&root).expect("s3s-fs root");
-                let mut builder = S3ServiceBuilder::new(PrefixListing { fs, root });
+                let mut builder = S3ServiceBuilder::new(PrefixListing {
+                    fs,
+                    root,
+                    ignores_conditions,
+                });
                 builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
                 let service = builder.build();
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
@@ -120,6 +131,13 @@ impl S3Server {
             latency.as_millis() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+    }
+
+    /// From now on, accepts `If-None-Match: *` on PUT and overwrites anyway (as older Ceph
+    /// RGW and some appliances do), or honours it again.
+    pub fn ignore_conditional_writes(&self, on: bool) {
+        self.ignores_conditions
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn endpoint(&self) -> String {
@@ -224,6 +242,7 @@ pub async fn read_all(
 struct PrefixListing {
     fs: s3s_fs::FileSystem,
     root: PathBuf,
+    ignores_conditions: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One key found by [`PrefixListing::keys_under`].
@@ -287,6 +306,16 @@ macro_rules! passed_on {
                 }
             )*
 
+            async fn put_object(
+                &self,
+                mut req: S3Request<PutObjectInput>,
+            ) -> S3Result<S3Response<PutObjectOutput>> {
+                if self.ignores_conditions.load(std::sync::atomic::Ordering::Relaxed) {
+                    req.input.if_none_match = None;
+                }
+                self.fs.put_object(req).await
+            }
+
             async fn list_objects_v2(
                 &self,
                 req: S3Request<ListObjectsV2Input>,
@@ -312,7 +341,6 @@ passed_on! {
     head_object(HeadObjectInput) -> HeadObjectOutput;
     list_buckets(ListBucketsInput) -> ListBucketsOutput;
     list_objects(ListObjectsInput) -> ListObjectsOutput;
-    put_object(PutObjectInput) -> PutObjectOutput;
     create_multipart_upload(CreateMultipartUploadInput) -> CreateMultipartUploadOutput;
     upload_part(UploadPartInput) -> UploadPartOutput;
     upload_part_copy(UploadPartCopyInput) -> UploadPartCopyOutput;
