@@ -321,24 +321,19 @@ mod tests {
         let key = RemoteFile::Snapshot(&time).key();
 
         // The other writer's manifest at the destination.
-        let theirs = Store::open(
-            remote.clone(),
-            &dir.path().join("a"),
-            StoreConfig::default(),
-        )
-        .await
-        .unwrap();
+        let open = |backend: &DynBackend, cache: &str| {
+            Store::open(
+                backend.clone(),
+                &dir.path().join(cache),
+                StoreConfig::default(),
+            )
+        };
+        let theirs = open(&remote, "a").await.unwrap();
         manifest(time, "theirs").save(&theirs).await.unwrap();
         let stored_theirs = remote.get(&key).await.unwrap();
 
         // Ours, staged under the same name (written elsewhere, then moved into staging).
-        let ours = Store::open(
-            elsewhere.clone(),
-            &dir.path().join("b"),
-            StoreConfig::default(),
-        )
-        .await
-        .unwrap();
+        let ours = open(&elsewhere, "b").await.unwrap();
         manifest(time, "ours").save(&ours).await.unwrap();
         let staging = StagingBackend::new(
             LocalBackend::new(dir.path().join("staging")).unwrap(),

@@ -95,20 +95,28 @@ pub async fn claim(store: &Store, uid: &str, cluster_name: &str) -> StoreResult<
         cluster_name: cluster_name.to_string(),
         claimed_at: Utc::now(),
     };
-    let bytes = serde_json::to_vec_pretty(&ours).map_err(|e| malformed(&key, e))?;
     let backend = store.backend();
-    if backend.create(&key, bytes.into()).await? == PutOutcome::Created {
-        tracing::info!(
-            kube_system_uid = uid,
-            "the destination folder is now this cluster's"
-        );
-        return Ok(Claim::Ours);
-    }
-    let recorded: ClusterIdentity = match backend.get_opt(&key).await? {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| malformed(&key, e))?,
-        // Deleted between the two requests: whoever deleted it may claim it again.
-        None => return Ok(Claim::Ours),
+    // Read first: once the folder is claimed, that is the one request a snapshot spends.
+    let recorded = match backend.get_opt(&key).await? {
+        Some(bytes) => bytes,
+        None => {
+            let bytes = serde_json::to_vec_pretty(&ours).map_err(|e| malformed(&key, e))?;
+            if backend.create(&key, bytes.into()).await? == PutOutcome::Created {
+                tracing::info!(
+                    kube_system_uid = uid,
+                    "the destination folder is now this cluster's"
+                );
+                return Ok(Claim::Ours);
+            }
+            // Another writer claimed it a moment ago.
+            match backend.get_opt(&key).await? {
+                Some(bytes) => bytes,
+                None => return Ok(Claim::Ours),
+            }
+        }
     };
+    let recorded: ClusterIdentity =
+        serde_json::from_slice(&recorded).map_err(|e| malformed(&key, e))?;
     if recorded.kube_system_uid == uid {
         Ok(Claim::Ours)
     } else {

@@ -78,6 +78,16 @@ pub trait BackendExt: Backend {
         Ok(all)
     }
 
+    /// The keys under `prefix`, sorted.
+    async fn list_keys(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        Ok(self
+            .list_all(prefix)
+            .await?
+            .into_iter()
+            .map(|m| m.key)
+            .collect())
+    }
+
     async fn exists(&self, key: &str) -> StoreResult<bool> {
         Ok(self.head(key).await?.is_some())
     }

@@ -214,13 +214,9 @@ mod tests {
             Bytes::from(vec![created[0]])
         );
         // No lease is left behind.
-        let keys: Vec<String> = store
-            .list_all("")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.key)
-            .collect();
-        assert_eq!(keys, vec!["snap/1".to_string()]);
+        assert_eq!(
+            store.list_keys("").await.unwrap(),
+            vec!["snap/1".to_string()]
+        );
     }
 }

@@ -89,6 +89,7 @@ impl S3Server {
                     fs,
                     root,
                     ignores_conditions,
+                    conditional: Default::default(),
                 });
                 builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
                 let service = builder.build();
@@ -243,6 +244,9 @@ struct PrefixListing {
     fs: s3s_fs::FileSystem,
     root: PathBuf,
     ignores_conditions: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// `s3s-fs` checks `If-None-Match` and then writes; S3 does both at once. Conditional
+    /// PUTs take this lock so that of two racing writers exactly one succeeds here too.
+    conditional: tokio::sync::Mutex<()>,
 }
 
 /// One key found by [`PrefixListing::keys_under`].
@@ -312,6 +316,10 @@ macro_rules! passed_on {
             ) -> S3Result<S3Response<PutObjectOutput>> {
                 if self.ignores_conditions.load(std::sync::atomic::Ordering::Relaxed) {
                     req.input.if_none_match = None;
+                }
+                if req.input.if_none_match.is_some() {
+                    let _one_at_a_time = self.conditional.lock().await;
+                    return self.fs.put_object(req).await;
                 }
                 self.fs.put_object(req).await
             }
