@@ -322,11 +322,8 @@ mod tests {
 
         // The other writer's manifest at the destination.
         let open = |backend: &DynBackend, cache: &str| {
-            Store::open(
-                backend.clone(),
-                &dir.path().join(cache),
-                StoreConfig::default(),
-            )
+            let (backend, cache) = (backend.clone(), dir.path().join(cache));
+            async move { Store::open(backend, &cache, StoreConfig::default()).await }
         };
         let theirs = open(&remote, "a").await.unwrap();
         manifest(time, "theirs").save(&theirs).await.unwrap();
