@@ -781,3 +781,33 @@ async fn a_full_staging_pauses_snapshots_and_deletes_nothing() {
     let all = assert_complete(&s3).await;
     assert!(all.len() >= 2, "{:?}", all.keys());
 }
+
+/// A folder that belongs to another cluster is a configuration to fix, not an outage: the
+/// daemon exits with code 2 and says what to change, and writes nothing there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_of_another_cluster_stops_the_daemon_with_exit_code_two() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start(200, 47).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &s3, "  interval: 24h\n  pushInterval: 1s\n");
+    let identity = s3.bucket_dir().join(format!("{BASE}store/cluster.json"));
+    std::fs::create_dir_all(identity.parent().unwrap()).unwrap();
+    std::fs::write(
+        &identity,
+        r#"{"kubeSystemUid": "0a0a0a0a-other-cluster", "clusterName": "prod", "claimedAt": "2026-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(dir.path(), &config, &cluster, &[]);
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(30)),
+        Some(2),
+        "{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("0a0a0a0a-other-cluster") && log.contains("clusterName"),
+        "{log}"
+    );
+    assert!(manifests(&s3).await.is_empty());
+}
