@@ -18,6 +18,7 @@ pub enum Step {
     Namespaces,
     StorageClasses,
     PriorityClasses,
+    RuntimeClasses,
     PersistentVolumes,
     PersistentVolumeClaims,
     ServiceAccounts,
@@ -35,11 +36,12 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 18] = [
+    pub const ALL: [Step; 19] = [
         Step::CustomResourceDefinitions,
         Step::Namespaces,
         Step::StorageClasses,
         Step::PriorityClasses,
+        Step::RuntimeClasses,
         Step::PersistentVolumes,
         Step::PersistentVolumeClaims,
         Step::ServiceAccounts,
@@ -67,6 +69,7 @@ impl Step {
             Step::Namespaces => "namespaces",
             Step::StorageClasses => "storage classes",
             Step::PriorityClasses => "priority classes",
+            Step::RuntimeClasses => "runtime classes",
             Step::PersistentVolumes => "persistent volumes",
             Step::PersistentVolumeClaims => "persistent volume claims",
             Step::ServiceAccounts => "service accounts",
@@ -107,6 +110,9 @@ pub fn step_of(group: &str, kind: &str, custom: bool) -> Step {
         ("", "Namespace") => Step::Namespaces,
         ("storage.k8s.io", "StorageClass") => Step::StorageClasses,
         ("scheduling.k8s.io", "PriorityClass") => Step::PriorityClasses,
+        // A pod that names a RuntimeClass the cluster lacks is refused by its admission
+        // plugin, as one whose PriorityClass is missing is.
+        ("node.k8s.io", "RuntimeClass") => Step::RuntimeClasses,
         ("", "PersistentVolume") => Step::PersistentVolumes,
         ("", "PersistentVolumeClaim") => Step::PersistentVolumeClaims,
         ("", "ServiceAccount") => Step::ServiceAccounts,

@@ -101,8 +101,9 @@ fn create_all(kubectl: &str, kubeconfig: &Path, home: &Path, files: &[PathBuf]) 
     rejected
 }
 
-/// The plain-layout files of a snapshot, in the order a person would create them: namespaces
-/// and definitions first.
+/// The plain-layout files of a snapshot, in the order the README gives: namespaces and
+/// definitions first, then the other cluster-scoped files at the top of the folder (the
+/// classes pods name), then the namespaces' folders.
 fn layout_files(folder: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(folder).unwrap() {
@@ -119,8 +120,9 @@ fn layout_files(folder: &Path) -> Vec<PathBuf> {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
         match name.as_str() {
             "namespaces.json" => 0,
-            "customresourcedefinitions.json" => 1,
-            _ => 2,
+            "customresourcedefinitions.apiextensions.k8s.io.json" => 1,
+            _ if p.parent() == Some(folder) => 2,
+            _ => 3,
         }
     };
     files.sort_by_key(|p| (first(p), p.clone()));

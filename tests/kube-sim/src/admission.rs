@@ -232,25 +232,34 @@ fn pod_priority(state: &State, obj: &mut Map<String, Value>) -> Result<(), Strin
     Ok(())
 }
 
-/// The RuntimeClass admission plugin's overhead rule (`plugin/pkg/admission/runtimeclass`):
-/// a pod's `overhead` is the one of its RuntimeClass; a pod that carries another one, or one
-/// without a RuntimeClass that defines it, is refused. (A RuntimeClass that does not exist is
-/// not checked here.)
+/// The RuntimeClass admission plugin (`plugin/pkg/admission/runtimeclass`, `prepareObjects`
+/// and `validateOverhead`): a pod that names a RuntimeClass that does not exist is refused;
+/// a pod's `overhead` is the one of its RuntimeClass, and a pod that carries another one, or
+/// one without a RuntimeClass that defines it, is refused.
 fn pod_overhead(state: &State, obj: &mut Map<String, Value>) -> Result<(), String> {
     let spec = child(obj, "spec");
     let class_name = str_of(spec, "runtimeClassName").to_string();
-    let defined = (!class_name.is_empty())
-        .then(|| {
-            state
-                .store
-                .get(
-                    "node.k8s.io",
-                    "runtimeclasses",
-                    &crate::store::object_key(None, &class_name),
-                )
-                .and_then(|o| o.full_value("node.k8s.io/v1", "RuntimeClass"))
-        })
-        .flatten()
+    let class = if class_name.is_empty() {
+        None
+    } else {
+        let found = state
+            .store
+            .get(
+                "node.k8s.io",
+                "runtimeclasses",
+                &crate::store::object_key(None, &class_name),
+            )
+            .and_then(|o| o.full_value("node.k8s.io/v1", "RuntimeClass"));
+        match found {
+            Some(class) => Some(class),
+            None => {
+                return Err(format!(
+                    "pod rejected: RuntimeClass {class_name:?} not found"
+                ));
+            }
+        }
+    };
+    let defined = class
         .and_then(|rc| rc.pointer("/overhead/podFixed").cloned())
         .filter(|fixed| !fixed.is_null());
     let given = spec

@@ -286,8 +286,10 @@ impl Generator<'_> {
         self.emit(d);
     }
 
-    /// A pod started with `kubectl run` and then debugged with `kubectl debug`, which adds
-    /// an ephemeral container through the `ephemeralcontainers` subresource.
+    /// A pod started with `kubectl run` in the gVisor sandbox (its RuntimeClass's overhead
+    /// and scheduling merged in by the admission plugin) and then debugged with `kubectl
+    /// debug`, which adds an ephemeral container through the `ephemeralcontainers`
+    /// subresource.
     fn debugged_pod(&mut self, ns: &str) {
         let name = "toolbox";
         let at = BASE_TIME - self.rng.range(3600, 3 * 86_400) as i64;
@@ -302,6 +304,13 @@ impl Generator<'_> {
         });
         let node = self.pick_node();
         let mut pod = self.pod_value(&node, vec![container], json!([]), None, true, at);
+        pod["spec"]["runtimeClassName"] = json!(platform::SANDBOX_CLASS);
+        pod["spec"]["overhead"] = json!({"cpu": "250m", "memory": "120Mi"});
+        pod["spec"]["nodeSelector"] =
+            json!({format!("runtime.example.com/{}", platform::SANDBOX_CLASS): "enabled"});
+        if let Some(tolerations) = pod["spec"]["tolerations"].as_array_mut() {
+            tolerations.push(json!({"effect": "NoSchedule", "key": "runtime.example.com/sandboxed", "operator": "Exists"}));
+        }
         let debugger = format!("debugger-{}", self.rng.suffix(5));
         pod["spec"]["ephemeralContainers"] = json!([{
             "image": "busybox:1.36",

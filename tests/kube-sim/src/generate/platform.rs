@@ -44,6 +44,8 @@ pub(super) const EBS_DRIVER: &str = "ebs.csi.aws.com";
 pub(super) const GPU_DRIVER: &str = "gpu.resource.example.com";
 /// The resource class of [`GPU_DRIVER`].
 pub(super) const GPU_CLASS: &str = "gpu.example.com";
+/// The RuntimeClass of sandboxed pods (present in every generated cluster).
+pub(super) const SANDBOX_CLASS: &str = "gvisor";
 
 impl Generator<'_> {
     /// Cluster-scoped objects of the control plane and the node agents. Stops early when
@@ -312,10 +314,10 @@ impl Generator<'_> {
 
     fn runtime_classes(&mut self, small: bool, created: i64) {
         let classes: &[(&str, &str, &str, &str)] = if small {
-            &[("gvisor", "runsc", "250m", "120Mi")]
+            &[(SANDBOX_CLASS, "runsc", "250m", "120Mi")]
         } else {
             &[
-                ("gvisor", "runsc", "250m", "120Mi"),
+                (SANDBOX_CLASS, "runsc", "250m", "120Mi"),
                 ("kata", "kata-qemu", "500m", "160Mi"),
             ]
         };
