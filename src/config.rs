@@ -52,7 +52,29 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub page_size: Option<u32>,
     pub concurrency: Option<usize>,
+    /// The cap of the local pack copies: a byte count or a size such as `512Mi`, `1Gi`.
+    #[serde(default, deserialize_with = "number_or_string")]
+    pub pack_cache_size: Option<String>,
     pub rules: Option<Rules>,
+}
+
+/// A setting written either as a number or as a string (`1073741824` or `1Gi`), kept as
+/// text so that its parser can name it in an error.
+fn number_or_string<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Number(u64),
+        Text(String),
+    }
+    Ok(
+        Option::<Written>::deserialize(deserializer)?.map(|w| match w {
+            Written::Number(n) => n.to_string(),
+            Written::Text(t) => t,
+        }),
+    )
 }
 
 #[derive(Deserialize)]
@@ -139,6 +161,47 @@ pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
     Ok(duration)
 }
 
+/// Parses a size in bytes: a plain count (`1073741824`), or a count with a binary suffix
+/// (`Ki`, `Mi`, `Gi`, `Ti`, as Kubernetes writes them, `KiB`... also accepted) or a decimal
+/// one (`k`/`K`, `M`, `G`, `T`). `key` names the setting in the error.
+pub fn parse_size(key: &str, value: &str) -> Result<u64, ConfigError> {
+    let problem = |problem: &str| ConfigError::Value {
+        key: key.to_string(),
+        value: value.to_string(),
+        problem: problem.to_string(),
+    };
+    let text = value.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, suffix) = text.split_at(digits);
+    if number.is_empty() {
+        return Err(problem(
+            "is not a size; write a byte count or e.g. 512Mi, 1Gi, 500M",
+        ));
+    }
+    let unit: u64 = match suffix.trim_start() {
+        "" | "B" => 1,
+        "Ki" | "KiB" => 1 << 10,
+        "Mi" | "MiB" => 1 << 20,
+        "Gi" | "GiB" => 1 << 30,
+        "Ti" | "TiB" => 1 << 40,
+        "k" | "K" | "kB" | "KB" => 1_000,
+        "M" | "MB" => 1_000_000,
+        "G" | "GB" => 1_000_000_000,
+        "T" | "TB" => 1_000_000_000_000,
+        _ => {
+            return Err(problem(
+                "has an unknown unit; write a byte count or a whole number with Ki, Mi, Gi, \
+                 Ti (or k, M, G, T), e.g. 512Mi or 1Gi",
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| problem("is too large"))
+}
+
 pub fn parse_destination(key: &str, value: &str) -> Result<Destination, ConfigError> {
     value
         .parse()
@@ -209,6 +272,50 @@ kubeResourcesAutosave:
         assert!(parse_duration("i", "0s").is_err());
         let err = parse_destination("s3URI", "s3://").unwrap_err().to_string();
         assert!(err.contains("s3URI") && err.contains("no bucket"), "{err}");
+    }
+
+    #[test]
+    fn sizes_are_byte_counts_or_kubernetes_quantities() {
+        for (text, bytes) in [
+            ("0", 0),
+            ("1073741824", 1 << 30),
+            ("512Mi", 512 << 20),
+            ("1Gi", 1 << 30),
+            ("1GiB", 1 << 30),
+            (" 64 Ki ", 64 << 10),
+            ("2Ti", 2 << 40),
+            ("500M", 500_000_000),
+            ("3k", 3_000),
+            ("10B", 10),
+        ] {
+            assert_eq!(parse_size("s", text).unwrap(), bytes, "{text}");
+        }
+        for bad in [
+            "",
+            "Gi",
+            "1.5Gi",
+            "-1",
+            "1Gb",
+            "1 Gigabyte",
+            "99999999999Ti",
+        ] {
+            let err = parse_size("kubeResourcesAutosave.packCacheSize", bad).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.starts_with("kubeResourcesAutosave.packCacheSize: "),
+                "{text}"
+            );
+            assert!(text.contains(&format!("{bad:?}")), "{text}");
+        }
+        // In the file, as a number or as a quantity.
+        for (yaml, expected) in [("1048576", "1048576"), ("512Mi", "512Mi")] {
+            let config = FileConfig::parse(
+                Path::new("c.yaml"),
+                &format!("kubeResourcesAutosave:\n  packCacheSize: {yaml}\n"),
+            )
+            .unwrap();
+            assert_eq!(config.pack_cache_size.as_deref(), Some(expected));
+        }
     }
 
     #[test]
