@@ -44,7 +44,8 @@ pub struct FileConfig {
     pub interval: Option<String>,
     pub push_interval: Option<String>,
     /// The daemon's staging cap: a byte count or a size such as `4Gi`.
-    pub staging_limit: Option<Size>,
+    #[serde(default, deserialize_with = "number_or_string")]
+    pub staging_limit: Option<String>,
     pub s3_endpoint: Option<String>,
     pub path_style: Option<bool>,
     pub region: Option<String>,
@@ -54,7 +55,29 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub page_size: Option<u32>,
     pub concurrency: Option<usize>,
+    /// The cap of the local pack copies: a byte count or a size such as `512Mi`, `1Gi`.
+    #[serde(default, deserialize_with = "number_or_string")]
+    pub pack_cache_size: Option<String>,
     pub rules: Option<Rules>,
+}
+
+/// A setting written either as a number or as a string (`1073741824` or `1Gi`), kept as
+/// text so that its parser can name it in an error.
+fn number_or_string<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Number(u64),
+        Text(String),
+    }
+    Ok(
+        Option::<Written>::deserialize(deserializer)?.map(|w| match w {
+            Written::Number(n) => n.to_string(),
+            Written::Text(t) => t,
+        }),
+    )
 }
 
 #[derive(Deserialize)]
@@ -125,56 +148,6 @@ fn check_rules(rules: &Rules) -> Result<(), ConfigError> {
 
 /// Parses a duration such as `24h`, `90m`, `30s` or `1h30m`; `key` names the setting in the
 /// error.
-/// A size as written in `cluster.yaml`: a byte count, or text such as `512Mi` or `4Gi`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum Size {
-    Bytes(u64),
-    Text(String),
-}
-
-impl Size {
-    pub fn bytes(&self, key: &str) -> Result<u64, ConfigError> {
-        match self {
-            Size::Bytes(n) => Ok(*n),
-            Size::Text(text) => parse_size(key, text),
-        }
-    }
-}
-
-/// A byte count with an optional unit, as Kubernetes writes quantities: `4Gi`, `512Mi`,
-/// `100M`, `1048576`.
-pub fn parse_size(key: &str, value: &str) -> Result<u64, ConfigError> {
-    let text = value.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let multiplier: u64 = match unit.trim() {
-        "" => 1,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        "k" | "K" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        _ => u64::MAX,
-    };
-    number
-        .parse::<u64>()
-        .ok()
-        .filter(|_| multiplier != u64::MAX)
-        .and_then(|n| n.checked_mul(multiplier))
-        .filter(|n| *n > 0)
-        .ok_or_else(|| ConfigError::Value {
-            key: key.to_string(),
-            value: value.to_string(),
-            problem: "is not a size; write a byte count or e.g. 512Mi, 4Gi".to_string(),
-        })
-}
-
 pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
     let duration = humantime::parse_duration(value.trim()).map_err(|e| ConfigError::Value {
         key: key.to_string(),
@@ -189,6 +162,47 @@ pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
         });
     }
     Ok(duration)
+}
+
+/// Parses a size in bytes: a plain count (`1073741824`), or a count with a binary suffix
+/// (`Ki`, `Mi`, `Gi`, `Ti`, as Kubernetes writes them, `KiB`... also accepted) or a decimal
+/// one (`k`/`K`, `M`, `G`, `T`). `key` names the setting in the error.
+pub fn parse_size(key: &str, value: &str) -> Result<u64, ConfigError> {
+    let problem = |problem: &str| ConfigError::Value {
+        key: key.to_string(),
+        value: value.to_string(),
+        problem: problem.to_string(),
+    };
+    let text = value.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, suffix) = text.split_at(digits);
+    if number.is_empty() {
+        return Err(problem(
+            "is not a size; write a byte count or e.g. 512Mi, 1Gi, 500M",
+        ));
+    }
+    let unit: u64 = match suffix.trim_start() {
+        "" | "B" => 1,
+        "Ki" | "KiB" => 1 << 10,
+        "Mi" | "MiB" => 1 << 20,
+        "Gi" | "GiB" => 1 << 30,
+        "Ti" | "TiB" => 1 << 40,
+        "k" | "K" | "kB" | "KB" => 1_000,
+        "M" | "MB" => 1_000_000,
+        "G" | "GB" => 1_000_000_000,
+        "T" | "TB" => 1_000_000_000_000,
+        _ => {
+            return Err(problem(
+                "has an unknown unit; write a byte count or a whole number with Ki, Mi, Gi, \
+                 Ti (or k, M, G, T), e.g. 512Mi or 1Gi",
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| problem("is too large"))
 }
 
 pub fn parse_destination(key: &str, value: &str) -> Result<Destination, ConfigError> {
@@ -218,25 +232,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_are_byte_counts_or_quantities() {
-        let size = |v: &str| parse_size("stagingLimit", v);
-        assert_eq!(size("1048576").unwrap(), 1 << 20);
-        assert_eq!(size("512Mi").unwrap(), 512 << 20);
-        assert_eq!(size(" 4Gi ").unwrap(), 4 << 30);
-        assert_eq!(size("100M").unwrap(), 100_000_000);
-        for bad in ["", "0", "4GB", "Gi", "-1", "1.5Gi", "99999999999999Ti"] {
-            let e = size(bad).unwrap_err().to_string();
-            assert!(
-                e.contains("stagingLimit") && e.contains("4Gi"),
-                "{bad}: {e}"
-            );
+    fn the_staging_limit_is_a_number_or_a_size() {
+        for (text, bytes) in [
+            ("stagingLimit: 2Gi", 2u64 << 30),
+            ("stagingLimit: 1000", 1000),
+        ] {
+            let yaml = format!("kubeResourcesAutosave:\n  {text}\n");
+            let config = FileConfig::parse(Path::new("c.yaml"), &yaml).unwrap();
+            let written = config.staging_limit.unwrap();
+            assert_eq!(parse_size("stagingLimit", &written).unwrap(), bytes);
         }
-        let text = "kubeResourcesAutosave:\n  stagingLimit: 2Gi\n";
-        let config = FileConfig::parse(Path::new("c.yaml"), text).unwrap();
-        assert_eq!(config.staging_limit.unwrap().bytes("k").unwrap(), 2 << 30);
-        let text = "kubeResourcesAutosave:\n  stagingLimit: 1000\n";
-        let config = FileConfig::parse(Path::new("c.yaml"), text).unwrap();
-        assert_eq!(config.staging_limit.unwrap().bytes("k").unwrap(), 1000);
     }
 
     #[test]
@@ -283,6 +288,50 @@ kubeResourcesAutosave:
         assert!(parse_duration("i", "0s").is_err());
         let err = parse_destination("s3URI", "s3://").unwrap_err().to_string();
         assert!(err.contains("s3URI") && err.contains("no bucket"), "{err}");
+    }
+
+    #[test]
+    fn sizes_are_byte_counts_or_kubernetes_quantities() {
+        for (text, bytes) in [
+            ("0", 0),
+            ("1073741824", 1 << 30),
+            ("512Mi", 512 << 20),
+            ("1Gi", 1 << 30),
+            ("1GiB", 1 << 30),
+            (" 64 Ki ", 64 << 10),
+            ("2Ti", 2 << 40),
+            ("500M", 500_000_000),
+            ("3k", 3_000),
+            ("10B", 10),
+        ] {
+            assert_eq!(parse_size("s", text).unwrap(), bytes, "{text}");
+        }
+        for bad in [
+            "",
+            "Gi",
+            "1.5Gi",
+            "-1",
+            "1Gb",
+            "1 Gigabyte",
+            "99999999999Ti",
+        ] {
+            let err = parse_size("kubeResourcesAutosave.packCacheSize", bad).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.starts_with("kubeResourcesAutosave.packCacheSize: "),
+                "{text}"
+            );
+            assert!(text.contains(&format!("{bad:?}")), "{text}");
+        }
+        // In the file, as a number or as a quantity.
+        for (yaml, expected) in [("1048576", "1048576"), ("512Mi", "512Mi")] {
+            let config = FileConfig::parse(
+                Path::new("c.yaml"),
+                &format!("kubeResourcesAutosave:\n  packCacheSize: {yaml}\n"),
+            )
+            .unwrap();
+            assert_eq!(config.pack_cache_size.as_deref(), Some(expected));
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::inspect::show::{ObjectFilter, objects, overview};
 use crate::inspect::{self, InspectError, SnapshotRef};
 use crate::job::open_backend;
 use crate::snapshot::Manifest;
-use crate::store::{Store, StoreConfig};
+use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
@@ -83,7 +83,7 @@ pub(crate) async fn open_store(global: &GlobalArgs) -> Result<Store, ExitCode> {
     let backend = open_backend(&common.destination, &common.cluster_name, &common.s3)
         .await
         .map_err(|e| fail(e, ExitCode::Failed))?;
-    Store::open(backend, &common.cache_dir, StoreConfig::default())
+    Store::open(backend, &common.cache_dir, common.store.clone())
         .await
         .map_err(|e| fail(e, ExitCode::Failed))
 }

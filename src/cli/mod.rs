@@ -75,6 +75,9 @@ pub struct GlobalArgs {
     /// Where the local index (a cache) and packs live [default: ./kube-autosave-data].
     #[arg(long, global = true, env = "KUBE_AUTOSAVE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// The most disk the local pack copies take, e.g. 512Mi, 2Gi or a byte count [default: 1Gi].
+    #[arg(long, global = true, env = "KUBE_AUTOSAVE_PACK_CACHE_SIZE")]
+    pub pack_cache_size: Option<String>,
     /// More log output (-v: debug, -vv: trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -125,6 +128,8 @@ pub struct Common {
     pub cluster_name: String,
     pub s3: S3Options,
     pub cache_dir: PathBuf,
+    /// The store's tunables that the configuration sets.
+    pub store: StoreConfig,
 }
 
 impl GlobalArgs {
@@ -176,12 +181,22 @@ impl GlobalArgs {
             .clone()
             .or_else(|| file.cache_dir.clone())
             .unwrap_or_else(|| PathBuf::from("kube-autosave-data"));
+        let mut store = StoreConfig::default();
+        let pack_cache_size = match (&self.pack_cache_size, &file.pack_cache_size) {
+            (Some(v), _) => Some(("--pack-cache-size", v)),
+            (None, Some(v)) => Some(("kubeResourcesAutosave.packCacheSize", v)),
+            (None, None) => None,
+        };
+        if let Some((key, value)) = pack_cache_size {
+            store.local_pack_cache_bytes = config::parse_size(key, value)?;
+        }
         Ok(Common {
             file,
             destination,
             cluster_name,
             s3,
             cache_dir,
+            store,
         })
     }
 }
@@ -209,7 +224,7 @@ impl Common {
                 context: cluster.context.clone(),
             },
             snapshot,
-            store: StoreConfig::default(),
+            store: self.store.clone(),
             export: ExportOptions::default(),
         }
     }

@@ -76,9 +76,23 @@ fn settings(global: &GlobalArgs, args: &RunArgs) -> Result<Mode, ConfigError> {
     };
     let listen = parse_listen(key, &listen)?;
     let staging_limit = match (&args.staging_limit, &common.file.staging_limit) {
-        (Some(v), _) => config::parse_size("--staging-limit", v)?,
-        (None, Some(v)) => v.bytes("kubeResourcesAutosave.stagingLimit")?,
-        (None, None) => crate::daemon::DEFAULT_STAGING_LIMIT,
+        (Some(v), _) => Some(("--staging-limit", v.clone())),
+        (None, Some(v)) => Some(("kubeResourcesAutosave.stagingLimit", v.clone())),
+        (None, None) => None,
+    };
+    let staging_limit = match staging_limit {
+        Some((key, value)) => match config::parse_size(key, &value)? {
+            // A cap of nothing would never let a snapshot be taken.
+            0 => {
+                return Err(ConfigError::Value {
+                    key: key.to_string(),
+                    value,
+                    problem: "must be more than zero".to_string(),
+                });
+            }
+            bytes => bytes,
+        },
+        None => crate::daemon::DEFAULT_STAGING_LIMIT,
     };
     if let Some(path) = &global.config {
         let key = format!("{}.enabled", config::SECTION);

@@ -184,6 +184,15 @@ impl Daemon {
     async fn take_snapshot(&self) -> Result<bool, DaemonError> {
         let started = std::time::Instant::now();
         let result = async {
+            // Packs removed at the destination since the last snapshot (a lifecycle rule,
+            // someone cleaning up): their objects must be uploaded again, not referred to.
+            match self.store.check_packs().await {
+                Ok(_) => {}
+                Err(e) if e.is_outage() => {
+                    tracing::warn!(error = %e, "cannot check the local index against the destination; checking at the next snapshot");
+                }
+                Err(e) => return Err(e.into()),
+            }
             let client = connect(&self.settings.job.cluster).await?;
             let api = Api::new(client, self.settings.job.snapshot.retry.clone());
             take_snapshot(

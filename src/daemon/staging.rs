@@ -120,11 +120,14 @@ impl Backend for StagingBackend {
     fn list(&self, prefix: &str) -> BoxStream<'_, StoreResult<ObjectMeta>> {
         let prefix = prefix.to_string();
         futures::stream::once(async move {
+            // Staging first: a file pushed meanwhile (put at the destination, then removed
+            // from staging) is then seen in one of the two, never in neither.
+            let staged = self.staging.list_all(&prefix).await?;
             let mut merged: BTreeMap<String, ObjectMeta> = BTreeMap::new();
             for meta in self.remote.list_all(&prefix).await? {
                 merged.insert(meta.key.clone(), meta);
             }
-            for meta in self.staging.list_all(&prefix).await? {
+            for meta in staged {
                 merged.insert(meta.key.clone(), meta);
             }
             Ok::<_, StoreError>(merged.into_values().collect::<Vec<_>>())

@@ -1,7 +1,8 @@
-//! `verify`: every object a manifest references is stored and matches its id (read from the
-//! destination, never from local copies), and every plain-layout file of an exported
-//! snapshot exists with exactly the content its objects render to. Each problem names the
-//! key it concerns.
+//! `verify`: every object a manifest references is stored and matches its id, and every
+//! plain-layout file of an exported snapshot exists with exactly the content its objects
+//! render to. Each problem names the key it concerns. Manifests, their listings and packs
+//! are read from the destination, never from local copies: a copy on this machine proves
+//! nothing about what can be restored elsewhere.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -54,9 +55,23 @@ pub async fn verify(store: &Store, times: &[SnapshotTime]) -> Result<VerifyRepor
     let mut files: Vec<PlannedFile> = Vec::new();
     for time in times {
         let key = RemoteFile::Snapshot(time).key();
-        let manifest = match Manifest::load(store, time).await {
+        let manifest = match Manifest::load_from_destination(store, time).await {
             Ok(manifest) => manifest,
             Err(e) if e.is_outage() => return Err(e.into()),
+            Err(StoreError::Corrupt {
+                object,
+                pack,
+                reason,
+            }) => {
+                report.problems.push(Problem {
+                    key: RemoteFile::Pack(&pack).key(),
+                    message: format!(
+                        "snapshot {time} cannot be read: its listing {object:#} in pack \
+                         {pack:#} is damaged: {reason}"
+                    ),
+                });
+                continue;
+            }
             Err(e) => {
                 report.problems.push(Problem {
                     key,
@@ -89,6 +104,8 @@ async fn check_objects(
         report.objects_checked += 1;
         match store.location(&id).await {
             Ok(location) => by_pack.entry(location.pack).or_default().push(id),
+            // Lost with a pack that is gone: reported with its pack below.
+            Err(StoreError::Corrupt { pack, .. }) => by_pack.entry(pack).or_default().push(id),
             Err(StoreError::MissingObject(_)) => report.problems.push(Problem {
                 key: format!("object {id:#}"),
                 message: format!(

@@ -19,8 +19,8 @@ use super::discovery::ResourceType;
 use futures::TryStreamExt;
 
 use crate::store::{
-    BackendExt, Folder, ObjectId, PutOutcome, PutStats, RemoteFile, SnapshotTime, Store,
-    StoreError, StoreResult,
+    BackendExt, Folder, ObjectId, PackSource, PutOutcome, PutStats, RemoteFile, SnapshotTime,
+    Store, StoreError, StoreResult,
 };
 
 pub const MANIFEST_VERSION: u32 = 2;
@@ -258,12 +258,26 @@ impl Manifest {
     }
 
     /// Reads a manifest, its listings and, when the plain layout is complete, its export
-    /// record.
+    /// record. Listings are read from local pack copies where there are good ones.
     pub async fn load(store: &Store, time: &SnapshotTime) -> StoreResult<Self> {
+        Self::load_from(store, time, PackSource::LocalCopyFirst).await
+    }
+
+    /// Like [`Manifest::load`], but reads the listings from the destination only, never from
+    /// local copies: what `verify` needs, so that a listing whose pack is gone is noticed.
+    pub async fn load_from_destination(store: &Store, time: &SnapshotTime) -> StoreResult<Self> {
+        Self::load_from(store, time, PackSource::Destination).await
+    }
+
+    async fn load_from(
+        store: &Store,
+        time: &SnapshotTime,
+        source: PackSource,
+    ) -> StoreResult<Self> {
         let (key, root) = read_root(store, time).await?;
         let ids: Vec<ObjectId> = root.listings.iter().map(|l| l.id).collect();
         let blobs: std::collections::HashMap<ObjectId, bytes::Bytes> =
-            store.get_many(ids).try_collect().await?;
+            store.read_many(ids, source).try_collect().await?;
         let mut objects = Vec::with_capacity(root.stats.objects as usize);
         for listing in &root.listings {
             let blob = blobs

@@ -534,6 +534,8 @@ impl Lister<'_> {
         match before.outcome {
             Outcome::Excluded => outcome.excluded += 1,
             Outcome::Kept { id, size } => {
+                // An object the store lost (its pack gone from the destination) is read and
+                // stored again; referring to it would make the snapshot unrestorable.
                 if !self.store.contains(&id).unwrap_or(false) {
                     return false;
                 }
@@ -761,9 +763,9 @@ pub async fn take_snapshot(
         stats,
         export: None,
     };
-    // Every object this snapshot saw is stored by now (and the next snapshot checks each id
-    // it takes from the cache against the index anyway), so the cache is written while the
-    // manifest goes up.
+    // Every object this snapshot saw is stored by now (and the next snapshot takes an id
+    // from the cache only while the local index holds it, which the store checks against
+    // the packs at the destination), so the cache is written while the manifest goes up.
     let (saved, ()) = tokio::join!(
         manifest.save(store),
         task::blocking(move || seen_cache.save())

@@ -4,17 +4,23 @@
 //! It is a cache and nothing more. Everything in the `objects` tree can be rebuilt from the
 //! remote index files, so a missing or corrupt directory is rebuilt, never fatal. It must
 //! never hold an object that no remote index file lists: entries are inserted only after the
-//! index file that lists them is stored.
+//! index file that lists them is stored. Nor may it hold an object of a pack that is gone
+//! from the destination (a lifecycle rule, someone cleaning up): every object it holds is
+//! one a snapshot will not upload again, so the store checks the packs it knows against a
+//! listing of the destination and the cache forgets the objects of the missing ones. For
+//! that it keeps, per pack, the ids of its objects.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::collections::{HashMap, HashSet};
+
 use super::error::{StoreError, StoreResult};
-use super::id::{IndexId, ObjectId};
-use super::pack::{IndexFile, Location};
+use super::id::{IndexId, ObjectId, PackId};
+use super::pack::{IndexFile, IndexedPack, Location};
 
 /// Bumped when the layout of the trees changes; an older cache is rebuilt.
-const CACHE_FORMAT: &[u8] = b"2";
+const CACHE_FORMAT: &[u8] = b"3";
 /// Entries per sled batch when an index file is recorded.
 const INSERT_BATCH: usize = 1024;
 /// How long a locked index is waited for before it is reported as in use.
@@ -24,8 +30,25 @@ const LOCK_RETRY: Duration = Duration::from_millis(50);
 pub struct Cache {
     path: PathBuf,
     db: sled::Db,
+    /// object id -> [`Location`]
     objects: sled::Tree,
+    /// index id -> (): the index files recorded
     index_files: sled::Tree,
+    /// pack id -> (): the packs whose objects are recorded, kept apart from `pack_objects`
+    /// so that the pack check reads 32 bytes per pack, not the ids of its objects
+    packs: sled::Tree,
+    /// pack id -> the ids of its objects, 32 bytes each (of recorded and of gone packs)
+    pack_objects: sled::Tree,
+    /// pack id -> (): packs the last check found gone from the destination; an index file
+    /// that lists them does not bring their objects back
+    gone_packs: sled::Tree,
+}
+
+/// What [`Cache::forget_gone_packs`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Forgotten {
+    pub packs: u64,
+    pub objects: u64,
 }
 
 impl std::fmt::Debug for Cache {
@@ -41,6 +64,14 @@ fn sled_error(path: &Path, e: sled::Error) -> StoreError {
         path: path.to_path_buf(),
         message: e.to_string(),
     }
+}
+
+/// The ids of a pack's objects, 32 bytes each.
+fn object_ids(pack: &IndexedPack) -> Vec<u8> {
+    pack.blobs
+        .iter()
+        .flat_map(|blob| *blob.id.as_bytes())
+        .collect()
 }
 
 fn is_lock_error(e: &sled::Error) -> bool {
@@ -105,6 +136,9 @@ impl Cache {
             path: path.to_path_buf(),
             objects: opened.open_tree("objects")?,
             index_files: opened.open_tree("index_files")?,
+            packs: opened.open_tree("packs")?,
+            pack_objects: opened.open_tree("pack_objects")?,
+            gone_packs: opened.open_tree("gone_packs")?,
             db: opened,
         })
     }
@@ -149,11 +183,36 @@ impl Cache {
             .collect()
     }
 
-    /// Records every entry of a stored index file, then the index file itself, so that an
+    /// Records every entry of a stored index file whose packs are all at the destination
+    /// (this machine has just stored them), then the index file itself, so that an
     /// interrupted insert is redone at the next sync.
     pub fn insert_index_file(&self, id: &IndexId, index: &IndexFile) -> StoreResult<()> {
-        let mut entries: Vec<(ObjectId, [u8; Location::ENCODED_LEN])> = index
-            .packs
+        self.record_index_file(id, index, |_| true)
+    }
+
+    /// Like [`Cache::insert_index_file`], for an index file read from the destination while
+    /// `listed` are the packs there: the objects of its other packs are not recorded (their
+    /// packs are recorded as gone). The packs must have been listed after the index file, so
+    /// that every pack it points at was stored before the listing.
+    pub fn insert_listed_index_file(
+        &self,
+        id: &IndexId,
+        index: &IndexFile,
+        listed: &HashSet<PackId>,
+    ) -> StoreResult<()> {
+        self.record_index_file(id, index, |pack| listed.contains(pack))
+    }
+
+    fn record_index_file(
+        &self,
+        id: &IndexId,
+        index: &IndexFile,
+        present: impl Fn(&PackId) -> bool,
+    ) -> StoreResult<()> {
+        let error = |e| sled_error(&self.path, e);
+        let (present, gone): (Vec<&IndexedPack>, Vec<&IndexedPack>) =
+            index.packs.iter().partition(|pack| present(&pack.id));
+        let mut entries: Vec<(ObjectId, [u8; Location::ENCODED_LEN])> = present
             .iter()
             .flat_map(|pack| pack.locations())
             .map(|(object, location)| (object, location.encode()))
@@ -167,24 +226,130 @@ impl Cache {
             for (object, location) in chunk {
                 batch.insert(object.as_bytes(), &location[..]);
             }
-            self.objects
-                .apply_batch(batch)
-                .map_err(|e| sled_error(&self.path, e))?;
+            self.objects.apply_batch(batch).map_err(error)?;
         }
-        self.index_files
-            .insert(id.as_bytes(), &[])
-            .map_err(|e| sled_error(&self.path, e))?;
+        for pack in &present {
+            self.pack_objects
+                .insert(pack.id.as_bytes(), object_ids(pack))
+                .map_err(error)?;
+            self.packs.insert(pack.id.as_bytes(), &[]).map_err(error)?;
+            self.gone_packs.remove(pack.id.as_bytes()).map_err(error)?;
+        }
+        for pack in &gone {
+            // Kept so that a read of one of its objects can say which pack it was lost with.
+            self.pack_objects
+                .insert(pack.id.as_bytes(), object_ids(pack))
+                .map_err(error)?;
+            self.gone_packs
+                .insert(pack.id.as_bytes(), &[])
+                .map_err(error)?;
+        }
+        self.index_files.insert(id.as_bytes(), &[]).map_err(error)?;
         Ok(())
     }
 
-    /// Forgets everything the store told us (before a full rebuild).
+    /// Given every pack at the destination, forgets the objects of the recorded packs that
+    /// are not there, so that the next snapshot uploads them again. Costs a read of the
+    /// recorded pack ids, plus the objects of the gone packs. Returns the gone packs and what
+    /// was forgotten.
+    pub fn forget_gone_packs(
+        &self,
+        listed: &HashSet<PackId>,
+    ) -> StoreResult<(Vec<PackId>, Forgotten)> {
+        let mut gone = Vec::new();
+        for key in self.packs.iter().keys() {
+            let key = key.map_err(|e| sled_error(&self.path, e))?;
+            if let Some(pack) = PackId::from_slice(&key)
+                && !listed.contains(&pack)
+            {
+                gone.push(pack);
+            }
+        }
+        // A pack found gone earlier that is back (stored again by someone) is gone no more;
+        // the objects of its known index files stay forgotten, which costs an upload at most.
+        for key in self.gone_packs.iter().keys() {
+            let key = key.map_err(|e| sled_error(&self.path, e))?;
+            if PackId::from_slice(&key).is_some_and(|pack| listed.contains(&pack)) {
+                self.gone_packs
+                    .remove(&key)
+                    .map_err(|e| sled_error(&self.path, e))?;
+            }
+        }
+        let mut forgotten = Forgotten::default();
+        for pack in &gone {
+            self.gone_packs
+                .insert(pack.as_bytes(), &[])
+                .map_err(|e| sled_error(&self.path, e))?;
+            let ids = self
+                .pack_objects
+                .get(pack.as_bytes())
+                .map_err(|e| sled_error(&self.path, e))?
+                .unwrap_or_default();
+            let mut batch = sled::Batch::default();
+            for object in ids.chunks_exact(32) {
+                // An object also stored in a pack that is still there keeps that location.
+                let here = self
+                    .objects
+                    .get(object)
+                    .map_err(|e| sled_error(&self.path, e))?
+                    .and_then(|v| Location::decode(&v))
+                    .is_some_and(|location| location.pack == *pack);
+                if here {
+                    batch.remove(object);
+                    forgotten.objects += 1;
+                }
+            }
+            self.objects
+                .apply_batch(batch)
+                .map_err(|e| sled_error(&self.path, e))?;
+            self.packs
+                .remove(pack.as_bytes())
+                .map_err(|e| sled_error(&self.path, e))?;
+            forgotten.packs += 1;
+        }
+        Ok((gone, forgotten))
+    }
+
+    /// The objects of the packs found gone, by the pack they were in: what an object that
+    /// is not in the index any more was lost with.
+    pub fn gone_objects(&self) -> StoreResult<HashMap<ObjectId, PackId>> {
+        let mut out = HashMap::new();
+        for key in self.gone_packs.iter().keys() {
+            let key = key.map_err(|e| sled_error(&self.path, e))?;
+            let Some(pack) = PackId::from_slice(&key) else {
+                continue;
+            };
+            let ids = self
+                .pack_objects
+                .get(&key)
+                .map_err(|e| sled_error(&self.path, e))?
+                .unwrap_or_default();
+            for object in ids.chunks_exact(32) {
+                if let Some(object) = ObjectId::from_slice(object) {
+                    out.insert(object, pack);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The number of packs whose objects are recorded.
+    pub fn pack_count(&self) -> usize {
+        self.packs.len()
+    }
+
+    /// Forgets everything the store told us (before a full rebuild, after which the store
+    /// checks its packs again).
     pub fn clear_store_entries(&self) -> StoreResult<()> {
-        self.index_files
-            .clear()
-            .map_err(|e| sled_error(&self.path, e))?;
-        self.objects
-            .clear()
-            .map_err(|e| sled_error(&self.path, e))?;
+        for tree in [
+            &self.index_files,
+            &self.objects,
+            &self.packs,
+            &self.pack_objects,
+            &self.gone_packs,
+        ] {
+            tree.clear().map_err(|e| sled_error(&self.path, e))?;
+        }
         Ok(())
     }
 
@@ -208,6 +373,84 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::pack::IndexedBlob;
+
+    fn indexed(pack: &[u8], objects: &[&[u8]]) -> IndexedPack {
+        IndexedPack {
+            id: PackId::of(pack),
+            size: 100,
+            blobs: objects
+                .iter()
+                .enumerate()
+                .map(|(i, o)| IndexedBlob {
+                    id: ObjectId::of(o),
+                    offset: i as u64 * 10,
+                    length: 10,
+                    raw_offset: 0,
+                    raw_length: 1,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_objects_of_a_gone_pack_are_forgotten_and_stay_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("index")).unwrap();
+        let (kept, gone) = (
+            indexed(b"kept", &[b"a"]),
+            indexed(b"gone", &[b"b", b"c", b"d"]),
+        );
+        cache
+            .insert_index_file(
+                &IndexId::of(b"i"),
+                &IndexFile::new(vec![gone.clone(), kept.clone()]),
+            )
+            .unwrap();
+        // Another writer stored "b" again, in a pack that is still there.
+        let again = indexed(b"kept-again", &[b"b"]);
+        cache
+            .insert_index_file(&IndexId::of(b"h"), &IndexFile::new(vec![again.clone()]))
+            .unwrap();
+        assert_eq!((cache.object_count(), cache.pack_count()), (4, 3));
+
+        let listed: HashSet<PackId> = [kept.id, again.id].into();
+        let (found, forgotten) = cache.forget_gone_packs(&listed).unwrap();
+        assert_eq!(found, vec![gone.id]);
+        assert_eq!(
+            forgotten,
+            Forgotten {
+                packs: 1,
+                objects: 2
+            }
+        );
+        for (object, known) in [(b"a", true), (b"b", true), (b"c", false), (b"d", false)] {
+            assert_eq!(cache.contains(&ObjectId::of(object)).unwrap(), known);
+        }
+        assert_eq!(cache.gone_objects().unwrap()[&ObjectId::of(b"c")], gone.id);
+        // Checked again: nothing more to forget.
+        let (found, _) = cache.forget_gone_packs(&listed).unwrap();
+        assert!(found.is_empty());
+
+        // Another index file read from the destination that lists the gone pack does not
+        // bring its objects back ...
+        let other = IndexFile::new(vec![gone.clone()]);
+        cache
+            .insert_listed_index_file(&IndexId::of(b"j"), &other, &listed)
+            .unwrap();
+        assert!(!cache.contains(&ObjectId::of(b"c")).unwrap());
+        // ... nor does a first one, into a fresh cache ...
+        let fresh = Cache::open(&dir.path().join("fresh")).unwrap();
+        fresh
+            .insert_listed_index_file(&IndexId::of(b"j"), &other, &listed)
+            .unwrap();
+        assert_eq!((fresh.object_count(), fresh.pack_count()), (0, 0));
+        assert_eq!(fresh.gone_objects().unwrap()[&ObjectId::of(b"d")], gone.id);
+        // ... unless this machine stored the pack again.
+        cache.insert_index_file(&IndexId::of(b"k"), &other).unwrap();
+        assert!(cache.contains(&ObjectId::of(b"c")).unwrap());
+        assert!(cache.gone_objects().unwrap().is_empty());
+    }
 
     #[test]
     fn an_index_released_while_waiting_for_it_is_opened() {

@@ -4,9 +4,12 @@
 //! Write order is an invariant: packs, then the index files that point into them (then, one
 //! level up, manifests, then the plain layout). The local sled index is only a cache of the
 //! remote index files: it may be deleted at any time and is rebuilt on open. An object the
-//! cache knows is never uploaded again. This module must never delete anything outside a
-//! prune plan, and never record an object locally before the index file that lists it is
-//! stored.
+//! cache knows is never uploaded again, so the cache is checked against the destination when
+//! the store opens (and whenever [`Store::check_packs`] is called): the objects of packs that
+//! are gone are forgotten and uploaded again by the next snapshot. Local copies of packs are
+//! disposable: a damaged or missing one means a read from the destination. This module must
+//! never delete anything at the destination outside a prune plan, and never record an object
+//! locally before the index file that lists it is stored.
 
 pub mod backend;
 pub mod cache;
@@ -15,15 +18,16 @@ pub mod exclusive;
 pub mod id;
 pub mod layout;
 pub mod local;
+pub mod local_packs;
 pub mod memory;
 pub mod pack;
 pub mod s3;
 pub mod uri;
 pub mod wrappers;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -36,6 +40,7 @@ pub use error::{StoreError, StoreResult};
 pub use id::{FileHash, IndexId, ObjectId, PackId, SnapshotId};
 pub use layout::{Folder, RemoteFile, SnapshotTime};
 pub use local::LocalBackend;
+pub use local_packs::LocalPacks;
 pub use memory::MemoryBackend;
 pub use pack::{IndexFile, IndexedPack, Location};
 pub use s3::{S3Backend, S3Options, Sse};
@@ -53,7 +58,12 @@ pub struct StoreConfig {
     /// An index file is written after this many packs (and at the end of every writer), so an
     /// interrupted long run keeps most of what it uploaded.
     pub index_every_packs: usize,
+    /// The most bytes of local pack copies kept on disk; the least recently used go first.
+    pub local_pack_cache_bytes: u64,
 }
+
+/// The default cap of the local pack copies: 1 GiB.
+pub const DEFAULT_LOCAL_PACK_CACHE_BYTES: u64 = 1 << 30;
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -62,6 +72,7 @@ impl Default for StoreConfig {
             compression_level: 3,
             uploads_in_flight: 4,
             index_every_packs: 64,
+            local_pack_cache_bytes: DEFAULT_LOCAL_PACK_CACHE_BYTES,
         }
     }
 }
@@ -108,12 +119,27 @@ pub struct SyncStats {
     pub rebuilt: bool,
 }
 
+/// What a check of the local index against the packs at the destination found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackCheck {
+    /// Packs at the destination.
+    pub packs_listed: u64,
+    /// Packs the local index knew that are not at the destination any more.
+    pub packs_gone: u64,
+    /// Objects of those packs the local index forgot: the next snapshot uploads them again.
+    pub objects_forgotten: u64,
+}
+
 struct Inner {
     backend: DynBackend,
     cache: Cache,
     /// Local copies of packs this machine wrote or read, so that exporting a snapshot reads
-    /// objects from disk instead of downloading packs again. Content-addressed, so never stale.
-    packs_dir: PathBuf,
+    /// objects from disk instead of downloading packs again. Content-addressed, so never
+    /// stale; checked on every read, so never trusted when damaged.
+    local_packs: LocalPacks,
+    /// The objects of the packs found gone, by pack, once asked for (an error path): cleared
+    /// by every check.
+    gone_objects: Mutex<Option<Arc<HashMap<ObjectId, PackId>>>>,
     config: StoreConfig,
 }
 
@@ -140,8 +166,9 @@ pub fn cache_path(cache_dir: &Path, backend: &dyn Backend) -> PathBuf {
 }
 
 impl Store {
-    /// Opens the store at `backend`, with its local index under `cache_dir`, and brings the
-    /// local index up to date with the remote index files.
+    /// Opens the store at `backend`, with its local index under `cache_dir`, brings the
+    /// local index up to date with the remote index files and checks it against the packs
+    /// at the destination ([`Store::check_packs`]).
     pub async fn open(
         backend: DynBackend,
         cache_dir: &Path,
@@ -168,22 +195,25 @@ impl Store {
     ) -> StoreResult<Self> {
         let path = cache_path(cache_dir, backend.as_ref());
         let packs_dir = path.with_extension("packs");
-        std::fs::create_dir_all(&packs_dir).map_err(|e| StoreError::io(&packs_dir, e))?;
+        let cap = config.local_pack_cache_bytes;
+        // The local index first: its lock says this process owns the pack copies too.
         let cache = crate::task::blocking(move || Cache::open(&path)).await?;
+        let local_packs = crate::task::blocking(move || LocalPacks::open(&packs_dir, cap)).await?;
         let store = Self {
             inner: Arc::new(Inner {
                 backend,
                 cache,
-                packs_dir,
+                local_packs,
+                gone_objects: Mutex::new(None),
                 config,
             }),
         };
-        match store.sync_index().await {
+        match store.check_packs().await {
             Ok(_) => Ok(store),
             // The daemon stages snapshots while the destination is away; its local index is
             // then the best knowledge there is, and it syncs at the next open.
             Err(e) if tolerate_outage && e.is_outage() => {
-                tracing::warn!(error = %e, "cannot read the store's index files; using the local index as it is");
+                tracing::warn!(error = %e, "cannot check the local index against the destination; using it as it is");
                 Ok(store)
             }
             Err(e) => Err(e),
@@ -208,9 +238,40 @@ impl Store {
         &self.inner.config
     }
 
+    /// The local pack copies.
+    pub fn local_packs(&self) -> &LocalPacks {
+        &self.inner.local_packs
+    }
+
+    /// Checks the local index against the destination: loads the index files it does not
+    /// know yet, lists the packs (one LIST request per 1,000 packs) and forgets the objects
+    /// of every pack that is gone, so that the next snapshot uploads them again instead of
+    /// referring to objects nobody can restore. The daemon calls this before every snapshot;
+    /// opening a store does it too.
+    pub async fn check_packs(&self) -> StoreResult<PackCheck> {
+        let (_, check) = self.sync(true).await?;
+        Ok(check.unwrap_or_default())
+    }
+
     /// Loads the remote index files the local index does not know yet. When one it knows has
     /// gone (pruned, or the destination was wiped), the local index is rebuilt from scratch.
+    /// Whenever index files are loaded, the packs are checked too.
     pub async fn sync_index(&self) -> StoreResult<SyncStats> {
+        Ok(self.sync(false).await?.0)
+    }
+
+    /// Forgets the local index and rebuilds it from the remote index files.
+    pub async fn rebuild_index(&self) -> StoreResult<SyncStats> {
+        self.inner.cache.clear_store_entries()?;
+        let (mut stats, _) = self.sync(true).await?;
+        stats.rebuilt = true;
+        Ok(stats)
+    }
+
+    async fn sync(&self, check: bool) -> StoreResult<(SyncStats, Option<PackCheck>)> {
+        // Index files first, then packs: a writer stores packs before the index file that
+        // lists them, so every pack of a listed index file is in the pack listing unless it
+        // is gone.
         let remote = self.remote_index_files().await?;
         let known = self.inner.cache.index_files()?;
         let remote_set: HashSet<IndexId> = remote.iter().copied().collect();
@@ -220,22 +281,22 @@ impl Store {
             self.inner.cache.clear_store_entries()?;
             stats.rebuilt = true;
         }
+        let mut new = Vec::new();
         for id in remote {
-            if self.inner.cache.knows_index_file(&id)? {
-                continue;
+            if !self.inner.cache.knows_index_file(&id)? {
+                new.push(id);
             }
-            self.load_index_file(&id).await?;
+        }
+        if !check && new.is_empty() {
+            return Ok((stats, None));
+        }
+        let listed = self.remote_packs().await?;
+        for id in new {
+            self.load_index_file(&id, &listed).await?;
             stats.index_files_loaded += 1;
         }
-        Ok(stats)
-    }
-
-    /// Forgets the local index and rebuilds it from the remote index files.
-    pub async fn rebuild_index(&self) -> StoreResult<SyncStats> {
-        self.inner.cache.clear_store_entries()?;
-        let mut stats = self.sync_index().await?;
-        stats.rebuilt = true;
-        Ok(stats)
+        let check = self.forget_gone_packs(listed).await?;
+        Ok((stats, Some(check)))
     }
 
     async fn remote_index_files(&self) -> StoreResult<Vec<IndexId>> {
@@ -248,11 +309,55 @@ impl Store {
             .collect())
     }
 
-    async fn load_index_file(&self, id: &IndexId) -> StoreResult<()> {
+    async fn remote_packs(&self) -> StoreResult<HashSet<PackId>> {
+        let folder = Folder::Packs;
+        let mut listed = HashSet::new();
+        let mut stream = self.inner.backend.list(&folder.prefix());
+        while let Some(meta) = stream.try_next().await? {
+            if let Some(pack) = folder.name_in(&meta.key).and_then(|n| n.parse().ok()) {
+                listed.insert(pack);
+            }
+        }
+        Ok(listed)
+    }
+
+    async fn forget_gone_packs(&self, listed: HashSet<PackId>) -> StoreResult<PackCheck> {
+        let packs_listed = listed.len() as u64;
+        let this = self.clone();
+        let (gone, forgotten) =
+            crate::task::blocking(move || this.inner.cache.forget_gone_packs(&listed)).await?;
+        *self
+            .inner
+            .gone_objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        for pack in &gone {
+            // Nothing refers to the copy any more; the space is better used.
+            self.inner.local_packs.remove(pack);
+        }
+        if !gone.is_empty() {
+            tracing::info!(
+                packs = forgotten.packs,
+                objects = forgotten.objects,
+                "packs the local index knew are gone from the destination; their objects will \
+                 be uploaded again"
+            );
+            self.inner.cache.flush().await?;
+        }
+        Ok(PackCheck {
+            packs_listed,
+            packs_gone: forgotten.packs,
+            objects_forgotten: forgotten.objects,
+        })
+    }
+
+    async fn load_index_file(&self, id: &IndexId, listed: &HashSet<PackId>) -> StoreResult<()> {
         let key = RemoteFile::Index(id).key();
         let bytes = self.inner.backend.get(&key).await?;
         let index = IndexFile::decode(&key, id, &bytes)?;
-        self.inner.cache.insert_index_file(id, &index)
+        self.inner
+            .cache
+            .insert_listed_index_file(id, &index, listed)
     }
 
     /// A writer that stores objects new to the store. Call [`StoreWriter::finish`] at the
@@ -286,10 +391,38 @@ impl Store {
         }
         // Another writer may have stored it since we opened.
         self.sync_index().await?;
-        self.inner
-            .cache
-            .location(id)?
-            .ok_or(StoreError::MissingObject(*id))
+        if let Some(location) = self.inner.cache.location(id)? {
+            return Ok(location);
+        }
+        // Say so when it was lost with a pack, rather than never stored.
+        match self.gone_objects().await?.get(id) {
+            Some(pack) => Err(StoreError::Corrupt {
+                object: *id,
+                pack: *pack,
+                reason: format!("pack {} is missing", RemoteFile::Pack(pack).key()),
+            }),
+            None => Err(StoreError::MissingObject(*id)),
+        }
+    }
+
+    async fn gone_objects(&self) -> StoreResult<Arc<HashMap<ObjectId, PackId>>> {
+        if let Some(known) = self
+            .inner
+            .gone_objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(known);
+        }
+        let this = self.clone();
+        let found = Arc::new(crate::task::blocking(move || this.inner.cache.gone_objects()).await?);
+        *self
+            .inner
+            .gone_objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(found.clone());
+        Ok(found)
     }
 
     /// The original bytes of `id`, checked against the id.
@@ -325,10 +458,11 @@ impl Store {
         &self,
         ids: Vec<ObjectId>,
     ) -> impl Stream<Item = StoreResult<(ObjectId, Bytes)>> + '_ {
-        self.read_many(ids, PackSource::Remote)
+        self.read_many(ids, PackSource::Destination)
     }
 
-    fn read_many(
+    /// [`Store::get_many`] or [`Store::get_many_remote`], as `source` says.
+    pub fn read_many(
         &self,
         ids: Vec<ObjectId>,
         source: PackSource,
@@ -357,58 +491,88 @@ impl Store {
         .try_flatten()
     }
 
-    fn local_pack(&self, pack: &PackId) -> PathBuf {
-        self.inner.packs_dir.join(pack.to_hex())
-    }
-
     async fn read_from_pack(
         &self,
         pack: PackId,
         wanted: Vec<(ObjectId, Location)>,
         source: PackSource,
     ) -> StoreResult<Vec<(ObjectId, Bytes)>> {
-        let local = self.local_pack(&pack);
-        if source == PackSource::Remote || !local.is_file() {
-            let key = RemoteFile::Pack(&pack).key();
-            let data = match self.inner.backend.get(&key).await {
-                Ok(data) => data,
-                Err(StoreError::NotFound { .. }) => {
-                    return Err(StoreError::Corrupt {
-                        object: wanted[0].0,
-                        pack,
-                        reason: format!("pack {key} is missing"),
-                    });
+        if source == PackSource::LocalCopyFirst {
+            match self.read_local_copy(pack, wanted.clone()).await {
+                Some(Ok(objects)) => return Ok(objects),
+                Some(Err(e)) => {
+                    // A local copy is disposable: a damaged one must never block a read.
+                    tracing::warn!(
+                        pack = %pack,
+                        error = %e,
+                        "the local copy of a pack is damaged; deleting it and reading the pack \
+                         from the destination"
+                    );
+                    self.inner.local_packs.remove(&pack);
                 }
-                Err(e) => return Err(e),
-            };
-            if PackId::of(&data) == pack && source == PackSource::Remote {
-                return extract(&data, wanted);
-            } else if PackId::of(&data) == pack {
-                save_local_pack(&local, &data).await?;
-            } else {
-                // Keep no local copy of a damaged pack; report the objects it damages.
-                return extract(&data, wanted);
+                None => {}
             }
         }
-        crate::task::blocking(move || {
+        let key = RemoteFile::Pack(&pack).key();
+        let data = match self.inner.backend.get(&key).await {
+            Ok(data) => data,
+            Err(StoreError::NotFound { .. }) => {
+                return Err(StoreError::Corrupt {
+                    object: wanted[0].0,
+                    pack,
+                    reason: format!("pack {key} is missing"),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        // Keep no local copy of a damaged pack; `extract` reports the objects it damages.
+        if source == PackSource::LocalCopyFirst && PackId::of(&data) == pack {
+            self.save_local_copy(&pack, &data).await;
+        }
+        extract(&data, wanted)
+    }
+
+    /// The wanted objects from the local copy of `pack`; `None` when there is no copy.
+    async fn read_local_copy(
+        &self,
+        pack: PackId,
+        wanted: Vec<(ObjectId, Location)>,
+    ) -> Option<StoreResult<Vec<(ObjectId, Bytes)>>> {
+        // Held open until read: eviction leaves it alone, and a copy deleted meanwhile stays
+        // readable through the open file.
+        let copy = self.inner.local_packs.open_copy(&pack)?;
+        let read = crate::task::blocking(move || {
             use std::os::unix::fs::FileExt;
-            let file = std::fs::File::open(&local).map_err(|e| StoreError::io(&local, e))?;
             by_frame(wanted, |id, location| {
                 let mut stored = vec![0u8; location.length as usize];
-                file.read_exact_at(&mut stored, location.offset)
-                    .map_err(|e| StoreError::io(&local, e))?;
+                copy.file
+                    .read_exact_at(&mut stored, location.offset)
+                    .map_err(|e| StoreError::io(&copy.path, e))?;
                 pack::open_frame(id, location, &stored)
             })
         })
-        .await
+        .await;
+        Some(read)
+    }
+
+    /// Saves a local copy of a pack read from or written to the destination. A copy only
+    /// saves a download later, so failing to save one is logged, not returned.
+    async fn save_local_copy(&self, pack: &PackId, data: &Bytes) {
+        let (this, pack, data) = (self.clone(), *pack, data.clone());
+        let saved = crate::task::blocking(move || this.inner.local_packs.save(&pack, &data)).await;
+        if let Err(e) = saved {
+            tracing::warn!(pack = %pack, error = %e, "cannot save a local copy of a pack");
+        }
     }
 }
 
-/// Where `get_many` reads packs from.
+/// Where reads of objects take their packs from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PackSource {
+pub enum PackSource {
+    /// The local copy when there is a good one, else the destination (and a copy is kept).
     LocalCopyFirst,
-    Remote,
+    /// The destination only: what `verify` checks.
+    Destination,
 }
 
 /// The wanted objects out of a whole pack's bytes, each checked against its id.
@@ -441,20 +605,6 @@ fn by_frame(
         out.push((id, pack::blob_from_frame(&id, &location, frame)?));
     }
     Ok(out)
-}
-
-async fn save_local_pack(path: &Path, data: &Bytes) -> StoreResult<()> {
-    let path = path.to_path_buf();
-    let data = data.clone();
-    crate::task::blocking(move || {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| StoreError::io(dir, e))?;
-        std::io::Write::write_all(&mut temp, &data).map_err(|e| StoreError::io(&path, e))?;
-        temp.persist(&path)
-            .map_err(|e| StoreError::io(&path, e.error))?;
-        Ok(())
-    })
-    .await
 }
 
 /// Stores objects new to the store: compresses them into packs, uploads sealed packs in the
@@ -521,9 +671,9 @@ impl StoreWriter {
         let sealed = self.builder.seal()?;
         self.stats.compressed_bytes += sealed.data.len() as u64;
         let backend = self.store.inner.backend.clone();
-        let local = self.store.local_pack(&sealed.id);
+        let store = self.store.clone();
         self.uploads.spawn(async move {
-            save_local_pack(&local, &sealed.data).await?;
+            store.save_local_copy(&sealed.id, &sealed.data).await;
             let key = RemoteFile::Pack(&sealed.id).key();
             let size = sealed.data.len() as u64;
             backend.put_if_absent(&key, sealed.data.clone()).await?;
@@ -562,6 +712,7 @@ impl StoreWriter {
         self.stats.index_files_written += 1;
         self.stats.requests += 1;
         self.stats.uploaded_bytes += size;
+        // Uploaded by this writer: whatever an earlier check found, these packs are there.
         self.store.inner.cache.insert_index_file(&id, &index)?;
         for pack in &index.packs {
             for blob in &pack.blobs {

@@ -138,7 +138,8 @@ fn the_state_is_on_a_claim_large_enough_for_both_caps() {
         .strip_suffix("Gi")
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("storage {storage:?} is not in Gi"));
-    let needed = kube_autosave::daemon::DEFAULT_STAGING_LIMIT + (1u64 << 30); // MERGE: StoreConfig pack cache cap
+    let needed = kube_autosave::daemon::DEFAULT_STAGING_LIMIT
+        + kube_autosave::store::StoreConfig::default().local_pack_cache_bytes;
     assert!(
         gib * 1024 * 1024 * 1024 > needed,
         "{storage} cannot hold a full staging folder and the pack cache"

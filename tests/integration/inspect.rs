@@ -438,6 +438,59 @@ async fn verify_finds_a_deleted_pack_a_flipped_byte_and_an_edited_layout_file() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reads_listings_from_the_destination_not_from_local_copies() {
+    let setup = Setup::new(500, 94).await;
+    let manifest = setup.snapshot().await;
+    // The job's own local state, which holds a copy of every pack it wrote.
+    let store = setup.store("job").await;
+
+    // The pack of one of the manifest's listings goes, at the destination only.
+    let root = store
+        .backend()
+        .get(&RemoteFile::Snapshot(&manifest.time).key())
+        .await
+        .unwrap();
+    let root: Value = serde_json::from_slice(&zstd::decode_all(&root[..]).unwrap()).unwrap();
+    let listing: kube_autosave::store::ObjectId =
+        root["listings"][0]["id"].as_str().unwrap().parse().unwrap();
+    let pack = store.location(&listing).await.unwrap().pack;
+    let key = RemoteFile::Pack(&pack).key();
+    let local_copy = store.local_packs().path(&pack);
+    assert!(local_copy.is_file(), "the job kept a local copy of {key}");
+    s3_server::plain_client(&setup.s3)
+        .await
+        .delete_object()
+        .bucket(s3_server::BUCKET)
+        .key(format!("{PREFIX}{key}"))
+        .send()
+        .await
+        .unwrap();
+
+    // The local index still lists the pack and the local copy is intact, yet verify reports
+    // the snapshot as unreadable: elsewhere, nobody could restore it.
+    let report = inspect::verify::verify(&store, &[manifest.time])
+        .await
+        .unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.key == key && p.message.contains(&manifest.time.to_string())),
+        "{:#?}",
+        report.problems
+    );
+    drop(store);
+
+    let output = setup.run(&["verify", "latest"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(&key),
+        "{}",
+        text(&output)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_dry_run_prints_the_plan_and_changes_nothing_and_a_real_run_reports() {
     let setup = Setup::new(1_000, 93).await;
     let manifest = setup.snapshot().await;

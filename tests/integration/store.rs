@@ -1,19 +1,24 @@
 //! The content-addressed store: the backend conformance suite (S3 on loopback, a local
 //! directory, memory) and the store's promises — each object uploaded once, also after a
 //! restart or a lost local index; concurrent writers; corruption detected on read; errors a
-//! user can act on.
+//! user can act on; a store that stays whole when packs vanish from the bucket or local
+//! copies are damaged, with local copies kept under their cap.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use kube_autosave::job::{JobProgress, JobReport, JobSettings, open_backend, run_job};
 use kube_autosave::store::wrappers::{CountingBackend, RequestCounts};
 use kube_autosave::store::{
     Backend, BackendExt, DynBackend, Folder, IndexFile, LocalBackend, MemoryBackend, ObjectId,
-    PrefixBackend, PutOutcome, RemoteFile, S3Backend, S3Options, Store, StoreConfig, StoreError,
+    PackId, PrefixBackend, PutOutcome, RemoteFile, S3Backend, S3Options, Store, StoreConfig,
+    StoreError,
 };
 
-use crate::support::{self, S3Server, objects};
+use crate::support::cluster::Cluster;
+use crate::support::{self, S3Server, objects, s3_server};
 
 // ---------------------------------------------------------------------------------------------
 // Conformance: every backend behaves the same.
@@ -670,4 +675,325 @@ async fn names_are_created_once_also_on_a_store_that_ignores_conditional_writes(
             "ignores {ignores}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store stays whole in a shared, imperfect bucket: the local index is checked against the
+// packs at the destination, and local pack copies are disposable.
+
+/// Snapshot jobs of a simulated cluster into `s3://backups/team`, cluster `prod`.
+struct Jobs {
+    s3: S3Server,
+    cluster: Cluster,
+    settings: JobSettings,
+    dir: tempfile::TempDir,
+}
+
+impl Jobs {
+    async fn new(objects: usize, seed: u64, store: StoreConfig) -> Jobs {
+        let s3 = S3Server::start();
+        let cluster = Cluster::start(objects, seed).await;
+        let dir = tempfile::tempdir().unwrap();
+        let settings = JobSettings {
+            store,
+            ..support::job_settings(&s3, &cluster, &dir.path().join("job"))
+        };
+        Jobs {
+            s3,
+            cluster,
+            settings,
+            dir,
+        }
+    }
+
+    async fn snapshot(&self) -> JobReport {
+        // Snapshot names have a resolution of one second.
+        tokio::time::sleep(std::time::Duration::from_millis(1050)).await;
+        let backend = open_backend(&self.settings.destination, "prod", &self.settings.s3)
+            .await
+            .unwrap();
+        run_job(&self.settings, backend, JobProgress::default())
+            .await
+            .expect("snapshot job")
+    }
+
+    /// The job's local pack copies.
+    fn packs_dir(&self) -> std::path::PathBuf {
+        std::fs::read_dir(&self.settings.cache_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "packs"))
+            .expect("a folder of local pack copies")
+    }
+
+    /// The binary on this destination, with the local state in `cache` under the test's
+    /// folder.
+    fn run(&self, cache: &str, args: &[&str]) -> std::process::Output {
+        let dir = self.dir.path();
+        let mut command = support::binary(dir);
+        support::with_s3(&mut command, &self.s3)
+            .args(["--to", "s3://backups/team", "--cluster-name", "prod"])
+            .args(["--cache-dir", &dir.join(cache).display().to_string()])
+            .args(args);
+        command.output().unwrap()
+    }
+
+    async fn delete(&self, key: &str) {
+        s3_server::plain_client(&self.s3)
+            .await
+            .delete_object()
+            .bucket(s3_server::BUCKET)
+            .key(format!("team/prod/{key}"))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The local pack copies in `dir`: name and size.
+fn local_copies(dir: &std::path::Path) -> Vec<(PackId, u64)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            let pack = e.file_name().to_string_lossy().parse().ok()?;
+            Some((pack, e.metadata().unwrap().len()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_deleted_at_the_destination_is_uploaded_again_by_the_next_snapshot() {
+    support::init_logging();
+    let jobs = Jobs::new(
+        1_000,
+        61,
+        StoreConfig {
+            pack_size: 64 * 1024,
+            ..StoreConfig::default()
+        },
+    )
+    .await;
+    let first = jobs.snapshot().await.manifest;
+
+    // A lifecycle rule takes one pack of the cluster's objects.
+    let reader =
+        support::reader_store(&jobs.s3, "team/prod", &jobs.dir.path().join("reader")).await;
+    let pack = reader.location(&first.objects[0].id).await.unwrap().pack;
+    let mut lost = BTreeSet::new();
+    for object in &first.objects {
+        if reader.location(&object.id).await.unwrap().pack == pack {
+            lost.insert(object.id);
+        }
+    }
+    drop(reader);
+    jobs.delete(&RemoteFile::Pack(&pack).key()).await;
+
+    // The next snapshot, with the job's local index that still lists the pack: its objects
+    // are uploaded again rather than referred to.
+    let second = jobs.snapshot().await;
+    let stats = second.manifest.stats.store;
+    assert!(
+        stats.new_objects as usize >= lost.len() && !lost.is_empty(),
+        "{} objects were lost with the pack, {} uploaded again: {stats:?}",
+        lost.len(),
+        stats.new_objects
+    );
+
+    // From a machine that has never seen the store, the new snapshot verifies clean; and as
+    // the objects were uploaded again, so does the first one.
+    let output = jobs.run("fresh", &["verify", "latest"]);
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+    let output = jobs.run("fresh-too", &["verify", "--all"]);
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_local_pack_copy_is_replaced_from_the_destination() {
+    support::init_logging();
+    let jobs = Jobs::new(
+        1_000,
+        62,
+        StoreConfig {
+            pack_size: 64 * 1024,
+            ..StoreConfig::default()
+        },
+    )
+    .await;
+    jobs.snapshot().await;
+
+    // Every local copy overwritten with zeros of the same length (a disk that lost them).
+    let packs_dir = jobs.packs_dir();
+    let zeroed: BTreeSet<PackId> = local_copies(&packs_dir)
+        .into_iter()
+        .map(|(pack, size)| {
+            std::fs::write(packs_dir.join(pack.to_hex()), vec![0u8; size as usize]).unwrap();
+            pack
+        })
+        .collect();
+    assert!(zeroed.len() > 2, "{zeroed:?}");
+
+    // Changed objects make the export render files again, from their unchanged objects too,
+    // which sit in the damaged copies.
+    jobs.cluster.sim.churn(0.05, 7);
+    let second = jobs.snapshot().await;
+    assert!(second.export.files_uploaded > 0, "{:?}", second.export);
+
+    // The damaged copies the export read were fetched again and are whole; the others wait
+    // for their next read, which checks them the same way.
+    let repaired = local_copies(&packs_dir)
+        .into_iter()
+        .filter(|(pack, _)| zeroed.contains(pack))
+        .filter(|(pack, _)| {
+            PackId::of(&std::fs::read(packs_dir.join(pack.to_hex())).unwrap()) == *pack
+        })
+        .count();
+    assert!(repaired > 0, "the export read none of the damaged copies");
+    let output = jobs.run("fresh", &["verify", "latest"]);
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_pack_copies_stay_under_their_cap() {
+    support::init_logging();
+    let cap = 160 * 1024;
+    let jobs = Jobs::new(
+        1_000,
+        63,
+        StoreConfig {
+            pack_size: 48 * 1024,
+            local_pack_cache_bytes: cap,
+            ..StoreConfig::default()
+        },
+    )
+    .await;
+    let mut written = 0;
+    for round in 0..4 {
+        if round > 0 {
+            jobs.cluster.sim.churn(0.05, round);
+        }
+        // Each export after the first reads packs whose copies were evicted.
+        let report = jobs.snapshot().await;
+        written += report.manifest.stats.store.compressed_bytes;
+        let held: u64 = local_copies(&jobs.packs_dir()).iter().map(|(_, s)| s).sum();
+        assert!(held <= cap, "round {round}: {held} bytes of local copies");
+    }
+    assert!(
+        written > cap,
+        "the cap was never reached: {written} bytes written"
+    );
+    let output = jobs.run("job", &["verify", "--all", "--pack-cache-size", "64Ki"]);
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+
+    // A malformed cap is a configuration error that names where it came from.
+    let output = jobs.run("other", &["list", "--pack-cache-size", "12x"]);
+    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
+    assert!(output_text(&output).contains("--pack-cache-size: \"12x\""));
+    let mut command = support::binary(jobs.dir.path());
+    let output = command
+        .args(["list", "--to", "backups"])
+        .env("KUBE_AUTOSAVE_PACK_CACHE_SIZE", "1 Gigabyte")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test: prints what checking 10,000 packs costs"]
+async fn measure_the_pack_check_on_10_000_packs() {
+    let objects = fixture(10_000);
+    let config = StoreConfig {
+        // One pack per object.
+        pack_size: 1,
+        uploads_in_flight: 16,
+        index_every_packs: 10_000,
+        ..StoreConfig::default()
+    };
+    let server = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let backends: Vec<(&str, DynBackend)> = vec![
+        (
+            "local directory",
+            Arc::new(LocalBackend::new(dir.path()).unwrap()),
+        ),
+        ("S3 on loopback", support::s3_backend(&server, "many").await),
+    ];
+    for (name, backend) in backends {
+        let cache = tempfile::tempdir().unwrap();
+        let store = Store::open(backend.clone(), cache.path(), config.clone())
+            .await
+            .unwrap();
+        let (_, stats) = store
+            .put(futures::stream::iter(objects.clone()))
+            .await
+            .unwrap();
+        assert_eq!(stats.packs_written, 10_000);
+        drop(store);
+        let started = std::time::Instant::now();
+        let store = Store::open(backend.clone(), cache.path(), config.clone())
+            .await
+            .unwrap();
+        let open = started.elapsed();
+        let mut checks = Vec::new();
+        for _ in 0..5 {
+            let started = std::time::Instant::now();
+            let check = store.check_packs().await.unwrap();
+            checks.push(started.elapsed());
+            assert_eq!((check.packs_listed, check.packs_gone), (10_000, 0));
+        }
+        let started = std::time::Instant::now();
+        let listed = backend.list_all("store/packs/").await.unwrap().len();
+        let list = started.elapsed();
+        checks.sort();
+        println!(
+            "{name}: {listed} packs; open with a warm local index {open:?}; check_packs median \
+             {:?} (min {:?}, max {:?}); the LIST requests alone {list:?}",
+            checks[2], checks[0], checks[4]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test: prints the local disk use over 20 snapshots"]
+async fn measure_local_disk_use_over_20_snapshots() {
+    let cap = 256 * 1024;
+    let jobs = Jobs::new(
+        2_000,
+        64,
+        StoreConfig {
+            pack_size: 64 * 1024,
+            local_pack_cache_bytes: cap,
+            ..StoreConfig::default()
+        },
+    )
+    .await;
+    let (mut written, mut most) = (0, 0);
+    for round in 0..20 {
+        if round > 0 {
+            jobs.cluster.sim.churn(0.02, round);
+        }
+        let report = jobs.snapshot().await;
+        written += report.manifest.stats.store.compressed_bytes;
+        let held: u64 = local_copies(&jobs.packs_dir()).iter().map(|(_, s)| s).sum();
+        most = most.max(held);
+        println!(
+            "snapshot {:2}: {:6} new objects, object packs written so far {written:8} bytes, local \
+             copies {held:7} bytes",
+            round + 1,
+            report.manifest.stats.store.new_objects
+        );
+        assert!(held <= cap);
+    }
+    println!(
+        "cap {cap} bytes: at most {most} bytes of local copies; {written} bytes of object packs \
+         written"
+    );
 }
