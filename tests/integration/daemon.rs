@@ -811,3 +811,44 @@ async fn a_folder_of_another_cluster_stops_the_daemon_with_exit_code_two() {
     );
     assert!(manifests(&s3).await.is_empty());
 }
+
+/// The daemon's disk use over 20 snapshots of a churning cluster with a small pack cache:
+/// run with `cargo test --test integration -- --ignored --nocapture measure_daemon_disk`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for the benchmark notes, not a check"]
+async fn measure_daemon_disk_use_over_20_snapshots() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start(5_000, 48).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &s3,
+        "  interval: 1s\n  pushInterval: 1s\n  packCacheSize: 1Mi\n",
+    );
+    let daemon = Daemon::start(dir.path(), &config, &cluster, &[]);
+    let du = |path: &Path| -> u64 {
+        walk_files(path)
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    let state = dir.path().join("state");
+    let mut peak = 0;
+    for n in 1..=20u64 {
+        daemon.wait_for("the next snapshot pushed", Duration::from_secs(120), |d| {
+            d.metric("pushes_total") >= n as f64
+        });
+        let packs: u64 = std::fs::read_dir(&state)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".packs"))
+            .map(|e| du(&e.path()))
+            .sum();
+        let all = du(&state);
+        peak = peak.max(all);
+        eprintln!("snapshot {n:2}: state {all:>10} bytes, of which pack copies {packs:>9}");
+        cluster.sim.churn(0.02, n);
+    }
+    eprintln!("peak {peak} bytes");
+}

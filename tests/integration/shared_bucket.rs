@@ -270,3 +270,52 @@ async fn an_object_whose_namespace_makes_an_unsafe_key_is_skipped_and_named() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert_eq!(Manifest::list(&store).await.unwrap().len(), 2);
 }
+
+/// One snapshot at the destination that cannot be exported (its manifest was cut short by a
+/// failed upload) does not stop the next ones: `snapshot` says so, exits 3, and the new
+/// snapshot is complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_cannot_be_exported_does_not_stop_the_next_one() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start(200, 65).await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = snapshot_command(&s3, &cluster, dir.path(), "state")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let snapshots = s3.bucket_dir().join(format!("{BASE}store/snapshots"));
+    let first = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let whole = std::fs::read(&first).unwrap();
+    let truncated = "20-01-01_00-00-00";
+    std::fs::write(snapshots.join(truncated), &whole[..whole.len() / 2]).unwrap();
+
+    tokio::time::sleep(std::time::Duration::from_millis(1050)).await;
+    let output = snapshot_command(&s3, &cluster, dir.path(), "state")
+        .output()
+        .unwrap();
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains(&format!(
+            "could not finish the export of snapshot {truncated}"
+        )),
+        "{said}"
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let store = crate::support::reader_store(&s3, BASE, cache.path()).await;
+    let all = Manifest::list(&store).await.unwrap();
+    assert_eq!(all.len(), 3, "{all:?}");
+    let newest = all.last().unwrap();
+    assert!(
+        Manifest::head(&store, newest)
+            .await
+            .unwrap()
+            .export
+            .is_some()
+    );
+}
