@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::process::Output;
 
 use kube_autosave::inspect;
-use kube_autosave::job::{JobProgress, JobSettings, open_backend, run_job};
+use kube_autosave::job::{JobSettings, open_backend};
 use kube_autosave::snapshot::Manifest;
 use kube_autosave::store::{RemoteFile, Store, StoreConfig};
 use serde_json::Value;
@@ -48,14 +48,7 @@ impl Setup {
     }
 
     async fn snapshot(&self) -> Manifest {
-        tokio::time::sleep(std::time::Duration::from_millis(1050)).await;
-        let backend = open_backend(&self.settings.destination, "prod", &self.settings.s3)
-            .await
-            .unwrap();
-        run_job(&self.settings, backend, JobProgress::default())
-            .await
-            .expect("snapshot job")
-            .manifest
+        crate::support::snapshot_job(&self.settings).await.manifest
     }
 
     /// A reader's store, with its own local index (as `verify` on another machine).

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kube_autosave::job::{JobProgress, JobReport, JobSettings, open_backend, run_job};
+use kube_autosave::job::{JobReport, JobSettings};
 use kube_autosave::store::wrappers::{CountingBackend, RequestCounts};
 use kube_autosave::store::{
     Backend, BackendExt, DynBackend, Folder, IndexFile, LocalBackend, MemoryBackend, ObjectId,
@@ -707,14 +707,7 @@ impl Jobs {
     }
 
     async fn snapshot(&self) -> JobReport {
-        // Snapshot names have a resolution of one second.
-        tokio::time::sleep(std::time::Duration::from_millis(1050)).await;
-        let backend = open_backend(&self.settings.destination, "prod", &self.settings.s3)
-            .await
-            .unwrap();
-        run_job(&self.settings, backend, JobProgress::default())
-            .await
-            .expect("snapshot job")
+        support::snapshot_job(&self.settings).await
     }
 
     /// The job's local pack copies.

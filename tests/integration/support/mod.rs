@@ -66,6 +66,24 @@ pub fn job_settings(
     }
 }
 
+/// One snapshot job with `settings`, a second after the last one (snapshot names have a
+/// resolution of one second).
+pub async fn snapshot_job(
+    settings: &kube_autosave::job::JobSettings,
+) -> kube_autosave::job::JobReport {
+    tokio::time::sleep(std::time::Duration::from_millis(1050)).await;
+    let backend = kube_autosave::job::open_backend(
+        &settings.destination,
+        &settings.cluster_name,
+        &settings.s3,
+    )
+    .await
+    .unwrap();
+    kube_autosave::job::run_job(settings, backend, Default::default())
+        .await
+        .expect("snapshot job")
+}
+
 /// The `kube-autosave` binary, run in `dir` with a clean environment: nothing of the
 /// machine's AWS or kube set-up leaks in.
 pub fn binary(dir: &Path) -> Command {
