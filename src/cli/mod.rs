@@ -2,6 +2,8 @@
 //! `kubeResourcesAutosave:` section of a `cluster.yaml`, and one function per command.
 //! Exit codes are part of the interface (see [`ExitCode`]).
 
+#[cfg(feature = "demo")]
+mod demo;
 mod inspect;
 mod output;
 mod restore;
@@ -108,7 +110,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Try it without a cluster: start the bundled simulated API server, snapshot it twice
     /// (before and after some changes) into a local folder, and show where to look.
-    Demo(snapshot::DemoArgs),
+    #[cfg(feature = "demo")]
+    Demo(demo::DemoArgs),
     /// The snapshots at the destination, newest first.
     List(inspect::ListArgs),
     /// One snapshot's resources and namespaces with counts, or its objects.
@@ -253,7 +256,8 @@ pub async fn main() -> i32 {
     let code = match &cli.command {
         Command::Snapshot(cluster) => snapshot::snapshot(&cli.global, cluster).await,
         Command::Run(args) => run::run(&cli.global, args).await,
-        Command::Demo(args) => snapshot::demo(&cli.global, args).await,
+        #[cfg(feature = "demo")]
+        Command::Demo(args) => demo::demo(&cli.global, args).await,
         Command::List(args) => inspect::list(&cli.global, args).await,
         Command::Show(args) => inspect::show(&cli.global, args).await,
         Command::Diff(args) => inspect::diff(&cli.global, args).await,

@@ -259,3 +259,40 @@ fn malformed_rules_exit_two_naming_the_key_and_the_value() {
         assert!(!dir.path().join("out").exists());
     }
 }
+
+/// The README's first command: `kube-autosave demo` snapshots the bundled simulated cluster
+/// twice (before and after some changes) into a local folder and says where to look.
+#[test]
+fn the_demo_takes_two_snapshots_and_points_at_a_layout_that_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = kube_autosave(dir.path())
+        .args(["demo", "--objects", "400", "--dir", "demo"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("first snapshot:") && stdout.contains("second snapshot:"));
+    let snapshots = dir.path().join("demo/backups/demo-cluster/store/snapshots");
+    let taken = std::fs::read_dir(&snapshots)
+        .unwrap_or_else(|e| panic!("{}: {e}\n{stdout}", snapshots.display()))
+        .count();
+    assert_eq!(taken, 2, "{stdout}");
+    // The folder it points at holds the second snapshot's plain layout.
+    let pointed = stdout
+        .split("`ls ")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or_else(|| panic!("no layout path in:\n{stdout}"));
+    let layout = dir.path().join(pointed);
+    assert!(
+        layout.join("namespaces.json").is_file(),
+        "{}",
+        layout.display()
+    );
+    let namespaced = std::fs::read_dir(&layout)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .count();
+    assert!(namespaced > 0, "{}", layout.display());
+}

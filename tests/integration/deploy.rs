@@ -196,6 +196,8 @@ fn the_dockerfile_is_multi_stage_and_runs_as_non_root() {
         .count();
     assert!(stages >= 2, "a build stage and a runtime stage");
     assert!(DOCKERFILE.contains("--bin kube-autosave"));
+    // The image carries the daemon, not the simulated API server of `demo`.
+    assert!(DOCKERFILE.contains("--no-default-features"));
     assert!(
         DOCKERFILE
             .lines()
