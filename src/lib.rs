@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod export;
 pub mod inspect;
 pub mod job;
+pub mod object_name;
 pub mod restore;
 pub mod snapshot;
 pub mod store;

@@ -1,5 +1,6 @@
 //! `kube-autosave list`, `show`, `diff` and `verify`: read-only looks at a destination.
 
+use crate::object_name::ObjectName;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
@@ -166,10 +167,7 @@ pub async fn show(global: &GlobalArgs, args: &ShowArgs) -> ExitCode {
                     return Ok(ExitCode::Ok);
                 }
                 for line in &lines {
-                    let name = match &line.namespace {
-                        Some(ns) => format!("{ns}/{}", line.name),
-                        None => line.name.clone(),
-                    };
+                    let name = ObjectName::new(line.namespace.as_deref(), &line.name);
                     println!(
                         "{:<28}  {name}  {}  {}",
                         line.kind,
@@ -240,10 +238,7 @@ fn print_diff(diff: &SnapshotDiff) {
         diff.removed.len(),
         diff.changed.len()
     );
-    let name = |ns: &Option<String>, name: &str| match ns {
-        Some(ns) => format!("{ns}/{name}"),
-        None => name.to_string(),
-    };
+    let name = |ns: &Option<String>, name: &str| ObjectName::new(ns.as_deref(), name).to_string();
     for o in &diff.added {
         println!("+ {} {}", o.kind, name(&o.namespace, &o.name));
     }

@@ -38,7 +38,6 @@ pub struct Metrics {
     pub staging_bytes: AtomicU64,
     pub bytes_uploaded: AtomicU64,
     pub bytes_copied: AtomicU64,
-    pub last_error: Mutex<String>,
     /// Failures by step (`snapshot`, `push`, `export`) and reason, e.g. `access_denied`.
     pub failures: Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
 }

@@ -252,7 +252,6 @@ impl Daemon {
         let sent = self.remote_counts.snapshot().since(&before);
         let m = &self.metrics;
         m.add(&m.bytes_uploaded, sent.put_bytes);
-        m.add(&m.bytes_copied, sent.copy_bytes);
         self.update_pending();
         if let Ok(used) = staging::staged_bytes(self.staging.staging()) {
             m.set(&m.staging_bytes, used);

@@ -5,6 +5,7 @@
 //! Secret values are never shown (see [`super::redact`]): each is replaced by its size and a
 //! digest keyed for this run only, so a diff tells which values changed without what they are.
 
+use crate::object_name::ObjectName;
 use std::collections::{BTreeMap, HashSet};
 
 use futures::TryStreamExt;
@@ -29,10 +30,8 @@ pub struct ObjectRef {
 
 impl std::fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "{} {ns}/{}", self.resource, self.name),
-            None => write!(f, "{} {}", self.resource, self.name),
-        }
+        let name = ObjectName::new(self.namespace.as_deref(), &self.name);
+        write!(f, "{} {name}", self.resource)
     }
 }
 

@@ -8,6 +8,7 @@
 //! This module plans and rewires references; it never writes to the cluster itself (the
 //! lookups of owners outside the backup are GETs).
 
+use crate::object_name::ObjectName;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
@@ -47,10 +48,8 @@ impl fmt::Display for ObjectRef {
         } else {
             format!("{}.{}", self.kind, self.group)
         };
-        match &self.namespace {
-            Some(ns) => write!(f, "{kind} {ns}/{}", self.name),
-            None => write!(f, "{kind} {}", self.name),
-        }
+        let name = ObjectName::new(self.namespace.as_deref(), &self.name);
+        write!(f, "{kind} {name}")
     }
 }
 

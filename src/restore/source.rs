@@ -4,6 +4,7 @@
 //! that cannot be read stops the read with an error that names it, or, when asked, is left
 //! out and named. A source only reads.
 
+use crate::object_name::ObjectName;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
@@ -48,10 +49,8 @@ impl Item {
 
     /// `Kind namespace/name` or `Kind name`.
     pub fn describe(&self) -> String {
-        match &self.namespace {
-            Some(ns) => format!("{} {ns}/{}", self.kind, self.name),
-            None => format!("{} {}", self.kind, self.name),
-        }
+        let name = ObjectName::new(self.namespace.as_deref(), &self.name);
+        format!("{} {name}", self.kind)
     }
 
     /// `deployments.apps` when the resource is known, else the kind.
@@ -120,10 +119,10 @@ pub async fn from_manifest(
         .collect();
     let describe = |o: &ManifestObject| {
         let kind = &manifest.resource_of(o).kind;
-        match &o.namespace {
-            Some(ns) => format!("{kind} {ns}/{}", o.name),
-            None => format!("{kind} {}", o.name),
-        }
+        format!(
+            "{kind} {}",
+            ObjectName::new(o.namespace.as_deref(), &o.name)
+        )
     };
     let ids: Vec<ObjectId> = chosen
         .iter()

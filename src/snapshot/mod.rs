@@ -240,18 +240,14 @@ const GET_SHARE: u64 = 8;
 /// Changed objects of one resource read at the same time.
 const GET_CONCURRENCY: usize = 4;
 
-/// Percent-encodes a query parameter value.
+/// Percent-encodes a query parameter value (everything but RFC 3986's unreserved characters).
 fn encode_query(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
+    const VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(value, VALUE).to_string()
 }
 
 struct Lister<'a> {

@@ -51,10 +51,7 @@ pub type ResourceSeen = HashMap<String, Seen>;
 
 /// `namespace/name`, or `name` for a cluster-scoped object.
 pub fn object_key(namespace: Option<&str>, name: &str) -> String {
-    match namespace {
-        Some(ns) => format!("{ns}/{name}"),
-        None => name.to_string(),
-    }
+    crate::object_name::ObjectName::new(namespace, name).to_string()
 }
 
 /// The first line of the file. Each further line is one resource type's objects:

@@ -81,9 +81,6 @@ pub enum StoreError {
 
     #[error("local index at {path}: {message}")]
     Index { path: PathBuf, message: String },
-
-    #[error("{op} {key}: injected fault")]
-    Injected { op: &'static str, key: String },
 }
 
 impl StoreError {
@@ -109,7 +106,6 @@ impl StoreError {
             StoreError::MissingObject(_) => "missing_object",
             StoreError::Malformed { .. } => "malformed",
             StoreError::IndexLocked { .. } | StoreError::Index { .. } => "local_index",
-            StoreError::Injected { .. } => "injected",
         }
     }
 
@@ -120,7 +116,7 @@ impl StoreError {
 
     /// True for errors about reaching or using the destination rather than about its data:
     /// the network, DNS, TLS, 5xx and throttling, missing or expired credentials, a denied
-    /// request, a bucket that is not (yet) there, injected faults. They may go away without
+    /// request, a bucket that is not (yet) there. They may go away without
     /// anything here changing (a credentials file mounted later, a policy fixed, a bucket
     /// created), so the daemon stages and retries instead of stopping, and one-shot commands
     /// stop at the first instead of reporting every key as damaged.
@@ -131,7 +127,6 @@ impl StoreError {
                 | StoreError::Remote { .. }
                 | StoreError::AccessDenied { .. }
                 | StoreError::NoSuchBucket { .. }
-                | StoreError::Injected { .. }
         )
     }
 }

@@ -97,10 +97,6 @@ define_id!(
     IndexId
 );
 define_id!(
-    /// The id of a snapshot manifest: the hash of the manifest's bytes as stored.
-    SnapshotId
-);
-define_id!(
     /// The hash of one rendered plain-layout file, used to decide copy-or-upload.
     FileHash
 );

@@ -7,7 +7,6 @@
 //! store/snapshots/<ts>        snapshot manifests
 //! store/exports/<ts>          export records: the snapshot's plain layout is complete
 //! store/cluster.json          which cluster the folder's snapshots are of
-//! store/locks/<name>          locks for destructive work
 //! ```
 //!
 //! Nothing else in the code base formats a key.
@@ -97,7 +96,6 @@ pub enum RemoteFile<'a> {
     Snapshot(&'a SnapshotTime),
     /// The record of a snapshot's finished export.
     Export(&'a SnapshotTime),
-    Lock(&'a str),
     /// Which cluster the folder's snapshots are of.
     ClusterIdentity,
     /// A plain-layout file: `backup/<ts>/[<namespace>/]<name>`.
@@ -118,7 +116,6 @@ impl RemoteFile<'_> {
             RemoteFile::Index(id) => format!("{}{}", Folder::Index.prefix(), id.to_hex()),
             RemoteFile::Snapshot(time) => format!("{}{}", Folder::Snapshots.prefix(), time),
             RemoteFile::Export(time) => format!("{}{}", Folder::Exports.prefix(), time),
-            RemoteFile::Lock(name) => format!("{}{}", Folder::Locks.prefix(), name),
             RemoteFile::ClusterIdentity => "store/cluster.json".to_string(),
             RemoteFile::Layout {
                 time,
@@ -139,7 +136,6 @@ pub enum Folder<'a> {
     Index,
     Snapshots,
     Exports,
-    Locks,
     /// `backup/` itself
     BackupRoot,
     /// `backup/<ts>/`
@@ -154,7 +150,6 @@ impl Folder<'_> {
             Folder::Index => "store/index/".to_string(),
             Folder::Snapshots => "store/snapshots/".to_string(),
             Folder::Exports => "store/exports/".to_string(),
-            Folder::Locks => "store/locks/".to_string(),
             Folder::BackupRoot => "backup/".to_string(),
             Folder::Backup(time) => format!("backup/{time}/"),
         }

@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 pub use backend::{Backend, BackendExt, DynBackend, ObjectMeta, PrefixBackend, PutOutcome};
 pub use cache::Cache;
 pub use error::{StoreError, StoreResult};
-pub use id::{FileHash, IndexId, ObjectId, PackId, SnapshotId};
+pub use id::{FileHash, IndexId, ObjectId, PackId};
 pub use layout::{Folder, RemoteFile, SnapshotTime};
 pub use local::LocalBackend;
 pub use local_packs::LocalPacks;

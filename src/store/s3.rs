@@ -326,16 +326,17 @@ impl S3Backend {
 
 /// Percent-encodes a key for the `x-amz-copy-source` header (keeping `/`).
 fn encode_copy_source(bucket: &str, key: &str) -> String {
-    let mut out = format!("{bucket}/");
-    for byte in key.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
+    // RFC 3986 unreserved characters stay, and the key's slashes.
+    const KEY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    format!(
+        "{bucket}/{}",
+        percent_encoding::utf8_percent_encode(key, KEY)
+    )
 }
 
 #[async_trait]

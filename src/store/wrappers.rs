@@ -20,7 +20,6 @@ pub struct RequestCounts {
     pub puts: AtomicU64,
     pub put_bytes: AtomicU64,
     pub copies: AtomicU64,
-    pub copy_bytes: AtomicU64,
     pub gets: AtomicU64,
     pub get_bytes: AtomicU64,
     pub heads: AtomicU64,
@@ -34,7 +33,6 @@ pub struct RequestSnapshot {
     pub puts: u64,
     pub put_bytes: u64,
     pub copies: u64,
-    pub copy_bytes: u64,
     pub gets: u64,
     pub get_bytes: u64,
     pub heads: u64,
@@ -53,7 +51,6 @@ impl RequestSnapshot {
             puts: self.puts - earlier.puts,
             put_bytes: self.put_bytes - earlier.put_bytes,
             copies: self.copies - earlier.copies,
-            copy_bytes: self.copy_bytes - earlier.copy_bytes,
             gets: self.gets - earlier.gets,
             get_bytes: self.get_bytes - earlier.get_bytes,
             heads: self.heads - earlier.heads,
@@ -70,7 +67,6 @@ impl RequestCounts {
             puts: get(&self.puts),
             put_bytes: get(&self.put_bytes),
             copies: get(&self.copies),
-            copy_bytes: get(&self.copy_bytes),
             gets: get(&self.gets),
             get_bytes: get(&self.get_bytes),
             heads: get(&self.heads),
@@ -223,9 +219,12 @@ impl FaultState {
             }
         }
         if applies && self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError::Injected {
+            // An outage, as a store that went away reports it.
+            return Err(StoreError::Unreachable {
+                endpoint: "fault injection".to_string(),
                 op,
                 key: key.to_string(),
+                message: "injected fault".to_string(),
             });
         }
         Ok(())
