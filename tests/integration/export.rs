@@ -430,3 +430,85 @@ async fn an_interrupted_export_is_finished_without_redoing_work() {
         report.requests
     );
 }
+
+/// The write order, on the requests the S3 server completed: each index file after the
+/// packs it lists, each manifest root after the index files of its snapshot, every
+/// plain-layout file after its manifest root, and the export record after the last of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_order_holds_on_what_s3_sees() {
+    let setup = Setup::new(1_500, 25).await;
+    let first = setup.job().await;
+    setup.cluster.sim.churn(0.05, 2);
+    let second = setup.job().await;
+    let writes = setup.s3.writes();
+    let base = "team/prod/";
+    let at = |key: &str| {
+        writes
+            .iter()
+            .position(|(_, k)| k == key)
+            .unwrap_or_else(|| panic!("{key} was never written"))
+    };
+    let client = s3_server::plain_client(&setup.s3).await;
+    let mut index_positions = Vec::new();
+    for (position, (_, key)) in writes.iter().enumerate() {
+        let Some(name) = key.strip_prefix(&format!("{base}store/index/")) else {
+            continue;
+        };
+        index_positions.push(position);
+        let id: kube_autosave::store::IndexId = name.parse().unwrap();
+        let bytes = client
+            .get_object()
+            .bucket(s3_server::BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        let index = kube_autosave::store::IndexFile::decode(key, &id, &bytes).unwrap();
+        for pack in &index.packs {
+            let pack_key = format!(
+                "{base}{}",
+                kube_autosave::store::RemoteFile::Pack(&pack.id).key()
+            );
+            assert!(at(&pack_key) < position, "{pack_key} after {key}");
+        }
+    }
+    assert!(!index_positions.is_empty());
+    let mut previous_record = 0;
+    for report in [&first, &second] {
+        let time = report.manifest.time;
+        let root = at(&format!("{base}store/snapshots/{time}"));
+        let record = at(&format!("{base}store/exports/{time}"));
+        // The snapshot's own index files come before its root.
+        let late: Vec<&String> = index_positions
+            .iter()
+            .filter(|p| (root..record).contains(*p))
+            .map(|p| &writes[*p].1)
+            .collect();
+        assert!(
+            late.is_empty(),
+            "{time}: index files after its root: {late:?}"
+        );
+        assert!(
+            index_positions
+                .iter()
+                .any(|p| (previous_record..root).contains(p)),
+            "{time}: no index file before its root"
+        );
+        let layout: Vec<usize> = writes
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, k))| k.starts_with(&format!("{base}backup/{time}/")))
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(layout.len() as u64, report.export.files, "{time}");
+        assert!(layout.iter().all(|p| root < *p && *p < record), "{time}");
+        previous_record = record;
+    }
+    // The second snapshot copied what did not change, after its root like the rest.
+    assert!(writes.iter().any(|(op, _)| *op == "COPY"));
+}

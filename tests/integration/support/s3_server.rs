@@ -31,12 +31,16 @@ struct Running {
     thread: std::thread::JoinHandle<()>,
 }
 
+/// The PUTs and COPYs the server completed, in order: `(operation, key)`.
+type WriteLog = std::sync::Arc<Mutex<Vec<(&'static str, String)>>>;
+
 pub struct S3Server {
     addr: SocketAddr,
     /// Added to every request, in milliseconds: a slow S3, to catch a push under way.
     latency_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Accept `If-None-Match: *` and overwrite anyway, as some S3-compatible stores do.
     ignores_conditions: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    writes: WriteLog,
     root: PathBuf,
     _dir: Option<tempfile::TempDir>,
     running: Mutex<Option<Running>>,
@@ -61,6 +65,7 @@ impl S3Server {
             addr,
             latency_ms: Default::default(),
             ignores_conditions: Default::default(),
+            writes: Default::default(),
             root: root.to_path_buf(),
             _dir: None,
             running: Mutex::new(None),
@@ -76,6 +81,7 @@ impl S3Server {
         let root = self.root.clone();
         let latency = self.latency_ms.clone();
         let ignores_conditions = self.ignores_conditions.clone();
+        let writes = self.writes.clone();
         let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -90,6 +96,7 @@ impl S3Server {
                     root,
                     ignores_conditions,
                     conditional: Default::default(),
+                    writes,
                 });
                 builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
                 let service = builder.build();
@@ -139,6 +146,12 @@ impl S3Server {
     pub fn ignore_conditional_writes(&self, on: bool) {
         self.ignores_conditions
             .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The PUTs and COPYs completed so far, in the order they completed: `(operation, key)`
+    /// with the key relative to the bucket.
+    pub fn writes(&self) -> Vec<(&'static str, String)> {
+        self.writes.lock().unwrap().clone()
     }
 
     pub fn endpoint(&self) -> String {
@@ -247,6 +260,19 @@ struct PrefixListing {
     /// `s3s-fs` checks `If-None-Match` and then writes; S3 does both at once. Conditional
     /// PUTs take this lock so that of two racing writers exactly one succeeds here too.
     conditional: tokio::sync::Mutex<()>,
+    writes: WriteLog,
+}
+
+impl PrefixListing {
+    fn wrote<T>(&self, op: &'static str, key: &str, result: S3Result<T>) -> S3Result<T> {
+        if result.is_ok() {
+            self.writes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((op, key.to_string()));
+        }
+        result
+    }
 }
 
 /// One key found by [`PrefixListing::keys_under`].
@@ -317,11 +343,23 @@ macro_rules! passed_on {
                 if self.ignores_conditions.load(std::sync::atomic::Ordering::Relaxed) {
                     req.input.if_none_match = None;
                 }
+                let key = req.input.key.clone();
                 if req.input.if_none_match.is_some() {
                     let _one_at_a_time = self.conditional.lock().await;
-                    return self.fs.put_object(req).await;
+                    let put = self.fs.put_object(req).await;
+                    return self.wrote("PUT", &key, put);
                 }
-                self.fs.put_object(req).await
+                let put = self.fs.put_object(req).await;
+                self.wrote("PUT", &key, put)
+            }
+
+            async fn copy_object(
+                &self,
+                req: S3Request<CopyObjectInput>,
+            ) -> S3Result<S3Response<CopyObjectOutput>> {
+                let key = req.input.key.clone();
+                let copied = self.fs.copy_object(req).await;
+                self.wrote("COPY", &key, copied)
             }
 
             async fn list_objects_v2(
@@ -339,7 +377,6 @@ macro_rules! passed_on {
 
 passed_on! {
     create_bucket(CreateBucketInput) -> CreateBucketOutput;
-    copy_object(CopyObjectInput) -> CopyObjectOutput;
     delete_bucket(DeleteBucketInput) -> DeleteBucketOutput;
     delete_object(DeleteObjectInput) -> DeleteObjectOutput;
     delete_objects(DeleteObjectsInput) -> DeleteObjectsOutput;
