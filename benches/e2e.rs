@@ -738,7 +738,8 @@ impl Bench {
             requests: self.sim.request_count() - api_requests_before,
             list_items_full: served.full_list_items,
             list_items_metadata: served.metadata_list_items,
-            gets: served.gets,
+            // Objects read one by one: lists narrowed to one name (and any GET).
+            gets: served.gets + served.named_lists,
         };
         let servers_cpu_seconds = own_cpu_seconds() - servers_cpu_before;
         let measured: Option<Measured> = std::fs::read(&result)

@@ -56,6 +56,17 @@ impl ResourceType {
         }
     }
 
+    /// The core group's namespaces, which every cluster serves.
+    pub fn namespaces() -> Self {
+        ResourceType {
+            group: String::new(),
+            version: "v1".to_string(),
+            kind: "Namespace".to_string(),
+            resource: "namespaces".to_string(),
+            namespaced: false,
+        }
+    }
+
     /// The collection path, cluster-wide or in one namespace.
     pub fn collection_path(&self, namespace: Option<&str>) -> String {
         let base = if self.group.is_empty() {

@@ -62,9 +62,14 @@ pub enum Claim {
     Theirs(OtherCluster),
 }
 
-/// The uid of the cluster's `kube-system` namespace; `None` when the server has no such
-/// namespace or may not be asked (then no check is possible, and none is made).
+/// The uid of the cluster's `kube-system` namespace, read with a list narrowed to its name
+/// (the service account may list, not get); `None` when the server has no such namespace or
+/// may not be asked (then no check is possible, and none is made).
 pub async fn kube_system_uid(api: &Api) -> Result<Option<String>, ApiError> {
+    #[derive(Deserialize)]
+    struct Namespaces {
+        items: Vec<Namespace>,
+    }
     #[derive(Deserialize)]
     struct Namespace {
         metadata: Metadata,
@@ -73,14 +78,15 @@ pub async fn kube_system_uid(api: &Api) -> Result<Option<String>, ApiError> {
     struct Metadata {
         uid: Option<String>,
     }
-    let path = format!("/api/v1/namespaces/{IDENTITY_NAMESPACE}");
-    let body = match api.get_opt(&path).await {
-        Ok(Some(body)) => body,
-        Ok(None) | Err(ApiError::Status { code: 403, .. }) => return Ok(None),
+    let path = super::named_list_path(&super::ResourceType::namespaces(), None, IDENTITY_NAMESPACE);
+    let body = match api.get(&path, "application/json").await {
+        Ok(body) => body,
+        Err(ApiError::Status { code: 403, .. }) => return Ok(None),
         Err(e) => return Err(e),
     };
-    Ok(serde_json::from_slice::<Namespace>(&body)
+    Ok(serde_json::from_slice::<Namespaces>(&body)
         .ok()
+        .and_then(|list| list.items.into_iter().next())
         .and_then(|ns| ns.metadata.uid)
         .filter(|uid| !uid.is_empty()))
 }

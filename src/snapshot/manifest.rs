@@ -99,7 +99,8 @@ pub struct SnapshotStats {
     pub duration_ms: u64,
     /// List requests sent to the API server (pages).
     pub list_requests: u64,
-    /// Single objects read from the API server (changed since the previous snapshot).
+    /// Single objects read from the API server (changed since the previous snapshot), each
+    /// with a list narrowed to its name.
     #[serde(default)]
     pub get_requests: u64,
     /// Lists restarted after an expired continue token.

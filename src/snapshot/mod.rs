@@ -240,6 +240,16 @@ const GET_SHARE: u64 = 8;
 /// Changed objects of one resource read at the same time.
 const GET_CONCURRENCY: usize = 4;
 
+/// A list of `rt` in `namespace` narrowed to the object called `name`.
+pub fn named_list_path(rt: &ResourceType, namespace: Option<&str>, name: &str) -> String {
+    let selector = format!("metadata.name={name}");
+    format!(
+        "{}?fieldSelector={}",
+        rt.collection_path(namespace),
+        encode_query(&selector)
+    )
+}
+
 /// Percent-encodes a query parameter value (everything but RFC 3986's unreserved characters).
 fn encode_query(value: &str) -> String {
     const VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -321,6 +331,26 @@ impl Lister<'_> {
         path
     }
 
+    /// Reads one object with a list narrowed to its name (a `metadata.name` field selector),
+    /// which every resource supports: the service account then needs `list` and `watch`
+    /// only, where `get` on every resource would also grant subresources such as
+    /// `nodes/proxy` (the kubelet's API) and `pods/log`. `None` when it is gone.
+    async fn read_one(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, ApiError> {
+        let path = named_list_path(rt, namespace, name);
+        let body = self.api.get(&path, "application/json").await?;
+        let mut found = None;
+        parse_page(&body, |item| {
+            found.get_or_insert(item);
+        })
+        .map_err(|e| ApiError::Decode(format!("{path}: {e}")))?;
+        Ok(found)
+    }
+
     /// Lists the metadata of the objects only, takes the unchanged ones (same uid and
     /// resourceVersion) as the previous snapshot saw them and reads the others one by one.
     /// `None` when a full list is the better or the only way: the server cannot list
@@ -381,19 +411,16 @@ impl Lister<'_> {
         if changed.len() as u64 * GET_SHARE > count {
             return Ok(None);
         }
-        let mut fetched = futures::stream::iter(changed)
-            .map(|(namespace, name)| async move {
-                let path = rt.object_path(namespace.as_deref(), &name);
-                self.api.get_opt(&path).await
-            })
-            .buffered(GET_CONCURRENCY);
+        let mut fetched =
+            futures::stream::iter(changed)
+                .map(|(namespace, name)| async move {
+                    self.read_one(rt, namespace.as_deref(), &name).await
+                })
+                .buffered(GET_CONCURRENCY);
         while let Some(fetched) = fetched.next().await {
             outcome.gets += 1;
             let item = match fetched {
-                Ok(Some(body)) => match serde_json::from_slice::<Value>(&body) {
-                    Ok(item) => item,
-                    Err(_) => return Ok(None),
-                },
+                Ok(Some(item)) => item,
                 // Deleted since it was listed.
                 Ok(None) => continue,
                 Err(e) => {
@@ -846,13 +873,7 @@ fn unusable(rules: &Rules, read: &[ManifestResource], skipped: &[Skipped]) -> Op
                 .to_string(),
         });
     }
-    let namespaces = ResourceType {
-        group: String::new(),
-        version: "v1".to_string(),
-        kind: "Namespace".to_string(),
-        resource: "namespaces".to_string(),
-        namespaced: false,
-    };
+    let namespaces = ResourceType::namespaces();
     let listed = read
         .iter()
         .any(|r| r.resource.group.is_empty() && r.resource.resource == "namespaces");

@@ -10,6 +10,7 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 struct State {
     forbidden: HashSet<String>,
+    forbidden_verbs: HashSet<String>,
     unavailable: HashSet<String>,
     expire_after: Option<usize>,
     throttle_left: usize,
@@ -48,6 +49,23 @@ impl Faults {
                 s.forbidden.remove(resource);
             }
         });
+    }
+
+    /// Denies every request with this verb (`get`, `list`, ...) on every resource with 403
+    /// Forbidden, as RBAC does for a role that does not grant the verb: `forbid_verb("get")`
+    /// plays a service account that may only list and watch.
+    pub fn forbid_verb(&self, verb: &str, on: bool) {
+        self.with(|s| {
+            if on {
+                s.forbidden_verbs.insert(verb.to_string());
+            } else {
+                s.forbidden_verbs.remove(verb);
+            }
+        });
+    }
+
+    pub(crate) fn is_verb_forbidden(&self, verb: &str) -> bool {
+        self.with(|s| s.forbidden_verbs.contains(verb))
     }
 
     /// Makes an API group unavailable, as an aggregated API whose backend is down: its

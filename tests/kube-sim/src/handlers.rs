@@ -83,7 +83,7 @@ pub(crate) fn resource(
         (&hyper::Method::DELETE, Some(_), None) => "delete",
         _ => return Reply::status(status::method_not_allowed()),
     };
-    if shared.faults.is_forbidden(&t.served.def.plural) {
+    if shared.faults.is_forbidden(&t.served.def.plural) || shared.faults.is_verb_forbidden(verb) {
         return Reply::status(status::forbidden(
             group,
             &t.served.def.plural,
@@ -177,6 +177,9 @@ fn list(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
         },
         None => None,
     };
+    if fields.names_one() {
+        shared.served.named_list();
+    }
     let (storage_group, storage_plural) = (&t.served.storage.0, &t.served.storage.1);
     let state = shared.read();
     let current = state.store.current_rv();

@@ -229,6 +229,9 @@ pub struct ServedCount {
     pub metadata_list_items: u64,
     /// Single objects sent by GET requests, in any rendering.
     pub gets: u64,
+    /// Lists narrowed to one name by a `metadata.name` field selector: how a client that may
+    /// only list and watch reads one object.
+    pub named_lists: u64,
 }
 
 impl std::ops::Sub for ServedCount {
@@ -238,6 +241,7 @@ impl std::ops::Sub for ServedCount {
             full_list_items: self.full_list_items - before.full_list_items,
             metadata_list_items: self.metadata_list_items - before.metadata_list_items,
             gets: self.gets - before.gets,
+            named_lists: self.named_lists - before.named_lists,
         }
     }
 }
@@ -247,6 +251,7 @@ pub(crate) struct ServedCounters {
     full_list_items: AtomicU64,
     metadata_list_items: AtomicU64,
     gets: AtomicU64,
+    named_lists: AtomicU64,
 }
 
 impl ServedCounters {
@@ -263,11 +268,16 @@ impl ServedCounters {
         self.gets.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn named_list(&self) {
+        self.named_lists.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn get(&self) -> ServedCount {
         ServedCount {
             full_list_items: self.full_list_items.load(Ordering::Relaxed),
             metadata_list_items: self.metadata_list_items.load(Ordering::Relaxed),
             gets: self.gets.load(Ordering::Relaxed),
+            named_lists: self.named_lists.load(Ordering::Relaxed),
         }
     }
 }

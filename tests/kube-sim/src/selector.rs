@@ -192,6 +192,13 @@ impl FieldSelector {
         self.terms.is_empty()
     }
 
+    /// Whether it narrows a list to one name (`metadata.name=<name>`).
+    pub(crate) fn names_one(&self) -> bool {
+        self.terms
+            .iter()
+            .any(|(path, eq, _)| path == "metadata.name" && *eq)
+    }
+
     pub(crate) fn parse(text: &str) -> Result<FieldSelector, String> {
         let mut out = FieldSelector::default();
         for part in text.split(',') {
