@@ -6,7 +6,8 @@
 //! `KUBE_AUTOSAVE_BENCH_OBJECTS` sets the size of the generated cluster (default 10,000).
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use kube_autosave::snapshot::{ResourceType, Rules, canonical};
+use kube_autosave::kube::ResourceType;
+use kube_autosave::snapshot::{Rules, canonical};
 use serde_json::Value;
 
 fn object_count() -> usize {

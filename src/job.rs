@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::export::{ExportError, ExportOptions, ExportProgressFn, export};
-use crate::snapshot::manifest::ExportRecord;
-use crate::snapshot::{
-    Api, ClusterOptions, Manifest, ProgressFn, SnapshotError, SnapshotOptions, connect,
-    take_snapshot,
-};
+use crate::kube::{Api, ClusterOptions, connect};
+use crate::repo::Manifest;
+use crate::repo::manifest::ExportRecord;
+use crate::snapshot::{ProgressFn, SnapshotError, SnapshotOptions, take_snapshot};
 use crate::store::wrappers::{CountingBackend, RequestSnapshot};
 use crate::store::{
     Destination, DynBackend, LocalBackend, PrefixBackend, S3Backend, S3Options, SnapshotTime,
@@ -101,7 +100,9 @@ pub async fn run_job(
     let store = Store::open(counting, &settings.cache_dir, settings.store.clone()).await?;
     let catch_up = finish_exports(&store, &settings.export).await?;
 
-    let client = connect(&settings.cluster).await?;
+    let client = connect(&settings.cluster)
+        .await
+        .map_err(SnapshotError::from)?;
     let api = Api::new(client, settings.snapshot.retry.clone());
     let snapshot_progress = progress.snapshot.unwrap_or_else(|| Arc::new(|_| {}));
     let mut manifest = take_snapshot(&api, &store, &settings.snapshot, snapshot_progress).await?;

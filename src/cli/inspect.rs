@@ -10,7 +10,7 @@ use crate::inspect::diff::{Op, SnapshotDiff};
 use crate::inspect::show::{ObjectFilter, objects, overview};
 use crate::inspect::{self, InspectError, SnapshotRef};
 use crate::job::open_backend;
-use crate::snapshot::Manifest;
+use crate::repo::Manifest;
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

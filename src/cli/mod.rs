@@ -17,7 +17,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{self, ConfigError, FileConfig};
 use crate::export::ExportOptions;
 use crate::job::JobSettings;
-use crate::snapshot::{ClusterOptions, SnapshotOptions};
+use crate::kube::ClusterOptions;
+use crate::snapshot::SnapshotOptions;
 use crate::store::{Destination, S3Options, StoreConfig};
 
 /// Exit codes scripts can rely on.

@@ -81,7 +81,7 @@ pub fn job_progress() -> (JobProgress, Option<ProgressBar>) {
     });
     let export_bar = bar.clone();
     let files = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let export = Arc::new(move |_: &crate::snapshot::manifest::ExportedFile| {
+    let export = Arc::new(move |_: &crate::repo::manifest::ExportedFile| {
         let n = files.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         export_bar.set_message(format!("writing the plain layout: {n} files"));
     });

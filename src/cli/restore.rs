@@ -10,11 +10,12 @@ use kube::config::Kubeconfig;
 use super::inspect::open_store;
 use super::{ExitCode, GlobalArgs};
 use crate::inspect::{self, SnapshotRef};
+use crate::kube::{Api, ClusterOptions, RetryPolicy, connect};
+use crate::repo::Manifest;
 use crate::restore::{
     Existing, Filters, Loaded, OnDamage, OutsideOwners, Plan, Progress, RestoreError,
     RestoreOptions, Selector, Step, execute, outside_owners, source,
 };
-use crate::snapshot::{Api, ClusterOptions, Manifest, RetryPolicy, connect};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExistingArg {

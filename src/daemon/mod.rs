@@ -17,7 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use crate::job::{JobError, JobSettings, finish_export, open_backend, unexported};
-use crate::snapshot::{Api, SnapshotError, connect, take_snapshot};
+use crate::kube::{Api, connect};
+use crate::snapshot::{SnapshotError, take_snapshot};
 use crate::store::wrappers::CountingBackend;
 use crate::store::{LocalBackend, SnapshotTime, Store, StoreError, cache_path};
 
@@ -47,7 +48,7 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     /// The destination folder is another cluster's: a configuration to fix, not an outage.
     #[error(transparent)]
-    OtherCluster(#[from] crate::snapshot::identity::OtherCluster),
+    OtherCluster(#[from] crate::repo::identity::OtherCluster),
     #[error("cannot serve the health and metrics endpoint on {address}: {source}")]
     Listen {
         address: SocketAddr,

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::snapshot::manifest::{NAME_TRIES, retimed_root};
+use crate::repo::manifest::{NAME_TRIES, retimed_root};
 use crate::store::{
     Backend, BackendExt, DynBackend, Folder, LocalBackend, ObjectMeta, PutOutcome, RemoteFile,
     SnapshotTime, StoreError, StoreResult,
@@ -294,8 +294,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::snapshot::Manifest;
-    use crate::snapshot::manifest::MANIFEST_VERSION;
+    use crate::repo::Manifest;
+    use crate::repo::manifest::MANIFEST_VERSION;
     use crate::store::{Store, StoreConfig};
 
     fn manifest(time: SnapshotTime, cluster: &str) -> Manifest {

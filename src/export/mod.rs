@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::snapshot::manifest::{ExportRecord, ExportedFile, Manifest, Transfer};
+use crate::repo::manifest::{ExportRecord, ExportedFile, Manifest, Transfer};
 use crate::store::{FileHash, ObjectId, RemoteFile, Store, StoreError};
 
 /// Name of the local index table: recipe -> where that file was last written.

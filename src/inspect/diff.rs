@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::InspectError;
 use super::redact::Redactor;
-use crate::snapshot::Manifest;
+use crate::repo::Manifest;
 use crate::store::{ObjectId, SnapshotTime, Store};
 
 /// An object named the way both snapshots agree on (the version may differ).

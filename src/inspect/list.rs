@@ -3,8 +3,8 @@
 use serde::Serialize;
 
 use super::InspectError;
-use crate::snapshot::Manifest;
-use crate::snapshot::manifest::ManifestHead;
+use crate::repo::Manifest;
+use crate::repo::manifest::ManifestHead;
 use crate::store::{SnapshotTime, Store};
 
 /// One line of `kube-autosave list`.

@@ -11,7 +11,8 @@ pub mod verify;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::snapshot::{Manifest, ResourceType};
+use crate::kube::ResourceType;
+use crate::repo::Manifest;
 use crate::store::{ObjectId, SnapshotTime, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]

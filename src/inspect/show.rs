@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::resource_matches;
-use crate::snapshot::{Manifest, ManifestObject};
+use crate::repo::{Manifest, ManifestObject};
 use crate::store::ObjectId;
 
 /// A resource of the snapshot with its number of objects.

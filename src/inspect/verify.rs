@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::InspectError;
 use crate::export::{PlannedFile, is_rendering_of, plan};
-use crate::snapshot::Manifest;
+use crate::repo::Manifest;
 use crate::store::{BackendExt, ObjectId, PackId, RemoteFile, SnapshotTime, Store, StoreError};
 
 /// Something wrong at the destination.

@@ -28,7 +28,7 @@ pub use selector::{Selector, SelectorError};
 pub use source::{Damaged, Item, Loaded, OnDamage};
 
 use crate::inspect::resource_matches;
-use crate::snapshot::{Api, ApiError, ResourceType, discover};
+use crate::kube::{Api, ApiError, ResourceType, discover};
 use crate::store::StoreError;
 use owners::{Deferred, Owner, OwnerLink};
 

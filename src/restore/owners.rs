@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::order::Step;
 use super::source::Item;
-use crate::snapshot::{Api, ResourceType};
+use crate::kube::{Api, ResourceType};
 
 /// An object as an owner reference names it: its group, kind, namespace (`None` when
 /// cluster-scoped) and name. The version is left out: a reference may name another version

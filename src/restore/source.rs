@@ -16,7 +16,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::RestoreError;
-use crate::snapshot::{Manifest, ManifestObject, ResourceType};
+use crate::kube::ResourceType;
+use crate::repo::{Manifest, ManifestObject};
 use crate::store::{
     BackendExt, DynBackend, Folder, ObjectId, PackId, SnapshotTime, Store, StoreError, StoreResult,
 };

@@ -8,12 +8,7 @@
 //!
 //! This module never writes to the cluster.
 
-pub mod api;
 pub mod canonical;
-pub mod connect;
-pub mod discovery;
-pub mod identity;
-pub mod manifest;
 pub mod rules;
 pub mod seen;
 
@@ -28,11 +23,14 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-pub use api::{Api, ApiError, RetryPolicy};
-pub use connect::{ClusterOptions, connect};
-pub use discovery::{Discovered, DiscoveryError, ResourceType, discover};
-pub use manifest::{Manifest, ManifestObject, ManifestResource, Skipped, SnapshotStats};
 pub use rules::Rules;
+
+use crate::kube::api::encode_query;
+use crate::kube::{
+    Api, ApiError, ConnectError, DiscoveryError, ResourceType, RetryPolicy, Skipped, discover,
+};
+use crate::repo::identity;
+use crate::repo::manifest::{self, Manifest, ManifestObject, ManifestResource, SnapshotStats};
 
 use crate::store::{ObjectId, SnapshotTime, Store, StoreError};
 use crate::task;
@@ -66,15 +64,15 @@ impl Default for SnapshotOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("{0}")]
-    Connect(String),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error(
         "{0}; check the kubeconfig and context, and that the API server is reachable from here"
     )]
     Discovery(#[from] DiscoveryError),
     /// Nothing worth a snapshot could be read; no manifest was written.
     #[error(
-        "{0}; check that the service account kube-autosave runs as may get and list them \
+        "{0}; check that the service account kube-autosave runs as may list them \
          (its RBAC) and that the API server is healthy"
     )]
     Unreadable(String),
@@ -240,26 +238,6 @@ const GET_SHARE: u64 = 8;
 /// Changed objects of one resource read at the same time.
 const GET_CONCURRENCY: usize = 4;
 
-/// A list of `rt` in `namespace` narrowed to the object called `name`.
-pub fn named_list_path(rt: &ResourceType, namespace: Option<&str>, name: &str) -> String {
-    let selector = format!("metadata.name={name}");
-    format!(
-        "{}?fieldSelector={}",
-        rt.collection_path(namespace),
-        encode_query(&selector)
-    )
-}
-
-/// Percent-encodes a query parameter value (everything but RFC 3986's unreserved characters).
-fn encode_query(value: &str) -> String {
-    const VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(value, VALUE).to_string()
-}
-
 struct Lister<'a> {
     api: &'a Api,
     store: &'a Store,
@@ -341,7 +319,7 @@ impl Lister<'_> {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Option<Value>, ApiError> {
-        let path = named_list_path(rt, namespace, name);
+        let path = rt.named_list_path(namespace, name);
         let body = self.api.get(&path, "application/json").await?;
         let mut found = None;
         parse_page(&body, |item| {
@@ -834,7 +812,7 @@ fn unsafe_key(rt: &ResourceType, namespace: Option<&str>, name: &str) -> Option<
 /// away while the daemon stages), the snapshot goes ahead: a backup is worth more than the
 /// check, which the next snapshot makes.
 async fn check_cluster(api: &Api, store: &Store, cluster_name: &str) -> Result<(), SnapshotError> {
-    let uid = match identity::kube_system_uid(api).await {
+    let uid = match crate::kube::kube_system_uid(api).await {
         Ok(Some(uid)) => uid,
         Ok(None) => {
             tracing::warn!(

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::discovery::ResourceType;
+use crate::kube::ResourceType;
 
 /// The snapshot rules (the `rules:` part of the configuration).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::discovery::ResourceType;
 use super::rules::Rules;
+use crate::kube::ResourceType;
 use crate::store::ObjectId;
 
 /// A full read at least this often.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kube_autosave::snapshot::Manifest;
+use kube_autosave::repo::Manifest;
 use serde_json::Value;
 
 use crate::support::cluster::Cluster;
@@ -517,7 +517,7 @@ fn the_switch_and_bad_configuration() {
 /// Forbids (or allows again) every resource the simulated cluster serves, as RBAC does for a
 /// service account without permissions.
 pub(crate) async fn forbid_everything(cluster: &Cluster, on: bool) {
-    let found = kube_autosave::snapshot::discover(&cluster.api().await)
+    let found = kube_autosave::kube::discover(&cluster.api().await)
         .await
         .unwrap();
     assert!(found.resources.len() > 20);

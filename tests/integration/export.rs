@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use kube_autosave::export::{ExportOptions, export};
 use kube_autosave::job::{JobProgress, JobReport, JobSettings, open_backend, run_job};
-use kube_autosave::snapshot::manifest::{ExportedFile, Transfer};
-use kube_autosave::snapshot::{Manifest, take_snapshot};
+use kube_autosave::repo::Manifest;
+use kube_autosave::repo::manifest::{ExportedFile, Transfer};
+use kube_autosave::snapshot::take_snapshot;
 use kube_autosave::store::wrappers::{CountingBackend, FaultOps, FaultyBackend};
 use kube_autosave::store::{DynBackend, SnapshotTime, Store, StoreConfig};
 use serde_json::Value;

@@ -14,9 +14,11 @@ use std::process::Command;
 
 use futures::TryStreamExt;
 use kube_autosave::job::{JobProgress, JobSettings, open_backend, run_job};
+use kube_autosave::kube::ResourceType;
+use kube_autosave::repo::Manifest;
 use kube_autosave::restore::source::OnDamage;
 use kube_autosave::restore::{Existing, Filters, Plan, RestoreOptions, execute, source};
-use kube_autosave::snapshot::{Manifest, ResourceType, Rules, SnapshotOptions};
+use kube_autosave::snapshot::{Rules, SnapshotOptions};
 use kube_autosave::store::{ObjectId, Store, StoreConfig};
 use kube_sim::SimConfig;
 use serde_json::Value;

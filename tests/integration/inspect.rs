@@ -7,7 +7,7 @@ use std::process::Output;
 
 use kube_autosave::inspect;
 use kube_autosave::job::{JobSettings, open_backend};
-use kube_autosave::snapshot::Manifest;
+use kube_autosave::repo::Manifest;
 use kube_autosave::store::{RemoteFile, Store, StoreConfig};
 use serde_json::Value;
 

@@ -9,10 +9,12 @@ use futures::TryStreamExt;
 use kube_autosave::export::ExportOptions;
 use kube_autosave::inspect::diff::json_diff;
 use kube_autosave::job::{JobProgress, JobSettings, open_backend, run_job};
+use kube_autosave::kube::Api;
+use kube_autosave::repo::Manifest;
 use kube_autosave::restore::{
     Existing, Filters, OnDamage, Plan, RestoreOptions, RestoreReport, execute, order, source,
 };
-use kube_autosave::snapshot::{Api, Manifest, SnapshotOptions};
+use kube_autosave::snapshot::SnapshotOptions;
 use kube_autosave::store::{BackendExt, ObjectId, Store, StoreConfig};
 use kube_sim::SimConfig;
 use serde_json::{Value, json};
@@ -364,7 +366,7 @@ async fn existing_objects_are_skipped_and_reported_or_replaced_when_asked() {
         .put(&path, serde_json::to_vec(&current).unwrap().into())
         .await
         .unwrap();
-    let data_of = |api: kube_autosave::snapshot::Api, path: String| async move {
+    let data_of = |api: kube_autosave::kube::Api, path: String| async move {
         let v: Value = serde_json::from_slice(&api.get_opt(&path).await.unwrap().unwrap()).unwrap();
         v["data"].clone()
     };
@@ -1072,11 +1074,11 @@ async fn damaged_objects_stop_a_restore_or_with_skip_damaged_are_named_and_left_
     };
     let store = reader("reader").await;
     let filters = Filters::default();
-    let wanted = |rt: &kube_autosave::snapshot::ResourceType,
-                  o: &kube_autosave::snapshot::ManifestObject| {
+    let wanted = |rt: &kube_autosave::kube::ResourceType,
+                  o: &kube_autosave::repo::ManifestObject| {
         filters.wants_manifest_object(rt, o.namespace.as_deref(), &o.name)
     };
-    let chosen: Vec<&kube_autosave::snapshot::ManifestObject> = manifest
+    let chosen: Vec<&kube_autosave::repo::ManifestObject> = manifest
         .objects
         .iter()
         .filter(|o| wanted(manifest.resource_of(o), o))
@@ -1134,7 +1136,7 @@ async fn damaged_objects_stop_a_restore_or_with_skip_damaged_are_named_and_left_
         .await
         .unwrap();
     assert_eq!(loaded.items.len() + loaded.damaged.len(), chosen.len());
-    let describe = |o: &kube_autosave::snapshot::ManifestObject| match &o.namespace {
+    let describe = |o: &kube_autosave::repo::ManifestObject| match &o.namespace {
         Some(ns) => format!("{} {ns}/{}", manifest.resource_of(o).kind, o.name),
         None => format!("{} {}", manifest.resource_of(o).kind, o.name),
     };

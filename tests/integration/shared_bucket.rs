@@ -5,7 +5,8 @@
 use std::process::Output;
 use std::sync::Arc;
 
-use kube_autosave::snapshot::{Manifest, take_snapshot};
+use kube_autosave::repo::Manifest;
+use kube_autosave::snapshot::take_snapshot;
 use kube_autosave::store::{Store, StoreConfig};
 
 use crate::support::cluster::Cluster;

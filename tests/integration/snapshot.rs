@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kube_autosave::snapshot::{Manifest, Rules, SnapshotOptions, take_snapshot};
+use kube_autosave::repo::Manifest;
+use kube_autosave::snapshot::{Rules, SnapshotOptions, take_snapshot};
 use kube_autosave::store::{LocalBackend, ObjectId, Store, StoreConfig};
 use kube_sim::ObjectKey;
 use serde_json::Value;
@@ -756,10 +757,10 @@ fn versions_read(manifest: &Manifest) -> BTreeMap<(String, String), String> {
 
 /// Creates a CRD; the generated cluster may hold the same one already (prometheus-operator's
 /// are part of it), which is as good.
-async fn create_crd(api: &kube_autosave::snapshot::Api, crd: Value) {
+async fn create_crd(api: &kube_autosave::kube::Api, crd: Value) {
     let path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
     match api.post(path, Bytes::from(crd.to_string())).await {
-        Ok(_) | Err(kube_autosave::snapshot::ApiError::Status { code: 409, .. }) => {}
+        Ok(_) | Err(kube_autosave::kube::ApiError::Status { code: 409, .. }) => {}
         Err(e) => panic!("POST {path}: {e}"),
     }
 }
@@ -885,11 +886,11 @@ async fn resources_served_only_by_a_non_preferred_version_are_read_at_it() {
 
     // Legacy discovery (a document per group version) finds the same resources at the same
     // versions as aggregated discovery.
-    let aggregated = kube_autosave::snapshot::discovery::discover_aggregated(&api)
+    let aggregated = kube_autosave::kube::discovery::discover_aggregated(&api)
         .await
         .unwrap()
         .expect("the simulator offers aggregated discovery");
-    let legacy = kube_autosave::snapshot::discovery::discover_legacy(&api)
+    let legacy = kube_autosave::kube::discovery::discover_legacy(&api)
         .await
         .unwrap();
     assert!(legacy.skipped.is_empty(), "{:?}", legacy.skipped);
@@ -915,11 +916,11 @@ async fn a_failing_group_version_is_reported_and_the_others_are_still_read() {
         .faults()
         .group_unavailable("monitoring.coreos.com", true);
     for found in [
-        kube_autosave::snapshot::discovery::discover_aggregated(&api)
+        kube_autosave::kube::discovery::discover_aggregated(&api)
             .await
             .unwrap()
             .unwrap(),
-        kube_autosave::snapshot::discovery::discover_legacy(&api)
+        kube_autosave::kube::discovery::discover_legacy(&api)
             .await
             .unwrap(),
     ] {

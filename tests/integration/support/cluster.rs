@@ -1,7 +1,7 @@
 //! The simulated API server as the tests use it: started on loopback with a seeded cluster,
 //! reached through a kubeconfig it writes, like a real cluster.
 
-use kube_autosave::snapshot::{Api, ClusterOptions, RetryPolicy, connect};
+use kube_autosave::kube::{Api, ClusterOptions, RetryPolicy, connect};
 use kube_sim::{SimConfig, SimServer};
 
 pub struct Cluster {

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::api::{Api, ApiError};
-use super::manifest::Skipped;
+use super::skipped::Skipped;
 
 const JSON: &str = "application/json";
 const AGGREGATED: &str =
@@ -78,6 +78,18 @@ impl ResourceType {
             Some(ns) => format!("{base}/namespaces/{ns}/{}", self.resource),
             None => format!("{base}/{}", self.resource),
         }
+    }
+
+    /// A list of this resource in `namespace` narrowed to the object called `name` (a
+    /// `metadata.name` field selector, which every resource supports): how one object is read
+    /// by a client that may list but not get.
+    pub fn named_list_path(&self, namespace: Option<&str>, name: &str) -> String {
+        let selector = format!("metadata.name={name}");
+        format!(
+            "{}?fieldSelector={}",
+            self.collection_path(namespace),
+            super::api::encode_query(&selector)
+        )
     }
 
     /// The path of one object.

@@ -248,3 +248,13 @@ fn jitter(backoff: Duration) -> Duration {
     let fraction = 0.5 + f64::from(nanos % 1000) / 2000.0;
     backoff.mul_f64(fraction)
 }
+
+/// Percent-encodes a query parameter value (everything but RFC 3986's unreserved characters).
+pub fn encode_query(value: &str) -> String {
+    const VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(value, VALUE).to_string()
+}

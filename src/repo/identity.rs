@@ -1,20 +1,17 @@
 //! One cluster per folder: the destination records which cluster its snapshots are of (the
-//! uid of the cluster's `kube-system` namespace, which lives as long as the cluster) at its
-//! first snapshot, and a snapshot of another cluster into the same folder is refused.
+//! uid of the cluster's `kube-system` namespace, which lives as long as the cluster; see
+//! [`crate::kube::kube_system_uid`]) at its first snapshot, and a snapshot of another cluster
+//! into the same folder is refused.
 //!
 //! Two clusters left on the same `clusterName` would otherwise interleave their snapshots in
 //! one history, and a restore of "latest" would rebuild the wrong cluster. The record is
 //! created with a conditional write, so of two clusters that start at the same moment
-//! exactly one claims the folder. This module only reads the cluster; it never writes to it.
+//! exactly one claims the folder. This module never talks to the cluster.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::api::{Api, ApiError};
 use crate::store::{BackendExt, PutOutcome, RemoteFile, Store, StoreError, StoreResult};
-
-/// The namespace whose uid names the cluster: every cluster has it, and it is never deleted.
-const IDENTITY_NAMESPACE: &str = "kube-system";
 
 /// Which cluster a destination folder belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,35 +57,6 @@ pub enum Claim {
     /// The folder is this cluster's (it was already, or it is now).
     Ours,
     Theirs(OtherCluster),
-}
-
-/// The uid of the cluster's `kube-system` namespace, read with a list narrowed to its name
-/// (the service account may list, not get); `None` when the server has no such namespace or
-/// may not be asked (then no check is possible, and none is made).
-pub async fn kube_system_uid(api: &Api) -> Result<Option<String>, ApiError> {
-    #[derive(Deserialize)]
-    struct Namespaces {
-        items: Vec<Namespace>,
-    }
-    #[derive(Deserialize)]
-    struct Namespace {
-        metadata: Metadata,
-    }
-    #[derive(Deserialize)]
-    struct Metadata {
-        uid: Option<String>,
-    }
-    let path = super::named_list_path(&super::ResourceType::namespaces(), None, IDENTITY_NAMESPACE);
-    let body = match api.get(&path, "application/json").await {
-        Ok(body) => body,
-        Err(ApiError::Status { code: 403, .. }) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    Ok(serde_json::from_slice::<Namespaces>(&body)
-        .ok()
-        .and_then(|list| list.items.into_iter().next())
-        .and_then(|ns| ns.metadata.uid)
-        .filter(|uid| !uid.is_empty()))
 }
 
 /// Claims the folder of `store` for the cluster with kube-system uid `uid`, or finds it is

@@ -1,0 +1,46 @@
+//! What a snapshot could not read from the cluster, and why: a whole group, one resource,
+//! or one object. Discovery and listing report them; the manifest keeps them.
+
+use serde::{Deserialize, Serialize};
+
+/// Something a snapshot could not read, and why. Nothing is skipped silently.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Skipped {
+    pub group: String,
+    pub version: Option<String>,
+    /// `None` when the whole group was skipped.
+    pub resource: Option<String>,
+    pub namespace: Option<String>,
+    /// One object left out (its namespace or name cannot be a key at the destination).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
+    /// The HTTP status, when the server answered.
+    pub code: Option<u16>,
+    pub reason: String,
+}
+
+impl Skipped {
+    /// `deployments.apps`, `configmaps`, or `metrics.k8s.io/v1beta1` for a whole group; one
+    /// object is `configmaps <namespace>/<name>`.
+    pub fn what(&self) -> String {
+        if let (Some(resource), Some(name)) = (&self.resource, &self.name) {
+            let qualified = match self.group.as_str() {
+                "" => resource.clone(),
+                group => format!("{resource}.{group}"),
+            };
+            return match &self.namespace {
+                Some(ns) => format!("{qualified} {ns:?}/{name:?}"),
+                None => format!("{qualified} {name:?}"),
+            };
+        }
+        match (&self.resource, self.group.as_str()) {
+            (Some(r), "") => r.clone(),
+            (Some(r), g) => format!("{r}.{g}"),
+            (None, g) => match &self.version {
+                Some(v) if g.is_empty() => v.clone(),
+                Some(v) => format!("{g}/{v}"),
+                None => g.to_string(),
+            },
+        }
+    }
+}

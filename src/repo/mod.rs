@@ -1,0 +1,12 @@
+//! The repository: what a snapshot is at the destination, above the content-addressed store
+//! — the manifest (its root and listings), the export record, and which cluster the folder
+//! belongs to. It never talks to the cluster; `snapshot` fills it, `export`, `inspect` and
+//! `restore` read it.
+
+pub mod identity;
+pub mod manifest;
+
+pub use manifest::{
+    ExportRecord, ExportedFile, Manifest, ManifestHead, ManifestObject, ManifestResource,
+    SnapshotStats, Transfer,
+};
