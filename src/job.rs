@@ -100,12 +100,8 @@ pub async fn run_job(
     let store = Store::open(counting, &settings.cache_dir, settings.store.clone()).await?;
     let catch_up = finish_exports(&store, &settings.export).await?;
 
-    let client = connect(&settings.cluster)
-        .await
-        .map_err(SnapshotError::from)?;
-    let api = Api::new(client, settings.snapshot.retry.clone());
     let snapshot_progress = progress.snapshot.unwrap_or_else(|| Arc::new(|_| {}));
-    let mut manifest = take_snapshot(&api, &store, &settings.snapshot, snapshot_progress).await?;
+    let mut manifest = take(settings, &store, snapshot_progress).await?;
     let export = export(&store, &mut manifest, &settings.export, progress.export).await?;
     Ok(JobReport {
         manifest,
@@ -114,6 +110,18 @@ pub async fn run_job(
         duration: started.elapsed(),
         catch_up,
     })
+}
+
+/// The job's snapshot step: connects to the cluster (afresh each time, so that a rotated
+/// token or certificate is picked up) and reads it into a new snapshot in `store`.
+pub async fn take(
+    settings: &JobSettings,
+    store: &Store,
+    progress: ProgressFn,
+) -> Result<Manifest, SnapshotError> {
+    let client = connect(&settings.cluster).await?;
+    let api = Api::new(client, settings.snapshot.retry.clone());
+    take_snapshot(&api, store, &settings.snapshot, progress).await
 }
 
 /// The snapshots at the destination that have a manifest and no export record, oldest

@@ -5,6 +5,9 @@
 //! push runs waits for it. SIGTERM/SIGINT stop it between two steps or cancel the step under
 //! way; nothing half-written is ever a complete snapshot, and what was staged is pushed after
 //! the next start. Switched off by its configuration, it only serves health and metrics.
+//!
+//! The steps are the job's (`crate::job`: take a snapshot, finish an export); what is the
+//! daemon's own is staging, the pending table, the schedule and its metrics.
 
 pub mod metrics;
 pub mod staging;
@@ -16,9 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use crate::job::{JobError, JobSettings, finish_export, open_backend, unexported};
-use crate::kube::{Api, connect};
-use crate::snapshot::{SnapshotError, take_snapshot};
+use crate::job::{JobError, JobSettings, finish_export, open_backend, take, unexported};
+use crate::snapshot::SnapshotError;
+use crate::store::cache::Table;
 use crate::store::wrappers::CountingBackend;
 use crate::store::{LocalBackend, SnapshotTime, Store, StoreError, cache_path};
 
@@ -79,7 +82,8 @@ struct Daemon {
     settings: DaemonSettings,
     store: Store,
     staging: Arc<StagingBackend>,
-    pending: sled::Tree,
+    /// Snapshots staged and not yet pushed and exported, by name.
+    pending: Table<()>,
     metrics: Arc<Metrics>,
     remote_counts: Arc<crate::store::wrappers::RequestCounts>,
     endpoint: String,
@@ -98,35 +102,22 @@ impl Daemon {
     /// Records `time` as waiting for its push and export, durably: a kill right after must
     /// not forget it.
     fn mark_pending(&self, time: &SnapshotTime) -> Result<(), StoreError> {
-        self.pending
-            .insert(time.to_string().as_bytes(), &[])
-            .and_then(|_| self.pending.flush())
-            .map_err(|e| self.index_error(e))?;
+        self.pending.insert(time.to_string().as_bytes(), &())?;
+        self.pending.flush()?;
         self.update_pending();
         Ok(())
     }
 
     fn unmark_pending(&self, time: &SnapshotTime) -> Result<(), StoreError> {
-        self.pending
-            .remove(time.to_string().as_bytes())
-            .and_then(|_| self.pending.flush())
-            .map_err(|e| self.index_error(e))?;
-        Ok(())
-    }
-
-    fn index_error(&self, e: sled::Error) -> StoreError {
-        StoreError::Index {
-            path: self.store.cache().path().to_path_buf(),
-            message: e.to_string(),
-        }
+        self.pending.remove(time.to_string().as_bytes())?;
+        self.pending.flush()
     }
 
     fn pending_times(&self) -> Vec<SnapshotTime> {
         self.pending
-            .iter()
             .keys()
-            .filter_map(|k| k.ok())
-            .filter_map(|k| std::str::from_utf8(&k).ok().and_then(|s| s.parse().ok()))
+            .iter()
+            .filter_map(|k| std::str::from_utf8(k).ok().and_then(|s| s.parse().ok()))
             .collect()
     }
 
@@ -194,15 +185,7 @@ impl Daemon {
                 }
                 Err(e) => return Err(e.into()),
             }
-            let client = connect(&self.settings.job.cluster).await?;
-            let api = Api::new(client, self.settings.job.snapshot.retry.clone());
-            take_snapshot(
-                &api,
-                &self.store,
-                &self.settings.job.snapshot,
-                Arc::new(|_| {}),
-            )
-            .await
+            take(&self.settings.job, &self.store, Arc::new(|_| {})).await
         }
         .await;
         let m = &self.metrics;
@@ -372,7 +355,7 @@ pub async fn run(
             "removed half-written files of an interrupted run"
         );
     }
-    let pending = store.cache().tree(PENDING_TREE)?;
+    let pending = store.cache().table(PENDING_TREE)?;
     let metrics = Arc::new(Metrics::default());
     let (bound, server) = metrics::serve(settings.listen, metrics.clone())
         .await

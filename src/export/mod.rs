@@ -19,6 +19,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::repo::manifest::{ExportRecord, ExportedFile, Manifest, Transfer};
+use crate::store::cache::Table;
 use crate::store::{FileHash, ObjectId, RemoteFile, Store, StoreError};
 
 /// Name of the local index table: recipe -> where that file was last written.
@@ -213,24 +214,16 @@ pub fn is_rendering_of(data: &[u8], file: &PlannedFile) -> bool {
 
 struct Exporter<'a> {
     store: &'a Store,
-    written: sled::Tree,
+    written: Table<Written>,
 }
 
 impl Exporter<'_> {
     fn lookup(&self, recipe: &FileHash) -> Option<Written> {
-        let value = self.written.get(recipe.as_bytes()).ok()??;
-        serde_json::from_slice(&value).ok()
+        self.written.get(recipe.as_bytes())
     }
 
     fn remember(&self, recipe: &FileHash, written: &Written) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(written).unwrap_or_default();
-        self.written
-            .insert(recipe.as_bytes(), value)
-            .map_err(|e| StoreError::Index {
-                path: self.store.cache().path().to_path_buf(),
-                message: e.to_string(),
-            })?;
-        Ok(())
+        self.written.insert(recipe.as_bytes(), written)
     }
 
     async fn export_file(&self, file: PlannedFile) -> Result<ExportedFile, ExportError> {
@@ -307,7 +300,7 @@ pub async fn export(
     let started = Instant::now();
     let written = store
         .cache()
-        .tree(EXPORTED_TREE)
+        .table(EXPORTED_TREE)
         .map_err(ExportError::Manifest)?;
     let exporter = Exporter { store, written };
     if exporter.written.is_empty() {

@@ -78,6 +78,65 @@ fn is_lock_error(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
+/// A table of the cache (see [`Cache::table`]). A value that no longer decodes (written by
+/// another version) reads as absent: like everything here, it is a cache.
+pub struct Table<V> {
+    tree: sled::Tree,
+    path: PathBuf,
+    value: std::marker::PhantomData<fn() -> V>,
+}
+
+impl<V: serde::Serialize + serde::de::DeserializeOwned> Table<V> {
+    pub fn get(&self, key: &[u8]) -> Option<V> {
+        let value = self.tree.get(key).ok()??;
+        serde_json::from_slice(&value).ok()
+    }
+
+    pub fn insert(&self, key: &[u8], value: &V) -> StoreResult<()> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Index {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        self.tree
+            .insert(key, bytes)
+            .map(drop)
+            .map_err(|e| sled_error(&self.path, e))
+    }
+
+    pub fn remove(&self, key: &[u8]) -> StoreResult<()> {
+        self.tree
+            .remove(key)
+            .map(drop)
+            .map_err(|e| sled_error(&self.path, e))
+    }
+
+    /// The keys, in order.
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        self.tree
+            .iter()
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| k.to_vec())
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
+    /// Makes what was written so far survive a crash (sled otherwise flushes on a timer).
+    pub fn flush(&self) -> StoreResult<()> {
+        self.tree
+            .flush()
+            .map(drop)
+            .map_err(|e| sled_error(&self.path, e))
+    }
+}
+
 impl Cache {
     /// Opens the cache at `path`. A directory held by another process is an error; one that
     /// cannot be read (corrupt, or written by an incompatible version) is wiped and started
@@ -355,10 +414,21 @@ impl Cache {
 
     /// A named table for other parts of the program (the exporter's file hashes, the
     /// pusher's pending work). What goes in there must be rebuildable or re-doable too.
-    pub fn tree(&self, name: &str) -> StoreResult<sled::Tree> {
-        self.db
+    /// A small table of its own beside the objects, holding `V`s as JSON under byte keys:
+    /// what the exporter and the pusher remember. Callers never see sled.
+    pub fn table<V: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> StoreResult<Table<V>> {
+        let tree = self
+            .db
             .open_tree(name)
-            .map_err(|e| sled_error(&self.path, e))
+            .map_err(|e| sled_error(&self.path, e))?;
+        Ok(Table {
+            tree,
+            path: self.path.clone(),
+            value: std::marker::PhantomData,
+        })
     }
 
     pub async fn flush(&self) -> StoreResult<()> {
