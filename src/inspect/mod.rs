@@ -11,7 +11,6 @@ pub mod verify;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::kube::ResourceType;
 use crate::repo::Manifest;
 use crate::store::{ObjectId, SnapshotTime, Store, StoreError};
 
@@ -88,12 +87,4 @@ pub async fn resolve(store: &Store, which: SnapshotRef) -> Result<SnapshotTime, 
 pub async fn load(store: &Store, which: SnapshotRef) -> Result<Manifest, InspectError> {
     let time = resolve(store, which).await?;
     Ok(Manifest::load(store, &time).await?)
-}
-
-/// Whether `filter` names this resource the way users write it: the plural (`deployments`),
-/// qualified by its group (`deployments.apps`), or the kind (`Deployment`, any case).
-pub fn resource_matches(rt: &ResourceType, filter: &str) -> bool {
-    filter == rt.resource
-        || filter == rt.qualified_name()
-        || (!rt.kind.is_empty() && filter.eq_ignore_ascii_case(&rt.kind))
 }

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::resource_matches;
 use crate::repo::{Manifest, ManifestObject};
 use crate::store::ObjectId;
 
@@ -108,6 +107,6 @@ fn wanted(manifest: &Manifest, object: &ManifestObject, filter: &ObjectFilter) -
     let resource_ok = filter
         .resource
         .as_deref()
-        .is_none_or(|r| resource_matches(manifest.resource_of(object), r));
+        .is_none_or(|r| manifest.resource_of(object).is_named_by(r));
     namespace_ok && resource_ok
 }

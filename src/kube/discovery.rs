@@ -56,6 +56,29 @@ impl ResourceType {
         }
     }
 
+    /// Whether `pattern` names this resource, the way users write it, the same in
+    /// `includeResources`/`excludeResources` and `--resource`: `deployments.apps` (plural and
+    /// group), `*.metrics.k8s.io` (every resource of a group), or a plural or kind alone
+    /// (`deployments`, `Deployment`, any case for the kind). A name alone means the core
+    /// group's resource when the core group has one of that name, as kubectl resolves it,
+    /// else that resource in every group: `pods` is never `pods.metrics.k8s.io`, and `events`
+    /// never a custom resource that happens to share the plural.
+    pub fn is_named_by(&self, pattern: &str) -> bool {
+        if let Some(group) = pattern.strip_prefix("*.") {
+            return self.group == group;
+        }
+        if pattern == self.qualified_name() {
+            return true;
+        }
+        let names = |plural: &str, kind: &str| {
+            plural == pattern || (!kind.is_empty() && kind.eq_ignore_ascii_case(pattern))
+        };
+        if !names(&self.resource, &self.kind) {
+            return false;
+        }
+        self.group.is_empty() || !CORE_RESOURCES.iter().any(|(p, k)| names(p, k))
+    }
+
     /// The core group's namespaces, which every cluster serves.
     pub fn namespaces() -> Self {
         ResourceType {
@@ -97,6 +120,28 @@ impl ResourceType {
         format!("{}/{name}", self.collection_path(namespace))
     }
 }
+
+/// The core group's resources (`/api/v1`, plural and kind): a set Kubernetes keeps fixed, which
+/// custom resources can never join.
+const CORE_RESOURCES: &[(&str, &str)] = &[
+    ("bindings", "Binding"),
+    ("componentstatuses", "ComponentStatus"),
+    ("configmaps", "ConfigMap"),
+    ("endpoints", "Endpoints"),
+    ("events", "Event"),
+    ("limitranges", "LimitRange"),
+    ("namespaces", "Namespace"),
+    ("nodes", "Node"),
+    ("persistentvolumeclaims", "PersistentVolumeClaim"),
+    ("persistentvolumes", "PersistentVolume"),
+    ("pods", "Pod"),
+    ("podtemplates", "PodTemplate"),
+    ("replicationcontrollers", "ReplicationController"),
+    ("resourcequotas", "ResourceQuota"),
+    ("secrets", "Secret"),
+    ("serviceaccounts", "ServiceAccount"),
+    ("services", "Service"),
+];
 
 /// What discovery found, and what it could not read.
 #[derive(Debug, Default, Clone)]

@@ -27,7 +27,6 @@ pub use owners::{DeferredOwner, DroppedOwner, ObjectRef, OutsideOwners};
 pub use selector::{Selector, SelectorError};
 pub use source::{Damaged, Item, Loaded, OnDamage};
 
-use crate::inspect::resource_matches;
 use crate::kube::{Api, ApiError, ResourceType, discover};
 use crate::store::StoreError;
 use owners::{Deferred, Owner, OwnerLink};
@@ -120,7 +119,7 @@ impl Filters {
     }
 
     fn resource_wanted(&self, rt: &ResourceType) -> bool {
-        self.resources.is_empty() || self.resources.iter().any(|r| resource_matches(rt, r))
+        self.resources.is_empty() || self.resources.iter().any(|r| rt.is_named_by(r))
     }
 
     fn item_resource_wanted(&self, item: &Item) -> bool {

@@ -97,26 +97,12 @@ pub enum Exclusion {
     ServiceAccountToken,
 }
 
-fn matches_resource(pattern: &str, rt: &ResourceType) -> bool {
-    if let Some(group) = pattern.strip_prefix("*.") {
-        return rt.group == group;
-    }
-    pattern == rt.qualified_name() || (rt.group.is_empty() && pattern == rt.resource)
-}
-
 impl Rules {
     /// Whether a resource type is read at all.
     pub fn wants_resource(&self, rt: &ResourceType) -> bool {
         let included = self.include_resources.is_empty()
-            || self
-                .include_resources
-                .iter()
-                .any(|p| matches_resource(p, rt));
-        included
-            && !self
-                .exclude_resources
-                .iter()
-                .any(|p| matches_resource(p, rt))
+            || self.include_resources.iter().any(|p| rt.is_named_by(p));
+        included && !self.exclude_resources.iter().any(|p| rt.is_named_by(p))
     }
 
     /// Whether no resource of `group` is read whatever it serves (a `*.<group>` exclusion):
@@ -473,6 +459,40 @@ mod tests {
         assert!(only.wants_resource(&rt("", "configmaps", "ConfigMap")));
         assert!(!only.wants_resource(&rt("", "secrets", "Secret")));
         assert!(!only.wants_resource(&rt("metrics.k8s.io", "pods", "PodMetrics")));
+    }
+
+    /// A resource is named the same way in the rules as in `--resource`: a plural or kind
+    /// alone is the core group's resource where it has one, else every group's.
+    #[test]
+    fn resources_are_named_as_kubectl_resolves_them() {
+        let deployments = rt("apps", "deployments", "Deployment");
+        let events = rt("", "events", "Event");
+        let new_events = rt("events.k8s.io", "events", "Event");
+        let custom_events = rt("example.com", "events", "Event");
+        let metrics_pods = rt("metrics.k8s.io", "pods", "PodMetrics");
+        for pattern in [
+            "deployments",
+            "Deployment",
+            "deployment",
+            "deployments.apps",
+        ] {
+            assert!(deployments.is_named_by(pattern), "{pattern}");
+        }
+        assert!(!deployments.is_named_by("deployments.extensions"));
+        for pattern in ["events", "Event"] {
+            assert!(events.is_named_by(pattern));
+            assert!(!new_events.is_named_by(pattern) && !custom_events.is_named_by(pattern));
+        }
+        assert!(new_events.is_named_by("events.events.k8s.io"));
+        assert!(!metrics_pods.is_named_by("pods") && metrics_pods.is_named_by("*.metrics.k8s.io"));
+        // The rules agree: excluding `deployments` excludes them, as `--resource` selects them.
+        let rules = Rules {
+            exclude_resources: vec!["deployments".into(), "Secret".into()],
+            ..Rules::default()
+        };
+        assert!(!rules.wants_resource(&deployments));
+        assert!(!rules.wants_resource(&rt("", "secrets", "Secret")));
+        assert!(rules.wants_resource(&rt("", "configmaps", "ConfigMap")));
     }
 
     #[test]
