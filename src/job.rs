@@ -101,8 +101,8 @@ pub async fn run_job(
     let catch_up = finish_exports(&store, &settings.export).await?;
 
     let snapshot_progress = progress.snapshot.unwrap_or_else(|| Arc::new(|_| {}));
-    let mut manifest = take(settings, &store, snapshot_progress).await?;
-    let export = export(&store, &mut manifest, &settings.export, progress.export).await?;
+    let manifest = take(settings, &store, snapshot_progress).await?;
+    let export = export(&store, &manifest, &settings.export, progress.export).await?;
     Ok(JobReport {
         manifest,
         export,
@@ -147,9 +147,9 @@ pub async fn finish_export(
     if Manifest::export_record(store, time).await?.is_some() {
         return Ok(None);
     }
-    let mut manifest = Manifest::load(store, time).await?;
+    let manifest = Manifest::load(store, time).await?;
     tracing::info!(snapshot = %time, "finishing the interrupted export of an earlier snapshot");
-    Ok(Some(export(store, &mut manifest, options, None).await?))
+    Ok(Some(export(store, &manifest, options, None).await?))
 }
 
 /// Finishes the export of every earlier snapshot left without its plain layout, oldest

@@ -289,11 +289,12 @@ impl Exporter<'_> {
 /// What the exporter reports while it runs.
 pub type ExportProgressFn = Arc<dyn Fn(&ExportedFile) + Send + Sync>;
 
-/// Writes the plain layout of `manifest`, then records the export (`store/exports/<ts>`).
+/// Writes the plain layout of `manifest`, then records the export in the repository
+/// (`store/exports/<ts>`) and returns the record; the manifest itself is not touched.
 /// Running it again on a manifest whose export was interrupted finishes the job.
 pub async fn export(
     store: &Store,
-    manifest: &mut Manifest,
+    manifest: &Manifest,
     options: &ExportOptions,
     progress: Option<ExportProgressFn>,
 ) -> Result<ExportRecord, ExportError> {
@@ -363,8 +364,7 @@ pub async fn export(
         }
     }
     record.duration_ms = started.elapsed().as_millis() as u64;
-    manifest
-        .save_export(store, record.clone())
+    Manifest::record_export(store, &manifest.time, &record)
         .await
         .map_err(ExportError::Manifest)?;
     store.cache().flush().await.map_err(ExportError::Manifest)?;

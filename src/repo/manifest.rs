@@ -303,13 +303,16 @@ impl Manifest {
         }
     }
 
-    /// Records that the plain layout of this snapshot is complete. A record that is there
-    /// already (another writer finished the same export) stays as it is.
-    pub async fn save_export(&mut self, store: &Store, record: ExportRecord) -> StoreResult<()> {
-        let key = RemoteFile::Export(&self.time).key();
-        let bytes = serde_json::to_vec_pretty(&record).map_err(|e| malformed(&key, e))?;
+    /// Records that the plain layout of the snapshot `time` is complete. A record that is
+    /// there already (another writer finished the same export) stays as it is.
+    pub async fn record_export(
+        store: &Store,
+        time: &SnapshotTime,
+        record: &ExportRecord,
+    ) -> StoreResult<()> {
+        let key = RemoteFile::Export(time).key();
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| malformed(&key, e))?;
         store.backend().create(&key, bytes.into()).await?;
-        self.export = Some(record);
         Ok(())
     }
 

@@ -226,9 +226,15 @@ async fn the_plain_layout_matches_the_design_and_the_manifest() {
     assert_eq!(count, in_layout.len(), "an object appears in two files");
     assert_eq!(in_layout, manifest_objects(manifest));
 
-    // The export is recorded, and every file was uploaded.
-    let export = manifest.export.as_ref().unwrap();
-    assert_eq!(export, &report.export);
+    // The export is recorded in the repository, and every file was uploaded.
+    let cache = tempfile::tempdir().unwrap();
+    let reader = crate::support::reader_store(&setup.s3, "team/prod", cache.path()).await;
+    let recorded = Manifest::export_record(&reader, &manifest.time)
+        .await
+        .unwrap()
+        .expect("the export is recorded");
+    assert_eq!(recorded, report.export);
+    let export = &recorded;
     assert_eq!(export.files, layout.len() as u64);
     assert_eq!(export.files_uploaded, layout.len() as u64);
     assert_eq!(report.export.files_copied, 0);
@@ -367,14 +373,14 @@ async fn an_interrupted_export_is_finished_without_redoing_work() {
     .await
     .unwrap();
     let api = setup.cluster.api().await;
-    let mut manifest = take_snapshot(&api, &store, &setup.settings.snapshot, Arc::new(|_| {}))
+    let manifest = take_snapshot(&api, &store, &setup.settings.snapshot, Arc::new(|_| {}))
         .await
         .unwrap();
     let planned = kube_autosave::export::plan(&manifest).len();
 
     // S3 goes away after 20 more files.
     faults.fail_after_writes(20, FaultOps::Writes);
-    let err = export(&store, &mut manifest, &ExportOptions::default(), None)
+    let err = export(&store, &manifest, &ExportOptions::default(), None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("injected fault"), "{err}");

@@ -807,7 +807,7 @@ async fn resources_served_only_by_a_non_preferred_version_are_read_at_it() {
     .unwrap();
     assert_eq!(preferred["preferredVersion"]["version"], "v1");
 
-    let mut manifest = fx.snapshot(&options()).await;
+    let manifest = fx.snapshot(&options()).await;
     assert!(manifest.skipped.is_empty(), "{:?}", manifest.skipped);
     let read = versions_read(&manifest);
     let at =
@@ -861,7 +861,7 @@ async fn resources_served_only_by_a_non_preferred_version_are_read_at_it() {
         objects[&key("servicemonitors")]["apiVersion"],
         "monitoring.coreos.com/v1"
     );
-    kube_autosave::export::export(&fx.store, &mut manifest, &Default::default(), None)
+    kube_autosave::export::export(&fx.store, &manifest, &Default::default(), None)
         .await
         .unwrap();
     for (plural, kind, version) in [
