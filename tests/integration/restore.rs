@@ -1084,14 +1084,17 @@ async fn damaged_objects_stop_a_restore_or_with_skip_damaged_are_named_and_left_
         .filter(|o| wanted(manifest.resource_of(o), o))
         .collect();
     let mut by_pack: BTreeMap<kube_autosave::store::PackId, Vec<ObjectId>> = BTreeMap::new();
-    // Packs that hold a namespace or a definition are spared: without them, the objects they
-    // hold fail to restore, which is another story.
+    // Packs that hold a namespace, a definition or a class pods name are spared: without
+    // them, the objects that need them are refused, which is another story.
     let mut spared = BTreeSet::new();
     for o in &chosen {
         let pack = store.location(&o.id).await.unwrap().pack;
         by_pack.entry(pack).or_default().push(o.id);
-        let kind = &manifest.resource_of(o).kind;
-        if kind == "Namespace" || kind == "CustomResourceDefinition" {
+        let kind = manifest.resource_of(o).kind.as_str();
+        if matches!(
+            kind,
+            "Namespace" | "CustomResourceDefinition" | "PriorityClass" | "RuntimeClass"
+        ) {
             spared.insert(pack);
         }
     }
