@@ -25,10 +25,6 @@
 //! snapshot, which runs exactly as `kube-autosave snapshot` runs for a user. (`--wrap` runs
 //! it under a profiler for a look at the hot spots; its figures then include the profiler.)
 
-#[path = "../tests/integration/support/s3_server.rs"]
-#[allow(dead_code)]
-mod s3_server;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -50,7 +46,7 @@ use kube_sim::{SimConfig, SimServer};
 use serde::Serialize;
 use serde_json::json;
 
-use s3_server::{ACCESS_KEY, BUCKET, S3Server, SECRET_KEY};
+use test_support::s3_server::{ACCESS_KEY, BUCKET, S3Server, SECRET_KEY};
 
 /// The cluster's folder in the bucket.
 const CLUSTER: &str = "bench";

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kube_autosave::store::pack::{IndexFile, IndexedBlob, IndexedPack, PackBuilder};
 use kube_autosave::store::{Cache, IndexId, MemoryBackend, ObjectId, PackId, Store, StoreConfig};
-
-#[path = "../tests/integration/support/objects.rs"]
-mod objects;
+use test_support::objects;
 
 fn object_count() -> u64 {
     std::env::var("KUBE_AUTOSAVE_BENCH_OBJECTS")

@@ -177,7 +177,7 @@ async fn files_over_64_mib_go_up_in_parts_and_read_back_whole() {
     let mut data = Vec::with_capacity(80 * 1024 * 1024 + 5);
     let mut rng = objects::Rng::new(7);
     while data.len() < 80 * 1024 * 1024 + 5 {
-        data.extend_from_slice(&rng.next().to_le_bytes());
+        data.extend_from_slice(&rng.next_u64().to_le_bytes());
     }
     let data = Bytes::from(data);
     backend.put("backup/huge.json", data.clone()).await.unwrap();

@@ -10,7 +10,7 @@ impl Rng {
         Self(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -19,7 +19,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
@@ -43,7 +43,7 @@ pub fn object(seed: u64, n: u64) -> Vec<u8> {
         "{}-{}-{:x}",
         word(&mut rng),
         word(&mut rng),
-        rng.next() & 0xffff_ffff
+        rng.next_u64() & 0xffff_ffff
     );
     let namespace = format!("team-{}", rng.below(50));
     let mut data = serde_json::Map::new();

@@ -1,4 +1,9 @@
-//! Shared fixtures of the integration tests: real servers on loopback and test data.
+//! What kube-autosave's integration tests and benchmarks share: real servers on loopback (an
+//! S3 server, the simulated API server reached through a kubeconfig), the store and job
+//! set-ups the tests start from, and realistic test objects.
+//!
+//! It never fakes what it stands for: the S3 server speaks S3 over HTTP with SigV4, the
+//! cluster is kube-sim over TLS, and the project is reached through its public API.
 
 pub mod cluster;
 pub mod objects;
@@ -84,10 +89,10 @@ pub async fn snapshot_job(
         .expect("snapshot job")
 }
 
-/// The `kube-autosave` binary, run in `dir` with a clean environment: nothing of the
-/// machine's AWS or kube set-up leaks in.
-pub fn binary(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kube-autosave"));
+/// `program` run in `dir` with a clean environment: nothing of the machine's AWS or kube
+/// set-up leaks in.
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command {
+    let mut command = Command::new(program);
     command
         .current_dir(dir)
         .env_clear()
