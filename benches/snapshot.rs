@@ -35,13 +35,7 @@ fn fixture() -> Vec<(ResourceType, Value)> {
                 let map = value.as_object_mut()?;
                 map.remove("apiVersion");
                 map.remove("kind");
-                let rt = ResourceType {
-                    group: key.group.clone(),
-                    version: key.version.clone(),
-                    kind: key.kind.clone(),
-                    resource: key.resource.clone(),
-                    namespaced: key.namespace.is_some(),
-                };
+                let rt = test_support::resource_type_of(&key);
                 Some((rt, value))
             })
             .collect()

@@ -18,6 +18,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::repo::manifest::{NAME_TRIES, retimed_root};
+use crate::store::backend::listed_at_once;
 use crate::store::{
     Backend, BackendExt, DynBackend, Folder, LocalBackend, ObjectMeta, PutOutcome, RemoteFile,
     SnapshotTime, StoreError, StoreResult,
@@ -119,7 +120,7 @@ impl Backend for StagingBackend {
 
     fn list(&self, prefix: &str) -> BoxStream<'_, StoreResult<ObjectMeta>> {
         let prefix = prefix.to_string();
-        futures::stream::once(async move {
+        listed_at_once(async move {
             // Staging first: a file pushed meanwhile (put at the destination, then removed
             // from staging) is then seen in one of the two, never in neither.
             let staged = self.staging.list_all(&prefix).await?;
@@ -132,12 +133,6 @@ impl Backend for StagingBackend {
             }
             Ok::<_, StoreError>(merged.into_values().collect::<Vec<_>>())
         })
-        .map(|listed| match listed {
-            Ok(all) => futures::stream::iter(all.into_iter().map(Ok)).boxed(),
-            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
-        })
-        .flatten()
-        .boxed()
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {

@@ -511,31 +511,24 @@ pub fn rewire(
         let Some(reference) = refs.get_mut(link.index) else {
             continue;
         };
+        // The new uid of an owner restored in this run; a reference to one that could not
+        // be restored is dropped, and said.
+        let mut restored_uid = |owner: &ObjectRef| {
+            let uid = uids.get(owner).cloned();
+            if uid.is_none() {
+                dropped.push(DroppedOwner {
+                    object: item.describe(),
+                    owner: owner.to_string(),
+                    reason: "the owner could not be restored".to_string(),
+                });
+            }
+            uid
+        };
         let uid = match &link.owner {
-            Owner::Restored(owner) => match uids.get(owner) {
-                Some(uid) => Some(uid.clone()),
-                None => {
-                    dropped.push(DroppedOwner {
-                        object: item.describe(),
-                        owner: owner.to_string(),
-                        reason: "the owner could not be restored".to_string(),
-                    });
-                    None
-                }
-            },
+            Owner::Restored(owner) => restored_uid(owner),
             Owner::Deferred { owner, .. } => match deferred {
                 Deferred::Leave => None,
-                Deferred::Include => match uids.get(owner) {
-                    Some(uid) => Some(uid.clone()),
-                    None => {
-                        dropped.push(DroppedOwner {
-                            object: item.describe(),
-                            owner: owner.to_string(),
-                            reason: "the owner could not be restored".to_string(),
-                        });
-                        None
-                    }
-                },
+                Deferred::Include => restored_uid(owner),
             },
             Owner::Outside {
                 group,
@@ -597,6 +590,12 @@ mod tests {
             })
             .collect();
         json!({"metadata": {"name": "x", "ownerReferences": refs}})
+    }
+
+    /// ConfigMap `n/name`, owned by ConfigMap `n/owner`.
+    fn config_map_owned_by(name: &str, owner: &str) -> Item {
+        let owners = owned_by(&[("v1", "ConfigMap", owner)]);
+        item("", "ConfigMap", Some("n"), name, owners)
     }
 
     /// Plans the objects as a restore does; returns (key, step, wave, links) per object.
@@ -680,27 +679,9 @@ mod tests {
 
     #[test]
     fn a_cycle_is_broken_by_deferring_one_reference() {
-        let a = item(
-            "",
-            "ConfigMap",
-            Some("n"),
-            "a",
-            owned_by(&[("v1", "ConfigMap", "b")]),
-        );
-        let b = item(
-            "",
-            "ConfigMap",
-            Some("n"),
-            "b",
-            owned_by(&[("v1", "ConfigMap", "a")]),
-        );
-        let me = item(
-            "",
-            "ConfigMap",
-            Some("n"),
-            "me",
-            owned_by(&[("v1", "ConfigMap", "me")]),
-        );
+        let a = config_map_owned_by("a", "b");
+        let b = config_map_owned_by("b", "a");
+        let me = config_map_owned_by("me", "me");
         let planned = plan(vec![
             (b, Step::ConfigMaps),
             (a, Step::ConfigMaps),
@@ -742,14 +723,11 @@ mod tests {
         let objects: Vec<(Item, Step)> = (0..2_000)
             .map(|i| {
                 let object = if i == 0 {
-                    json!({})
+                    item("", "ConfigMap", Some("n"), "c0", json!({}))
                 } else {
-                    owned_by(&[("v1", "ConfigMap", &format!("c{}", i - 1))])
+                    config_map_owned_by(&format!("c{i}"), &format!("c{}", i - 1))
                 };
-                (
-                    item("", "ConfigMap", Some("n"), &format!("c{i}"), object),
-                    Step::ConfigMaps,
-                )
+                (object, Step::ConfigMaps)
             })
             .collect();
         let planned = plan(objects);

@@ -68,6 +68,17 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
 pub type DynBackend = Arc<dyn Backend>;
 
+/// A listing read whole by `listing` (a directory walk, a merge of two listings), as the
+/// stream [`Backend::list`] returns: its keys, or its one error.
+pub fn listed_at_once<'a>(
+    listing: impl std::future::Future<Output = StoreResult<Vec<ObjectMeta>>> + Send + 'a,
+) -> BoxStream<'a, StoreResult<ObjectMeta>> {
+    futures::stream::once(listing)
+        .map_ok(|all| futures::stream::iter(all.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+}
+
 /// Conveniences built from the core operations.
 #[async_trait]
 pub trait BackendExt: Backend {

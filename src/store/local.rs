@@ -9,10 +9,9 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::stream::BoxStream;
 
-use super::backend::{Backend, ObjectMeta, PutOutcome};
+use super::backend::{Backend, ObjectMeta, PutOutcome, listed_at_once};
 use super::error::{StoreError, StoreResult};
 
 const TEMP_PREFIX: &str = ".tmp-";
@@ -264,7 +263,7 @@ impl Backend for LocalBackend {
     fn list(&self, prefix: &str) -> BoxStream<'_, StoreResult<ObjectMeta>> {
         let root = self.root.clone();
         let prefix = prefix.to_string();
-        futures::stream::once(async move {
+        listed_at_once(async move {
             Self::blocking(move || {
                 let mut out = Vec::new();
                 walk(&root, &root, &prefix, &mut out)?;
@@ -272,12 +271,6 @@ impl Backend for LocalBackend {
             })
             .await
         })
-        .map(|listed| match listed {
-            Ok(all) => futures::stream::iter(all.into_iter().map(Ok)).boxed(),
-            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
-        })
-        .flatten()
-        .boxed()
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {

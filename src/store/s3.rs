@@ -175,6 +175,26 @@ impl S3Backend {
         })
     }
 
+    /// A GET of `key` (of `range` of it, where given), read whole.
+    async fn get_object(&self, key: &str, range: Option<Range<u64>>) -> StoreResult<Bytes> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range.map(|r| format!("bytes={}-{}", r.start, r.end - 1)))
+            .send()
+            .await
+            .map_err(|e| self.error("get", key, e))?;
+        let body = out.body.collect().await.map_err(|e| StoreError::Remote {
+            endpoint: self.endpoint.clone(),
+            op: "get",
+            key: key.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(body.into_bytes())
+    }
+
     fn error<E>(&self, op: &'static str, key: &str, err: SdkError<E>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -421,43 +441,14 @@ impl Backend for S3Backend {
     }
 
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.error("get", key, e))?;
-        let body = out.body.collect().await.map_err(|e| StoreError::Remote {
-            endpoint: self.endpoint.clone(),
-            op: "get",
-            key: key.to_string(),
-            message: e.to_string(),
-        })?;
-        Ok(body.into_bytes())
+        self.get_object(key, None).await
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .send()
-            .await
-            .map_err(|e| self.error("get", key, e))?;
-        let body = out.body.collect().await.map_err(|e| StoreError::Remote {
-            endpoint: self.endpoint.clone(),
-            op: "get",
-            key: key.to_string(),
-            message: e.to_string(),
-        })?;
-        Ok(body.into_bytes())
+        self.get_object(key, Some(range)).await
     }
 
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {

@@ -12,19 +12,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use futures::TryStreamExt;
 use kube_autosave::job::{JobProgress, JobSettings, open_backend, run_job};
-use kube_autosave::kube::ResourceType;
 use kube_autosave::repo::Manifest;
 use kube_autosave::restore::source::OnDamage;
 use kube_autosave::restore::{Existing, Filters, Plan, RestoreOptions, execute, source};
 use kube_autosave::snapshot::{Rules, SnapshotOptions};
-use kube_autosave::store::{ObjectId, Store, StoreConfig};
+use kube_autosave::store::{Store, StoreConfig};
 use kube_sim::SimConfig;
 use serde_json::Value;
 
-use crate::support::NODE_AND_CONTROLLER_BOUND;
 use crate::support::cluster::{Cluster, quick_retries};
+use crate::support::{self, NODE_AND_CONTROLLER_BOUND};
 
 /// Takes a snapshot of `cluster` into the local folder `destination`; returns its manifest
 /// and a store to read it from.
@@ -201,22 +199,17 @@ async fn contents(
     manifest: &Manifest,
     store: &Store,
 ) -> BTreeMap<(String, String, Option<String>, String), Value> {
-    let ids: Vec<ObjectId> = manifest.objects.iter().map(|o| o.id).collect();
-    let bytes: BTreeMap<ObjectId, bytes::Bytes> = store.get_many(ids).try_collect().await.unwrap();
-    manifest
-        .objects
-        .iter()
-        .map(|o| {
-            let rt = manifest.resource_of(o);
-            (
-                (
-                    rt.group.clone(),
-                    rt.kind.clone(),
-                    o.namespace.clone(),
-                    o.name.clone(),
-                ),
-                serde_json::from_slice(&bytes[&o.id]).unwrap(),
-            )
+    support::snapshot_contents(manifest, store)
+        .await
+        .into_iter()
+        .map(|(rt, o, value)| {
+            let key = (
+                rt.group.clone(),
+                rt.kind.clone(),
+                o.namespace.clone(),
+                o.name.clone(),
+            );
+            (key, value)
         })
         .collect()
 }
@@ -239,13 +232,7 @@ async fn a_cluster_of_every_kind_restores_and_survives_the_garbage_collector() {
     let rules = Rules::default();
     let mut kept_kinds = BTreeSet::new();
     for key in a.sim.objects() {
-        let rt = ResourceType {
-            group: key.group.clone(),
-            version: key.version.clone(),
-            kind: key.kind.clone(),
-            resource: key.resource.clone(),
-            namespaced: key.namespace.is_some(),
-        };
+        let rt = support::resource_type_of(&key);
         let object = a.sim.object(&key).expect("a listed object exists");
         let owned = object["metadata"]["ownerReferences"]
             .as_array()

@@ -450,14 +450,7 @@ async fn verify_reads_listings_from_the_destination_not_from_local_copies() {
     let key = RemoteFile::Pack(&pack).key();
     let local_copy = store.local_packs().path(&pack);
     assert!(local_copy.is_file(), "the job kept a local copy of {key}");
-    s3_server::plain_client(&setup.s3)
-        .await
-        .delete_object()
-        .bucket(s3_server::BUCKET)
-        .key(format!("{PREFIX}{key}"))
-        .send()
-        .await
-        .unwrap();
+    s3_server::delete(&setup.s3, &format!("{PREFIX}{key}")).await;
 
     // The local index still lists the pack and the local copy is intact, yet verify reports
     // the snapshot as unreadable: elsewhere, nobody could restore it.

@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::TryStreamExt;
 use kube_autosave::export::ExportOptions;
 use kube_autosave::inspect::diff::json_diff;
 use kube_autosave::job::{JobProgress, JobSettings, open_backend, run_job};
@@ -19,6 +18,7 @@ use kube_autosave::store::{BackendExt, ObjectId, Store, StoreConfig};
 use kube_sim::SimConfig;
 use serde_json::{Value, json};
 
+use crate::support;
 use crate::support::cluster::{Cluster, quick_retries};
 use crate::support::s3_server::S3Server;
 
@@ -86,18 +86,12 @@ async fn empty_cluster() -> Cluster {
 
 /// Every object of a snapshot with its content.
 async fn contents(manifest: &Manifest, store: &Store) -> BTreeMap<Key, (String, Value)> {
-    let ids: Vec<ObjectId> = manifest.objects.iter().map(|o| o.id).collect();
-    let bytes: BTreeMap<ObjectId, bytes::Bytes> = store.get_many(ids).try_collect().await.unwrap();
-    manifest
-        .objects
-        .iter()
-        .map(|o| {
-            let rt = manifest.resource_of(o);
-            let value: Value = serde_json::from_slice(&bytes[&o.id]).unwrap();
-            (
-                (rt.qualified_name(), o.namespace.clone(), o.name.clone()),
-                (rt.group.clone(), value),
-            )
+    support::snapshot_contents(manifest, store)
+        .await
+        .into_iter()
+        .map(|(rt, o, value)| {
+            let key = (rt.qualified_name(), o.namespace.clone(), o.name.clone());
+            (key, (rt.group.clone(), value))
         })
         .collect()
 }

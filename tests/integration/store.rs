@@ -732,14 +732,7 @@ impl Jobs {
     }
 
     async fn delete(&self, key: &str) {
-        s3_server::plain_client(&self.s3)
-            .await
-            .delete_object()
-            .bucket(s3_server::BUCKET)
-            .key(format!("team/prod/{key}"))
-            .send()
-            .await
-            .unwrap();
+        s3_server::delete(&self.s3, &format!("team/prod/{key}")).await;
     }
 }
 

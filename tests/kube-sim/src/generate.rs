@@ -441,20 +441,12 @@ impl<'s> Generator<'s> {
 
     fn next_pod_ip(&mut self) -> String {
         self.pod_ip += 1;
-        format!(
-            "10.244.{}.{}",
-            (self.pod_ip / 250) % 256,
-            2 + self.pod_ip % 250
-        )
+        nth_address("10.244", self.pod_ip, 2)
     }
 
     fn next_svc_ip(&mut self) -> String {
         self.svc_ip += 1;
-        format!(
-            "10.96.{}.{}",
-            (self.svc_ip / 250) % 256,
-            1 + self.svc_ip % 250
-        )
+        nth_address("10.96", self.svc_ip, 1)
     }
 
     fn pick_node(&mut self) -> NodeInfo {
@@ -865,46 +857,7 @@ impl<'s> Generator<'s> {
         let sas: &[&str] = if small {
             &["coredns", "kube-proxy", "kube-autosave"]
         } else {
-            &[
-                "attachdetach-controller",
-                "aws-node",
-                "bootstrap-signer",
-                "certificate-controller",
-                "clusterrole-aggregation-controller",
-                "coredns",
-                "cronjob-controller",
-                "daemon-set-controller",
-                "deployment-controller",
-                "disruption-controller",
-                "endpoint-controller",
-                "endpointslice-controller",
-                "endpointslicemirroring-controller",
-                "ebs-csi-node-sa",
-                "ephemeral-volume-controller",
-                "expand-controller",
-                "generic-garbage-collector",
-                "horizontal-pod-autoscaler",
-                "job-controller",
-                "kube-autosave",
-                "kube-proxy",
-                "metrics-server",
-                "namespace-controller",
-                "node-controller",
-                "persistent-volume-binder",
-                "pod-garbage-collector",
-                "pv-protection-controller",
-                "pvc-protection-controller",
-                "replicaset-controller",
-                "replication-controller",
-                "resourcequota-controller",
-                "root-ca-cert-publisher",
-                "service-account-controller",
-                "service-controller",
-                "statefulset-controller",
-                "token-cleaner",
-                "ttl-after-finished-controller",
-                "ttl-controller",
-            ]
+            &KUBE_SYSTEM_SERVICE_ACCOUNTS
         };
         for sa in sas {
             let d = self
@@ -2802,40 +2755,7 @@ fn cluster_role_templates() -> Vec<(String, Value)> {
         }
         out.push((name.to_string(), Value::Array(rules)));
     }
-    let controllers = [
-        "attachdetach-controller",
-        "certificate-controller",
-        "clusterrole-aggregation-controller",
-        "cronjob-controller",
-        "daemon-set-controller",
-        "deployment-controller",
-        "disruption-controller",
-        "endpoint-controller",
-        "endpointslice-controller",
-        "endpointslicemirroring-controller",
-        "ephemeral-volume-controller",
-        "expand-controller",
-        "generic-garbage-collector",
-        "horizontal-pod-autoscaler",
-        "job-controller",
-        "namespace-controller",
-        "node-controller",
-        "persistent-volume-binder",
-        "pod-garbage-collector",
-        "pv-protection-controller",
-        "pvc-protection-controller",
-        "replicaset-controller",
-        "replication-controller",
-        "resourcequota-controller",
-        "root-ca-cert-publisher",
-        "route-controller",
-        "service-account-controller",
-        "service-controller",
-        "statefulset-controller",
-        "ttl-after-finished-controller",
-        "ttl-controller",
-    ];
-    for (i, c) in controllers.iter().enumerate() {
+    for (i, c) in KUBE_CONTROLLERS.iter().enumerate() {
         let res = core_res[i % core_res.len()];
         out.push((
             format!("system:controller:{c}"),
@@ -2968,4 +2888,88 @@ fn pem_block(rng: &mut Rng, label: &str, len: usize) -> String {
     }
     out.push_str(&format!("-----END {label}-----\n"));
     out
+}
+
+/// The `n`-th address of a /16 (`prefix` is its first two octets), 250 to a /24, the first
+/// `first - 1` of each left out (the gateway's, or the pod CIDR's bridge).
+/// The controllers of kube-controller-manager, each with its `system:controller:` role.
+const KUBE_CONTROLLERS: [&str; 31] = [
+    "attachdetach-controller",
+    "certificate-controller",
+    "clusterrole-aggregation-controller",
+    "cronjob-controller",
+    "daemon-set-controller",
+    "deployment-controller",
+    "disruption-controller",
+    "endpoint-controller",
+    "endpointslice-controller",
+    "endpointslicemirroring-controller",
+    "ephemeral-volume-controller",
+    "expand-controller",
+    "generic-garbage-collector",
+    "horizontal-pod-autoscaler",
+    "job-controller",
+    "namespace-controller",
+    "node-controller",
+    "persistent-volume-binder",
+    "pod-garbage-collector",
+    "pv-protection-controller",
+    "pvc-protection-controller",
+    "replicaset-controller",
+    "replication-controller",
+    "resourcequota-controller",
+    "root-ca-cert-publisher",
+    "route-controller",
+    "service-account-controller",
+    "service-controller",
+    "statefulset-controller",
+    "ttl-after-finished-controller",
+    "ttl-controller",
+];
+
+/// The service accounts of `kube-system` in a full-size cluster: the controllers' (but the
+/// route controller's, which runs only with a cloud provider), the add-ons' and ours.
+const KUBE_SYSTEM_SERVICE_ACCOUNTS: [&str; 38] = [
+    "attachdetach-controller",
+    "aws-node",
+    "bootstrap-signer",
+    "certificate-controller",
+    "clusterrole-aggregation-controller",
+    "coredns",
+    "cronjob-controller",
+    "daemon-set-controller",
+    "deployment-controller",
+    "disruption-controller",
+    "ebs-csi-node-sa",
+    "endpoint-controller",
+    "endpointslice-controller",
+    "endpointslicemirroring-controller",
+    "ephemeral-volume-controller",
+    "expand-controller",
+    "generic-garbage-collector",
+    "horizontal-pod-autoscaler",
+    "job-controller",
+    "kube-autosave",
+    "kube-proxy",
+    "metrics-server",
+    "namespace-controller",
+    "node-controller",
+    "persistent-volume-binder",
+    "pod-garbage-collector",
+    "pv-protection-controller",
+    "pvc-protection-controller",
+    "replicaset-controller",
+    "replication-controller",
+    "resourcequota-controller",
+    "root-ca-cert-publisher",
+    "service-account-controller",
+    "service-controller",
+    "statefulset-controller",
+    "token-cleaner",
+    "ttl-after-finished-controller",
+    "ttl-controller",
+];
+
+fn nth_address(prefix: &str, n: u32, first: u32) -> String {
+    format!("{prefix}.{}.{}", (n / 250) % 256, first + n % 250)
 }

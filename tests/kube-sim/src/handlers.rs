@@ -475,6 +475,24 @@ fn check_type(obj: &mut Map<String, Value>, served: &Served) -> Result<(), Reply
     Ok(())
 }
 
+/// The object's namespace is the request's, as the API server sets it: another one in the
+/// body is refused, none is filled in, and a cluster-scoped object has none.
+fn settle_namespace(meta: &mut Map<String, Value>, url: Option<&str>) -> Result<(), Reply> {
+    match (url, meta.get("namespace").and_then(Value::as_str)) {
+        (Some(url), Some(body)) if url != body => Err(Reply::status(status::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ))),
+        (Some(url), _) => {
+            meta.insert("namespace".into(), json!(url));
+            Ok(())
+        }
+        (None, _) => {
+            meta.remove("namespace");
+            Ok(())
+        }
+    }
+}
+
 fn custom(state: &State, t: &Target<'_>) -> bool {
     state
         .store
@@ -525,18 +543,8 @@ fn create(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
     let kind = t.served.def.kind.clone();
     {
         let meta = metadata_mut(&mut obj);
-        match (t.namespace, meta.get("namespace").and_then(Value::as_str)) {
-            (Some(url), Some(body)) if url != body => {
-                return Reply::status(status::bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request",
-                ));
-            }
-            (Some(url), _) => {
-                meta.insert("namespace".into(), json!(url));
-            }
-            (None, _) => {
-                meta.remove("namespace");
-            }
+        if let Err(reply) = settle_namespace(meta, t.namespace) {
+            return reply;
         }
         // The storage layer refuses a create that names a version (a restore must strip
         // it); it reports that as an internal error.
@@ -902,18 +910,8 @@ fn replace(
                 meta.insert("name".into(), json!(name));
             }
         }
-        match (t.namespace, meta.get("namespace").and_then(Value::as_str)) {
-            (Some(url), Some(body)) if url != body => {
-                return Reply::status(status::bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request",
-                ));
-            }
-            (Some(url), _) => {
-                meta.insert("namespace".into(), json!(url));
-            }
-            (None, _) => {
-                meta.remove("namespace");
-            }
+        if let Err(reply) = settle_namespace(meta, t.namespace) {
+            return reply;
         }
     }
     let mut state = shared.write();

@@ -759,29 +759,23 @@ mod tests {
         assert_eq!(p2.items[1].rv, 4);
         assert!(p2.continue_key.is_none());
         // At the newest revision.
-        let now = s.list(
-            "",
-            "configmaps",
-            Some("ns"),
-            None,
-            s.current_rv(),
-            None,
-            &none.0,
-            &none.1,
-        );
+        let newest = |s: &Store| {
+            s.list(
+                "",
+                "configmaps",
+                Some("ns"),
+                None,
+                s.current_rv(),
+                None,
+                &none.0,
+                &none.1,
+            )
+        };
+        let now = newest(&s);
         let names: Vec<_> = now.items.iter().map(|o| o.name.to_string()).collect();
         assert_eq!(names, vec!["a", "b", "bb", "d"]);
         s.compact(s.current_rv());
-        let now2 = s.list(
-            "",
-            "configmaps",
-            Some("ns"),
-            None,
-            s.current_rv(),
-            None,
-            &none.0,
-            &none.1,
-        );
+        let now2 = newest(&s);
         assert_eq!(now2.items.len(), 4);
         assert!(matches!(
             s.put(

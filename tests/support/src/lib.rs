@@ -13,7 +13,10 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use kube_autosave::store::{DynBackend, PrefixBackend, S3Backend, Store, StoreConfig};
+use futures::TryStreamExt;
+use kube_autosave::kube::ResourceType;
+use kube_autosave::repo::{Manifest, ManifestObject};
+use kube_autosave::store::{DynBackend, ObjectId, PrefixBackend, S3Backend, Store, StoreConfig};
 
 pub use s3_server::S3Server;
 
@@ -87,6 +90,38 @@ pub async fn snapshot_job(
     kube_autosave::job::run_job(settings, backend, Default::default())
         .await
         .expect("snapshot job")
+}
+
+/// Every object of a snapshot with its resource and its content, read from `store`.
+pub async fn snapshot_contents<'m>(
+    manifest: &'m Manifest,
+    store: &Store,
+) -> Vec<(&'m ResourceType, &'m ManifestObject, serde_json::Value)> {
+    let ids: Vec<ObjectId> = manifest.objects.iter().map(|o| o.id).collect();
+    let bytes: std::collections::HashMap<ObjectId, bytes::Bytes> = store
+        .get_many(ids)
+        .try_collect()
+        .await
+        .expect("the snapshot's objects");
+    manifest
+        .objects
+        .iter()
+        .map(|o| {
+            let content = serde_json::from_slice(&bytes[&o.id]).expect("stored objects are JSON");
+            (manifest.resource_of(o), o, content)
+        })
+        .collect()
+}
+
+/// The resource type of an object of the simulated cluster, as discovery finds it.
+pub fn resource_type_of(key: &kube_sim::ObjectKey) -> ResourceType {
+    ResourceType {
+        group: key.group.clone(),
+        version: key.version.clone(),
+        kind: key.kind.clone(),
+        resource: key.resource.clone(),
+        namespaced: key.namespace.is_some(),
+    }
 }
 
 /// `program` run in `dir` with a clean environment: nothing of the machine's AWS or kube

@@ -211,6 +211,19 @@ pub async fn plain_client(server: &S3Server) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config)
 }
 
+/// Deletes `key` of the bucket with the plain client, as someone with access to the bucket
+/// might.
+pub async fn delete(server: &S3Server, key: &str) {
+    plain_client(server)
+        .await
+        .delete_object()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .expect("delete");
+}
+
 /// Every key under `prefix` with its bytes, read with the plain client.
 pub async fn read_all(
     client: &aws_sdk_s3::Client,

@@ -211,3 +211,13 @@ pub fn raw_get(path: &str, token: Option<&str>) -> String {
         .unwrap_or_default();
     format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")
 }
+
+/// The names of the groups an `/apis` document lists, in its order.
+pub fn group_names(apis: &Value) -> Vec<String> {
+    apis["groups"]
+        .as_array()
+        .expect("an APIGroupList")
+        .iter()
+        .map(|g| g["name"].as_str().expect("a group's name").to_string())
+        .collect()
+}

@@ -69,18 +69,8 @@ async fn legacy_documents_have_the_recorded_shape() {
     let apis = get_json(&c, "/apis").await;
     let recorded = fixture("apis.json");
     assert_eq!(shape(&apis), shape(&recorded));
-    let ours: Vec<&str> = apis["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["name"].as_str().unwrap())
-        .collect();
-    let theirs: Vec<&str> = recorded["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["name"].as_str().unwrap())
-        .collect();
+    let ours = group_names(&apis);
+    let theirs = group_names(&recorded);
     assert_eq!(&ours[..theirs.len()], &theirs[..]);
     assert_eq!(
         &ours[theirs.len()..],
@@ -247,12 +237,7 @@ async fn kube_discovery_finds_every_group() {
     let server = start_n(200).await;
     let c = client(&server).await;
     let apis = get_json(&c, "/apis").await;
-    let mut expected: BTreeSet<String> = apis["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["name"].as_str().unwrap().to_string())
-        .collect();
+    let mut expected: BTreeSet<String> = group_names(&apis).into_iter().collect();
     expected.insert(String::new());
 
     let d = kube::discovery::Discovery::new(c.clone())
@@ -303,13 +288,7 @@ async fn unavailable_aggregated_group() {
     server.faults().group_unavailable("metrics.k8s.io", true);
     // Still listed, as the aggregator lists every registered APIService.
     let apis = get_json(&c, "/apis").await;
-    assert!(
-        apis["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|g| g["name"] == "metrics.k8s.io")
-    );
+    assert!(group_names(&apis).iter().any(|g| g == "metrics.k8s.io"));
     assert_eq!(get(&c, "/apis/metrics.k8s.io").await.status, 200);
     for path in [
         "/apis/metrics.k8s.io/v1beta1",

@@ -260,13 +260,7 @@ async fn crd_before_its_custom_resources() {
             .any(|c| c["type"] == "Established" && c["status"] == "True")
     );
     let apis = get_json(&c, "/apis").await;
-    assert!(
-        apis["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|g| g["name"] == "example.com")
-    );
+    assert!(group_names(&apis).iter().any(|g| g == "example.com"));
     let rl = get_json(&c, "/apis/example.com/v1").await;
     assert_eq!(rl["resources"][0]["name"], "widgets");
     let r = send(&c, "POST", wpath, &[], Some(widget)).await;
