@@ -5,6 +5,7 @@
 
 pub mod identity;
 pub mod manifest;
+pub mod retention;
 
 pub use manifest::{
     ExportRecord, ExportedFile, Manifest, ManifestHead, ManifestObject, ManifestResource,
