@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::repo::retention::{self, Policy};
 use crate::snapshot::Rules;
 use crate::store::{Destination, Sse};
 
@@ -59,6 +60,8 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "number_or_string")]
     pub pack_cache_size: Option<String>,
     pub rules: Option<Rules>,
+    /// Which snapshots to keep; none set keeps every snapshot.
+    pub retention: Option<Policy>,
 }
 
 /// A setting written either as a number or as a string (`1073741824` or `1Gi`), kept as
@@ -110,10 +113,14 @@ impl FileConfig {
         if section.is_null() {
             return Ok(Self::default());
         }
+        check_retention_written(&section)?;
         let config: Self = serde_yaml_ng::from_value(section)
             .map_err(|e| parse_error(format!("{SECTION}: {e}")))?;
         if let Some(rules) = &config.rules {
             check_rules(rules)?;
+        }
+        if let Some(policy) = &config.retention {
+            check_retention(&format!("{SECTION}.retention"), policy)?;
         }
         Ok(config)
     }
@@ -144,6 +151,69 @@ fn check_rules(rules: &Rules) -> Result<(), ConfigError> {
         })?;
     }
     Ok(())
+}
+
+/// Reads the values of `retention:` before the section is deserialized, so that a bad one is
+/// named with its key and value as other settings are (the deserializer names neither). Its
+/// unknown keys are left to the deserializer, which names them.
+fn check_retention_written(section: &serde_yaml_ng::Value) -> Result<(), ConfigError> {
+    use serde_yaml_ng::Value;
+    let Some(Value::Mapping(retention)) = section.get("retention") else {
+        return Ok(());
+    };
+    for (name, written) in retention {
+        let Some(name) = name.as_str() else {
+            continue;
+        };
+        let problem = match (name, written) {
+            (_, Value::Null) => None,
+            ("keepWithin", Value::String(text)) => retention::parse_within(text).err(),
+            // A bare number has no unit: 30 could be seconds or days.
+            ("keepWithin", _) => Some(
+                "is not a duration; write it with a unit, e.g. 30d, 2w, 6months or 1y".to_string(),
+            ),
+            (
+                "keepLast" | "keepHourly" | "keepDaily" | "keepWeekly" | "keepMonthly"
+                | "keepYearly" | "keepLayout",
+                _,
+            ) => match written.as_u64().map(u32::try_from) {
+                Some(Ok(_)) => None,
+                Some(Err(_)) => Some("is too large".to_string()),
+                None => Some("is not a count; write a whole number, 0 or more".to_string()),
+            },
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            let value = match written {
+                Value::String(text) => text.clone(),
+                other => serde_yaml_ng::to_string(other)
+                    .map(|text| text.trim_end().to_string())
+                    .unwrap_or_default(),
+            };
+            return Err(ConfigError::Value {
+                key: format!("{SECTION}.retention.{name}"),
+                value,
+                problem,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a retention policy that would forget every snapshot (all its rules at 0); `key`
+/// names where the policy comes from in the error.
+pub fn check_retention(key: &str, policy: &Policy) -> Result<(), ConfigError> {
+    policy.check().map_err(|e| ConfigError::Value {
+        key: key.to_string(),
+        value: policy.to_string(),
+        problem: match e {
+            retention::PolicyError::KeepsNothing(_) => {
+                "keeps no snapshot, as every keep rule in it is 0; set one above 0 (e.g. \
+                 keepLast 1), or set none to keep every snapshot"
+                    .to_string()
+            }
+        },
+    })
 }
 
 /// Parses a duration such as `24h`, `90m`, `30s` or `1h30m`; `key` names the setting in the
@@ -392,5 +462,157 @@ kubeResourcesAutosave:
             );
             assert!(text.contains(&format!("{value:?}")), "{text}");
         }
+    }
+
+    #[test]
+    fn retention_is_configurable() {
+        let text = "\
+kubeResourcesAutosave:
+  retention:
+    keepDaily: 7
+    keepWeekly: 4
+    keepMonthly: 12
+    keepWithin: 30d
+    keepLayout: 7
+";
+        let config = FileConfig::parse(Path::new("c.yaml"), text).unwrap();
+        assert_eq!(
+            config.retention,
+            Some(Policy {
+                keep_daily: Some(7),
+                keep_weekly: Some(4),
+                keep_monthly: Some(12),
+                keep_within: Some(Duration::from_secs(30 * 86_400)),
+                keep_layout: Some(7),
+                ..Policy::default()
+            })
+        );
+        for (yaml, policy) in [
+            ("", None),
+            ("  retention:\n", None),
+            ("  retention: {}\n", Some(Policy::default())),
+            (
+                "  retention:\n    keepLayout: 0\n",
+                Some(Policy {
+                    keep_layout: Some(0),
+                    ..Policy::default()
+                }),
+            ),
+            (
+                "  retention:\n    keepLast: 0\n    keepWithin: 2w\n",
+                Some(Policy {
+                    keep_last: Some(0),
+                    keep_within: Some(Duration::from_secs(14 * 86_400)),
+                    ..Policy::default()
+                }),
+            ),
+            (
+                "  retention:\n    keepHourly: 24\n    keepYearly: 3\n    keepWithin: 1y\n",
+                Some(Policy {
+                    keep_hourly: Some(24),
+                    keep_yearly: Some(3),
+                    keep_within: Some(Duration::from_secs(31_557_600)),
+                    ..Policy::default()
+                }),
+            ),
+        ] {
+            let text = format!("kubeResourcesAutosave:\n  enabled: true\n{yaml}");
+            let config = FileConfig::parse(Path::new("c.yaml"), &text);
+            assert_eq!(config.unwrap().retention, policy, "{yaml}");
+        }
+    }
+
+    #[test]
+    fn bad_retention_is_named() {
+        let load = |retention: &str| {
+            FileConfig::parse(
+                Path::new("cluster.yaml"),
+                &format!("kubeResourcesAutosave:\n  retention:\n{retention}"),
+            )
+        };
+        // Unknown keys, in the deserializer's words, with the file.
+        for (bad, named) in [
+            ("    keepDayly: 7\n", "keepDayly"),
+            ("    keepLayouts: 1\n", "keepLayouts"),
+        ] {
+            let err = load(bad).unwrap_err();
+            assert!(matches!(err, ConfigError::Parse { .. }), "{bad}: {err:?}");
+            let text = err.to_string();
+            assert!(text.contains("cluster.yaml"), "{text}");
+            assert!(text.contains(named), "{bad}: {text}");
+        }
+        // Bad values, with their key and value.
+        for (bad, key, value, problem) in [
+            (
+                "    keepWithin: 30x\n",
+                "keepWithin",
+                "30x",
+                "is not a duration",
+            ),
+            (
+                "    keepWithin: 30 dayz\n",
+                "keepWithin",
+                "30 dayz",
+                "is not a duration",
+            ),
+            (
+                "    keepWithin: ''\n",
+                "keepWithin",
+                "",
+                "is not a duration",
+            ),
+            (
+                "    keepWithin: 30\n",
+                "keepWithin",
+                "30",
+                "is not a duration",
+            ),
+            (
+                "    keepWithin: [30d]\n",
+                "keepWithin",
+                "- 30d",
+                "is not a duration",
+            ),
+            ("    keepDaily: -1\n", "keepDaily", "-1", "is not a count"),
+            (
+                "    keepDaily: seven\n",
+                "keepDaily",
+                "seven",
+                "is not a count",
+            ),
+            ("    keepLast: '3'\n", "keepLast", "3", "is not a count"),
+            (
+                "    keepLayout: 1.5\n",
+                "keepLayout",
+                "1.5",
+                "is not a count",
+            ),
+            (
+                "    keepYearly: 4294967296\n",
+                "keepYearly",
+                "4294967296",
+                "is too large",
+            ),
+        ] {
+            let err = load(bad).unwrap_err();
+            assert!(matches!(err, ConfigError::Value { .. }), "{bad}: {err:?}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("kubeResourcesAutosave.retention.{key}: ")),
+                "{text}"
+            );
+            assert!(text.contains(&format!("{value:?} {problem}")), "{text}");
+        }
+        // Rules that are all 0 would forget every snapshot.
+        let err = load("    keepLast: 0\n    keepDaily: 0\n    keepLayout: 2\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Value { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "kubeResourcesAutosave.retention: \"keepLast 0, keepDaily 0, keepLayout 2\" \
+                 keeps no snapshot"
+            ),
+            "{text}"
+        );
     }
 }
