@@ -6,6 +6,7 @@
 mod demo;
 mod inspect;
 mod output;
+pub mod policy;
 mod restore;
 mod run;
 mod snapshot;
