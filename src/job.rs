@@ -10,6 +10,7 @@ use std::time::Instant;
 use crate::export::{ExportError, ExportOptions, ExportProgressFn, export};
 use crate::kube::{Api, ClusterOptions, connect};
 use crate::repo::Manifest;
+use crate::repo::lock::{Held, LockError, LockTimes, lease_writer};
 use crate::repo::manifest::ExportRecord;
 use crate::snapshot::{ProgressFn, SnapshotError, SnapshotOptions, take_snapshot};
 use crate::store::wrappers::{CountingBackend, RequestSnapshot};
@@ -30,6 +31,8 @@ pub struct JobSettings {
     pub snapshot: SnapshotOptions,
     pub store: StoreConfig,
     pub export: ExportOptions,
+    /// How the job's writer lease lives and how long it waits for a prune.
+    pub locks: LockTimes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,8 @@ pub enum JobError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Export(#[from] ExportError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 /// What a job did.
@@ -101,7 +106,14 @@ pub async fn run_job(
     let catch_up = finish_exports(&store, &settings.export).await?;
 
     let snapshot_progress = progress.snapshot.unwrap_or_else(|| Arc::new(|_| {}));
-    let manifest = take(settings, &store, snapshot_progress).await?;
+    let lease = lease(&store, "kube-autosave snapshot", &settings.locks).await?;
+    let manifest = match take(settings, &store, snapshot_progress).await {
+        Ok(manifest) => end_lease(&store, lease, manifest).await?,
+        Err(e) => {
+            let _ = lease.release().await;
+            return Err(e.into());
+        }
+    };
     let export = export(&store, &manifest, &settings.export, progress.export).await?;
     Ok(JobReport {
         manifest,
@@ -110,6 +122,51 @@ pub async fn run_job(
         duration: started.elapsed(),
         catch_up,
     })
+}
+
+/// Takes a writer's lease on the destination (waiting while a prune is at work), then
+/// brings the local index up to date with it: a prune that finished before the lease may
+/// have deleted packs the index still knows, and their objects must be uploaded again, not
+/// referred to.
+pub async fn lease(store: &Store, what: &str, times: &LockTimes) -> Result<Held, JobError> {
+    let lease = lease_writer(store.backend(), what, times).await?;
+    store.check_packs().await?;
+    Ok(lease)
+}
+
+/// Ends a writer's lease once `manifest` is stored. A lease that could not be renewed in
+/// time may have let a prune run meanwhile: the snapshot then stands only if every object it
+/// refers to is still stored; otherwise its root is removed again and the job fails, to be
+/// taken again.
+pub async fn end_lease(
+    store: &Store,
+    lease: Held,
+    manifest: Manifest,
+) -> Result<Manifest, JobError> {
+    let lost = lease.check();
+    if let Err(e) = lease.release().await {
+        tracing::warn!(error = %e, "cannot remove the writer's lease; it expires by itself");
+    }
+    let Err(lost) = lost else {
+        return Ok(manifest);
+    };
+    store.check_packs().await?;
+    let mut missing = 0usize;
+    for object in &manifest.objects {
+        if !store.contains(&object.id)? {
+            missing += 1;
+        }
+    }
+    if missing == 0 {
+        tracing::warn!(snapshot = %manifest.time, error = %lost, "the writer's lease lapsed; every object of the snapshot is still stored");
+        return Ok(manifest);
+    }
+    store
+        .backend()
+        .delete(&crate::store::RemoteFile::Snapshot(&manifest.time).key())
+        .await?;
+    tracing::error!(snapshot = %manifest.time, missing, "the writer's lease lapsed and a prune removed objects the snapshot refers to; the snapshot was removed");
+    Err(lost.into())
 }
 
 /// The job's snapshot step: connects to the cluster (afresh each time, so that a rotated
@@ -183,6 +240,8 @@ impl JobError {
             | JobError::Export(ExportError::Store { source: e, .. })
             | JobError::Export(ExportError::Manifest(e)) => e.reason(),
             JobError::Snapshot(e) => e.reason(),
+            JobError::Lock(LockError::Store(e)) => e.reason(),
+            JobError::Lock(_) => "locked",
         }
     }
 
@@ -191,6 +250,7 @@ impl JobError {
         match self {
             JobError::Store(e) => e.is_outage(),
             JobError::Export(e) => e.is_outage(),
+            JobError::Lock(e) => e.is_outage(),
             JobError::Snapshot(_) => false,
         }
     }

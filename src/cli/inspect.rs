@@ -127,7 +127,7 @@ pub async fn list(global: &GlobalArgs, args: &ListArgs) -> ExitCode {
                 return Ok(ExitCode::Ok);
             }
             println!(
-                "{:<17}  {:>9}  {:>8}  {:>11}  {:>10}  complete",
+                "{:<17}  {:>9}  {:>8}  {:>11}  {:>10}  layout",
                 "snapshot", "objects", "skipped", "new objects", "uploaded"
             );
             for s in &summaries {
@@ -140,7 +140,7 @@ pub async fn list(global: &GlobalArgs, args: &ListArgs) -> ExitCode {
                         s.resources_skipped,
                         s.new_objects,
                         bytes(s.bytes_uploaded),
-                        if s.complete { "yes" } else { "no" }
+                        s.layout
                     ),
                 }
             }

@@ -6,7 +6,8 @@
 mod demo;
 mod inspect;
 mod output;
-pub mod policy;
+mod policy;
+mod prune;
 mod restore;
 mod run;
 mod snapshot;
@@ -32,6 +33,9 @@ pub enum ExitCode {
     Usage = 2,
     /// The snapshot completed but some resources could not be read (listed in the summary).
     Partial = 3,
+    /// Another prune holds the folder's lock, or snapshots being written kept a prune
+    /// waiting longer than `--wait`; nothing was changed.
+    Busy = 4,
 }
 
 /// The destination when none is configured: a local folder in the working directory.
@@ -124,6 +128,12 @@ pub enum Command {
     Verify(inspect::VerifyArgs),
     /// Restore a snapshot into the cluster of the current kubeconfig context.
     Restore(restore::RestoreArgs),
+    /// Apply the retention policy (or forget the snapshots named): remove the snapshots it
+    /// does not keep and drop the plain layout of kept ones beyond `keepLayout`.
+    Forget(prune::ForgetArgs),
+    /// Reclaim what no remaining snapshot refers to: plain-layout folders, records, packs
+    /// and index files.
+    Prune(prune::PruneArgs),
 }
 
 /// Settings that do not depend on the command.
@@ -231,6 +241,7 @@ impl Common {
             snapshot,
             store: self.store.clone(),
             export: ExportOptions::default(),
+            locks: Default::default(),
         }
     }
 }
@@ -265,6 +276,8 @@ pub async fn main() -> i32 {
         Command::Diff(args) => inspect::diff(&cli.global, args).await,
         Command::Verify(args) => inspect::verify(&cli.global, args).await,
         Command::Restore(args) => restore::restore(&cli.global, args).await,
+        Command::Forget(args) => prune::forget(&cli.global, args).await,
+        Command::Prune(args) => prune::prune(&cli.global, args).await,
     };
     code as i32
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use clap::Args;
 
+use super::policy::{PolicyArgs, effective_policy};
 use super::{ClusterArgs, ExitCode, GlobalArgs};
 use crate::config::{self, ConfigError};
 use crate::daemon::{DaemonSettings, idle, run as run_daemon};
@@ -27,6 +28,10 @@ pub struct RunArgs {
     /// Address of the health and metrics endpoint [default: :8080].
     #[arg(long, env = "KUBE_AUTOSAVE_LISTEN")]
     pub listen: Option<String>,
+    /// The retention policy applied after each push [default: the config's `retention:`,
+    /// else every snapshot is kept].
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 /// `:8080`, `0.0.0.0:8080` or `127.0.0.1:9100`.
@@ -111,12 +116,19 @@ fn settings(global: &GlobalArgs, args: &RunArgs) -> Result<Mode, ConfigError> {
             });
         }
     }
+    let policy = effective_policy(common.file.retention.as_ref(), &args.policy)?;
+    let retention = (!policy.keeps_everything() || policy.keep_layout.is_some()).then_some(policy);
     Ok(Mode::Run(Box::new(DaemonSettings {
         job: common.job_settings(&args.cluster),
         interval,
         push_interval,
         listen,
         staging_limit,
+        retention,
+        prune: crate::repo::prune::PruneOptions {
+            holder: "kube-autosave run (retention)".to_string(),
+            ..Default::default()
+        },
     })))
 }
 

@@ -38,6 +38,12 @@ pub struct Metrics {
     pub staging_bytes: AtomicU64,
     pub bytes_uploaded: AtomicU64,
     pub bytes_copied: AtomicU64,
+    /// Snapshots the retention policy removed.
+    pub snapshots_forgotten: AtomicU64,
+    /// Bytes the prunes took off the destination.
+    pub prune_reclaimed_bytes: AtomicU64,
+    pub last_prune_timestamp: AtomicU64,
+    pub prune_failures: AtomicU64,
     /// Failures by step (`snapshot`, `push`, `export`) and reason, e.g. `access_denied`.
     pub failures: Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
 }
@@ -61,7 +67,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let get = |f: &AtomicU64| f.load(Ordering::Relaxed);
         let flag = |f: &AtomicBool| u64::from(f.load(Ordering::Relaxed));
-        let rows: [(&str, &str, &str, u64); 19] = [
+        let rows: [(&str, &str, &str, u64); 23] = [
             (
                 "kube_autosave_enabled",
                 "gauge",
@@ -177,6 +183,30 @@ impl Metrics {
                 "Bytes copied server-side at the destination",
                 get(&self.bytes_copied),
             ),
+            (
+                "kube_autosave_snapshots_forgotten_total",
+                "counter",
+                "Snapshots the retention policy removed",
+                get(&self.snapshots_forgotten),
+            ),
+            (
+                "kube_autosave_prune_reclaimed_bytes_total",
+                "counter",
+                "Bytes prunes took off the destination (plain-layout files, packs)",
+                get(&self.prune_reclaimed_bytes),
+            ),
+            (
+                "kube_autosave_last_prune_timestamp_seconds",
+                "gauge",
+                "Unix time of the last successful prune",
+                get(&self.last_prune_timestamp),
+            ),
+            (
+                "kube_autosave_prune_failures_total",
+                "counter",
+                "Applications of the retention policy that failed (tried again after the next push)",
+                get(&self.prune_failures),
+            ),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {
@@ -191,7 +221,7 @@ impl Metrics {
         let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let name = "kube_autosave_failures_total";
         out.push_str(&format!(
-            "# HELP {name} Failed snapshots, pushes and exports by step and reason (outages are retried)\n# TYPE {name} counter\n"
+            "# HELP {name} Failed snapshots, pushes, exports and prunes by step and reason (outages are retried)\n# TYPE {name} counter\n"
         ));
         for ((step, reason), count) in failures.iter() {
             out.push_str(&format!(

@@ -20,10 +20,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use crate::job::{JobError, JobSettings, finish_export, open_backend, take, unexported};
+use crate::repo::Manifest;
+use crate::repo::lock::{Held, LockError, lease_writer};
+use crate::repo::prune::{self, PruneError, PruneOptions, Selection};
+use crate::repo::retention::Policy;
 use crate::snapshot::SnapshotError;
 use crate::store::cache::Table;
 use crate::store::wrappers::CountingBackend;
-use crate::store::{LocalBackend, SnapshotTime, Store, StoreError, cache_path};
+use crate::store::{
+    Backend, LocalBackend, RemoteFile, SnapshotTime, Store, StoreError, cache_path,
+};
 
 pub use metrics::Metrics;
 use staging::StagingBackend;
@@ -40,6 +46,10 @@ pub struct DaemonSettings {
     pub listen: SocketAddr,
     /// No new snapshot is taken while staging holds this many bytes or more.
     pub staging_limit: u64,
+    /// The retention policy applied after each push that leaves nothing staged; `None`
+    /// keeps every snapshot.
+    pub retention: Option<Policy>,
+    pub prune: PruneOptions,
 }
 
 /// The staging cap when none is configured.
@@ -87,6 +97,9 @@ struct Daemon {
     metrics: Arc<Metrics>,
     remote_counts: Arc<crate::store::wrappers::RequestCounts>,
     endpoint: String,
+    /// The writer's lease held from a snapshot until its push: while it is held no prune
+    /// deletes what the staged snapshot refers to.
+    lease: std::sync::Mutex<Option<Held>>,
 }
 
 impl Daemon {
@@ -175,6 +188,13 @@ impl Daemon {
     /// Takes and stages one snapshot; `Ok(false)` when it failed and is tried again later.
     async fn take_snapshot(&self) -> Result<bool, DaemonError> {
         let started = std::time::Instant::now();
+        if let Err(e) = self.take_lease().await {
+            let m = &self.metrics;
+            m.add(&m.snapshot_failures, 1);
+            m.failed("snapshot", "locked");
+            tracing::error!(error = %e, "snapshot not taken; trying again at the next push interval");
+            return Ok(false);
+        }
         let result = async {
             // Packs removed at the destination since the last snapshot (a lifecycle rule,
             // someone cleaning up): their objects must be uploaded again, not referred to.
@@ -229,10 +249,109 @@ impl Daemon {
         }
     }
 
-    /// Pushes what is staged and exports every pending snapshot, oldest first.
+    /// Takes the writer's lease unless it holds one. While the destination is away the
+    /// snapshot is staged without one, and its push checks what it refers to instead.
+    async fn take_lease(&self) -> Result<(), LockError> {
+        if self.holds_lease() {
+            return Ok(());
+        }
+        match lease_writer(
+            self.staging.remote(),
+            "kube-autosave run",
+            &self.settings.job.locks,
+        )
+        .await
+        {
+            Ok(held) => {
+                *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
+                Ok(())
+            }
+            Err(e) if e.is_outage() => {
+                tracing::warn!(error = %e, "cannot take a writer's lease at the destination; the push checks what the snapshot refers to");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a lease is held and has not lapsed.
+    fn holds_lease(&self) -> bool {
+        let mut lease = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+        if lease.as_ref().is_some_and(|held| held.check().is_err()) {
+            *lease = None;
+        }
+        lease.is_some()
+    }
+
+    async fn release_lease(&self) {
+        let held = self.lease.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(held) = held
+            && let Err(e) = held.release().await
+        {
+            tracing::warn!(error = %e, "cannot remove the writer's lease; it expires by itself");
+        }
+    }
+
+    /// Drops every staged snapshot that refers to objects no longer stored: a prune ran
+    /// while it waited without a lease (the destination was away), and deleted packs it
+    /// counted on. Its objects are uploaded again by the next snapshot.
+    async fn drop_unrestorable_staged(&self) -> Result<(), StoreError> {
+        self.store.check_packs().await?;
+        for name in staging::staged_manifests(self.staging.staging()).await? {
+            let Ok(time) = name.parse::<SnapshotTime>() else {
+                continue;
+            };
+            let missing = match Manifest::load(&self.store, &time).await {
+                Ok(manifest) => {
+                    let mut missing = 0usize;
+                    for object in &manifest.objects {
+                        if !self.store.contains(&object.id)? {
+                            missing += 1;
+                        }
+                    }
+                    missing
+                }
+                Err(e) if e.is_outage() => return Err(e),
+                // Its listings themselves are gone.
+                Err(_) => 1,
+            };
+            if missing > 0 {
+                self.staging
+                    .staging()
+                    .delete(&RemoteFile::Snapshot(&time).key())
+                    .await?;
+                self.unmark_pending(&time)?;
+                self.metrics.failed("push", "pruned_meanwhile");
+                tracing::error!(snapshot = %time, missing, "a prune deleted objects this staged snapshot refers to while it waited for the destination; it is dropped, and the next snapshot stores them again");
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushes what is staged and exports every pending snapshot, oldest first; then, when
+    /// nothing is left staged, applies the retention policy.
     async fn push(&self) -> Result<(), PushError> {
         let before = self.remote_counts.snapshot();
-        let result = self.push_pending().await;
+        let result = async {
+            if !self.holds_lease() {
+                self.take_lease().await.map_err(JobError::from)?;
+                if !self.holds_lease() {
+                    return Err(PushError::Store(StoreError::Unreachable {
+                        endpoint: self.endpoint.clone(),
+                        op: "lease",
+                        key: RemoteFile::Lock("writer-").key(),
+                        message: "the destination is away".to_string(),
+                    }));
+                }
+                self.drop_unrestorable_staged().await?;
+            }
+            self.push_pending().await
+        }
+        .await;
+        self.release_lease().await;
+        if result.is_ok() && self.pending_count() == 0 {
+            self.maintain().await;
+        }
         let sent = self.remote_counts.snapshot().since(&before);
         let m = &self.metrics;
         m.add(&m.bytes_uploaded, sent.put_bytes);
@@ -244,6 +363,53 @@ impl Daemon {
             }
         }
         result
+    }
+
+    /// Applies the retention policy and prunes, when one is set. A failure is logged and
+    /// counted; it never stops the daemon, and the next push tries again.
+    async fn maintain(&self) {
+        let Some(policy) = self
+            .settings
+            .retention
+            .as_ref()
+            .filter(|p| !p.keeps_everything() || p.keep_layout.is_some())
+        else {
+            return;
+        };
+        let selection = Selection::Policy(policy.clone());
+        let m = &self.metrics;
+        match prune::run(
+            &self.store,
+            self.staging.remote(),
+            Some(&selection),
+            true,
+            &self.settings.prune,
+            false,
+        )
+        .await
+        {
+            Ok(outcome) => {
+                let forgotten = outcome
+                    .forget
+                    .as_ref()
+                    .and_then(|(_, r)| r.as_ref())
+                    .map_or(0, |r| r.forgotten);
+                let reclaimed = outcome
+                    .prune
+                    .as_ref()
+                    .and_then(|(_, r)| r.as_ref())
+                    .map_or(0, |r| r.bytes_reclaimed());
+                m.add(&m.snapshots_forgotten, forgotten);
+                m.add(&m.prune_reclaimed_bytes, reclaimed);
+                m.set(&m.last_prune_timestamp, unix_now());
+                tracing::info!(forgotten, reclaimed_bytes = reclaimed, policy = %policy, "retention policy applied");
+            }
+            Err(e) => {
+                m.add(&m.prune_failures, 1);
+                m.failed("prune", prune_reason(&e));
+                tracing::error!(error = %e, "cannot apply the retention policy; trying again after the next push");
+            }
+        }
     }
 
     /// Pushes what is staged, then exports each pending snapshot, oldest first. A snapshot
@@ -291,6 +457,15 @@ impl Daemon {
                 first: *first,
             }),
         }
+    }
+}
+
+fn prune_reason(e: &PruneError) -> &'static str {
+    match e {
+        PruneError::Store(e) | PruneError::Lock(LockError::Store(e)) => e.reason(),
+        PruneError::Lock(_) => "locked",
+        PruneError::Damaged { .. } => "damaged",
+        _ => "other",
     }
 }
 
@@ -379,6 +554,7 @@ pub async fn run(
         metrics,
         remote_counts,
         endpoint,
+        lease: std::sync::Mutex::new(None),
     };
     daemon.find_unfinished().await?;
 

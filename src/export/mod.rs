@@ -378,7 +378,15 @@ async fn seed_from_latest_export(store: &Store, exporter: &Exporter<'_>, current
     let Ok(exported) = Manifest::list_exported(store).await else {
         return;
     };
-    for time in exported.iter().rev().filter(|t| **t != current.time) {
+    // A layout the retention policy dropped has no files left to copy.
+    let dropped = Manifest::list_dropped_layouts(store)
+        .await
+        .unwrap_or_default();
+    for time in exported
+        .iter()
+        .rev()
+        .filter(|t| **t != current.time && !dropped.contains(t))
+    {
         let Ok(manifest) = Manifest::load(store, time).await else {
             continue;
         };

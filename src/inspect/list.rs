@@ -5,6 +5,7 @@ use serde::Serialize;
 use super::InspectError;
 use crate::repo::Manifest;
 use crate::repo::manifest::ManifestHead;
+use crate::repo::prune::{LayoutState, Snapshots};
 use crate::store::{SnapshotTime, Store};
 
 /// One line of `kube-autosave list`.
@@ -18,8 +19,11 @@ pub struct SnapshotSummary {
     pub new_objects: u64,
     /// Bytes sent to the destination: new packs and index files, and uploaded layout files.
     pub bytes_uploaded: u64,
-    /// The manifest is stored and its plain layout is complete.
+    /// The manifest is stored and its plain layout was completed.
     pub complete: bool,
+    /// Where its plain layout stands: complete, incomplete, or dropped by the retention
+    /// policy (the snapshot stays restorable from the store).
+    pub layout: LayoutState,
     /// Why the manifest could not be read, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -35,6 +39,11 @@ impl SnapshotSummary {
             new_objects: manifest.stats.store.new_objects,
             bytes_uploaded: manifest.stats.store.uploaded_bytes + export_bytes,
             complete: manifest.export.is_some(),
+            layout: if manifest.export.is_some() {
+                LayoutState::Complete
+            } else {
+                LayoutState::Incomplete
+            },
             error: None,
         }
     }
@@ -43,12 +52,16 @@ impl SnapshotSummary {
 /// Every snapshot at the store, newest first. A manifest that cannot be read is listed with
 /// the reason, not skipped.
 pub async fn list(store: &Store) -> Result<Vec<SnapshotSummary>, InspectError> {
-    let mut times = Manifest::list(store).await?;
+    let snapshots = Snapshots::read(store.backend()).await?;
+    let mut times = snapshots.times.clone();
     times.reverse();
     let mut out = Vec::with_capacity(times.len());
     for time in times {
         match Manifest::head(store, &time).await {
-            Ok(manifest) => out.push(SnapshotSummary::of(&manifest)),
+            Ok(manifest) => out.push(SnapshotSummary {
+                layout: snapshots.layout(&time),
+                ..SnapshotSummary::of(&manifest)
+            }),
             Err(e) if e.is_outage() => return Err(e.into()),
             Err(e) => out.push(SnapshotSummary {
                 time,
@@ -57,6 +70,7 @@ pub async fn list(store: &Store) -> Result<Vec<SnapshotSummary>, InspectError> {
                 new_objects: 0,
                 bytes_uploaded: 0,
                 complete: false,
+                layout: snapshots.layout(&time),
                 error: Some(e.to_string()),
             }),
         }

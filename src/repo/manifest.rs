@@ -325,6 +325,47 @@ impl Manifest {
     pub async fn list_exported(store: &Store) -> StoreResult<Vec<SnapshotTime>> {
         times_in(store, Folder::Exports).await
     }
+
+    /// The snapshots whose plain layout the retention policy dropped, oldest first. They stay
+    /// restorable, diffable and verifiable from the store.
+    pub async fn list_dropped_layouts(store: &Store) -> StoreResult<Vec<SnapshotTime>> {
+        times_in(store, Folder::DroppedLayouts).await
+    }
+}
+
+/// Every id the snapshots `times` refer to: their listings and the objects in them. A
+/// listing shared by several snapshots is read once. What a prune must keep.
+pub async fn referenced_ids(
+    store: &Store,
+    times: &[SnapshotTime],
+) -> StoreResult<std::collections::HashSet<ObjectId>> {
+    let mut ids = std::collections::HashSet::new();
+    let mut listings = Vec::new();
+    for time in times {
+        let (_, root) = read_root(store, time).await?;
+        for listing in root.listings {
+            if ids.insert(listing.id) {
+                listings.push((listing.id, listing.objects));
+            }
+        }
+    }
+    let expected: std::collections::HashMap<ObjectId, u32> = listings.iter().copied().collect();
+    let blobs = store.read_many(
+        listings.into_iter().map(|(id, _)| id).collect(),
+        PackSource::LocalCopyFirst,
+    );
+    let mut blobs = std::pin::pin!(blobs);
+    while let Some((id, blob)) = blobs.try_next().await? {
+        let key = format!("listing {id:#}");
+        let decoded: Listing = serde_json::from_slice(&blob).map_err(|e| malformed(&key, e))?;
+        if decoded.listing != LISTING_VERSION
+            || Some(&(decoded.items.len() as u32)) != expected.get(&id)
+        {
+            return Err(malformed(&key, "unexpected version or length"));
+        }
+        ids.extend(decoded.items.into_iter().map(|(_, id, _)| id));
+    }
+    Ok(ids)
 }
 
 /// How many names after the first a manifest root tries before it gives up: other writers

@@ -4,7 +4,9 @@
 //! `restore` read it.
 
 pub mod identity;
+pub mod lock;
 pub mod manifest;
+pub mod prune;
 pub mod retention;
 
 pub use manifest::{

@@ -47,6 +47,9 @@ pub struct SnapshotOptions {
     pub rules: Rules,
     /// Restarts of one resource's list after expired continue tokens before giving up on it.
     pub max_list_restarts: u32,
+    /// The snapshot's name when not now (the next free second after it when taken): for
+    /// importing history, and for tests of what happens over days.
+    pub time: Option<SnapshotTime>,
 }
 
 impl Default for SnapshotOptions {
@@ -58,6 +61,7 @@ impl Default for SnapshotOptions {
             retry: RetryPolicy::default(),
             rules: Rules::default(),
             max_list_restarts: 5,
+            time: None,
         }
     }
 }
@@ -656,7 +660,7 @@ pub async fn take_snapshot(
     progress: ProgressFn,
 ) -> Result<Manifest, SnapshotError> {
     let started = Instant::now();
-    let time = unused_time(store).await?;
+    let time = unused_time(store, options.time).await?;
     check_cluster(api, store, &options.cluster_name).await?;
 
     // The previous snapshot's objects are read from disk while discovery asks the API server.
@@ -871,7 +875,10 @@ fn unusable(rules: &Rules, read: &[ManifestResource], skipped: &[Skipped]) -> Op
 }
 
 /// Now, or the next free second if a snapshot of this second exists already.
-async fn unused_time(store: &Store) -> Result<SnapshotTime, StoreError> {
+async fn unused_time(
+    store: &Store,
+    wanted: Option<SnapshotTime>,
+) -> Result<SnapshotTime, StoreError> {
     let taken = match Manifest::list(store).await {
         Ok(taken) => taken,
         // While the destination is away (the daemon stages snapshots), a collision within
@@ -879,6 +886,12 @@ async fn unused_time(store: &Store) -> Result<SnapshotTime, StoreError> {
         Err(e) if e.is_outage() => Vec::new(),
         Err(e) => return Err(e),
     };
+    if let Some(mut time) = wanted {
+        while taken.contains(&time) {
+            time = time.next_second();
+        }
+        return Ok(time);
+    }
     let mut time = SnapshotTime::now();
     while taken.contains(&time) {
         tokio::time::sleep(Duration::from_millis(200)).await;

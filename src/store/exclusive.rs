@@ -103,7 +103,7 @@ fn unix_now() -> u64 {
 }
 
 /// A token no other writer picks: the time, the process and a counter, hashed.
-fn token() -> String {
+pub(crate) fn token() -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut hasher = blake3::Hasher::new();
     let nanos = SystemTime::now()

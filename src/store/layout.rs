@@ -6,6 +6,9 @@
 //! store/index/<id>            index files: which object ids are in which pack, at what offset
 //! store/snapshots/<ts>        snapshot manifests
 //! store/exports/<ts>          export records: the snapshot's plain layout is complete
+//! store/layout-dropped/<ts>   the snapshot's plain layout was dropped by the retention policy
+//! store/locks/prune           the lock of the one prune (or forget) at work
+//! store/locks/writer-<token>  the lease of a snapshot or push at work
 //! store/cluster.json          which cluster the folder's snapshots are of
 //! ```
 //!
@@ -96,6 +99,11 @@ pub enum RemoteFile<'a> {
     Snapshot(&'a SnapshotTime),
     /// The record of a snapshot's finished export.
     Export(&'a SnapshotTime),
+    /// The record that a kept snapshot's plain layout was dropped (it stays restorable from
+    /// the store).
+    DroppedLayout(&'a SnapshotTime),
+    /// A lock or lease (see `repo::lock`), by name.
+    Lock(&'a str),
     /// Which cluster the folder's snapshots are of.
     ClusterIdentity,
     /// A plain-layout file: `backup/<ts>/[<namespace>/]<name>`.
@@ -116,6 +124,10 @@ impl RemoteFile<'_> {
             RemoteFile::Index(id) => format!("{}{}", Folder::Index.prefix(), id.to_hex()),
             RemoteFile::Snapshot(time) => format!("{}{}", Folder::Snapshots.prefix(), time),
             RemoteFile::Export(time) => format!("{}{}", Folder::Exports.prefix(), time),
+            RemoteFile::DroppedLayout(time) => {
+                format!("{}{}", Folder::DroppedLayouts.prefix(), time)
+            }
+            RemoteFile::Lock(name) => format!("{}{}", Folder::Locks.prefix(), name),
             RemoteFile::ClusterIdentity => "store/cluster.json".to_string(),
             RemoteFile::Layout {
                 time,
@@ -136,6 +148,8 @@ pub enum Folder<'a> {
     Index,
     Snapshots,
     Exports,
+    DroppedLayouts,
+    Locks,
     /// `backup/` itself
     BackupRoot,
     /// `backup/<ts>/`
@@ -150,6 +164,8 @@ impl Folder<'_> {
             Folder::Index => "store/index/".to_string(),
             Folder::Snapshots => "store/snapshots/".to_string(),
             Folder::Exports => "store/exports/".to_string(),
+            Folder::DroppedLayouts => "store/layout-dropped/".to_string(),
+            Folder::Locks => "store/locks/".to_string(),
             Folder::BackupRoot => "backup/".to_string(),
             Folder::Backup(time) => format!("backup/{time}/"),
         }

@@ -40,6 +40,7 @@ async fn snapshot(cluster: &Cluster, destination: &Path, cache: &Path) -> (Manif
         },
         store: StoreConfig::default(),
         export: Default::default(),
+        locks: Default::default(),
     };
     let backend = open_backend(&settings.destination, "prod", &settings.s3)
         .await

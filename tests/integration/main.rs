@@ -9,6 +9,7 @@ mod deploy;
 mod export;
 mod fresh_cluster;
 mod inspect;
+mod prune;
 mod restore;
 mod secrets;
 mod shared_bucket;

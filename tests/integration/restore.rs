@@ -52,6 +52,7 @@ impl World {
             },
             store: StoreConfig::default(),
             export: ExportOptions::default(),
+            locks: Default::default(),
         }
     }
 

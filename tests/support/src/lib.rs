@@ -71,6 +71,7 @@ pub fn job_settings(
         },
         store: StoreConfig::default(),
         export: Default::default(),
+        locks: Default::default(),
     }
 }
 
