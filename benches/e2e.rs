@@ -63,6 +63,9 @@ struct Args {
     json: PathBuf,
     /// A command prefix for each snapshot (a profiler), `{name}` replaced by the snapshot's.
     wrap: Option<String>,
+    /// Snapshots in all (with churn before each after the first); above 2, the history is
+    /// then forgotten and pruned and the retention figures reported.
+    days: u32,
 }
 
 fn usage() -> ! {
@@ -88,6 +91,7 @@ fn parse_args(args: &[String]) -> Args {
         seed: 1,
         json: PathBuf::from("target/e2e-results.json"),
         wrap: None,
+        days: 2,
     };
     let mut it = args.iter();
     fn value<T: std::str::FromStr>(flag: &str, v: Option<&String>) -> T {
@@ -107,6 +111,7 @@ fn parse_args(args: &[String]) -> Args {
             "--seed" => parsed.seed = value(arg, it.next()),
             "--json" => parsed.json = value(arg, it.next()),
             "--wrap" => parsed.wrap = Some(value(arg, it.next())),
+            "--days" => parsed.days = value(arg, it.next()),
             "-h" | "--help" => usage(),
             other => {
                 eprintln!("unknown argument {other:?}");
@@ -619,6 +624,7 @@ async fn run(args: Args) {
     let targets = targets(&bench.args, &snapshots, &baselines);
 
     print_table(&snapshots, &baselines, &ratios, &targets);
+    let retention = bench.retention(snapshots[1].stored_bytes_total).await;
     let report = json!({
         "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "machine": {
@@ -638,6 +644,7 @@ async fn run(args: Args) {
         "baseline": baselines,
         "ratios": ratios,
         "targets": targets,
+        "retention": retention,
     });
     if let Some(parent) = bench.args.json.parent() {
         let _ = std::fs::create_dir_all(parent);
@@ -804,6 +811,98 @@ impl Bench {
         Manifest::head(&store, &newest)
             .await
             .expect("a readable manifest")
+    }
+
+    /// With `--days N` above 2: the rest of the history (a churn and a snapshot a day), then
+    /// what a prune costs and reclaims: `forget --prune --keep-last 9` (every kept snapshot
+    /// keeps its plain layout), then again with `--keep-layout 3`.
+    async fn retention(&self, mut stored: u64) -> Vec<serde_json::Value> {
+        if self.args.days <= 2 {
+            return Vec::new();
+        }
+        for day in 3..=self.args.days {
+            self.sim
+                .churn(self.args.churn, self.args.seed + u64::from(day));
+            stored = self
+                .snapshot(&format!("snapshot {day}"), stored)
+                .await
+                .stored_bytes_total;
+        }
+        let days = u64::from(self.args.days);
+        let (history, files) = dir_size(&self.cluster_dir());
+        println!(
+            "\n{days} snapshots: {} at the destination ({files} files), {} a day",
+            mib(history),
+            mib(history / days)
+        );
+        let mut out =
+            vec![json!({"step": "history", "days": days, "bytes": history, "files": files})];
+        for (step, extra) in [
+            ("keep-last 9", vec!["--keep-last", "9"]),
+            (
+                "keep-last 9, keep-layout 3",
+                vec!["--keep-last", "9", "--keep-layout", "3"],
+            ),
+        ] {
+            let mut args = vec!["forget", "--prune"];
+            args.extend(extra);
+            let before = self.proxy.counters.snapshot();
+            let started = Instant::now();
+            let output = self
+                .command(&args)
+                .output()
+                .expect("run kube-autosave forget");
+            let wall_seconds = started.elapsed().as_secs_f64();
+            let s3 = self.proxy.counters.snapshot().since(&before);
+            if !output.status.success() {
+                eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+                std::process::exit(1);
+            }
+            print!("{}", String::from_utf8_lossy(&output.stdout));
+            let (bytes, files) = dir_size(&self.cluster_dir());
+            println!(
+                "forget --prune --{step}: {wall_seconds:.1} s, {} requests ({} LIST, {} GET, {} PUT, {} DELETE); \
+                 {} left at the destination ({files} files)",
+                s3.requests,
+                s3.lists,
+                s3.gets,
+                s3.puts,
+                s3.deletes,
+                mib(bytes)
+            );
+            out.push(json!({
+                "step": step,
+                "wall_seconds": wall_seconds,
+                "requests": s3,
+                "bytes": bytes,
+                "files": files,
+            }));
+        }
+        out
+    }
+
+    /// `kube-autosave <args>` against the counting proxy, as a user would run it.
+    fn command(&self, args: &[&str]) -> Command {
+        let work = self.work.path();
+        let nowhere = work.join("no-aws-config");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kube-autosave"));
+        command
+            .args(args)
+            .args(["--to", &format!("s3://{BUCKET}")])
+            .args(["--s3-endpoint", &self.proxy.endpoint(), "--path-style"])
+            .args(["--region", "us-east-1", "--cluster-name", CLUSTER])
+            .arg("--cache-dir")
+            .arg(work.join("cache"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", work)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", &nowhere)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere)
+            .stdin(Stdio::null());
+        command
     }
 
     /// What a dump-and-sync script does after each dump: upload every plain-layout file.

@@ -188,12 +188,20 @@ impl Daemon {
     /// Takes and stages one snapshot; `Ok(false)` when it failed and is tried again later.
     async fn take_snapshot(&self) -> Result<bool, DaemonError> {
         let started = std::time::Instant::now();
-        if let Err(e) = self.take_lease().await {
-            let m = &self.metrics;
-            m.add(&m.snapshot_failures, 1);
-            m.failed("snapshot", "locked");
-            tracing::error!(error = %e, "snapshot not taken; trying again at the next push interval");
-            return Ok(false);
+        match self.take_lease().await {
+            Ok(()) => {}
+            // While the destination is away the snapshot is staged without a lease, and its
+            // push checks what it refers to instead.
+            Err(e) if e.is_outage() => {
+                tracing::warn!(error = %e, "cannot take a writer's lease at the destination; the push checks what the snapshot refers to");
+            }
+            Err(e) => {
+                let m = &self.metrics;
+                m.add(&m.snapshot_failures, 1);
+                m.failed("snapshot", "locked");
+                tracing::error!(error = %e, "snapshot not taken; trying again at the next push interval");
+                return Ok(false);
+            }
         }
         let result = async {
             // Packs removed at the destination since the last snapshot (a lifecycle rule,
@@ -208,6 +216,10 @@ impl Daemon {
             take(&self.settings.job, &self.store, Arc::new(|_| {})).await
         }
         .await;
+        if result.is_err() {
+            // Nothing to push: a lease held on would keep prunes waiting.
+            self.release_lease().await;
+        }
         let m = &self.metrics;
         match result {
             Ok(manifest) => {
@@ -249,29 +261,19 @@ impl Daemon {
         }
     }
 
-    /// Takes the writer's lease unless it holds one. While the destination is away the
-    /// snapshot is staged without one, and its push checks what it refers to instead.
+    /// Takes the writer's lease unless it holds one.
     async fn take_lease(&self) -> Result<(), LockError> {
         if self.holds_lease() {
             return Ok(());
         }
-        match lease_writer(
+        let held = lease_writer(
             self.staging.remote(),
             "kube-autosave run",
             &self.settings.job.locks,
         )
-        .await
-        {
-            Ok(held) => {
-                *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
-                Ok(())
-            }
-            Err(e) if e.is_outage() => {
-                tracing::warn!(error = %e, "cannot take a writer's lease at the destination; the push checks what the snapshot refers to");
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        .await?;
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
+        Ok(())
     }
 
     /// Whether a lease is held and has not lapsed.
@@ -335,14 +337,6 @@ impl Daemon {
         let result = async {
             if !self.holds_lease() {
                 self.take_lease().await.map_err(JobError::from)?;
-                if !self.holds_lease() {
-                    return Err(PushError::Store(StoreError::Unreachable {
-                        endpoint: self.endpoint.clone(),
-                        op: "lease",
-                        key: RemoteFile::Lock("writer-").key(),
-                        message: "the destination is away".to_string(),
-                    }));
-                }
                 self.drop_unrestorable_staged().await?;
             }
             self.push_pending().await

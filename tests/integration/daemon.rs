@@ -852,3 +852,59 @@ async fn measure_daemon_disk_use_over_20_snapshots() {
     }
     eprintln!("peak {peak} bytes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_retention_policy_the_daemon_forgets_and_prunes_after_each_push() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start(300, 43).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &s3,
+        "  interval: 1s\n  pushInterval: 1s\n  retention:\n    keepLast: 2\n    keepLayout: 1\n",
+    );
+    let daemon = Daemon::start(dir.path(), &config, &cluster, &[]);
+    daemon.wait_for(
+        "four snapshots and a prune that forgot two",
+        Duration::from_secs(90),
+        |d| d.metric("snapshots_total") >= 4.0 && d.metric("snapshots_forgotten_total") >= 2.0,
+    );
+    let metrics = daemon.metrics();
+    assert!(metrics["kube_autosave_last_prune_timestamp_seconds"] > 0.0);
+    assert!(
+        metrics["kube_autosave_prune_reclaimed_bytes_total"] > 0.0,
+        "{metrics:?}"
+    );
+    assert_eq!(
+        metrics["kube_autosave_prune_failures_total"],
+        0.0,
+        "{}",
+        daemon.log()
+    );
+    drop(daemon);
+
+    // What is left: at most the policy's two (a third if a snapshot landed after the last
+    // prune), the newest with its layout, and every one restorable.
+    let cache = tempfile::tempdir().unwrap();
+    let store = crate::support::reader_store(&s3, BASE, cache.path()).await;
+    let times = Manifest::list(&store).await.unwrap();
+    assert!((2..=3).contains(&times.len()), "{times:?}");
+    let dropped = Manifest::list_dropped_layouts(&store).await.unwrap();
+    assert!(!dropped.contains(times.last().unwrap()), "{dropped:?}");
+    let client = s3_server::plain_client(&s3).await;
+    let layouts: BTreeSet<String> = s3_server::read_all(&client, &format!("{BASE}backup/"))
+        .await
+        .keys()
+        .filter_map(|k| {
+            k.strip_prefix(&format!("{BASE}backup/"))?
+                .split('/')
+                .next()
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(layouts.len() <= 2, "{layouts:?}");
+    let report = kube_autosave::inspect::verify::verify(&store, &times)
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+}

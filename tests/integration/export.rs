@@ -259,14 +259,15 @@ async fn unchanged_files_are_server_side_copies_and_churn_uploads_only_changed_f
     let first = setup.job().await;
     let files = first.export.files;
 
-    // Nothing changed: every plain-layout file is a copy; the only PUTs are the manifest's
-    // root (its listings are all stored already) and the export's record.
+    // Nothing changed: every plain-layout file is a copy; the only PUTs are the writer's
+    // lease, the manifest's root (its listings are all stored already) and the export's
+    // record.
     let second = setup.job().await;
     assert_eq!(second.export.files_uploaded, 0);
     assert_eq!(second.export.bytes_uploaded, 0);
     assert_eq!(second.export.files_copied, files);
     assert_eq!(second.requests.copies, files);
-    assert_eq!(second.requests.puts, 2, "{:?}", second.requests);
+    assert_eq!(second.requests.puts, 3, "{:?}", second.requests);
     assert_eq!(second.manifest.stats.store.new_objects, 0);
     let layout_one = read_layout(&setup.s3, &first.manifest.time).await;
     let layout_two = read_layout(&setup.s3, &second.manifest.time).await;
@@ -352,7 +353,8 @@ async fn a_lost_local_index_still_copies_unchanged_files() {
     assert_eq!(second.export.files_uploaded, 0);
     assert_eq!(second.export.files_copied, first.export.files);
     assert_eq!(second.export.bytes_copied, first.export.bytes_uploaded);
-    assert_eq!(second.requests.puts, 2, "{:?}", second.requests);
+    // The writer's lease, the root and the export's record.
+    assert_eq!(second.requests.puts, 3, "{:?}", second.requests);
     assert_eq!(
         read_layout(&setup.s3, &first.manifest.time).await,
         read_layout(&setup.s3, &second.manifest.time).await
@@ -428,11 +430,11 @@ async fn an_interrupted_export_is_finished_without_redoing_work() {
     assert_eq!(layout.len(), planned);
     assert_eq!(layout_objects(&layout), manifest_objects(&finished));
     // The files the interrupted run wrote were not uploaded again: the rerun's PUTs are the
-    // missing files and the export's record, then the new (unchanged) snapshot's manifest
-    // root and export record.
+    // missing files and the export's record, then the new (unchanged) snapshot's writer's
+    // lease, manifest root and export record.
     assert_eq!(
         report.requests.puts as usize,
-        planned - partial.len() + 1 + 2,
+        planned - partial.len() + 1 + 3,
         "{:?}",
         report.requests
     );
