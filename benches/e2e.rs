@@ -689,39 +689,18 @@ impl Bench {
         let result = work.join(format!("{}.measured.json", name.replace(' ', "-")));
         let stdout_path = work.join(format!("{}.stdout", name.replace(' ', "-")));
         let stderr_path = work.join(format!("{}.stderr", name.replace(' ', "-")));
-        let nowhere = work.join("no-aws-config");
-        let mut command = Command::new(std::env::current_exe().expect("this benchmark's path"));
-        command
+        let mut measuring = Command::new(std::env::current_exe().expect("this benchmark's path"));
+        measuring
             .arg(MEASURE_FLAG)
             .arg(&result)
             .args(self.args.wrap.iter().flat_map(|wrap| {
                 wrap.split_whitespace()
                     .map(|word| word.replace("{name}", &name.replace(' ', "-")))
             }))
-            .arg(env!("CARGO_BIN_EXE_kube-autosave"))
-            .arg("snapshot")
-            .arg("--to")
-            .arg(format!("s3://{BUCKET}"))
-            .arg("--s3-endpoint")
-            .arg(self.proxy.endpoint())
-            .arg("--path-style")
-            .arg("--region")
-            .arg("us-east-1")
-            .arg("--cluster-name")
-            .arg(CLUSTER)
-            .arg("--cache-dir")
-            .arg(work.join("cache"))
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", work)
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", &nowhere)
-            .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere)
-            .stdin(Stdio::null())
+            .arg(env!("CARGO_BIN_EXE_kube-autosave"));
+        let mut command = self.user_command(measuring, &["snapshot"]);
+        command
+            .args(["--kubeconfig", &self.kubeconfig.display().to_string()])
             .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
             .stderr(std::fs::File::create(&stderr_path).expect("stderr file"));
         if let Some(log) = std::env::var_os("RUST_LOG") {
@@ -883,9 +862,15 @@ impl Bench {
 
     /// `kube-autosave <args>` against the counting proxy, as a user would run it.
     fn command(&self, args: &[&str]) -> Command {
+        self.user_command(Command::new(env!("CARGO_BIN_EXE_kube-autosave")), args)
+    }
+
+    /// `command` (the binary, or the measuring re-exec of this harness that runs it) with
+    /// `args` and what a user gives it: the destination behind the counting proxy, the
+    /// credentials, the local state, and nothing of this machine's AWS set-up.
+    fn user_command(&self, mut command: Command, args: &[&str]) -> Command {
         let work = self.work.path();
         let nowhere = work.join("no-aws-config");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kube-autosave"));
         command
             .args(args)
             .args(["--to", &format!("s3://{BUCKET}")])

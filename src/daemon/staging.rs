@@ -139,6 +139,14 @@ impl Backend for StagingBackend {
         self.staging.delete(key).await?;
         self.remote.delete(key).await
     }
+
+    async fn list_folders(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        let mut folders = self.staging.list_folders(prefix).await?;
+        folders.extend(self.remote.list_folders(prefix).await?);
+        folders.sort();
+        folders.dedup();
+        Ok(folders)
+    }
 }
 
 /// What a push moved.

@@ -422,8 +422,16 @@ async fn read_root(store: &Store, time: &SnapshotTime) -> StoreResult<(String, S
 }
 
 async fn times_in(store: &Store, folder: Folder<'_>) -> StoreResult<Vec<SnapshotTime>> {
-    let mut times: Vec<SnapshotTime> = store
-        .backend()
+    times_at(store.backend().as_ref(), folder).await
+}
+
+/// The snapshot times named in `folder` of `backend` (roots, export or dropped-layout
+/// records), oldest first.
+pub async fn times_at(
+    backend: &dyn crate::store::Backend,
+    folder: Folder<'_>,
+) -> StoreResult<Vec<SnapshotTime>> {
+    let mut times: Vec<SnapshotTime> = backend
         .list_all(&folder.prefix())
         .await?
         .iter()

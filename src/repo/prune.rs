@@ -24,13 +24,13 @@
 //! Nothing here deletes a pack a remaining snapshot refers to, and nothing deletes anything
 //! that is not in the plan it was given.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
 
 use crate::repo::lock::{Held, LockError, LockTimes, lock_prune, wait_for_writers};
-use crate::repo::manifest::referenced_ids;
+use crate::repo::manifest::{referenced_ids, times_at};
 use crate::repo::retention::{self, Decision, Policy, SnapshotState};
 use crate::store::pack::{IndexFile, IndexedBlob, IndexedPack, PackBuilder};
 use crate::store::{
@@ -93,24 +93,14 @@ pub struct Snapshots {
 impl Snapshots {
     /// Reads the folder's roots and records (three listings).
     pub async fn read(backend: &DynBackend) -> Result<Self, StoreError> {
-        async fn times(
-            backend: &DynBackend,
-            folder: Folder<'_>,
-        ) -> Result<Vec<SnapshotTime>, StoreError> {
-            let mut times: Vec<SnapshotTime> = backend
-                .list_all(&folder.prefix())
-                .await?
-                .iter()
-                .filter_map(|m| folder.name_in(&m.key))
-                .filter_map(|name| name.parse().ok())
-                .collect();
-            times.sort();
-            Ok(times)
-        }
+        let backend = backend.as_ref();
         Ok(Self {
-            times: times(backend, Folder::Snapshots).await?,
-            exported: times(backend, Folder::Exports).await?.into_iter().collect(),
-            dropped: times(backend, Folder::DroppedLayouts)
+            times: times_at(backend, Folder::Snapshots).await?,
+            exported: times_at(backend, Folder::Exports)
+                .await?
+                .into_iter()
+                .collect(),
+            dropped: times_at(backend, Folder::DroppedLayouts)
                 .await?
                 .into_iter()
                 .collect(),
@@ -382,23 +372,13 @@ pub async fn plan_prune(
         ..PrunePlan::default()
     };
 
-    // Plain-layout folders of snapshots that are gone or whose layout was dropped.
-    let mut folders: BTreeMap<SnapshotTime, (Vec<String>, u64)> = BTreeMap::new();
+    // Plain-layout folders of snapshots that are gone or whose layout was dropped: the
+    // folders are listed with a delimiter (one request), then only the ones that go.
     let backup = Folder::BackupRoot.prefix();
-    for meta in backend.list_all(&backup).await? {
-        let Some(time) = meta
-            .key
-            .strip_prefix(&backup)
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|name| name.parse::<SnapshotTime>().ok())
-        else {
+    for name in backend.list_folders(&backup).await? {
+        let Ok(time) = name.parse::<SnapshotTime>() else {
             continue;
         };
-        let folder = folders.entry(time).or_default();
-        folder.0.push(meta.key);
-        folder.1 += meta.size;
-    }
-    for (time, (keys, bytes)) in folders {
         let why = if !remaining.contains(&time) {
             LayoutRemoval::Forgotten
         } else if snapshots.dropped.contains(&time) {
@@ -406,11 +386,15 @@ pub async fn plan_prune(
         } else {
             continue;
         };
+        let listed = backend.list_all(&Folder::Backup(&time).prefix()).await?;
+        if listed.is_empty() {
+            continue;
+        }
         plan.layouts.push(LayoutFolder {
             time,
             why,
-            keys,
-            bytes,
+            bytes: listed.iter().map(|m| m.size).sum(),
+            keys: listed.into_iter().map(|m| m.key).collect(),
         });
     }
     let gone = |time: &&SnapshotTime| !remaining.contains(time);

@@ -64,6 +64,24 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// Deletes `key`; deleting a missing key is not an error.
     async fn delete(&self, key: &str) -> StoreResult<()>;
+
+    /// The names of the folders directly under `prefix` (which ends in `/`), sorted: what a
+    /// listing with a `/` delimiter gives, without listing every key below them. This
+    /// default lists every key; a backend that can ask for the folders alone does.
+    async fn list_folders(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        let mut folders = std::collections::BTreeSet::new();
+        let mut listed = self.list(prefix);
+        while let Some(meta) = listed.try_next().await? {
+            if let Some((folder, _)) = meta
+                .key
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.split_once('/'))
+            {
+                folders.insert(folder.to_string());
+            }
+        }
+        Ok(folders.into_iter().collect())
+    }
 }
 
 pub type DynBackend = Arc<dyn Backend>;
@@ -147,6 +165,9 @@ impl<T: Backend + ?Sized> Backend for Arc<T> {
     async fn delete(&self, key: &str) -> StoreResult<()> {
         (**self).delete(key).await
     }
+    async fn list_folders(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        (**self).list_folders(prefix).await
+    }
 }
 
 /// Puts every key of `inner` under `prefix/` (object_store's `PrefixStore`): the cluster's
@@ -220,5 +241,8 @@ impl<B: Backend> Backend for PrefixBackend<B> {
     }
     async fn delete(&self, key: &str) -> StoreResult<()> {
         self.inner.delete(&self.full(key)).await
+    }
+    async fn list_folders(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        self.inner.list_folders(&self.full(prefix)).await
     }
 }

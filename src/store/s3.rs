@@ -531,6 +531,35 @@ impl Backend for S3Backend {
         .boxed()
     }
 
+    async fn list_folders(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        let mut folders = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .delimiter("/")
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| self.error("list", prefix, e))?;
+            folders.extend(page.common_prefixes().iter().filter_map(|p| {
+                let name = p.prefix()?.strip_prefix(prefix)?.strip_suffix('/')?;
+                Some(name.to_string())
+            }));
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated().unwrap_or(false) => {
+                    token = Some(next.to_string())
+                }
+                _ => break,
+            }
+        }
+        folders.sort();
+        Ok(folders)
+    }
+
     async fn delete(&self, key: &str) -> StoreResult<()> {
         self.client
             .delete_object()

@@ -159,6 +159,10 @@ impl<B: Backend> Backend for CountingBackend<B> {
         add(&self.counts.deletes, 1);
         self.inner.delete(key).await
     }
+    async fn list_folders(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        add(&self.counts.lists, 1);
+        self.inner.list_folders(prefix).await
+    }
 }
 
 /// Which operations a [`FaultyBackend`] fails.
@@ -290,5 +294,9 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     async fn delete(&self, key: &str) -> StoreResult<()> {
         self.state.check("delete", key, true)?;
         self.inner.delete(key).await
+    }
+    async fn list_folders(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        self.state.check("list", prefix, false)?;
+        self.inner.list_folders(prefix).await
     }
 }

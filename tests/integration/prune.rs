@@ -96,6 +96,17 @@ impl History {
         command.output().unwrap()
     }
 
+    /// `verify --all` from a local state of its own passes.
+    fn assert_verifies(&self, state: &str, context: &str) {
+        let output = self.run(state, &["verify", "--all"]);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{context}: {}",
+            text(&output)
+        );
+    }
+
     /// The folder's store with a local index of its own.
     async fn store(&self, state: &str) -> (Store, DynBackend) {
         let backend = support::s3_backend(&self.s3, "team/prod").await;
@@ -202,8 +213,7 @@ async fn a_month_under_a_policy_keeps_exactly_what_it_says_and_every_kept_snapsh
 
     // Every kept snapshot verifies from a fresh cache; one without its layout and the
     // oldest restore into empty clusters; diff works between layout-less snapshots.
-    let output = history.run("fresh", &["verify", "--all"]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    history.assert_verifies("fresh", "after the prune");
     for time in [october(11), october(26)] {
         let target = Cluster::start_with(kube_sim::SimConfig {
             empty: true,
@@ -288,12 +298,9 @@ async fn a_prune_stopped_at_any_point_and_run_again_finishes_the_job() {
         );
         faults.heal();
         // What is left verifies: nothing a remaining snapshot refers to is gone.
-        let output = history.run(&format!("verify-{fraction}"), &["verify", "--all"]);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "stopped after {stop_after} of {writes} writes: {}",
-            text(&output)
+        history.assert_verifies(
+            &format!("verify-{fraction}"),
+            &format!("stopped after {stop_after} of {writes} writes"),
         );
     }
     // The last run finishes; its lock is taken over from the stopped one once it expires.
@@ -322,8 +329,7 @@ async fn a_prune_stopped_at_any_point_and_run_again_finishes_the_job() {
             .any(|k| k.starts_with(&format!("{BASE}store/locks/"))),
         "no lock or lease is left"
     );
-    let output = history.run("verify-final", &["verify", "--all"]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    history.assert_verifies("verify-final", "after the prune");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,8 +397,7 @@ async fn a_snapshot_written_while_a_prune_starts_is_never_pruned_from_under_it()
         vec![october(4), october(5)]
     );
     assert_eq!(report.unwrap().layout_folders, 3);
-    let output = history.run("fresh", &["verify", "--all"]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    history.assert_verifies("fresh", "after the prune");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,8 +455,7 @@ async fn a_second_prune_is_told_who_holds_the_lock_and_two_prunes_never_delete_t
     // The prune without a forget may have run first, with nothing yet to do.
     assert_eq!(a_files + b_files, planned.layout_files());
     assert_eq!(a_packs + b_packs, packs);
-    let output = history.run("fresh", &["verify", "--all"]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    history.assert_verifies("fresh", "after the prune");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

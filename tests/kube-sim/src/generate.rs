@@ -854,10 +854,17 @@ impl<'s> Generator<'s> {
             false,
         );
         // Controller service accounts.
-        let sas: &[&str] = if small {
-            &["coredns", "kube-proxy", "kube-autosave"]
+        let sas: Vec<&str> = if small {
+            vec!["coredns", "kube-proxy", "kube-autosave"]
         } else {
-            &KUBE_SYSTEM_SERVICE_ACCOUNTS
+            let mut all: Vec<&str> = KUBE_CONTROLLERS
+                .iter()
+                .filter(|c| **c != "route-controller")
+                .chain(&KUBE_SYSTEM_ADD_ON_ACCOUNTS)
+                .copied()
+                .collect();
+            all.sort_unstable();
+            all
         };
         for sa in sas {
             let d = self
@@ -2927,47 +2934,18 @@ const KUBE_CONTROLLERS: [&str; 31] = [
     "ttl-controller",
 ];
 
-/// The service accounts of `kube-system` in a full-size cluster: the controllers' (but the
-/// route controller's, which runs only with a cloud provider), the add-ons' and ours.
-const KUBE_SYSTEM_SERVICE_ACCOUNTS: [&str; 38] = [
-    "attachdetach-controller",
+/// The service accounts of `kube-system` in a full-size cluster besides the controllers'
+/// (all but the route controller's, which runs only with a cloud provider): the add-ons'
+/// and ours.
+const KUBE_SYSTEM_ADD_ON_ACCOUNTS: [&str; 8] = [
     "aws-node",
     "bootstrap-signer",
-    "certificate-controller",
-    "clusterrole-aggregation-controller",
     "coredns",
-    "cronjob-controller",
-    "daemon-set-controller",
-    "deployment-controller",
-    "disruption-controller",
     "ebs-csi-node-sa",
-    "endpoint-controller",
-    "endpointslice-controller",
-    "endpointslicemirroring-controller",
-    "ephemeral-volume-controller",
-    "expand-controller",
-    "generic-garbage-collector",
-    "horizontal-pod-autoscaler",
-    "job-controller",
     "kube-autosave",
     "kube-proxy",
     "metrics-server",
-    "namespace-controller",
-    "node-controller",
-    "persistent-volume-binder",
-    "pod-garbage-collector",
-    "pv-protection-controller",
-    "pvc-protection-controller",
-    "replicaset-controller",
-    "replication-controller",
-    "resourcequota-controller",
-    "root-ca-cert-publisher",
-    "service-account-controller",
-    "service-controller",
-    "statefulset-controller",
     "token-cleaner",
-    "ttl-after-finished-controller",
-    "ttl-controller",
 ];
 
 fn nth_address(prefix: &str, n: u32, first: u32) -> String {

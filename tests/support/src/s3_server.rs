@@ -5,7 +5,8 @@
 //! Listings without a delimiter walk only the folder of their prefix. `s3s-fs` walks the
 //! whole bucket for each page, which makes a LIST of a few keys cost as much as the bucket
 //! holds; S3 costs per key returned, and the benchmark must not charge a later snapshot for
-//! the files of the earlier ones.
+//! the files of the earlier ones. Listings with a `/` delimiter of a folder read that one
+//! directory, as S3 answers them without looking at the keys below the sub-folders.
 //!
 //! It can play a store that ignores conditional writes (`If-None-Match: *`), as some
 //! S3-compatible stores do.
@@ -379,6 +380,12 @@ macro_rules! passed_on {
                 &self,
                 req: S3Request<ListObjectsV2Input>,
             ) -> S3Result<S3Response<ListObjectsV2Output>> {
+                let prefix = req.input.prefix.as_deref().unwrap_or_default();
+                if req.input.delimiter.as_deref() == Some("/")
+                    && (prefix.is_empty() || prefix.ends_with('/'))
+                {
+                    return self.list_folder(req.input).await;
+                }
                 if req.input.delimiter.is_some() {
                     return self.fs.list_objects_v2(req).await;
                 }
@@ -408,6 +415,99 @@ passed_on! {
 }
 
 impl PrefixListing {
+    /// A listing with a `/` delimiter of a folder: its files and its sub-folders (common
+    /// prefixes), read from that one directory.
+    async fn list_folder(
+        &self,
+        input: ListObjectsV2Input,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let bucket = self.root.join(&input.bucket);
+        if input.bucket.contains('/') || input.bucket.starts_with('.') || !bucket.is_dir() {
+            return Err(s3s::s3_error!(NoSuchBucket));
+        }
+        let prefix = input.prefix.clone().unwrap_or_default();
+        if prefix.split('/').any(|part| part == "..") {
+            return Err(s3s::s3_error!(InvalidArgument, "bad prefix"));
+        }
+        let dir = bucket.join(&prefix);
+        let entries = tokio::task::spawn_blocking(move || {
+            let mut entries: Vec<(String, Option<Listed>)> = Vec::new();
+            let listing = match std::fs::read_dir(&dir) {
+                Ok(listing) => listing,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(entries),
+                Err(e) => return Err(e),
+            };
+            for entry in listing {
+                let entry = entry?;
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let metadata = entry.metadata()?;
+                if metadata.is_dir() {
+                    // S3 has no empty folders (deleting keys here leaves directories).
+                    if holds_a_file(&entry.path())? {
+                        entries.push((format!("{prefix}{name}/"), None));
+                    }
+                } else {
+                    let key = format!("{prefix}{name}");
+                    entries.push((
+                        key.clone(),
+                        Some(Listed {
+                            key,
+                            size: metadata.len(),
+                            modified: metadata.modified()?,
+                        }),
+                    ));
+                }
+            }
+            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            Ok(entries)
+        })
+        .await
+        .map_err(|e| s3s::s3_error!(InternalError, "{e}"))?
+        .map_err(|e| s3s::s3_error!(InternalError, "{e}"))?;
+        let first = input.continuation_token.as_ref().map_or(0, |after| {
+            entries.partition_point(|(name, _)| name <= after)
+        });
+        let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let page = &entries[first..(first + max_keys).min(entries.len())];
+        let is_truncated = first + page.len() < entries.len();
+        let contents: Vec<Object> = page
+            .iter()
+            .filter_map(|(_, listed)| listed.as_ref())
+            .map(|listed| Object {
+                key: Some(listed.key.clone()),
+                size: Some(listed.size as i64),
+                last_modified: Some(Timestamp::from(listed.modified)),
+                ..Default::default()
+            })
+            .collect();
+        let folders: Vec<CommonPrefix> = page
+            .iter()
+            .filter(|(_, listed)| listed.is_none())
+            .map(|(name, _)| CommonPrefix {
+                prefix: Some(name.clone()),
+            })
+            .collect();
+        Ok(S3Response::new(ListObjectsV2Output {
+            key_count: Some(page.len() as i32),
+            max_keys: Some(max_keys as i32),
+            is_truncated: Some(is_truncated),
+            next_continuation_token: is_truncated
+                .then(|| page.last().map(|(name, _)| name.clone()))
+                .flatten(),
+            contents: (!contents.is_empty()).then_some(contents),
+            common_prefixes: (!folders.is_empty()).then_some(folders),
+            continuation_token: input.continuation_token,
+            delimiter: input.delimiter,
+            encoding_type: input.encoding_type,
+            name: Some(input.bucket),
+            prefix: input.prefix,
+            start_after: input.start_after,
+            ..Default::default()
+        }))
+    }
+
     async fn list_under_prefix(
         &self,
         input: ListObjectsV2Input,
@@ -457,4 +557,15 @@ impl PrefixListing {
             ..Default::default()
         }))
     }
+}
+
+/// Whether any file lies under `dir`, at any depth.
+fn holds_a_file(dir: &Path) -> std::io::Result<bool> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() || holds_a_file(&entry.path())? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
