@@ -100,6 +100,9 @@ struct Daemon {
     /// The writer's lease held from a snapshot until its push: while it is held no prune
     /// deletes what the staged snapshot refers to.
     lease: std::sync::Mutex<Option<Held>>,
+    /// Snapshots may wait in staging that were taken without a lease (the destination was
+    /// away, or an earlier run staged them): the next push checks what they refer to.
+    unleased_staging: std::sync::atomic::AtomicBool,
 }
 
 impl Daemon {
@@ -193,6 +196,7 @@ impl Daemon {
             // While the destination is away the snapshot is staged without a lease, and its
             // push checks what it refers to instead.
             Err(e) if e.is_outage() => {
+                self.unleased_staging.store(true, Ordering::SeqCst);
                 tracing::warn!(error = %e, "cannot take a writer's lease at the destination; the push checks what the snapshot refers to");
             }
             Err(e) => {
@@ -335,9 +339,10 @@ impl Daemon {
     async fn push(&self) -> Result<(), PushError> {
         let before = self.remote_counts.snapshot();
         let result = async {
-            if !self.holds_lease() {
-                self.take_lease().await.map_err(JobError::from)?;
+            self.take_lease().await.map_err(JobError::from)?;
+            if self.unleased_staging.load(Ordering::SeqCst) {
                 self.drop_unrestorable_staged().await?;
+                self.unleased_staging.store(false, Ordering::SeqCst);
             }
             self.push_pending().await
         }
@@ -549,6 +554,7 @@ pub async fn run(
         remote_counts,
         endpoint,
         lease: std::sync::Mutex::new(None),
+        unleased_staging: std::sync::atomic::AtomicBool::new(true),
     };
     daemon.find_unfinished().await?;
 

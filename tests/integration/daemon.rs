@@ -908,3 +908,76 @@ async fn with_a_retention_policy_the_daemon_forgets_and_prunes_after_each_push()
         .unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
 }
+
+/// While the daemon cannot reach S3, someone who can forgets and prunes the snapshot its
+/// staged one deduplicates against: the push notices before it stores anything that refers
+/// to deleted packs, drops the staged snapshot (counted), and the next snapshot stores the
+/// objects again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_snapshot_a_prune_emptied_meanwhile_is_dropped_and_taken_again() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start(300, 47).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &s3, "  interval: 3s\n  pushInterval: 1s\n");
+    let daemon = Daemon::start(dir.path(), &config, &cluster, &[]);
+    daemon.wait_for("the first snapshot pushed", Duration::from_secs(60), |d| {
+        d.metric("snapshots_total") >= 1.0 && d.metric("snapshots_pending") == 0.0
+    });
+    let first = manifests(&s3).await.into_keys().next().unwrap();
+    s3.stop();
+    daemon.wait_for("a second snapshot staged", Duration::from_secs(60), |d| {
+        d.metric("snapshots_total") >= 2.0 && d.metric("push_failures_total") >= 1.0
+    });
+
+    // The cluster moves on too, so that the next snapshot does not store every object the
+    // staged one refers to.
+    cluster.sim.churn(0.2, 5);
+    let other = s3.twin();
+    let mut command = crate::support::binary(dir.path());
+    let output = crate::support::with_s3(&mut command, &other)
+        .args(["--to", "s3://backups/team", "--cluster-name", "prod"])
+        .args(["--cache-dir", "elsewhere", "forget", "--prune", &first])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    drop(other);
+    s3.restart();
+
+    daemon.wait_for(
+        "the emptied staged snapshot dropped, and a complete one pushed",
+        Duration::from_secs(90),
+        |d| {
+            d.metrics()
+                .get("kube_autosave_failures_total{step=\"push\",reason=\"pruned_meanwhile\"}")
+                .is_some_and(|n| *n >= 1.0)
+                && d.metric("snapshots_pending") == 0.0
+                && !manifests_blocking(&s3).is_empty()
+        },
+    );
+    drop(daemon);
+    let all = assert_complete(&s3).await;
+    assert!(!all.contains_key(&first));
+    let cache = tempfile::tempdir().unwrap();
+    let store = crate::support::reader_store(&s3, BASE, cache.path()).await;
+    let times = Manifest::list(&store).await.unwrap();
+    let report = kube_autosave::inspect::verify::verify(&store, &times)
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+}
+
+/// The snapshot names at the destination, from a thread that may block.
+fn manifests_blocking(s3: &S3Server) -> Vec<String> {
+    std::fs::read_dir(s3.bucket_dir().join(BASE).join("store/snapshots"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|name| !name.contains('.'))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -183,6 +183,12 @@ impl S3Server {
         }
     }
 
+    /// Another server on the same data, on a port of its own: someone who can still reach
+    /// the bucket while this server plays an outage.
+    pub fn twin(&self) -> S3Server {
+        S3Server::start_in(&self.root, "127.0.0.1:0".parse().expect("an address"))
+    }
+
     /// Serves again on the same port with the same data.
     pub fn restart(&self) {
         self.stop();
