@@ -140,6 +140,11 @@ impl Backend for StagingBackend {
         self.remote.delete(key).await
     }
 
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<()> {
+        self.staging.delete_many(keys).await?;
+        self.remote.delete_many(keys).await
+    }
+
     async fn list_folders(&self, prefix: &str) -> StoreResult<Vec<String>> {
         let mut folders = self.staging.list_folders(prefix).await?;
         folders.extend(self.remote.list_folders(prefix).await?);

@@ -38,8 +38,8 @@ use crate::store::{
     SnapshotTime, Store, StoreError,
 };
 
-/// Requests in flight while deleting.
-const DELETES_IN_FLIGHT: usize = 32;
+/// Batches of up to 1,000 keys deleted at the same time.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PruneError {
@@ -699,9 +699,10 @@ async fn delete_all(
     backend: &DynBackend,
     keys: impl Iterator<Item = String>,
 ) -> Result<(), StoreError> {
-    futures::stream::iter(keys)
-        .map(|key| async move { backend.delete(&key).await })
-        .buffer_unordered(DELETES_IN_FLIGHT)
+    let keys: Vec<String> = keys.collect();
+    futures::stream::iter(keys.chunks(1000))
+        .map(|batch| backend.delete_many(batch))
+        .buffer_unordered(BATCHES_IN_FLIGHT)
         .try_collect::<()>()
         .await
 }

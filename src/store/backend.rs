@@ -65,6 +65,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Deletes `key`; deleting a missing key is not an error.
     async fn delete(&self, key: &str) -> StoreResult<()>;
 
+    /// Deletes every key of `keys`; missing keys are not an error. This default deletes
+    /// them one by one, a few at a time; S3 deletes up to 1,000 per request.
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<()> {
+        let deletions: Vec<_> = keys.iter().map(|key| self.delete(key)).collect();
+        futures::stream::iter(deletions)
+            .buffer_unordered(DELETES_IN_FLIGHT)
+            .try_collect::<()>()
+            .await
+    }
+
     /// The names of the folders directly under `prefix` (which ends in `/`), sorted: what a
     /// listing with a `/` delimiter gives, without listing every key below them. This
     /// default lists every key; a backend that can ask for the folders alone does.
@@ -85,6 +95,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
 }
 
 pub type DynBackend = Arc<dyn Backend>;
+
+/// Single deletions in flight in [`Backend::delete_many`]'s default.
+const DELETES_IN_FLIGHT: usize = 32;
 
 /// A listing read whole by `listing` (a directory walk, a merge of two listings), as the
 /// stream [`Backend::list`] returns: its keys, or its one error.
@@ -168,6 +181,9 @@ impl<T: Backend + ?Sized> Backend for Arc<T> {
     async fn list_folders(&self, prefix: &str) -> StoreResult<Vec<String>> {
         (**self).list_folders(prefix).await
     }
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<()> {
+        (**self).delete_many(keys).await
+    }
 }
 
 /// Puts every key of `inner` under `prefix/` (object_store's `PrefixStore`): the cluster's
@@ -244,5 +260,9 @@ impl<B: Backend> Backend for PrefixBackend<B> {
     }
     async fn list_folders(&self, prefix: &str) -> StoreResult<Vec<String>> {
         self.inner.list_folders(&self.full(prefix)).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<()> {
+        let full: Vec<String> = keys.iter().map(|k| self.full(k)).collect();
+        self.inner.delete_many(&full).await
     }
 }

@@ -23,7 +23,9 @@ use aws_sdk_s3::config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption,
+};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -173,6 +175,15 @@ impl S3Backend {
             sse: options.sse.clone(),
             conditional_writes: tokio::sync::OnceCell::new(),
         })
+    }
+
+    fn remote_error(&self, op: &'static str, key: &str, message: String) -> StoreError {
+        StoreError::Remote {
+            endpoint: self.endpoint.clone(),
+            op,
+            key: key.to_string(),
+            message,
+        }
     }
 
     /// A GET of `key` (of `range` of it, where given), read whole.
@@ -529,6 +540,47 @@ impl Backend for S3Backend {
         )
         .try_flatten()
         .boxed()
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<()> {
+        for batch in keys.chunks(1000) {
+            let Some(first) = batch.first() else {
+                continue;
+            };
+            let objects = batch
+                .iter()
+                .map(|key| ObjectIdentifier::builder().key(key).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.remote_error("delete", first, e.to_string()))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| self.remote_error("delete", first, e.to_string()))?;
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| self.error("delete", first, e))?;
+            if let Some(failed) = out.errors().first() {
+                let key = failed.key().unwrap_or(first);
+                return Err(self.remote_error(
+                    "delete",
+                    key,
+                    format!(
+                        "{} of {} keys not deleted ({}: {})",
+                        out.errors().len(),
+                        batch.len(),
+                        failed.code().unwrap_or("error"),
+                        failed.message().unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn list_folders(&self, prefix: &str) -> StoreResult<Vec<String>> {

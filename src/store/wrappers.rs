@@ -163,6 +163,11 @@ impl<B: Backend> Backend for CountingBackend<B> {
         add(&self.counts.lists, 1);
         self.inner.list_folders(prefix).await
     }
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<()> {
+        // As S3 answers it: one request per 1,000 keys.
+        add(&self.counts.deletes, keys.len().div_ceil(1000) as u64);
+        self.inner.delete_many(keys).await
+    }
 }
 
 /// Which operations a [`FaultyBackend`] fails.
@@ -298,5 +303,12 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     async fn list_folders(&self, prefix: &str) -> StoreResult<Vec<String>> {
         self.state.check("list", prefix, false)?;
         self.inner.list_folders(prefix).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<()> {
+        // Key by key, so that a fault can stop a batch part-way, as a crash would.
+        for key in keys {
+            self.delete(key).await?;
+        }
+        Ok(())
     }
 }
