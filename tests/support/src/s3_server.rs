@@ -284,6 +284,20 @@ struct PrefixListing {
 }
 
 impl PrefixListing {
+    /// The bucket's directory and the listing's prefix, refused when either would leave the
+    /// server's root.
+    fn bucket_and_prefix(&self, input: &ListObjectsV2Input) -> S3Result<(PathBuf, String)> {
+        let bucket = self.root.join(&input.bucket);
+        if input.bucket.contains('/') || input.bucket.starts_with('.') || !bucket.is_dir() {
+            return Err(s3s::s3_error!(NoSuchBucket));
+        }
+        let prefix = input.prefix.clone().unwrap_or_default();
+        if prefix.split('/').any(|part| part == "..") {
+            return Err(s3s::s3_error!(InvalidArgument, "bad prefix"));
+        }
+        Ok((bucket, prefix))
+    }
+
     fn wrote<T>(&self, op: &'static str, key: &str, result: S3Result<T>) -> S3Result<T> {
         if result.is_ok() {
             self.writes
@@ -427,14 +441,7 @@ impl PrefixListing {
         &self,
         input: ListObjectsV2Input,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let bucket = self.root.join(&input.bucket);
-        if input.bucket.contains('/') || input.bucket.starts_with('.') || !bucket.is_dir() {
-            return Err(s3s::s3_error!(NoSuchBucket));
-        }
-        let prefix = input.prefix.clone().unwrap_or_default();
-        if prefix.split('/').any(|part| part == "..") {
-            return Err(s3s::s3_error!(InvalidArgument, "bad prefix"));
-        }
+        let (bucket, prefix) = self.bucket_and_prefix(&input)?;
         let dir = bucket.join(&prefix);
         let entries = tokio::task::spawn_blocking(move || {
             let mut entries: Vec<(String, Option<Listed>)> = Vec::new();
@@ -518,14 +525,7 @@ impl PrefixListing {
         &self,
         input: ListObjectsV2Input,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let bucket = self.root.join(&input.bucket);
-        if input.bucket.contains('/') || input.bucket.starts_with('.') || !bucket.is_dir() {
-            return Err(s3s::s3_error!(NoSuchBucket));
-        }
-        let prefix = input.prefix.clone().unwrap_or_default();
-        if prefix.split('/').any(|part| part == "..") {
-            return Err(s3s::s3_error!(InvalidArgument, "bad prefix"));
-        }
+        let (bucket, prefix) = self.bucket_and_prefix(&input)?;
         let keys = tokio::task::spawn_blocking(move || Self::keys_under(&bucket, &prefix))
             .await
             .map_err(|e| s3s::s3_error!(InternalError, "{e}"))?
