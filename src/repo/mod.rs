@@ -1,7 +1,8 @@
 //! The repository: what a snapshot is at the destination, above the content-addressed store
 //! — the manifest (its root and listings), the export record, and which cluster the folder
-//! belongs to. It never talks to the cluster; `snapshot` fills it, `export`, `inspect` and
-//! `restore` read it.
+//! belongs to — and its lifecycle: the retention policy, the locks that keep a prune and the
+//! writers apart, forget and prune. It never talks to the cluster; `snapshot` fills it,
+//! `export`, `inspect` and `restore` read it.
 
 pub mod identity;
 pub mod lock;
