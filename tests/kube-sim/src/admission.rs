@@ -4,11 +4,14 @@
 //! a Job's generated selector), validation (`ValidateJob`, `ValidatePodCreate`) and
 //! allocation (a Service's ClusterIP), answering 422 Invalid with the real messages; and the
 //! Priority and RuntimeClass admission plugins, whose refusal of a pod's priority or overhead
-//! from another cluster is a 403.
+//! from another cluster is a 403. Secrets, which a restore writes from decrypted or
+//! hand-edited files, are decoded, defaulted and validated on create and update as the real
+//! server does (see [`crate::secret`]): undecodable base64 is a 400, the rest a 422.
 //!
 //! One function per (group, resource), called by the create handler once the new object has
-//! its name and uid. It must never accept what the real server rejects for these kinds, and
-//! never change an object of any other kind.
+//! its name and uid ([`decode`] first, on the body, for creates and updates). It must never
+//! accept what the real server rejects for these kinds, and never change an object of any
+//! other kind.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -16,9 +19,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::State;
 use crate::rng::Rng;
 use crate::status::{self, FieldError, go};
+use crate::{State, secret};
 
 /// The Service ClusterIP range: kubeadm's default `--service-cluster-ip-range`, which the
 /// generated cluster's Services are numbered from.
@@ -34,6 +37,47 @@ pub(crate) struct Create<'a> {
     /// Seed and revision of the create: an allocated ClusterIP is a function of both.
     pub seed: u64,
     pub rv: u64,
+}
+
+/// Decodes a create's or an update's body as the server decodes it into the kind's Go type
+/// (with conversion and defaults); what does not decode is a 400 Bad Request.
+pub(crate) fn decode(
+    group: &str,
+    version: &str,
+    plural: &str,
+    kind: &str,
+    obj: &mut Map<String, Value>,
+) -> Result<(), (u16, Vec<u8>)> {
+    if (group, plural) != ("", "secrets") {
+        return Ok(());
+    }
+    secret::read(obj).map_err(|why| {
+        status::bad_request(&format!(
+            "{kind} in version {} cannot be handled as a {kind}: {why}",
+            go::quote(version)
+        ))
+    })
+}
+
+/// Validates an update (a PUT, or the result of a patch) of a kind whose update rules a
+/// restore meets: a Secret's (`ValidateSecretUpdate`).
+pub(crate) fn admit_update(
+    group: &str,
+    plural: &str,
+    kind: &str,
+    name: &str,
+    old: &Map<String, Value>,
+    new: &Map<String, Value>,
+) -> Result<(), (u16, Vec<u8>)> {
+    let errors = match (group, plural) {
+        ("", "secrets") => secret::validate_update(new, old),
+        _ => Vec::new(),
+    };
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(status::invalid(kind, group, name, &errors))
+    }
 }
 
 /// Defaults, prepares, validates and allocates for a create; the error is the `Status` reply.
@@ -52,6 +96,7 @@ pub(crate) fn admit_create(
         ("batch", "jobs") => job(c, obj),
         ("", "pods") => pod(obj),
         ("", "services") => service(state, c, obj),
+        ("", "secrets") => secret::validate(obj),
         _ => Vec::new(),
     };
     if errors.is_empty() {

@@ -1,8 +1,9 @@
 //! Resource requests: list, get, create, update (PUT), merge patch and delete, with the API
 //! server's semantics (namespaces must exist, conflicts on stale resource versions,
 //! server-set metadata, CRDs that add their API when created, continue tokens and their
-//! expiry, RBAC and aggregator faults). A create goes through [`crate::admission`]; a delete
-//! honours the propagation policy of its `DeleteOptions`.
+//! expiry, RBAC and aggregator faults). A create, and an update of a kind with update rules
+//! (Secrets), goes through [`crate::admission`]; a delete honours the propagation policy of
+//! its `DeleteOptions`.
 
 use std::sync::Arc;
 
@@ -538,6 +539,9 @@ fn create(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
     if let Err(r) = check_type(&mut obj, &t.served) {
         return r;
     }
+    if let Err(reply) = decode(t, &mut obj) {
+        return Reply::status(reply);
+    }
     let group = t.served.group.clone();
     let plural = t.served.def.plural.clone();
     let kind = t.served.def.kind.clone();
@@ -886,6 +890,17 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// [`admission::decode`] of a body sent to the target.
+fn decode(t: &Target<'_>, obj: &mut Map<String, Value>) -> Result<(), (u16, Vec<u8>)> {
+    admission::decode(
+        &t.served.group,
+        &t.served.version,
+        &t.served.def.plural,
+        &t.served.def.kind,
+        obj,
+    )
+}
+
 /// Replaces an object (PUT, or the result of a patch) with server-side bookkeeping.
 fn replace(
     shared: &Shared,
@@ -894,6 +909,9 @@ fn replace(
     mut obj: Map<String, Value>,
     strict_name: bool,
 ) -> Reply {
+    if let Err(reply) = decode(t, &mut obj) {
+        return Reply::status(reply);
+    }
     let name = t.name.unwrap_or_default().to_string();
     let group = t.served.group.clone();
     let plural = t.served.def.plural.clone();
@@ -973,6 +991,12 @@ fn replace(
         }
         obj
     };
+    if !status_only
+        && let Err(reply) =
+            admission::admit_update(&group, &plural, &t.served.def.kind, &name, &old, &new)
+    {
+        return Reply::status(reply);
+    }
     let rv = state.store.next_rv();
     let now = rfc3339(time_of_rv(shared.start_rv, rv));
     let is_custom = custom(&state, t);

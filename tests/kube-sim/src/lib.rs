@@ -57,6 +57,14 @@
 //!   values or names a class that does not exist. Jobs, Pods and Services also get the
 //!   defaults the real server gives them
 //!   (`SetDefaults_Job`, `SetDefaults_PodSpec`, `SetDefaults_Service`, IP families).
+//! - A Secret is decoded, defaulted and validated as the real server does, on create and on
+//!   update (PUT or patch): a `data` value that is not standard base64 is a 400 with the
+//!   decoder's message (`Secret in version "v1" cannot be handled as a Secret: illegal
+//!   base64 data at input byte 4`); `stringData` is merged into `data` and never stored;
+//!   `type` defaults to `Opaque`; keys must be config-map keys, the data at most 1 MiB, and
+//!   the built-in types need their keys (`ValidateSecret`), all as 422 Invalid; an
+//!   `immutable` Secret keeps its data, its type and its immutability
+//!   (`ValidateSecretUpdate`).
 //! - The garbage collector ([`SimServer::collect_garbage`], or continuously with
 //!   [`SimConfig::garbage_collector`]) deletes dependents whose owners are all gone, removes
 //!   references to missing owners from dependents that keep one, and cascades. A delete
@@ -82,6 +90,7 @@ mod handlers;
 mod objects;
 mod openapi;
 mod rng;
+mod secret;
 mod selector;
 mod server;
 mod status;

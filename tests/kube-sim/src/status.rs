@@ -149,6 +149,12 @@ impl FieldError {
         )
     }
 
+    /// `Too long: must have at most <max> bytes` (the value is never shown).
+    pub(crate) fn too_long(field: &str, max: usize) -> FieldError {
+        let detail = format!("must have at most {max} bytes");
+        FieldError::new("FieldValueTooLong", field, "Too long", None, &detail)
+    }
+
     /// `Unsupported value: <value>: supported values: "a", "b"`.
     pub(crate) fn not_supported(field: &str, value: &str, supported: &[&str]) -> FieldError {
         let quoted: Vec<String> = supported.iter().map(|s| go::quote(s)).collect();

@@ -276,6 +276,52 @@ async fn create_of_a_job_with_an_old_selector_fails_until_stripped() {
     assert!(out.contains("job.batch/nightly created"), "{out}");
 }
 
+/// A Secret whose data is plain text, not base64, is refused by the server with the real
+/// message; the same Secret with `stringData` is created, its values base64 in `data`.
+#[tokio::test]
+async fn create_of_a_secret_with_plain_text_data_fails_and_string_data_works() {
+    let server = start(SimConfig {
+        tls: true,
+        empty: true,
+        ..Default::default()
+    })
+    .await;
+    let k = Kubectl::new(&server);
+    let plain = k.dir.path().join("plain.json");
+    let secret = |field: &str| serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "default"}, field: {"password": "wombat"}});
+    std::fs::write(&plain, serde_json::to_vec(&secret("data")).unwrap()).unwrap();
+    let strings = k.dir.path().join("strings.json");
+    std::fs::write(&strings, serde_json::to_vec(&secret("stringData")).unwrap()).unwrap();
+    let (plain, strings) = (
+        plain.to_string_lossy().to_string(),
+        strings.to_string_lossy().to_string(),
+    );
+    let (rejected, created, stored) = tokio::task::spawn_blocking(move || {
+        let rejected = k.try_run(&["create", "-f", &plain]);
+        let created = k.try_run(&["create", "-f", &strings]);
+        let stored = k
+            .run(&["get", "secret", "db", "-n", "default", "-o", "json"])
+            .0;
+        (rejected, created, stored)
+    })
+    .await
+    .unwrap();
+    let (ok, _, err) = rejected;
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(
+            r#"Secret in version "v1" cannot be handled as a Secret: illegal base64 data at input byte 4"#
+        ),
+        "{err}"
+    );
+    let (ok, out, err) = created;
+    assert!(ok, "{err}");
+    assert!(out.contains("secret/db created"), "{out}");
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["data"]["password"], "d29tYmF0");
+    assert_eq!(stored["type"], "Opaque");
+}
+
 /// A resource its group serves only at a version other than the preferred one is found
 /// and listed by kubectl.
 #[tokio::test]

@@ -11,4 +11,5 @@ mod generated;
 mod kubectl;
 mod paging;
 mod scale;
+mod secrets;
 mod writes;
