@@ -31,6 +31,9 @@ pub enum ConfigError {
         value: String,
         problem: String,
     },
+    /// A setting that is wrong as a whole (its value may be a secret, or a file's content).
+    #[error("{key}: {problem}")]
+    Setting { key: String, problem: String },
 }
 
 /// The `kubeResourcesAutosave:` section as written.
@@ -62,6 +65,21 @@ pub struct FileConfig {
     pub rules: Option<Rules>,
     /// Which snapshots to keep; none set keeps every snapshot.
     pub retention: Option<Policy>,
+    /// Client-side encryption of Secrets (and other resources named) with age.
+    pub encryption: Option<EncryptionConfig>,
+}
+
+/// The `encryption:` section: the age recipients sealed resources are encrypted to.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// age X25519 recipients (`age1...`).
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// A file of recipients, one per line (`#` comments), e.g. a mounted ConfigMap.
+    pub recipients_file: Option<PathBuf>,
+    /// Resources sealed, as in `includeResources` [default: secrets].
+    pub resources: Option<Vec<String>>,
 }
 
 /// A setting written either as a number or as a string (`1073741824` or `1Gi`), kept as
@@ -122,8 +140,37 @@ impl FileConfig {
         if let Some(policy) = &config.retention {
             check_retention(&format!("{SECTION}.retention"), policy)?;
         }
+        if let Some(encryption) = &config.encryption {
+            check_encryption(encryption)?;
+        }
         Ok(config)
     }
+}
+
+/// Checks the recipients written in the section (a recipients file is read when the
+/// configuration is resolved) and that the list of sealed resources is not empty.
+fn check_encryption(encryption: &EncryptionConfig) -> Result<(), ConfigError> {
+    for (i, recipient) in encryption.recipients.iter().enumerate() {
+        let key = format!("{SECTION}.encryption.recipients[{i}]");
+        crate::seal::Recipients::parse([(key.clone(), recipient.as_str())]).map_err(|e| {
+            ConfigError::Value {
+                key,
+                value: recipient.clone(),
+                problem: match e {
+                    crate::seal::SealError::Recipient { problem, .. } => problem,
+                    e => e.to_string(),
+                },
+            }
+        })?;
+    }
+    if encryption.resources.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ConfigError::Value {
+            key: format!("{SECTION}.encryption.resources"),
+            value: "[]".to_string(),
+            problem: "names no resource; leave it out to seal Secrets".to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Checks what the rules hand to the API server or apply to every object, so that a typo

@@ -13,6 +13,7 @@ pub mod kube;
 pub mod object_name;
 pub mod repo;
 pub mod restore;
+pub mod seal;
 pub mod snapshot;
 pub mod store;
 mod task;

@@ -11,6 +11,7 @@ use crate::inspect::show::{ObjectFilter, objects, overview};
 use crate::inspect::{self, InspectError, SnapshotRef};
 use crate::job::open_backend;
 use crate::repo::Manifest;
+use crate::seal::Keyring;
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -247,6 +248,14 @@ fn print_diff(diff: &SnapshotDiff) {
     }
     for c in &diff.changed {
         let o = &c.object;
+        if c.encrypted {
+            println!(
+                "~ {} {}: encrypted (pass --identity to see what changed)",
+                o.kind,
+                name(&o.namespace, &o.name)
+            );
+            continue;
+        }
         let paths: Vec<&str> = c.ops.iter().map(Op::path).collect();
         println!(
             "~ {} {}: {}",
@@ -266,6 +275,14 @@ fn print_diff(diff: &SnapshotDiff) {
     }
 }
 
+/// The identities given (`--identity`); a bad identity file is a usage error.
+fn keyring(global: &GlobalArgs) -> Result<Keyring, ExitCode> {
+    global
+        .resolve()
+        .and_then(|common| common.keyring())
+        .map_err(|e| fail(e, ExitCode::Usage))
+}
+
 pub async fn diff(global: &GlobalArgs, args: &DiffArgs) -> ExitCode {
     finish(
         async {
@@ -274,7 +291,8 @@ pub async fn diff(global: &GlobalArgs, args: &DiffArgs) -> ExitCode {
             let store = open_store(global).await?;
             let a = load(&store, from).await?;
             let b = load(&store, to).await?;
-            let diff = inspect::diff::diff(&store, &a, &b)
+            let keyring = keyring(global)?;
+            let diff = inspect::diff::diff(&store, &a, &b, &keyring)
                 .await
                 .map_err(|e| fail(e, ExitCode::Failed))?;
             match args.output {
@@ -294,6 +312,7 @@ pub async fn verify(global: &GlobalArgs, args: &VerifyArgs) -> ExitCode {
                 Some(s) => Some(parse_ref(s)?),
                 None => None,
             };
+            let keyring = keyring(global)?;
             let store = open_store(global).await?;
             let times = if args.all {
                 Manifest::list(&store)
@@ -308,7 +327,7 @@ pub async fn verify(global: &GlobalArgs, args: &VerifyArgs) -> ExitCode {
                     })?;
                 vec![time]
             };
-            let report = inspect::verify::verify(&store, &times)
+            let report = inspect::verify::verify(&store, &times, &keyring)
                 .await
                 .map_err(|e| fail(e, ExitCode::Failed))?;
             if args.output == OutputFormat::Json {
@@ -319,6 +338,9 @@ pub async fn verify(global: &GlobalArgs, args: &VerifyArgs) -> ExitCode {
                 }
                 for problem in &report.problems {
                     println!("PROBLEM {}", problem.message);
+                }
+                for sealed in &report.sealed {
+                    println!("encrypted: {sealed}");
                 }
                 println!(
                     "verified {} snapshot(s): {} objects in {} packs, {} plain-layout files: {}",

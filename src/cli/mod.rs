@@ -20,6 +20,7 @@ use crate::config::{self, ConfigError, FileConfig};
 use crate::export::ExportOptions;
 use crate::job::JobSettings;
 use crate::kube::ClusterOptions;
+use crate::seal::{Encryption, Keyring, Recipients, SealError};
 use crate::snapshot::SnapshotOptions;
 use crate::store::{Destination, S3Options, StoreConfig};
 
@@ -86,6 +87,27 @@ pub struct GlobalArgs {
     /// The most disk the local pack copies take, e.g. 512Mi, 2Gi or a byte count [default: 1Gi].
     #[arg(long, global = true, env = "KUBE_AUTOSAVE_PACK_CACHE_SIZE")]
     pub pack_cache_size: Option<String>,
+    /// Encrypt Secrets to this age recipient (age1...; repeat for several). Overrides the
+    /// config's `encryption.recipients`.
+    #[arg(
+        long = "recipient",
+        global = true,
+        env = "KUBE_AUTOSAVE_RECIPIENTS",
+        value_delimiter = ','
+    )]
+    pub recipients: Vec<String>,
+    /// A file of age recipients, one per line (`#` comments).
+    #[arg(long, global = true, env = "KUBE_AUTOSAVE_RECIPIENTS_FILE")]
+    pub recipients_file: Option<PathBuf>,
+    /// An age identity file (AGE-SECRET-KEY-1...) to read encrypted Secrets with (restore,
+    /// show, diff, verify); repeat for several.
+    #[arg(
+        long = "identity",
+        global = true,
+        env = "KUBE_AUTOSAVE_IDENTITY",
+        value_delimiter = ','
+    )]
+    pub identities: Vec<PathBuf>,
     /// More log output (-v: debug, -vv: trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -145,6 +167,10 @@ pub struct Common {
     pub cache_dir: PathBuf,
     /// The store's tunables that the configuration sets.
     pub store: StoreConfig,
+    /// What writers encrypt, and to whom (`None`: nothing).
+    pub encryption: Option<Encryption>,
+    /// Identity files readers open encrypted objects with.
+    pub identities: Vec<PathBuf>,
 }
 
 impl GlobalArgs {
@@ -205,6 +231,7 @@ impl GlobalArgs {
         if let Some((key, value)) = pack_cache_size {
             store.local_pack_cache_bytes = config::parse_size(key, value)?;
         }
+        let encryption = self.encryption(&file)?;
         Ok(Common {
             file,
             destination,
@@ -212,6 +239,64 @@ impl GlobalArgs {
             s3,
             cache_dir,
             store,
+            encryption,
+            identities: self.identities.clone(),
+        })
+    }
+
+    /// The recipients of the flags (or else of the config) and of the recipients file;
+    /// `None` when there are none at all.
+    fn encryption(&self, file: &FileConfig) -> Result<Option<Encryption>, ConfigError> {
+        let section = file.encryption.clone().unwrap_or_default();
+        let mut entries: Vec<(String, String)> = if self.recipients.is_empty() {
+            let key = |i| format!("{}.encryption.recipients[{i}]", config::SECTION);
+            section
+                .recipients
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (key(i), r.clone()))
+                .collect()
+        } else {
+            self.recipients
+                .iter()
+                .map(|r| ("--recipient".to_string(), r.clone()))
+                .collect()
+        };
+        let recipients_file = self
+            .recipients_file
+            .as_ref()
+            .or(section.recipients_file.as_ref());
+        let bad = |e: SealError| ConfigError::Setting {
+            key: "encryption".to_string(),
+            problem: e.to_string(),
+        };
+        if let Some(path) = recipients_file {
+            entries.extend(Recipients::read_file(path).map_err(bad)?);
+        }
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let recipients =
+            Recipients::parse(entries.iter().map(|(o, r)| (o.clone(), r.as_str()))).map_err(bad)?;
+        let resources = section.resources.unwrap_or_else(|| {
+            crate::seal::DEFAULT_SEALED_RESOURCES
+                .iter()
+                .map(|r| r.to_string())
+                .collect()
+        });
+        Ok(Some(Encryption {
+            recipients,
+            resources,
+        }))
+    }
+}
+
+impl Common {
+    /// The identities readers were given (none: sealed objects are named, not read).
+    pub fn keyring(&self) -> Result<Keyring, ConfigError> {
+        Keyring::load(&self.identities).map_err(|e| ConfigError::Setting {
+            key: "--identity".to_string(),
+            problem: e.to_string(),
         })
     }
 }
@@ -229,6 +314,7 @@ impl Common {
         if let Some(concurrency) = cluster.concurrency.or(self.file.concurrency) {
             snapshot.concurrency = concurrency.max(1);
         }
+        snapshot.encryption = self.encryption.clone();
         JobSettings {
             destination: self.destination.clone(),
             cluster_name: self.cluster_name.clone(),

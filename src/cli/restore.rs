@@ -118,6 +118,10 @@ async fn load_items(
     on_damage: OnDamage,
 ) -> Result<(String, Loaded), ExitCode> {
     let failed = |e: RestoreError| fail(e, ExitCode::Failed);
+    let keyring = global
+        .resolve()
+        .and_then(|common| common.keyring())
+        .map_err(|e| fail(e, ExitCode::Usage))?;
     let inspect_failed = |e: inspect::InspectError| {
         let code = match e {
             inspect::InspectError::NoSuchSnapshot { .. } => ExitCode::Usage,
@@ -127,7 +131,7 @@ async fn load_items(
     };
     match source {
         Source::Folder(dir) => {
-            let items = source::from_dir(dir, on_damage).map_err(|e| match e {
+            let items = source::from_dir(dir, on_damage, &keyring).map_err(|e| match e {
                 RestoreError::NoLayout(_) => fail(e, ExitCode::Usage),
                 e => fail(e, ExitCode::Failed),
             })?;
@@ -138,7 +142,7 @@ async fn load_items(
             let time = inspect::resolve(&store, *which)
                 .await
                 .map_err(inspect_failed)?;
-            let items = source::from_backend_layout(store.backend(), &time, on_damage)
+            let items = source::from_backend_layout(store.backend(), &time, on_damage, &keyring)
                 .await
                 .map_err(failed)?;
             Ok((format!("the plain layout of snapshot {time}"), items))
@@ -156,6 +160,7 @@ async fn load_items(
                 &manifest,
                 |rt, o| filters.wants_manifest_object(rt, o.namespace.as_deref(), &o.name),
                 on_damage,
+                &keyring,
             )
             .await
             .map_err(failed)?;
@@ -223,6 +228,15 @@ fn print_left_out(plan: &Plan) {
     if !plan.damaged.is_empty() {
         println!("left out: {} (damaged in the backup)", plan.damaged.len());
     }
+    for d in &plan.locked {
+        println!("left out, encrypted: {} ({})", d.object, d.reason);
+    }
+    if !plan.locked.is_empty() {
+        println!(
+            "left out: {} (encrypted; pass --identity with an age identity of their recipients)",
+            plan.locked.len()
+        );
+    }
 }
 
 fn print_owners(plan: &Plan, outside: &OutsideOwners) {
@@ -274,6 +288,7 @@ pub async fn restore(global: &GlobalArgs, args: &RestoreArgs) -> ExitCode {
         let (what, loaded) = load_items(global, &source, &filters, on_damage).await?;
         let mut plan = Plan::new(loaded.items, &filters);
         plan.damaged = loaded.damaged;
+        plan.locked = loaded.locked;
         let cluster = ClusterOptions {
             kubeconfig: args.kubeconfig.clone(),
             context: args.context.clone(),
@@ -284,8 +299,8 @@ pub async fn restore(global: &GlobalArgs, args: &RestoreArgs) -> ExitCode {
         let api = Api::new(client, RetryPolicy::default());
         // Said before anything is written, so that a wrong context is seen in time.
         println!("target: {}", target_of(&cluster));
-        // Objects left out as damaged make a run that completed exit 3.
-        let completed = if plan.damaged.is_empty() {
+        // Objects left out as damaged or encrypted make a run that completed exit 3.
+        let completed = if plan.damaged.is_empty() && plan.locked.is_empty() {
             ExitCode::Ok
         } else {
             ExitCode::Partial

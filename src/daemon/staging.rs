@@ -198,8 +198,8 @@ pub async fn staged_manifests(staging: &LocalBackend) -> StoreResult<Vec<String>
         .collect())
 }
 
-/// Moves every staged file to the destination: packs, then index files, then manifests
-/// (oldest first), then export records. A file is removed from staging only after the
+/// Moves every staged file to the destination: packs, then index files, then sealing keys,
+/// then manifests (oldest first), then export records. A file is removed from staging only after the
 /// destination has it, so an interrupted push loses nothing and the next one carries on.
 ///
 /// Nothing is overwritten: content-addressed files that are there already are the same
@@ -210,6 +210,7 @@ pub async fn push_staged(backend: &StagingBackend, concurrency: usize) -> StoreR
     for folder in [
         Folder::Packs,
         Folder::Index,
+        Folder::Keys,
         Folder::Snapshots,
         Folder::Exports,
     ] {
@@ -223,9 +224,10 @@ pub async fn push_staged(backend: &StagingBackend, concurrency: usize) -> StoreR
                 let size = data.len() as u64;
                 let renamed = match folder {
                     Folder::Snapshots => push_manifest(backend, &meta.key, data).await?,
-                    Folder::Exports => {
+                    Folder::Exports | Folder::Keys => {
                         // Another writer that finished the same export wrote the same
-                        // fact; its record stands.
+                        // fact; its record stands. A sealing key is made once per local
+                        // cache and recipients; the first copy stored is the one.
                         backend.remote.create(&meta.key, data).await?;
                         None
                     }
@@ -316,6 +318,7 @@ mod tests {
             skipped: Vec::new(),
             stats: Default::default(),
             export: None,
+            sealed_files: Default::default(),
         }
     }
 

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::repo::manifest::{ExportRecord, ExportedFile, Manifest, Transfer};
+use crate::repo::manifest::{ExportRecord, ExportedFile, Manifest, SealedFile, Transfer};
 use crate::store::cache::Table;
 use crate::store::{FileHash, ObjectId, RemoteFile, Store, StoreError};
 
@@ -26,6 +26,9 @@ use crate::store::{FileHash, ObjectId, RemoteFile, Store, StoreError};
 const EXPORTED_TREE: &str = "exported";
 /// Bumped whenever the rendering of a file changes, so old recipes are not copied.
 const FORMAT: &[u8] = b"kube-autosave list v1\n";
+/// The recipe of a sealed file is its blob's id: the same file is copied, never encrypted
+/// again.
+const SEALED_FORMAT: &[u8] = b"kube-autosave sealed list v1\n";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -73,6 +76,9 @@ pub struct PlannedFile {
     /// The size of the rendered file.
     pub size: u64,
     pub recipe: FileHash,
+    /// For a group of sealed objects, the encrypted file the snapshot stored: it is written
+    /// as it is (`<name>.age`), never rendered.
+    pub sealed: Option<SealedFile>,
 }
 
 /// Where a recipe was last written (kept in the local index).
@@ -132,24 +138,39 @@ pub fn plan(manifest: &Manifest) -> Vec<PlannedFile> {
             let ids: Vec<ObjectId> = group.iter().map(|o| o.id).collect();
             let sizes: Vec<u32> = group.iter().map(|o| o.size).collect();
             let bytes = sizes.iter().map(|&size| u64::from(size)).sum();
+            let sealed = manifest
+                .sealed_files
+                .get(&(first.resource, first.namespace.clone()))
+                .copied();
             let mut hasher = blake3::Hasher::new();
-            hasher.update(FORMAT);
-            for id in &ids {
-                hasher.update(id.as_bytes());
-            }
+            let (name, size) = match &sealed {
+                Some(file) => {
+                    hasher.update(SEALED_FORMAT);
+                    hasher.update(file.id.as_bytes());
+                    (format!("{name}{}", crate::seal::FILE_EXTENSION), file.size)
+                }
+                None => {
+                    hasher.update(FORMAT);
+                    for id in &ids {
+                        hasher.update(id.as_bytes());
+                    }
+                    (name.clone(), rendered_size(ids.len(), bytes))
+                }
+            };
             PlannedFile {
                 namespace: first.namespace.clone(),
-                name: name.clone(),
                 key: RemoteFile::Layout {
                     time: &manifest.time,
                     namespace: first.namespace.as_deref(),
-                    name,
+                    name: &name,
                 }
                 .key(),
-                size: rendered_size(ids.len(), bytes),
+                name,
+                size,
                 recipe: FileHash::from_bytes(*hasher.finalize().as_bytes()),
                 ids,
                 sizes,
+                sealed,
             }
         })
         .collect();
@@ -161,37 +182,17 @@ pub fn plan(manifest: &Manifest) -> Vec<PlannedFile> {
     files
 }
 
-const LIST_HEAD: &[u8] = b"{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[";
-const LIST_TAIL: &[u8] = b"\n]}\n";
-
-/// The size of a rendered List of `items` objects of `bytes` bytes in all.
-pub fn rendered_size(items: usize, bytes: u64) -> u64 {
-    let separators = (2 * items).saturating_sub(1) as u64;
-    LIST_HEAD.len() as u64 + bytes + separators + LIST_TAIL.len() as u64
-}
-
-/// Renders a List file from its objects (canonical JSON each), one item per line so that
-/// the file greps and diffs well and stays valid JSON.
-pub fn render(objects: &[Bytes]) -> Bytes {
-    let len: usize = objects.iter().map(|o| o.len() + 2).sum();
-    let mut out = Vec::with_capacity(len + 64);
-    out.extend_from_slice(LIST_HEAD);
-    for (i, object) in objects.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'\n');
-        out.extend_from_slice(object);
-    }
-    out.extend_from_slice(LIST_TAIL);
-    Bytes::from(out)
-}
+pub use crate::repo::list_file::{LIST_HEAD, LIST_TAIL, render, rendered_size};
 
 /// Whether `data` is exactly what [`render`] makes of the objects of `file`, checked by
-/// hashing each object's part of it against its id: no object needs to be read.
+/// hashing each object's part of it against its id: no object needs to be read. A sealed
+/// file is checked against the id of the encrypted file the snapshot stored.
 pub fn is_rendering_of(data: &[u8], file: &PlannedFile) -> bool {
     if data.len() as u64 != file.size {
         return false;
+    }
+    if let Some(sealed) = &file.sealed {
+        return ObjectId::of(data) == sealed.id;
     }
     let Some(mut rest) = data.strip_prefix(LIST_HEAD) else {
         return false;
@@ -258,19 +259,10 @@ impl Exporter<'_> {
                 Err(e) => return Err(fail(e)),
             }
         }
-        let by_id: HashMap<ObjectId, Bytes> = self
-            .store
-            .get_many(file.ids.clone())
-            .try_collect()
-            .await
-            .map_err(fail)?;
-        let objects: Vec<Bytes> = file
-            .ids
-            .iter()
-            .map(|id| by_id.get(id).cloned().ok_or(StoreError::MissingObject(*id)))
-            .collect::<Result<_, _>>()
-            .map_err(fail)?;
-        let data = render(&objects);
+        let data = match &file.sealed {
+            Some(sealed) => self.store.get(&sealed.id).await.map_err(fail)?,
+            None => self.render(&file).await.map_err(fail)?,
+        };
         let written = Written {
             key: file.key.clone(),
             size: data.len() as u64,
@@ -283,6 +275,30 @@ impl Exporter<'_> {
             .map_err(fail)?;
         self.remember(&file.recipe, &written).map_err(fail)?;
         Ok(done(&written))
+    }
+
+    /// The file rendered from its objects, read from the store.
+    async fn render(&self, file: &PlannedFile) -> Result<Bytes, StoreError> {
+        let by_id: HashMap<ObjectId, Bytes> =
+            self.store.get_many(file.ids.clone()).try_collect().await?;
+        let objects: Vec<Bytes> = file
+            .ids
+            .iter()
+            .map(|id| match by_id.get(id) {
+                // A sealed object in a group without its encrypted file: never rendered in
+                // the clear, and not readable here anyway.
+                Some(object) if crate::store::sealed::is_sealed(object) => {
+                    Err(StoreError::Malformed {
+                        key: file.key.clone(),
+                        what: "plain-layout file",
+                        reason: format!("object {id} is sealed and its group has no sealed file"),
+                    })
+                }
+                Some(object) => Ok(object.clone()),
+                None => Err(StoreError::MissingObject(*id)),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(render(&objects))
     }
 }
 
@@ -454,6 +470,7 @@ mod tests {
             sizes: objects.iter().map(|o| o.len() as u32).collect(),
             size: render(objects).len() as u64,
             recipe: FileHash::from_bytes([0; 32]),
+            sealed: None,
         };
         for n in 0..=objects.len() {
             assert!(is_rendering_of(

@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::InspectError;
 use super::redact::Redactor;
 use crate::repo::Manifest;
+use crate::seal::{Keyring, SealError};
 use crate::store::{ObjectId, SnapshotTime, Store};
 
 /// An object named the way both snapshots agree on (the version may differ).
@@ -69,6 +70,9 @@ pub struct Changed {
     pub from_id: ObjectId,
     pub to_id: ObjectId,
     pub ops: Vec<Op>,
+    /// Encrypted, and no identity given opens it: changed, but what changed is not known.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,8 +109,14 @@ fn objects_of(manifest: &Manifest) -> BTreeMap<ObjectRef, ObjectId> {
         .collect()
 }
 
-/// Compares two manifests; reads the changed objects (both versions) from the store.
-pub async fn diff(store: &Store, a: &Manifest, b: &Manifest) -> Result<SnapshotDiff, InspectError> {
+/// Compares two manifests; reads the changed objects (both versions) from the store, sealed
+/// ones opened with `keyring`.
+pub async fn diff(
+    store: &Store,
+    a: &Manifest,
+    b: &Manifest,
+    keyring: &Keyring,
+) -> Result<SnapshotDiff, InspectError> {
     let before = objects_of(a);
     let after = objects_of(b);
     let added = after
@@ -130,34 +140,73 @@ pub async fn diff(store: &Store, a: &Manifest, b: &Manifest) -> Result<SnapshotD
         .iter()
         .flat_map(|(_, old, new)| [*old, *new])
         .collect();
-    let contents: BTreeMap<ObjectId, bytes::Bytes> = store
+    let stored: BTreeMap<ObjectId, bytes::Bytes> = store
         .get_many(wanted.into_iter().collect())
         .try_collect()
         .await?;
-    let parse = |id: &ObjectId, what: &ObjectRef| -> Result<Value, InspectError> {
-        let bytes = contents
+    // Sealed objects opened, or `None` when no identity given opens them.
+    let mut contents: BTreeMap<ObjectId, Option<bytes::Bytes>> = BTreeMap::new();
+    for (id, blob) in stored {
+        let opened = match keyring
+            .open_object(store, &format!("object {id:#}"), &id, blob)
+            .await
+        {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.is_locked() => None,
+            Err(SealError::Store(e)) => return Err(e.into()),
+            Err(e) => {
+                return Err(InspectError::BadObject {
+                    id,
+                    what: format!("object {id:#}"),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        contents.insert(id, opened);
+    }
+    let parse = |id: &ObjectId, what: &ObjectRef| -> Result<Option<Value>, InspectError> {
+        let Some(bytes) = contents
             .get(id)
-            .ok_or(crate::store::StoreError::MissingObject(*id))?;
-        serde_json::from_slice(bytes).map_err(|e| InspectError::BadObject {
-            id: *id,
-            what: what.to_string(),
-            reason: e.to_string(),
-        })
+            .ok_or(crate::store::StoreError::MissingObject(*id))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(bytes)
+            .map(Some)
+            .map_err(|e| InspectError::BadObject {
+                id: *id,
+                what: what.to_string(),
+                reason: e.to_string(),
+            })
     };
     let redactor = Redactor::new();
     let mut changed = Vec::with_capacity(changed_ids.len());
     for (object, from_id, to_id) in changed_ids {
-        let mut old = parse(&from_id, &object)?;
-        let mut new = parse(&to_id, &object)?;
+        let (Some(mut old), Some(mut new)) = (parse(&from_id, &object)?, parse(&to_id, &object)?)
+        else {
+            changed.push(Changed {
+                object,
+                from_id,
+                to_id,
+                ops: Vec::new(),
+                encrypted: true,
+            });
+            continue;
+        };
         redactor.redact(&object.kind, &object.resource, &mut old);
         redactor.redact(&object.kind, &object.resource, &mut new);
         let mut ops = Vec::new();
         json_diff(&old, &new, &mut String::new(), &mut ops);
+        if ops.is_empty() && old == new {
+            // The same object under two keyed ids (sealed with another key): unchanged.
+            continue;
+        }
         changed.push(Changed {
             object,
             from_id,
             to_id,
             ops,
+            encrypted: false,
         });
     }
     Ok(SnapshotDiff {

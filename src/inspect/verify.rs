@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::InspectError;
 use crate::export::{PlannedFile, is_rendering_of, plan};
 use crate::repo::Manifest;
+use crate::seal::{Keyring, SealError};
 use crate::store::{BackendExt, ObjectId, PackId, RemoteFile, SnapshotTime, Store, StoreError};
 
 /// Something wrong at the destination.
@@ -31,6 +32,48 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// Not wrong, but worth knowing (a snapshot whose plain layout is not complete yet).
     pub notes: Vec<String>,
+    /// For each snapshot with encrypted objects, how many the given identities read.
+    pub sealed: Vec<SealedCheck>,
+}
+
+/// What the identities given could read of one snapshot's encrypted objects. Every sealed
+/// object's frame is checked without a key; its content (decrypted, against its keyed id)
+/// only with an identity of its recipients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SealedCheck {
+    pub snapshot: SnapshotTime,
+    pub objects: u64,
+    /// Decrypted and found to match their ids.
+    pub readable: u64,
+    /// How many identities were given.
+    pub identities: usize,
+}
+
+impl std::fmt::Display for SealedCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (time, n) = (&self.snapshot, self.objects);
+        if self.identities == 0 {
+            return write!(
+                f,
+                "snapshot {time}: {n} encrypted objects, contents not checked (no --identity)"
+            );
+        }
+        match self.readable {
+            r if r == n => write!(
+                f,
+                "snapshot {time}: the given identities read all {n} encrypted objects"
+            ),
+            0 => write!(
+                f,
+                "snapshot {time}: the given identities read none of its {n} encrypted objects \
+                 (encrypted to other recipients)"
+            ),
+            r => write!(
+                f,
+                "snapshot {time}: the given identities read {r} of its {n} encrypted objects"
+            ),
+        }
+    }
 }
 
 impl VerifyReport {
@@ -45,14 +88,20 @@ const NAMED_OBJECTS: usize = 10;
 /// Files checked at the same time.
 const FILES_IN_FLIGHT: usize = 8;
 
-/// Verifies the given snapshots. Objects shared by several snapshots are checked once.
-pub async fn verify(store: &Store, times: &[SnapshotTime]) -> Result<VerifyReport, InspectError> {
+/// Verifies the given snapshots. Objects shared by several snapshots are checked once;
+/// encrypted ones are also opened with `keyring` when it holds identities.
+pub async fn verify(
+    store: &Store,
+    times: &[SnapshotTime],
+    keyring: &Keyring,
+) -> Result<VerifyReport, InspectError> {
     let mut report = VerifyReport {
         snapshots: times.to_vec(),
         ..VerifyReport::default()
     };
     let mut ids = BTreeSet::new();
     let mut files: Vec<PlannedFile> = Vec::new();
+    let mut sealed: Vec<(SnapshotTime, Vec<ObjectId>)> = Vec::new();
     let dropped: BTreeSet<SnapshotTime> = Manifest::list_dropped_layouts(store)
         .await?
         .into_iter()
@@ -85,6 +134,19 @@ pub async fn verify(store: &Store, times: &[SnapshotTime]) -> Result<VerifyRepor
             }
         };
         ids.extend(manifest.objects.iter().map(|o| o.id));
+        ids.extend(manifest.sealed_files.values().map(|f| f.id));
+        let sealed_ids: Vec<ObjectId> = manifest
+            .groups()
+            .filter(|g| {
+                let key = (g[0].resource, g[0].namespace.clone());
+                manifest.sealed_files.contains_key(&key)
+            })
+            .flatten()
+            .map(|o| o.id)
+            .collect();
+        if !sealed_ids.is_empty() {
+            sealed.push((*time, sealed_ids));
+        }
         match manifest.export {
             // The retention policy dropped it: the store alone holds the snapshot.
             Some(_) if dropped.contains(time) => {}
@@ -97,7 +159,57 @@ pub async fn verify(store: &Store, times: &[SnapshotTime]) -> Result<VerifyRepor
     }
     check_objects(store, ids, &mut report).await?;
     check_files(store, files, &mut report).await?;
+    check_sealed(store, sealed, keyring, &mut report).await?;
     Ok(report)
+}
+
+/// Opens the encrypted objects of each snapshot with the identities given (each object
+/// once), and says per snapshot how many they read.
+async fn check_sealed(
+    store: &Store,
+    snapshots: Vec<(SnapshotTime, Vec<ObjectId>)>,
+    keyring: &Keyring,
+    report: &mut VerifyReport,
+) -> Result<(), InspectError> {
+    let mut readable: std::collections::HashMap<ObjectId, bool> = Default::default();
+    if !keyring.is_empty() {
+        let all: BTreeSet<ObjectId> = snapshots.iter().flat_map(|(_, ids)| ids).copied().collect();
+        let mut blobs = std::pin::pin!(store.get_many_remote(all.into_iter().collect()));
+        while let Some(next) = blobs.next().await {
+            let (id, blob) = match next {
+                Ok(read) => read,
+                // Reported by the object check.
+                Err(StoreError::Corrupt { .. } | StoreError::MissingObject(_)) => break,
+                Err(e) => return Err(e.into()),
+            };
+            let what = format!("object {id:#}");
+            let opened = match keyring.open_object(store, &what, &id, blob).await {
+                Ok(_) => true,
+                Err(e) if e.is_locked() => false,
+                Err(SealError::Store(e)) if e.is_outage() => return Err(e.into()),
+                Err(e) => {
+                    report.problems.push(Problem {
+                        key: what,
+                        message: e.to_string(),
+                    });
+                    false
+                }
+            };
+            readable.insert(id, opened);
+        }
+    }
+    for (snapshot, ids) in snapshots {
+        report.sealed.push(SealedCheck {
+            snapshot,
+            objects: ids.len() as u64,
+            readable: ids
+                .iter()
+                .filter(|id| readable.get(id) == Some(&true))
+                .count() as u64,
+            identities: keyring.len(),
+        });
+    }
+    Ok(())
 }
 
 async fn check_objects(

@@ -107,6 +107,8 @@ pub struct Manifest {
     pub stats: SnapshotStats,
     /// Present once the plain layout is complete.
     pub export: Option<ExportRecord>,
+    /// The encrypted plain-layout file of each group of sealed objects.
+    pub sealed_files: BTreeMap<GroupKey, SealedFile>,
 }
 
 /// A manifest without its objects.
@@ -140,7 +142,21 @@ struct ListingRef {
     namespace: Option<String>,
     id: ObjectId,
     objects: u32,
+    /// The group's plain-layout file, encrypted, when its objects are sealed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    file: Option<SealedFile>,
 }
+
+/// The plain-layout file of a group of sealed objects, encrypted to the recipients when the
+/// snapshot was taken (the exporter cannot read sealed objects): a blob of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedFile {
+    pub id: ObjectId,
+    pub size: u64,
+}
+
+/// A group of the manifest: a resource (index into [`Manifest::resources`]) and namespace.
+pub type GroupKey = (u32, Option<String>);
 
 /// A listing blob: the objects of one resource in one namespace, as `[name, id, size]`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -199,6 +215,10 @@ impl Manifest {
                 namespace: group[0].namespace.clone(),
                 id: writer.add(&json).await?,
                 objects: group.len() as u32,
+                file: self
+                    .sealed_files
+                    .get(&(group[0].resource, group[0].namespace.clone()))
+                    .copied(),
             });
         }
         let added = writer.finish().await?.compressed_bytes;
@@ -238,7 +258,11 @@ impl Manifest {
         let blobs: std::collections::HashMap<ObjectId, bytes::Bytes> =
             store.read_many(ids, source).try_collect().await?;
         let mut objects = Vec::with_capacity(root.stats.objects as usize);
+        let mut sealed_files = BTreeMap::new();
         for listing in &root.listings {
+            if let Some(file) = listing.file {
+                sealed_files.insert((listing.resource, listing.namespace.clone()), file);
+            }
             let blob = blobs
                 .get(&listing.id)
                 .ok_or(StoreError::MissingObject(listing.id))?;
@@ -273,6 +297,7 @@ impl Manifest {
             skipped: root.skipped,
             stats: root.stats,
             export,
+            sealed_files,
         })
     }
 
@@ -333,7 +358,8 @@ impl Manifest {
     }
 }
 
-/// Every id the snapshots `times` refer to: their listings and the objects in them. A
+/// Every id the snapshots `times` refer to: their listings, the objects in them and their
+/// sealed plain-layout files. A
 /// listing shared by several snapshots is read once. What a prune must keep.
 pub async fn referenced_ids(
     store: &Store,
@@ -344,6 +370,7 @@ pub async fn referenced_ids(
     for time in times {
         let (_, root) = read_root(store, time).await?;
         for listing in root.listings {
+            ids.extend(listing.file.map(|f| f.id));
             if ids.insert(listing.id) {
                 listings.push((listing.id, listing.objects));
             }

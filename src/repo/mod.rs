@@ -5,6 +5,7 @@
 //! `export`, `inspect` and `restore` read it.
 
 pub mod identity;
+pub mod list_file;
 pub mod lock;
 pub mod manifest;
 pub mod prune;
@@ -12,5 +13,5 @@ pub mod retention;
 
 pub use manifest::{
     ExportRecord, ExportedFile, Manifest, ManifestHead, ManifestObject, ManifestResource,
-    SnapshotStats, Transfer,
+    SealedFile, SnapshotStats, Transfer,
 };

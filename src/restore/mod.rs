@@ -179,6 +179,8 @@ pub struct Plan {
     pub left_out: BTreeMap<String, u64>,
     /// Objects the source could not read, left out (`--skip-damaged`).
     pub damaged: Vec<Damaged>,
+    /// Encrypted objects (or `.age` files) no identity given could open, left out.
+    pub locked: Vec<Damaged>,
 }
 
 /// Why controller-owned objects are left out.

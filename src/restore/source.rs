@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 use super::RestoreError;
 use crate::kube::ResourceType;
 use crate::repo::{Manifest, ManifestObject};
+use crate::seal::{Keyring, SealError};
 use crate::store::{
     BackendExt, DynBackend, Folder, ObjectId, PackId, SnapshotTime, Store, StoreError, StoreResult,
 };
@@ -97,6 +98,9 @@ pub enum OnDamage {
 pub struct Loaded {
     pub items: Vec<Item>,
     pub damaged: Vec<Damaged>,
+    /// Encrypted objects or files that no identity given opens: always left out, by name,
+    /// so that a restore without the key still restores everything else.
+    pub locked: Vec<Damaged>,
 }
 
 /// Whether a store error means the data itself is damaged (a pack gone or changed, an
@@ -106,12 +110,13 @@ fn is_damage(e: &StoreError) -> bool {
 }
 
 /// The objects of a manifest that `wanted` accepts (asked before reading them), read from
-/// the store.
+/// the store; sealed ones opened with `keyring`.
 pub async fn from_manifest(
     store: &Store,
     manifest: &Manifest,
     wanted: impl Fn(&ResourceType, &ManifestObject) -> bool,
     on_damage: OnDamage,
+    keyring: &Keyring,
 ) -> Result<Loaded, RestoreError> {
     let chosen: Vec<&ManifestObject> = manifest
         .objects
@@ -157,16 +162,32 @@ pub async fn from_manifest(
     };
     let mut loaded = Loaded {
         items: Vec::with_capacity(chosen.len()),
-        damaged: Vec::new(),
+        ..Loaded::default()
     };
     for o in chosen {
         let rt = manifest.resource_of(o);
         let origin = format!("object {:#}", o.id);
         let read = match (unreadable.get(&o.id), contents.get(&o.id)) {
             (Some(reason), _) => Err(reason.clone()),
-            (None, Some(object)) => serde_json::from_slice::<IgnoredAny>(object)
-                .map(|_| object.clone())
-                .map_err(|e| format!("{origin} is not JSON: {e}")),
+            (None, Some(object)) => {
+                let opened = keyring
+                    .open_object(store, &describe(o), &o.id, object.clone())
+                    .await;
+                match opened {
+                    Err(e) if e.is_locked() => {
+                        loaded.locked.push(Damaged {
+                            object: describe(o),
+                            reason: e.to_string(),
+                        });
+                        continue;
+                    }
+                    Err(SealError::Store(e)) if !is_damage(&e) => return Err(e.into()),
+                    Err(e) => Err(e.to_string()),
+                    Ok(object) => serde_json::from_slice::<IgnoredAny>(&object)
+                        .map(|_| object)
+                        .map_err(|e| format!("{origin} is not JSON: {e}")),
+                }
+            }
             (None, None) => Err(StoreError::MissingObject(o.id).to_string()),
         };
         let object = match (read, on_damage) {
@@ -198,6 +219,7 @@ pub async fn from_manifest(
         });
     }
     loaded.damaged.sort();
+    loaded.locked.sort();
     Ok(loaded)
 }
 
@@ -298,16 +320,66 @@ fn take_file(
     relative: &str,
     bytes: &[u8],
     on_damage: OnDamage,
+    keyring: &Keyring,
 ) -> Result<(), RestoreError> {
-    match (parse_file(origin, relative, bytes), on_damage) {
-        (Ok(items), _) => loaded.items.extend(items),
-        (Err(RestoreError::Parse { reason, .. }), OnDamage::Skip) => loaded.damaged.push(Damaged {
-            object: format!("file {origin}"),
-            reason,
-        }),
-        (Err(e), _) => return Err(e),
+    let opened;
+    let (relative, bytes) = match relative.strip_suffix(crate::seal::FILE_EXTENSION) {
+        Some(plain) => match keyring.open_file(&format!("file {origin}"), bytes) {
+            Ok(data) => {
+                opened = data;
+                (plain, &opened[..])
+            }
+            Err(e) if e.is_locked() => {
+                loaded.locked.push(Damaged {
+                    object: format!("file {origin}"),
+                    reason: e.to_string(),
+                });
+                return Ok(());
+            }
+            Err(e) => {
+                return take_file_error(loaded, origin, e.to_string(), on_damage);
+            }
+        },
+        None => (relative, bytes),
+    };
+    match parse_file(origin, relative, bytes) {
+        Ok(items) => loaded.items.extend(items),
+        Err(RestoreError::Parse { reason, .. }) => {
+            return take_file_error(loaded, origin, reason, on_damage);
+        }
+        Err(e) => return Err(e),
     }
     Ok(())
+}
+
+/// A file that cannot be read: fails, or (skipping) is named and left out.
+fn take_file_error(
+    loaded: &mut Loaded,
+    origin: &str,
+    reason: String,
+    on_damage: OnDamage,
+) -> Result<(), RestoreError> {
+    match on_damage {
+        OnDamage::Skip => {
+            loaded.damaged.push(Damaged {
+                object: format!("file {origin}"),
+                reason,
+            });
+            Ok(())
+        }
+        OnDamage::Fail => Err(RestoreError::Parse {
+            origin: origin.to_string(),
+            reason,
+        }),
+    }
+}
+
+/// Whether a plain-layout file holds objects: a List, or an encrypted List.
+fn is_layout_file(relative: &str) -> bool {
+    relative
+        .strip_suffix(crate::seal::FILE_EXTENSION)
+        .unwrap_or(relative)
+        .ends_with(".json")
 }
 
 /// The objects of a snapshot's plain layout at the destination (`backup/<ts>/`).
@@ -315,6 +387,7 @@ pub async fn from_backend_layout(
     backend: &DynBackend,
     time: &SnapshotTime,
     on_damage: OnDamage,
+    keyring: &Keyring,
 ) -> Result<Loaded, RestoreError> {
     let folder = Folder::Backup(time).prefix();
     let listed = backend.list_all(&folder).await?;
@@ -330,17 +403,22 @@ pub async fn from_backend_layout(
         let Some(relative) = meta.key.strip_prefix(&folder) else {
             continue;
         };
-        if !relative.ends_with(".json") {
+        if !is_layout_file(relative) {
             continue;
         }
         let bytes = backend.get(&meta.key).await?;
-        take_file(&mut loaded, &meta.key, relative, &bytes, on_damage)?;
+        take_file(&mut loaded, &meta.key, relative, &bytes, on_damage, keyring)?;
     }
     Ok(loaded)
 }
 
-/// The objects of a plain-layout folder on disk: `<dir>/[<namespace>/]<resource>.json`.
-pub fn from_dir(dir: &Path, on_damage: OnDamage) -> Result<Loaded, RestoreError> {
+/// The objects of a plain-layout folder on disk: `<dir>/[<namespace>/]<resource>.json`
+/// (and `.json.age`, opened with `keyring`).
+pub fn from_dir(
+    dir: &Path,
+    on_damage: OnDamage,
+    keyring: &Keyring,
+) -> Result<Loaded, RestoreError> {
     let io = |path: &Path, e: std::io::Error| RestoreError::Io {
         path: path.to_path_buf(),
         source: e,
@@ -366,7 +444,7 @@ pub fn from_dir(dir: &Path, on_damage: OnDamage) -> Result<Loaded, RestoreError>
             continue;
         };
         let relative = relative.to_string_lossy().replace('\\', "/");
-        if !relative.ends_with(".json") {
+        if !is_layout_file(&relative) {
             continue;
         }
         let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
@@ -376,6 +454,7 @@ pub fn from_dir(dir: &Path, on_damage: OnDamage) -> Result<Loaded, RestoreError>
             &relative,
             &bytes,
             on_damage,
+            keyring,
         )?;
     }
     Ok(loaded)

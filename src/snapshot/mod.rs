@@ -13,6 +13,7 @@ pub mod rules;
 pub mod seen;
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -32,7 +33,14 @@ use crate::kube::{
 use crate::repo::identity;
 use crate::repo::manifest::{self, Manifest, ManifestObject, ManifestResource, SnapshotStats};
 
+use crate::repo::list_file;
+use crate::repo::manifest::SealedFile;
+use crate::seal::{Encryption, SealError, Sealer};
+use crate::store::cache::Table;
 use crate::store::{ObjectId, SnapshotTime, Store, StoreError};
+
+/// The local index's table of sealed plain-layout files: recipe -> the file stored for it.
+const SEALED_FILES_TABLE: &str = "sealed-files";
 use crate::task;
 
 /// How to read the cluster.
@@ -50,6 +58,8 @@ pub struct SnapshotOptions {
     /// The snapshot's name when not now (the next free second after it when taken): for
     /// importing history, and for tests of what happens over days.
     pub time: Option<SnapshotTime>,
+    /// Resources whose objects are encrypted, and to whom (`None`: nothing is).
+    pub encryption: Option<Encryption>,
 }
 
 impl Default for SnapshotOptions {
@@ -62,6 +72,7 @@ impl Default for SnapshotOptions {
             rules: Rules::default(),
             max_list_restarts: 5,
             time: None,
+            encryption: None,
         }
     }
 }
@@ -85,6 +96,8 @@ pub enum SnapshotError {
     OtherCluster(#[from] identity::OtherCluster),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
 }
 
 impl SnapshotError {
@@ -96,6 +109,8 @@ impl SnapshotError {
             SnapshotError::Unreadable(_) => "cluster_unreadable",
             SnapshotError::OtherCluster(_) => "other_cluster",
             SnapshotError::Store(e) => e.reason(),
+            SnapshotError::Seal(SealError::Store(e)) => e.reason(),
+            SnapshotError::Seal(_) => "encryption",
         }
     }
 }
@@ -229,6 +244,14 @@ struct ResourceOutcome {
     pages: u64,
     gets: u64,
     restarts: u64,
+    /// The objects of a sealed resource as read (namespace, name, id, plaintext): its
+    /// plain-layout files are rendered and encrypted once the list is complete.
+    plaintexts: Vec<(Option<String>, String, ObjectId, Bytes)>,
+    /// The encrypted plain-layout file of each namespace of a sealed resource.
+    sealed_files: Vec<(Option<String>, SealedFile)>,
+    /// Why objects of a sealed resource could not be encrypted (the resource is skipped:
+    /// nothing is stored in the clear instead).
+    seal_failure: Option<String>,
 }
 
 /// Asks for the objects' metadata only; a server that cannot render it sends full objects.
@@ -250,6 +273,9 @@ struct Lister<'a> {
     objects: mpsc::Sender<(ObjectId, Bytes)>,
     progress: &'a ProgressFn,
     seen: &'a AtomicU64,
+    sealer: Option<&'a Sealer>,
+    /// Recipe of a sealed file -> the file stored for it (a table of the local index).
+    sealed_files: Option<&'a Table<SealedFile>>,
 }
 
 use tokio::sync::mpsc;
@@ -271,7 +297,13 @@ fn identity(item: &Value) -> (String, String) {
 impl Lister<'_> {
     /// Reads one resource: only what changed when the previous snapshot saw it, else in full.
     async fn list(&self, index: u32, rt: &ResourceType) -> Result<ResourceOutcome, WriterGone> {
-        let previous = self.seen_cache.take(rt);
+        let mut previous = self.seen_cache.take(rt);
+        let sealer = self.sealer_of(rt);
+        if sealer.is_some() {
+            // A sealed group's file is rendered from every one of its objects, and sealed
+            // objects stored earlier are not readable here: read them all.
+            previous = ResourceSeen::default();
+        }
         let mut changes = ResourceOutcome::default();
         let read = if previous.is_empty() {
             None
@@ -289,6 +321,21 @@ impl Lister<'_> {
                 (full, seen_now)
             }
         };
+        let mut outcome = outcome;
+        if let (Some(sealer), None) = (sealer, &outcome.skipped) {
+            match self.seal_files(sealer, &mut outcome) {
+                Ok(files) => {
+                    for file in files {
+                        self.objects.send(file).await.map_err(|_| WriterGone)?;
+                    }
+                }
+                Err(e) => outcome.seal_failure = Some(e.to_string()),
+            }
+            if let Some(why) = outcome.seal_failure.take() {
+                let e = ApiError::Decode(format!("cannot encrypt its objects: {why}"));
+                outcome = self.skip(rt, outcome, &e);
+            }
+        }
         if outcome.skipped.is_none() {
             (self.progress)(Progress::ResourceDone {
                 resource: rt.qualified_name(),
@@ -452,6 +499,7 @@ impl Lister<'_> {
                         "continue token expired; restarting the list"
                     );
                     outcome.entries.clear();
+                    outcome.plaintexts.clear();
                     outcome.excluded = 0;
                     outcome.bytes = 0;
                     seen_now.clear();
@@ -610,7 +658,11 @@ impl Lister<'_> {
         }
         let bytes = Bytes::from(canonical::to_vec(&item));
         drop(item);
-        let id = ObjectId::of(&bytes);
+        let sealer = self.sealer_of(rt);
+        let id = match sealer {
+            Some(sealer) => sealer.id_of(&bytes),
+            None => ObjectId::of(&bytes),
+        };
         let size = bytes.len() as u32;
         outcome.bytes += bytes.len() as u64;
         outcome.entries.push(ManifestObject {
@@ -621,10 +673,83 @@ impl Lister<'_> {
             size,
         });
         record.outcome = Outcome::Kept { id, size };
+        let stored = match sealer {
+            None => Some((id, bytes)),
+            Some(sealer) => {
+                outcome.plaintexts.push((
+                    record.namespace.clone(),
+                    record.name.clone(),
+                    id,
+                    bytes.clone(),
+                ));
+                // Encrypting costs more than hashing: only what the store does not hold.
+                if self.store.contains(&id).unwrap_or(false) {
+                    None
+                } else {
+                    match sealer.seal_object(&id, &bytes) {
+                        Ok(sealed) => Some((id, Bytes::from(sealed))),
+                        Err(e) => {
+                            outcome.seal_failure.get_or_insert(e.to_string());
+                            None
+                        }
+                    }
+                }
+            }
+        };
         if remember {
             seen_now.push(record);
         }
-        Some((id, bytes))
+        stored
+    }
+
+    /// The sealer, when objects of `rt` are sealed.
+    fn sealer_of(&self, rt: &ResourceType) -> Option<&Sealer> {
+        self.sealer.filter(|sealer| sealer.seals(rt))
+    }
+
+    /// The encrypted plain-layout file of each namespace of a sealed resource, from the
+    /// plaintexts its list gave (which it then drops): an unchanged group keeps the file
+    /// stored for it before, so that the exporter copies it; a changed one is rendered as
+    /// the exporter renders plain files and encrypted. Returns the new files to store.
+    fn seal_files(
+        &self,
+        sealer: &Sealer,
+        outcome: &mut ResourceOutcome,
+    ) -> Result<Vec<(ObjectId, Bytes)>, SealError> {
+        let mut plaintexts = std::mem::take(&mut outcome.plaintexts);
+        // The manifest's order, so that the file lists its objects as the manifest does.
+        plaintexts.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let mut new_files = Vec::new();
+        for group in plaintexts.chunk_by(|a, b| a.0 == b.0) {
+            let mut recipe = blake3::Hasher::new_derive_key("kube-autosave sealed file v1");
+            recipe.update(sealer.key_reference());
+            for (_, _, id, _) in group {
+                recipe.update(id.as_bytes());
+            }
+            let recipe = recipe.finalize();
+            let known = self
+                .sealed_files
+                .and_then(|table| table.get(recipe.as_bytes()))
+                .filter(|file| self.store.contains(&file.id).unwrap_or(false));
+            let file = match known {
+                Some(file) => file,
+                None => {
+                    let objects: Vec<Bytes> = group.iter().map(|g| g.3.clone()).collect();
+                    let data = sealer.seal_file(&list_file::render(&objects))?;
+                    let file = SealedFile {
+                        id: ObjectId::of(&data),
+                        size: data.len() as u64,
+                    };
+                    if let Some(table) = self.sealed_files {
+                        table.insert(recipe.as_bytes(), &file)?;
+                    }
+                    new_files.push((file.id, Bytes::from(data)));
+                    file
+                }
+            };
+            outcome.sealed_files.push((group[0].0.clone(), file));
+        }
+        Ok(new_files)
     }
 
     fn skip(
@@ -639,6 +764,8 @@ impl Lister<'_> {
             reason: e.to_string(),
         });
         outcome.entries.clear();
+        outcome.plaintexts.clear();
+        outcome.sealed_files.clear();
         outcome.skipped = Some(Skipped {
             group: rt.group.clone(),
             version: Some(rt.version.clone()),
@@ -663,8 +790,23 @@ pub async fn take_snapshot(
     let time = unused_time(store, options.time).await?;
     check_cluster(api, store, &options.cluster_name).await?;
 
+    let sealer = match &options.encryption {
+        Some(encryption) => Some(Sealer::open(store, encryption).await?),
+        None => None,
+    };
+    let sealed_files = match &sealer {
+        Some(_) => Some(store.cache().table::<SealedFile>(SEALED_FILES_TABLE)?),
+        None => None,
+    };
     // The previous snapshot's objects are read from disk while discovery asks the API server.
-    let seen_path = store.local_file("seen");
+    // Its ids depend on the sealing key, so each key (or none) has its own.
+    let seen_path = match &sealer {
+        Some(sealer) => store.local_file(&format!(
+            "seen-sealed-{}",
+            hex::encode(&sealer.key_reference()[..8])
+        )),
+        None => store.local_file("seen"),
+    };
     let rules = options.rules.clone();
     let opening = tokio::task::spawn_blocking(move || SeenCache::open(&seen_path, &rules));
     let discovered = discover(api).await?;
@@ -705,6 +847,8 @@ pub async fn take_snapshot(
         objects: sender,
         progress: &progress,
         seen: &seen,
+        sealer: sealer.as_ref(),
+        sealed_files: sealed_files.as_ref(),
     };
     let outcomes: Vec<Result<ResourceOutcome, WriterGone>> =
         futures::stream::iter(resources.iter().enumerate())
@@ -721,6 +865,7 @@ pub async fn take_snapshot(
     };
     let mut manifest_resources = Vec::new();
     let mut objects = Vec::new();
+    let mut manifest_sealed_files = BTreeMap::new();
     for (rt, outcome) in resources.into_iter().zip(outcomes) {
         // The writer finished without error, so every lister got its objects through.
         let Ok(mut outcome) = outcome else {
@@ -739,6 +884,9 @@ pub async fn take_snapshot(
         let index = manifest_resources.len() as u32;
         for entry in &mut outcome.entries {
             entry.resource = index;
+        }
+        for (namespace, file) in outcome.sealed_files {
+            manifest_sealed_files.insert((index, namespace), file);
         }
         manifest_resources.push(ManifestResource {
             resource: rt,
@@ -767,6 +915,7 @@ pub async fn take_snapshot(
         skipped,
         stats,
         export: None,
+        sealed_files: manifest_sealed_files,
     };
     // Every object this snapshot saw is stored by now (and the next snapshot takes an id
     // from the cache only while the local index holds it, which the store checks against

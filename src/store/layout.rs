@@ -106,6 +106,9 @@ pub enum RemoteFile<'a> {
     Lock(&'a str),
     /// Which cluster the folder's snapshots are of.
     ClusterIdentity,
+    /// A key that sealed object ids are keyed with, encrypted to the recipients it was made
+    /// for, by its reference (see `crate::seal`).
+    SealingKey(&'a str),
     /// A plain-layout file: `backup/<ts>/[<namespace>/]<name>`.
     Layout {
         time: &'a SnapshotTime,
@@ -129,6 +132,7 @@ impl RemoteFile<'_> {
             }
             RemoteFile::Lock(name) => format!("{}{}", Folder::Locks.prefix(), name),
             RemoteFile::ClusterIdentity => "store/cluster.json".to_string(),
+            RemoteFile::SealingKey(reference) => format!("{}{}", Folder::Keys.prefix(), reference),
             RemoteFile::Layout {
                 time,
                 namespace,
@@ -150,6 +154,8 @@ pub enum Folder<'a> {
     Exports,
     DroppedLayouts,
     Locks,
+    /// `store/keys/`: the keys of sealed object ids, each encrypted to its recipients.
+    Keys,
     /// `backup/` itself
     BackupRoot,
     /// `backup/<ts>/`
@@ -166,6 +172,7 @@ impl Folder<'_> {
             Folder::Exports => "store/exports/".to_string(),
             Folder::DroppedLayouts => "store/layout-dropped/".to_string(),
             Folder::Locks => "store/locks/".to_string(),
+            Folder::Keys => "store/keys/".to_string(),
             Folder::BackupRoot => "backup/".to_string(),
             Folder::Backup(time) => format!("backup/{time}/"),
         }

@@ -22,6 +22,7 @@ pub mod local_packs;
 pub mod memory;
 pub mod pack;
 pub mod s3;
+pub mod sealed;
 pub mod uri;
 pub mod wrappers;
 
@@ -640,7 +641,14 @@ impl StoreWriter {
         Ok(id)
     }
 
-    /// Adds an object whose id the caller already computed (it must be `ObjectId::of(object)`).
+    /// Whether the store holds `id` or this writer has it already: such an object is not
+    /// added again, so a caller that must prepare an object (seal it) can skip the work.
+    pub fn knows(&self, id: &ObjectId) -> StoreResult<bool> {
+        Ok(self.pending.contains(id) || self.store.inner.cache.contains(id)?)
+    }
+
+    /// Adds an object whose id the caller already computed: `ObjectId::of(object)`, or for
+    /// a sealed object the keyed id its frame is made for (`sealed::frame`).
     pub async fn add_with_id(&mut self, id: ObjectId, object: &[u8]) -> StoreResult<bool> {
         self.stats.objects += 1;
         self.stats.raw_bytes += object.len() as u64;

@@ -311,7 +311,8 @@ fn decompress(stored: &[u8]) -> std::io::Result<Vec<u8>> {
     })
 }
 
-/// The object `id` out of its decompressed frame, checked against its id.
+/// The object `id` out of its decompressed frame, checked against its id (a sealed object
+/// against the check its frame carries).
 pub fn blob_from_frame(id: &ObjectId, location: &Location, frame: &[u8]) -> StoreResult<Bytes> {
     let corrupt = |reason: String| StoreError::Corrupt {
         object: *id,
@@ -326,7 +327,7 @@ pub fn blob_from_frame(id: &ObjectId, location: &Location, frame: &[u8]) -> Stor
             frame.len()
         ))
     })?;
-    if ObjectId::of(raw) != *id {
+    if !super::sealed::matches(id, raw) {
         return Err(corrupt("content does not match its id".to_string()));
     }
     Ok(Bytes::copy_from_slice(raw))

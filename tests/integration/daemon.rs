@@ -903,9 +903,13 @@ async fn with_a_retention_policy_the_daemon_forgets_and_prunes_after_each_push()
         })
         .collect();
     assert!(layouts.len() <= 2, "{layouts:?}");
-    let report = kube_autosave::inspect::verify::verify(&store, &times)
-        .await
-        .unwrap();
+    let report = kube_autosave::inspect::verify::verify(
+        &store,
+        &times,
+        &kube_autosave::seal::Keyring::default(),
+    )
+    .await
+    .unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
 }
 
@@ -964,9 +968,13 @@ async fn a_staged_snapshot_a_prune_emptied_meanwhile_is_dropped_and_taken_again(
     let cache = tempfile::tempdir().unwrap();
     let store = crate::support::reader_store(&s3, BASE, cache.path()).await;
     let times = Manifest::list(&store).await.unwrap();
-    let report = kube_autosave::inspect::verify::verify(&store, &times)
-        .await
-        .unwrap();
+    let report = kube_autosave::inspect::verify::verify(
+        &store,
+        &times,
+        &kube_autosave::seal::Keyring::default(),
+    )
+    .await
+    .unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
 }
 

@@ -248,12 +248,16 @@ async fn a_cluster_of_every_kind_restores_and_survives_the_garbage_collector() {
     let folder = destination
         .join("prod/backup")
         .join(manifest_a.time.to_string());
-    let in_layout: BTreeSet<String> = source::from_dir(&folder, OnDamage::Fail)
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|item| item.kind)
-        .collect();
+    let in_layout: BTreeSet<String> = source::from_dir(
+        &folder,
+        OnDamage::Fail,
+        &kube_autosave::seal::Keyring::default(),
+    )
+    .unwrap()
+    .items
+    .into_iter()
+    .map(|item| item.kind)
+    .collect();
     let in_manifest: BTreeSet<String> = kinds_a.keys().cloned().collect();
     assert_eq!(in_layout, in_manifest);
     // A resource served only by a version older than its group's preferred one is read.
@@ -274,6 +278,7 @@ async fn a_cluster_of_every_kind_restores_and_survives_the_garbage_collector() {
         &manifest_a,
         |rt, o| filters.wants_manifest_object(rt, o.namespace.as_deref(), &o.name),
         OnDamage::Fail,
+        &kube_autosave::seal::Keyring::default(),
     )
     .await
     .unwrap()

@@ -118,7 +118,14 @@ async fn diff_after_churn_lists_exactly_the_churned_objects() {
     let churn = setup.cluster.sim.churn(0.08, 6);
     let second = setup.snapshot().await;
     let store = setup.store("reader").await;
-    let diff = inspect::diff::diff(&store, &first, &second).await.unwrap();
+    let diff = inspect::diff::diff(
+        &store,
+        &first,
+        &second,
+        &kube_autosave::seal::Keyring::default(),
+    )
+    .await
+    .unwrap();
 
     let (before, after) = (manifest_keys(&first), manifest_keys(&second));
     // What the snapshots can see of the churn (events and controller-owned pods are left
@@ -270,9 +277,13 @@ async fn verify_finds_a_deleted_pack_a_flipped_byte_and_an_edited_layout_file() 
     let setup = Setup::new(1_000, 92).await;
     let manifest = setup.snapshot().await;
     let store = setup.store("reader").await;
-    let report = inspect::verify::verify(&store, &[manifest.time])
-        .await
-        .unwrap();
+    let report = inspect::verify::verify(
+        &store,
+        &[manifest.time],
+        &kube_autosave::seal::Keyring::default(),
+    )
+    .await
+    .unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
     assert_eq!(
         report.objects_checked as usize,
@@ -374,9 +385,13 @@ async fn verify_finds_a_deleted_pack_a_flipped_byte_and_an_edited_layout_file() 
         .await
         .unwrap();
 
-    let report = inspect::verify::verify(&store, &[manifest.time])
-        .await
-        .unwrap();
+    let report = inspect::verify::verify(
+        &store,
+        &[manifest.time],
+        &kube_autosave::seal::Keyring::default(),
+    )
+    .await
+    .unwrap();
     let messages: Vec<&str> = report.problems.iter().map(|p| p.message.as_str()).collect();
     // Objects are compressed together in chunks: a flipped byte damages every object of its
     // chunk, and each of them is reported.
@@ -454,9 +469,13 @@ async fn verify_reads_listings_from_the_destination_not_from_local_copies() {
 
     // The local index still lists the pack and the local copy is intact, yet verify reports
     // the snapshot as unreadable: elsewhere, nobody could restore it.
-    let report = inspect::verify::verify(&store, &[manifest.time])
-        .await
-        .unwrap();
+    let report = inspect::verify::verify(
+        &store,
+        &[manifest.time],
+        &kube_autosave::seal::Keyring::default(),
+    )
+    .await
+    .unwrap();
     assert!(
         report
             .problems

@@ -216,6 +216,7 @@ async fn items_from_manifest(
         manifest,
         |rt, o| filters.wants_manifest_object(rt, o.namespace.as_deref(), &o.name),
         OnDamage::Fail,
+        &kube_autosave::seal::Keyring::default(),
     )
     .await
     .unwrap()
@@ -297,9 +298,13 @@ async fn restoring_from_the_plain_layout_alone_gives_the_same_cluster() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, store_a.backend().get(&meta.key).await.unwrap()).unwrap();
     }
-    let items = source::from_dir(folder.path(), OnDamage::Fail)
-        .unwrap()
-        .items;
+    let items = source::from_dir(
+        folder.path(),
+        OnDamage::Fail,
+        &kube_autosave::seal::Keyring::default(),
+    )
+    .unwrap()
+    .items;
     assert_eq!(items.len(), manifest_a.objects.len());
     let (_, report) = restore(items, &everything(), &b, Existing::Skip).await;
     assert!(
@@ -312,11 +317,15 @@ async fn restoring_from_the_plain_layout_alone_gives_the_same_cluster() {
     assert_same_objects((&manifest_a, &store_a), (&manifest_b, &store_b)).await;
 
     // The same layout read through the destination gives the same objects.
-    let through_backend =
-        source::from_backend_layout(store_a.backend(), &manifest_a.time, OnDamage::Fail)
-            .await
-            .unwrap()
-            .items;
+    let through_backend = source::from_backend_layout(
+        store_a.backend(),
+        &manifest_a.time,
+        OnDamage::Fail,
+        &kube_autosave::seal::Keyring::default(),
+    )
+    .await
+    .unwrap()
+    .items;
     assert_eq!(through_backend.len(), manifest_a.objects.len());
 }
 
@@ -822,7 +831,13 @@ async fn admission_webhooks_and_policies_are_created_after_everything_else() {
     );
 
     let b = empty_cluster().await;
-    let items = source::from_dir(dir, OnDamage::Fail).unwrap().items;
+    let items = source::from_dir(
+        dir,
+        OnDamage::Fail,
+        &kube_autosave::seal::Keyring::default(),
+    )
+    .unwrap()
+    .items;
     let (plan, report) = restore(items, &Filters::default(), &b, Existing::Skip).await;
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_eq!(report.created as usize, plan.objects.len());
@@ -913,9 +928,13 @@ async fn an_old_dump_restores_without_what_controllers_recreate_unless_asked() {
     let folder = tempfile::tempdir().unwrap();
     old_dump(folder.path());
     let items = || {
-        source::from_dir(folder.path(), OnDamage::Fail)
-            .unwrap()
-            .items
+        source::from_dir(
+            folder.path(),
+            OnDamage::Fail,
+            &kube_autosave::seal::Keyring::default(),
+        )
+        .unwrap()
+        .items
     };
     let plan = Plan::new(items(), &Filters::default());
     let planned: Vec<String> = plan.objects.iter().map(|p| p.item.describe()).collect();
@@ -1110,9 +1129,15 @@ async fn damaged_objects_stop_a_restore_or_with_skip_damaged_are_named_and_left_
 
     // Without the flag: the error names a damaged object and the way out.
     let fresh = reader("fresh").await;
-    let err = source::from_manifest(&fresh, &manifest, wanted, OnDamage::Fail)
-        .await
-        .unwrap_err();
+    let err = source::from_manifest(
+        &fresh,
+        &manifest,
+        wanted,
+        OnDamage::Fail,
+        &kube_autosave::seal::Keyring::default(),
+    )
+    .await
+    .unwrap_err();
     let message = err.to_string();
     assert!(message.contains("--skip-damaged"), "{message}");
     let named = chosen
@@ -1130,9 +1155,15 @@ async fn damaged_objects_stop_a_restore_or_with_skip_damaged_are_named_and_left_
     assert!(named, "{message}");
 
     // With it: everything else is read; each damaged object is named.
-    let loaded = source::from_manifest(&fresh, &manifest, wanted, OnDamage::Skip)
-        .await
-        .unwrap();
+    let loaded = source::from_manifest(
+        &fresh,
+        &manifest,
+        wanted,
+        OnDamage::Skip,
+        &kube_autosave::seal::Keyring::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(loaded.items.len() + loaded.damaged.len(), chosen.len());
     let describe = |o: &kube_autosave::repo::ManifestObject| match &o.namespace {
         Some(ns) => format!("{} {ns}/{}", manifest.resource_of(o).kind, o.name),

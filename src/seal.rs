@@ -1,0 +1,596 @@
+//! Client-side encryption of chosen resources (Secrets by default) with age, so that the
+//! bucket never holds their values.
+//!
+//! - **Writers hold public keys only.** A snapshot encrypts each new object of a sealed
+//!   resource to the configured X25519 recipients, and each namespace's plain-layout file of
+//!   such a resource as a whole age file (`secrets.json.age`, readable with the `age`
+//!   command). The daemon in the cluster can therefore not read what it wrote earlier.
+//! - **No plaintext hash at the destination.** A sealed object's id is a BLAKE3 hash keyed
+//!   with a key derived from a random local key (kept beside the local index, never sent in
+//!   the clear) and from the recipients: nobody can confirm a guessed value against the
+//!   store, while an unchanged object keeps its id, so deduplication and server-side copies
+//!   work as for plain objects. The derived key is also stored at `store/keys/<reference>`,
+//!   encrypted to its recipients, so that a reader with an identity can check ids. A new
+//!   local cache, or new recipients, make a new key: the sealed objects are then stored
+//!   once more, encrypted to the current recipients.
+//! - **Readers hold identities.** [`Keyring`] opens sealed objects and `.age` files; without
+//!   a matching identity it says so, and callers leave those objects out by name.
+//!
+//! This module must never log, print or put in an error any plaintext, key or identity.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use age::x25519;
+use bytes::Bytes;
+
+use crate::kube::ResourceType;
+use crate::store::sealed::{self, KEY_REFERENCE_LEN};
+use crate::store::{BackendExt, ObjectId, RemoteFile, Store, StoreError};
+
+/// The resources sealed when encryption is on and none are named.
+pub const DEFAULT_SEALED_RESOURCES: &[&str] = &["secrets"];
+
+/// The extension of a sealed plain-layout file.
+pub const FILE_EXTENSION: &str = ".age";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("{origin}: {problem}")]
+    Recipient { origin: String, problem: String },
+    #[error("identity file {}: {problem}", path.display())]
+    Identity { path: PathBuf, problem: String },
+    #[error(
+        "{what} is encrypted and no identity was given; pass --identity with a key of its \
+         recipients (an age identity file)"
+    )]
+    NoIdentity { what: String },
+    #[error(
+        "{what} is encrypted to other recipients than the given identities ({identities} \
+         key(s)); pass --identity with a key it was encrypted to"
+    )]
+    NoMatchingIdentity { what: String, identities: usize },
+    #[error("{what} is damaged: {problem}")]
+    Damaged { what: String, problem: String },
+    #[error("the local sealing key {}: {problem}", path.display())]
+    LocalKey { path: PathBuf, problem: String },
+    #[error("encrypting: {0}")]
+    Encrypt(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SealError {
+    /// Whether the object or file could not be read for want of a matching identity (as
+    /// opposed to damage or a failure to reach the store).
+    pub fn is_locked(&self) -> bool {
+        matches!(
+            self,
+            SealError::NoIdentity { .. } | SealError::NoMatchingIdentity { .. }
+        )
+    }
+}
+
+/// The public keys sealed objects and files are encrypted to.
+#[derive(Clone)]
+pub struct Recipients {
+    keys: Vec<x25519::Recipient>,
+    /// BLAKE3 of the sorted keys: new recipients make new object ids.
+    fingerprint: [u8; 32],
+}
+
+impl std::fmt::Debug for Recipients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Public keys: safe to show.
+        f.debug_list()
+            .entries(self.keys.iter().map(|k| k.to_string()))
+            .finish()
+    }
+}
+
+impl Recipients {
+    /// Parses recipients (`age1...`), each with where it was written for errors. Blank
+    /// entries and `#` comments are ignored; at least one recipient must remain.
+    pub fn parse<'a>(
+        entries: impl IntoIterator<Item = (String, &'a str)>,
+    ) -> Result<Self, SealError> {
+        let mut keys: Vec<x25519::Recipient> = Vec::new();
+        let mut last_origin = String::from("recipients");
+        for (origin, entry) in entries {
+            let entry = entry.trim();
+            last_origin = origin.clone();
+            if entry.is_empty() || entry.starts_with('#') {
+                continue;
+            }
+            let key = entry
+                .parse::<x25519::Recipient>()
+                .map_err(|e| SealError::Recipient {
+                    origin,
+                    problem: format!(
+                        "{entry:?} is not an age X25519 recipient (age1...; `age-keygen` makes \
+                         one): {e}"
+                    ),
+                })?;
+            keys.push(key);
+        }
+        keys.sort_by_key(|k| k.to_string());
+        keys.dedup_by_key(|k| k.to_string());
+        if keys.is_empty() {
+            return Err(SealError::Recipient {
+                origin: last_origin,
+                problem: "no recipient given".to_string(),
+            });
+        }
+        let mut hasher = blake3::Hasher::new();
+        for key in &keys {
+            hasher.update(key.to_string().as_bytes());
+            hasher.update(b"\n");
+        }
+        Ok(Self {
+            keys,
+            fingerprint: *hasher.finalize().as_bytes(),
+        })
+    }
+
+    /// The lines of a recipients file (one `age1...` per line, `#` comments), each with its
+    /// origin, for [`Recipients::parse`].
+    pub fn read_file(path: &Path) -> Result<Vec<(String, String)>, SealError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SealError::Recipient {
+            origin: path.display().to_string(),
+            problem: format!("cannot read the recipients file: {e}"),
+        })?;
+        Ok(text
+            .lines()
+            .enumerate()
+            .map(|(i, line)| {
+                (
+                    format!("{} line {}", path.display(), i + 1),
+                    line.to_string(),
+                )
+            })
+            .collect())
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Encrypts `plaintext` to every recipient: a binary age file.
+    fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        let encryptor =
+            age::Encryptor::with_recipients(self.keys.iter().map(|k| k as &dyn age::Recipient))
+                .map_err(|e| SealError::Encrypt(e.to_string()))?;
+        let mut out = Vec::with_capacity(plaintext.len() + 256);
+        let mut writer = encryptor
+            .wrap_output(&mut out)
+            .map_err(|e| SealError::Encrypt(e.to_string()))?;
+        writer
+            .write_all(plaintext)
+            .and_then(|()| writer.finish().map(|_| ()))
+            .map_err(|e| SealError::Encrypt(e.to_string()))?;
+        Ok(out)
+    }
+}
+
+/// What to seal and to whom.
+#[derive(Debug, Clone)]
+pub struct Encryption {
+    pub recipients: Recipients,
+    /// Resource patterns as in `includeResources` (`secrets`, `sealedsecrets.bitnami.com`).
+    pub resources: Vec<String>,
+}
+
+impl Encryption {
+    pub fn seals(&self, rt: &ResourceType) -> bool {
+        self.resources.iter().any(|pattern| rt.is_named_by(pattern))
+    }
+}
+
+/// A writer's means to seal: the recipients and the key of this cache's sealed ids.
+pub struct Sealer {
+    encryption: Encryption,
+    id_key: [u8; 32],
+    key_reference: [u8; KEY_REFERENCE_LEN],
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("encryption", &self.encryption)
+            .field("key_reference", &hex::encode(self.key_reference))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The local random key sealed ids are derived from: created on first use, readable by the
+/// owner only.
+fn local_base_key(path: &Path) -> Result<[u8; 32], SealError> {
+    let fail = |problem: String| SealError::LocalKey {
+        path: path.to_path_buf(),
+        problem,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|_| fail("not hex".to_string()))?;
+            let mut key = [0u8; 32];
+            hex::decode_to_slice(text.trim(), &mut key)
+                .map_err(|_| fail("not 64 hex digits; delete it to start a new key".to_string()))?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut random| random.read_exact(&mut key))
+                .map_err(|e| fail(format!("cannot read random bytes: {e}")))?;
+            write_private(path, format!("{}\n", hex::encode(key)).as_bytes())
+                .map_err(|e| fail(format!("cannot write: {e}")))?;
+            Ok(key)
+        }
+        Err(e) => Err(fail(format!("cannot read: {e}"))),
+    }
+}
+
+/// Writes a file only its owner can read, atomically.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let temp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)
+}
+
+/// The reference a key is stored under: a hash of it, which says nothing of it.
+fn reference_of(id_key: &[u8; 32]) -> [u8; KEY_REFERENCE_LEN] {
+    let hash = blake3::Hasher::new_derive_key("kube-autosave sealing key reference v1")
+        .update(id_key)
+        .finalize();
+    let mut out = [0u8; KEY_REFERENCE_LEN];
+    out.copy_from_slice(&hash.as_bytes()[..KEY_REFERENCE_LEN]);
+    out
+}
+
+/// What `store/keys/<reference>` holds once decrypted.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredKey {
+    version: u32,
+    key: String,
+}
+
+impl Sealer {
+    /// The sealer of `store`: derives this cache's key for the recipients and stores it,
+    /// encrypted to them, at `store/keys/<reference>` unless it is there.
+    pub async fn open(store: &Store, encryption: &Encryption) -> Result<Self, SealError> {
+        let path = store.local_file("sealing-key");
+        let base = crate::task::blocking(move || local_base_key(&path)).await?;
+        let mut hasher = blake3::Hasher::new_derive_key("kube-autosave sealed object ids v1");
+        hasher.update(&base);
+        hasher.update(&encryption.recipients.fingerprint);
+        let id_key = *hasher.finalize().as_bytes();
+        let sealer = Self {
+            encryption: encryption.clone(),
+            id_key,
+            key_reference: reference_of(&id_key),
+        };
+        let reference = hex::encode(sealer.key_reference);
+        let key = RemoteFile::SealingKey(&reference).key();
+        if !store.backend().exists(&key).await? {
+            let stored = serde_json::to_vec(&StoredKey {
+                version: 1,
+                key: hex::encode(id_key),
+            })
+            .map_err(|e| SealError::Encrypt(e.to_string()))?;
+            let sealed = sealer.encryption.recipients.encrypt(&stored)?;
+            store.backend().create(&key, Bytes::from(sealed)).await?;
+        }
+        Ok(sealer)
+    }
+
+    pub fn encryption(&self) -> &Encryption {
+        &self.encryption
+    }
+
+    /// Whether objects of `rt` are sealed.
+    pub fn seals(&self, rt: &ResourceType) -> bool {
+        self.encryption.seals(rt)
+    }
+
+    /// The id of a sealed object: its BLAKE3 hash keyed with this cache's key.
+    pub fn id_of(&self, plaintext: &[u8]) -> ObjectId {
+        ObjectId::from_bytes(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())
+    }
+
+    /// The reference of the key ids are made with: what a recipe of sealed files includes,
+    /// so that new recipients make new files.
+    pub fn key_reference(&self) -> &[u8; KEY_REFERENCE_LEN] {
+        &self.key_reference
+    }
+
+    /// The stored form of a sealed object: compressed, encrypted to the recipients, framed.
+    pub fn seal_object(&self, id: &ObjectId, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        let compressed =
+            zstd::bulk::compress(plaintext, 3).map_err(|e| SealError::Encrypt(e.to_string()))?;
+        let ciphertext = self.encryption.recipients.encrypt(&compressed)?;
+        Ok(sealed::frame(id, &self.key_reference, &ciphertext))
+    }
+
+    /// A whole plain-layout file encrypted to the recipients: a binary age file.
+    pub fn seal_file(&self, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.encryption.recipients.encrypt(plaintext)
+    }
+}
+
+/// A reader's identities, and the id keys they opened.
+pub struct Keyring {
+    identities: Vec<x25519::Identity>,
+    /// Id keys by reference, as read from `store/keys/` (`None`: not readable).
+    id_keys: Mutex<HashMap<[u8; KEY_REFERENCE_LEN], Option<[u8; 32]>>>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys.
+        f.debug_struct("Keyring")
+            .field("identities", &self.identities.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Keyring {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
+}
+
+impl Keyring {
+    fn new(identities: Vec<x25519::Identity>) -> Self {
+        Self {
+            identities,
+            id_keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reads age identity files (`AGE-SECRET-KEY-1...` lines, `#` comments), as `age-keygen`
+    /// writes them. No files: a keyring that opens nothing sealed.
+    pub fn load(paths: &[PathBuf]) -> Result<Self, SealError> {
+        let mut identities = Vec::new();
+        for path in paths {
+            let fail = |problem: String| SealError::Identity {
+                path: path.clone(),
+                problem,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| fail(format!("{e}")))?;
+            let before = identities.len();
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                // The line is a secret: never quoted back.
+                let identity = line.parse::<x25519::Identity>().map_err(|_| {
+                    fail(format!(
+                        "line {} is not an age X25519 identity (AGE-SECRET-KEY-1...)",
+                        i + 1
+                    ))
+                })?;
+                identities.push(identity);
+            }
+            if identities.len() == before {
+                return Err(fail("holds no identity".to_string()));
+            }
+        }
+        Ok(Self::new(identities))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.identities.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.identities.len()
+    }
+
+    /// Decrypts an age file (a sealed plain-layout file, or the ciphertext of an object).
+    pub fn open_file(&self, what: &str, data: &[u8]) -> Result<Vec<u8>, SealError> {
+        if self.identities.is_empty() {
+            return Err(SealError::NoIdentity {
+                what: what.to_string(),
+            });
+        }
+        let damaged = |problem: String| SealError::Damaged {
+            what: what.to_string(),
+            problem,
+        };
+        let decryptor = age::Decryptor::new_buffered(data).map_err(|e| damaged(format!("{e}")))?;
+        let mut reader = decryptor
+            .decrypt(self.identities.iter().map(|i| i as &dyn age::Identity))
+            .map_err(|e| match e {
+                age::DecryptError::NoMatchingKeys => SealError::NoMatchingIdentity {
+                    what: what.to_string(),
+                    identities: self.identities.len(),
+                },
+                e => damaged(format!("{e}")),
+            })?;
+        let mut out = Vec::with_capacity(data.len());
+        reader
+            .read_to_end(&mut out)
+            .map_err(|e| damaged(format!("{e}")))?;
+        Ok(out)
+    }
+
+    /// Whether these identities can open the age file `data` (its header only is read).
+    pub fn can_open(&self, data: &[u8]) -> bool {
+        let Ok(decryptor) = age::Decryptor::new_buffered(data) else {
+            return false;
+        };
+        !self.identities.is_empty()
+            && decryptor
+                .decrypt(self.identities.iter().map(|i| i as &dyn age::Identity))
+                .is_ok()
+    }
+
+    /// The plaintext of a stored object: a plain one as it is, a sealed one decrypted and
+    /// checked against its keyed id (with the key at `store/keys/`). `what` names the
+    /// object in errors.
+    pub async fn open_object(
+        &self,
+        store: &Store,
+        what: &str,
+        id: &ObjectId,
+        blob: Bytes,
+    ) -> Result<Bytes, SealError> {
+        if !sealed::is_sealed(&blob) {
+            return Ok(blob);
+        }
+        let damaged = |problem: &str| SealError::Damaged {
+            what: what.to_string(),
+            problem: problem.to_string(),
+        };
+        let parts = sealed::parse(id, &blob).ok_or_else(|| damaged("its frame is damaged"))?;
+        let compressed = self.open_file(what, parts.ciphertext)?;
+        let plaintext = zstd::stream::decode_all(&compressed[..])
+            .map_err(|_| damaged("cannot decompress it once decrypted"))?;
+        match self.id_key(store, &parts.key_reference).await? {
+            Some(key) if *blake3::keyed_hash(&key, &plaintext).as_bytes() != *id.as_bytes() => {
+                return Err(damaged("its content does not match its id"));
+            }
+            Some(_) => {}
+            None => return Err(damaged("the key of its id is not readable")),
+        }
+        Ok(Bytes::from(plaintext))
+    }
+
+    /// The id key stored under `reference`, read and decrypted once.
+    async fn id_key(
+        &self,
+        store: &Store,
+        reference: &[u8; KEY_REFERENCE_LEN],
+    ) -> Result<Option<[u8; 32]>, SealError> {
+        if let Some(known) = self
+            .id_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(reference)
+        {
+            return Ok(*known);
+        }
+        let name = hex::encode(reference);
+        let key = RemoteFile::SealingKey(&name).key();
+        let found = match store.backend().get_opt(&key).await? {
+            None => None,
+            Some(data) => {
+                let opened = self.open_file(&key, &data)?;
+                let stored: Option<StoredKey> = serde_json::from_slice(&opened).ok();
+                stored.and_then(|s| {
+                    let mut out = [0u8; 32];
+                    hex::decode_to_slice(s.key.trim(), &mut out).ok()?;
+                    (reference_of(&out) == *reference).then_some(out)
+                })
+            }
+        };
+        self.id_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(*reference, found);
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (x25519::Identity, String) {
+        let identity = x25519::Identity::generate();
+        let recipient = identity.to_public().to_string();
+        (identity, recipient)
+    }
+
+    #[test]
+    fn recipients_are_parsed_sorted_and_named_when_bad() {
+        let (_, a) = pair();
+        let (_, b) = pair();
+        let one =
+            Recipients::parse([("x".to_string(), a.as_str()), ("y".into(), b.as_str())]).unwrap();
+        let other = Recipients::parse([
+            ("y".to_string(), b.as_str()),
+            ("x".into(), a.as_str()),
+            ("z".into(), "# a comment"),
+            ("w".into(), a.as_str()),
+        ])
+        .unwrap();
+        assert_eq!(one.len(), 2);
+        assert_eq!(one.fingerprint, other.fingerprint);
+        let err = Recipients::parse([("encryption.recipients[1]".to_string(), "age1nope")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("encryption.recipients[1]: \"age1nope\""),
+            "{err}"
+        );
+        assert!(Recipients::parse([("f".to_string(), "  ")]).is_err());
+    }
+
+    #[test]
+    fn a_file_sealed_to_recipients_opens_with_one_of_their_identities_only() {
+        let (identity, recipient) = pair();
+        let (stranger, _) = pair();
+        let recipients = Recipients::parse([("r".to_string(), recipient.as_str())]).unwrap();
+        let file = recipients.encrypt(b"{\"kind\":\"List\"}").unwrap();
+        let keyring = Keyring::new(vec![stranger.clone(), identity]);
+        assert_eq!(
+            keyring.open_file("f", &file).unwrap(),
+            b"{\"kind\":\"List\"}"
+        );
+        assert!(keyring.can_open(&file));
+        let wrong = Keyring::new(vec![stranger]);
+        assert!(!wrong.can_open(&file));
+        let err = wrong.open_file("file a.json.age", &file).unwrap_err();
+        assert!(err.is_locked(), "{err}");
+        let none = Keyring::default()
+            .open_file("file a.json.age", &file)
+            .unwrap_err();
+        assert!(none.to_string().contains("--identity"), "{none}");
+        let mut bad = file.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(matches!(
+            Keyring::new(vec![x25519::Identity::generate()]).open_file("f", &bad),
+            Err(SealError::NoMatchingIdentity { .. })
+        ));
+    }
+
+    #[test]
+    fn identity_files_never_quote_a_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.txt");
+        std::fs::write(
+            &path,
+            "# created: now\nAGE-SECRET-KEY-1NOTAKEYBUTSECRETLOOKING\n",
+        )
+        .unwrap();
+        let err = Keyring::load(std::slice::from_ref(&path))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(!err.contains("NOTAKEY"), "{err}");
+        let (identity, _) = pair();
+        use age::secrecy::ExposeSecret;
+        std::fs::write(&path, format!("{}\n", identity.to_string().expose_secret())).unwrap();
+        assert_eq!(Keyring::load(&[path]).unwrap().len(), 1);
+    }
+}
