@@ -66,12 +66,14 @@ struct Args {
     /// Snapshots in all (with churn before each after the first); above 2, the history is
     /// then forgotten and pruned and the retention figures reported.
     days: u32,
+    /// Encrypt Secrets to a recipient made for the run.
+    encrypt: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: cargo bench --bench e2e -- [--objects N | --large | --huge] [--churn F] \
-         [--seed S] [--json PATH] [--wrap CMD]\n\
+         [--seed S] [--json PATH] [--wrap CMD] [--days N] [--encrypt]\n\
          \x20 --objects N   objects in the simulated cluster (default 10000)\n\
          \x20 --large       100,000 objects\n\
          \x20 --huge        1,000,000 objects\n\
@@ -79,7 +81,9 @@ fn usage() -> ! {
          \x20 --seed S      seed of the generated cluster and of the churn (default 1)\n\
          \x20 --json PATH   where the figures go (default target/e2e-results.json)\n\
          \x20 --wrap CMD    run each snapshot under CMD, e.g. \"perf record -g -o {{name}}.perf\"\n\
-         \x20               ({{name}} = snapshot-1, snapshot-2; its time and memory count too)"
+         \x20               ({{name}} = snapshot-1, snapshot-2; its time and memory count too)\n\
+         \x20 --days N      snapshots in all, a churn before each; above 2, then forget and prune\n\
+         \x20 --encrypt     encrypt Secrets to an age recipient made for the run"
     );
     std::process::exit(2)
 }
@@ -92,6 +96,7 @@ fn parse_args(args: &[String]) -> Args {
         json: PathBuf::from("target/e2e-results.json"),
         wrap: None,
         days: 2,
+        encrypt: false,
     };
     let mut it = args.iter();
     fn value<T: std::str::FromStr>(flag: &str, v: Option<&String>) -> T {
@@ -112,6 +117,7 @@ fn parse_args(args: &[String]) -> Args {
             "--json" => parsed.json = value(arg, it.next()),
             "--wrap" => parsed.wrap = Some(value(arg, it.next())),
             "--days" => parsed.days = value(arg, it.next()),
+            "--encrypt" => parsed.encrypt = true,
             "-h" | "--help" => usage(),
             other => {
                 eprintln!("unknown argument {other:?}");
@@ -551,12 +557,21 @@ struct Bench {
     work: tempfile::TempDir,
     kubeconfig: PathBuf,
     client: aws_sdk_s3::Client,
+    /// The age recipient Secrets are encrypted to (`--encrypt`).
+    recipient: Option<String>,
 }
 
 async fn run(args: Args) {
     println!(
-        "e2e: {} objects, churn {}, seed {}",
-        args.objects, args.churn, args.seed
+        "e2e: {} objects, churn {}, seed {}{}",
+        args.objects,
+        args.churn,
+        args.seed,
+        if args.encrypt {
+            ", Secrets encrypted"
+        } else {
+            ""
+        }
     );
     let started = Instant::now();
     let sim = SimServer::start(SimConfig {
@@ -584,7 +599,11 @@ async fn run(args: Args) {
         .expect("S3 server address");
     let proxy = CountingProxy::start(upstream).await;
     let client = s3_client(&proxy.endpoint());
+    let recipient = args
+        .encrypt
+        .then(|| age::x25519::Identity::generate().to_public().to_string());
     let bench = Bench {
+        recipient,
         args,
         s3,
         proxy,
@@ -887,6 +906,9 @@ impl Bench {
             .env("AWS_CONFIG_FILE", &nowhere)
             .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere)
             .stdin(Stdio::null());
+        if let Some(recipient) = &self.recipient {
+            command.env("KUBE_AUTOSAVE_RECIPIENTS", recipient);
+        }
         command
     }
 
