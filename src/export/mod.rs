@@ -6,6 +6,9 @@
 //! was last written, so an unchanged file is a server-side copy of that key, without reading
 //! or rendering its objects. Changed files are rendered from the store and uploaded.
 //!
+//! A group of sealed objects (encrypted Secrets) is never rendered here: the snapshot stored
+//! its encrypted file (`<name>.age`), which is copied or uploaded as it is.
+//!
 //! The exporter runs after the manifest is stored (packs -> index -> manifest -> layout) and
 //! can run again on the same manifest: it finishes an interrupted export without redoing
 //! what is already in place. It never writes outside `backup/<ts>/`.
