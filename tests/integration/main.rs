@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod daemon;
 mod deploy;
+mod encryption;
 mod export;
 mod fresh_cluster;
 mod inspect;
