@@ -288,7 +288,14 @@ impl Sealer {
         };
         let reference = hex::encode(sealer.key_reference);
         let key = RemoteFile::SealingKey(&reference).key();
-        if !store.backend().exists(&key).await? {
+        let stored = match store.backend().exists(&key).await {
+            Ok(stored) => stored,
+            // The daemon stages while the destination is away; the key is staged with the
+            // snapshot and pushed before its manifest.
+            Err(e) if e.is_outage() => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !stored {
             let stored = serde_json::to_vec(&StoredKey {
                 version: 1,
                 key: hex::encode(id_key),

@@ -10,7 +10,9 @@
 //! - a namespace's `secrets.json.age` is an ordinary age file: `age -d` and
 //!   `kubectl create -f -` restore its Secrets without kube-autosave;
 //! - an unchanged cluster uploads no Secret bytes again: no pack, the `.age` files copied;
-//! - without recipients nothing changes: `secrets.json`, no `.age` file, no `store/keys/`.
+//! - without recipients nothing changes: `secrets.json`, no `.age` file, no `store/keys/`;
+//! - replaced recipients seal the next snapshot to the new key only, while older snapshots
+//!   stay readable with their own; `verify` says which snapshots an identity reads.
 //!
 //! `age` and `age-keygen` come from Debian's `age` package (`scripts/test` installs it).
 
@@ -823,4 +825,88 @@ async fn without_recipients_nothing_changes() {
         restorable_secrets(&target).await,
         restorable_secrets(&world.source).await
     );
+}
+
+/// Recipients replaced, as when a key is rotated: the next snapshot seals every Secret again,
+/// to the new key only (new keyed ids, a new key file); the older snapshot stays readable
+/// with the old identity only; `verify` says per snapshot what a given identity reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_recipients_seal_new_snapshots_while_old_ones_keep_their_keys() {
+    let world = World::new(65).await;
+    let old = &world.key;
+    let new = age_keygen(world.dir.path(), "new-key.txt");
+    world.snapshot(&["--recipient", &old.recipient]).await;
+    world.snapshot(&["--recipient", &new.recipient]).await;
+    let times = world.layout_times();
+    assert_eq!(times.len(), 2, "{times:?}");
+    let keys = files_under(&world.s3.bucket_dir().join(BASE).join("store/keys"));
+    assert_eq!(keys.len(), 2, "one key file per recipient set: {keys:?}");
+
+    let verify = |identity: Option<&Path>| {
+        let mut args = vec!["verify".to_string(), "--all".to_string()];
+        if let Some(identity) = identity {
+            args.extend(["--identity".to_string(), identity.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        world.command("reader", &args)
+    };
+    for (identity, readable, unreadable) in [
+        (&old.identity, &times[0], &times[1]),
+        (&new.identity, &times[1], &times[0]),
+    ] {
+        let output = run(verify(Some(identity))).await;
+        let shown = text(&output);
+        assert_eq!(output.status.code(), Some(0), "{shown}");
+        assert!(
+            shown.contains(&format!(
+                "snapshot {readable}: the given identities read all"
+            )),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(&format!(
+                "snapshot {unreadable}: the given identities read none"
+            )),
+            "{shown}"
+        );
+    }
+    let output = run(verify(None)).await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("contents not checked (no --identity)"),
+        "{shown}"
+    );
+
+    // The newer snapshot's Secrets: the new identity restores them, the old one cannot.
+    let expected = restorable_secrets(&world.source).await;
+    let with_old = empty_cluster(false).await;
+    let output = world
+        .restore(
+            &with_old,
+            &[&times[1], "--identity", &old.identity.display().to_string()],
+        )
+        .await;
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{shown}");
+    assert!(shown.contains(&format!("{NAMESPACE}/{NAME}")), "{shown}");
+    let with_new = empty_cluster(false).await;
+    let output = world
+        .restore(
+            &with_new,
+            &[&times[1], "--identity", &new.identity.display().to_string()],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(restorable_secrets(&with_new).await, expected);
+    // And the older snapshot with the old identity.
+    let back = empty_cluster(false).await;
+    let output = world
+        .restore(
+            &back,
+            &[&times[0], "--identity", &old.identity.display().to_string()],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(restorable_secrets(&back).await, expected);
 }
