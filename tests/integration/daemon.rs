@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube_autosave::repo::Manifest;
+use kube_autosave::seal::Keyring;
 use serde_json::Value;
 
 use crate::support::cluster::Cluster;
@@ -197,10 +198,26 @@ async fn manifests(s3: &S3Server) -> BTreeMap<String, Manifest> {
 /// (kind, namespace, name) of every object in a snapshot's plain layout, read with a plain
 /// S3 client; each object must appear once.
 async fn layout_objects(s3: &S3Server, time: &str) -> BTreeSet<(String, Option<String>, String)> {
+    layout_objects_opened(s3, time, &Keyring::default()).await
+}
+
+/// [`layout_objects`], with encrypted (`.age`) files opened with `keyring`.
+async fn layout_objects_opened(
+    s3: &S3Server,
+    time: &str,
+    keyring: &Keyring,
+) -> BTreeSet<(String, Option<String>, String)> {
     let client = s3_server::plain_client(s3).await;
     let files = s3_server::read_all(&client, &format!("{BASE}backup/{time}/")).await;
     let mut out = BTreeSet::new();
-    for body in files.values() {
+    for (key, body) in &files {
+        let opened;
+        let body = if key.ends_with(".age") {
+            opened = keyring.open_file(key, body).unwrap();
+            &opened[..]
+        } else {
+            &body[..]
+        };
         let list: Value = serde_json::from_slice(body).unwrap();
         for item in list["items"].as_array().unwrap() {
             let key = (
@@ -385,6 +402,67 @@ async fn an_s3_outage_stages_the_snapshot_and_it_lands_when_s3_is_back() {
         at_snapshot_time
     );
     assert!(staging_is_empty(dir.path()));
+}
+
+/// With encryption, a snapshot staged while S3 is away carries its sealing key and its
+/// encrypted files: once pushed, its Secrets are in `.age` files only and open with the
+/// identity, and the key file is at the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_snapshot_staged_in_an_outage_lands_with_its_key() {
+    let s3 = S3Server::start();
+    s3.stop();
+    let cluster = Cluster::start(800, 43).await;
+    let dir = tempfile::tempdir().unwrap();
+    let identity = age::x25519::Identity::generate();
+    let identity_file = dir.path().join("key.txt");
+    {
+        use age::secrecy::ExposeSecret;
+        std::fs::write(&identity_file, identity.to_string().expose_secret()).unwrap();
+    }
+    let config = write_config(
+        dir.path(),
+        &s3,
+        &format!(
+            "  interval: 24h\n  pushInterval: 1s\n  encryption:\n    recipients: [{}]\n",
+            identity.to_public()
+        ),
+    );
+    let daemon = Daemon::start(dir.path(), &config, &cluster, &[]);
+    daemon.wait_for(
+        "a staged snapshot and a failed push",
+        Duration::from_secs(60),
+        |d| d.metric("ready") == 1.0 && d.metric("push_failures_total") >= 1.0,
+    );
+    let at_snapshot_time = cluster_objects(&cluster);
+    s3.restart();
+    daemon.wait_for("the push", Duration::from_secs(60), |d| {
+        d.metric("snapshots_pending") == 0.0
+    });
+    assert!(staging_is_empty(dir.path()));
+
+    let all = manifests(&s3).await;
+    assert_eq!(all.len(), 1, "{:?}", all.keys());
+    let (name, manifest) = all.iter().next().unwrap();
+    assert!(manifest.export.is_some(), "{name} is not exported");
+    let client = s3_server::plain_client(&s3).await;
+    let keys = s3_server::read_all(&client, &format!("{BASE}store/keys/")).await;
+    assert_eq!(keys.len(), 1, "{:?}", keys.keys());
+    let files = s3_server::read_all(&client, &format!("{BASE}backup/{name}/")).await;
+    let sealed: Vec<&String> = files
+        .keys()
+        .filter(|k| k.ends_with("/secrets.json.age"))
+        .collect();
+    assert!(!sealed.is_empty(), "{:?}", files.keys());
+    assert!(
+        !files.keys().any(|k| k.ends_with("/secrets.json")),
+        "Secrets in the clear: {:?}",
+        files.keys()
+    );
+    let keyring = Keyring::load(&[identity_file]).unwrap();
+    assert_eq!(
+        without_metrics(layout_objects_opened(&s3, name, &keyring).await),
+        at_snapshot_time
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
