@@ -1,20 +1,23 @@
 //! Client-side encryption of chosen resources (Secrets by default) with age, so that the
 //! bucket never holds their values.
 //!
-//! - **Writers hold public keys only.** A snapshot encrypts each new object of a sealed
-//!   resource to the configured X25519 recipients, and each namespace's plain-layout file of
-//!   such a resource as a whole age file (`secrets.json.age`, readable with the `age`
-//!   command). The daemon in the cluster can therefore not read what it wrote earlier.
+//! - **Writers hold public keys only.** Each run of a writer makes a random data key, stores
+//!   it at `store/keys/<reference>` encrypted with age to the configured X25519 recipients,
+//!   and encrypts each new object of a sealed resource with it (XChaCha20-Poly1305): one
+//!   public-key operation per run, not per object. The key lives in memory for the run only,
+//!   so the daemon in the cluster cannot read what earlier runs sealed. Each namespace's
+//!   plain-layout file of such a resource is a whole age file (`secrets.json.age`), readable
+//!   with the `age` command.
 //! - **No plaintext hash at the destination.** A sealed object's id is a BLAKE3 hash keyed
-//!   with a key derived from a random local key (kept beside the local index, never sent in
-//!   the clear) and from the recipients: nobody can confirm a guessed value against the
-//!   store, while an unchanged object keeps its id, so deduplication and server-side copies
-//!   work as for plain objects. The derived key is also stored at `store/keys/<reference>`,
-//!   encrypted to its recipients, so that a reader with an identity can check ids. A new
-//!   local cache, or new recipients, make a new key: the sealed objects are then stored
-//!   once more, encrypted to the current recipients.
-//! - **Readers hold identities.** [`Keyring`] opens sealed objects and `.age` files; without
-//!   a matching identity it says so, and callers leave those objects out by name.
+//!   with a key derived from a random local key (kept beside the local index) and from the
+//!   recipients: nobody can confirm a guessed value against the store, while an unchanged
+//!   object keeps its id, so deduplication and server-side copies work as for plain
+//!   objects. The key file of each run holds this id key too, so that a reader with an
+//!   identity can check ids. A new local cache, or new recipients, make a new id key: the
+//!   sealed objects are then stored once more, for the current recipients.
+//! - **Readers hold identities.** [`Keyring`] opens a run's key file, then its sealed objects,
+//!   and `.age` files; without a matching identity it says so, and callers leave those
+//!   objects out by name.
 //!
 //! This module must never log, print or put in an error any plaintext, key or identity.
 
@@ -192,21 +195,39 @@ impl Encryption {
     }
 }
 
-/// A writer's means to seal: the recipients and the key of this cache's sealed ids.
+/// A writer's means to seal, for one run: the recipients, the key of this cache's sealed
+/// ids, and a data key made for the run.
 pub struct Sealer {
     encryption: Encryption,
     id_key: [u8; 32],
-    key_reference: [u8; KEY_REFERENCE_LEN],
+    id_reference: [u8; KEY_REFERENCE_LEN],
+    /// Encrypts this run's sealed objects; kept in memory only, and at the destination
+    /// encrypted to the recipients, so the writer cannot read what earlier runs sealed.
+    data_key: chacha20poly1305::Key,
+    data_reference: [u8; KEY_REFERENCE_LEN],
+    /// Nonces: a random prefix for the run and a counter, never one twice under a key.
+    nonce_prefix: [u8; 16],
+    nonces: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealer")
             .field("encryption", &self.encryption)
-            .field("key_reference", &hex::encode(self.key_reference))
+            .field("data_reference", &hex::encode(self.data_reference))
             .finish_non_exhaustive()
     }
 }
+
+/// Random bytes from the kernel.
+fn random<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut out = [0u8; N];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut out)?;
+    Ok(out)
+}
+
+/// Bytes of a sealed object's nonce (XChaCha20-Poly1305).
+const NONCE_LEN: usize = 24;
 
 /// The local random key sealed ids are derived from: created on first use, readable by the
 /// owner only.
@@ -224,10 +245,8 @@ fn local_base_key(path: &Path) -> Result<[u8; 32], SealError> {
             Ok(key)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = [0u8; 32];
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut random| random.read_exact(&mut key))
-                .map_err(|e| fail(format!("cannot read random bytes: {e}")))?;
+            let key: [u8; 32] =
+                random().map_err(|e| fail(format!("cannot read random bytes: {e}")))?;
             write_private(path, format!("{}\n", hex::encode(key)).as_bytes())
                 .map_err(|e| fail(format!("cannot write: {e}")))?;
             Ok(key)
@@ -254,26 +273,52 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&temp, path)
 }
 
-/// The reference a key is stored under: a hash of it, which says nothing of it.
-fn reference_of(id_key: &[u8; 32]) -> [u8; KEY_REFERENCE_LEN] {
+/// The reference a key is stored or named under: a hash of it, which says nothing of it.
+fn reference_of(key: &[u8]) -> [u8; KEY_REFERENCE_LEN] {
     let hash = blake3::Hasher::new_derive_key("kube-autosave sealing key reference v1")
-        .update(id_key)
+        .update(key)
         .finalize();
     let mut out = [0u8; KEY_REFERENCE_LEN];
     out.copy_from_slice(&hash.as_bytes()[..KEY_REFERENCE_LEN]);
     out
 }
 
-/// What `store/keys/<reference>` holds once decrypted.
+/// What `store/keys/<reference of the data key>` holds once decrypted: the keys of one
+/// writer's run.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct StoredKey {
+struct StoredKeys {
     version: u32,
-    key: String,
+    /// Hex of the data key the run's sealed objects are encrypted with.
+    data_key: String,
+    /// Hex of the key their ids are keyed with.
+    id_key: String,
+}
+
+/// The keys of a run, as a reader opened them.
+#[derive(Clone, Copy)]
+struct RunKeys {
+    data_key: chacha20poly1305::Key,
+    id_key: [u8; 32],
+}
+
+impl StoredKeys {
+    fn parse(data: &[u8], reference: &[u8; KEY_REFERENCE_LEN]) -> Option<RunKeys> {
+        let stored: StoredKeys = serde_json::from_slice(data).ok()?;
+        let mut data_key = [0u8; 32];
+        let mut id_key = [0u8; 32];
+        hex::decode_to_slice(&stored.data_key, &mut data_key).ok()?;
+        hex::decode_to_slice(&stored.id_key, &mut id_key).ok()?;
+        (stored.version == 1 && reference_of(&data_key) == *reference).then_some(RunKeys {
+            data_key: data_key.into(),
+            id_key,
+        })
+    }
 }
 
 impl Sealer {
-    /// The sealer of `store`: derives this cache's key for the recipients and stores it,
-    /// encrypted to them, at `store/keys/<reference>` unless it is there.
+    /// The sealer of one run of a writer into `store`: derives this cache's id key for the
+    /// recipients, makes a data key for the run and stores both at `store/keys/<reference>`,
+    /// encrypted to the recipients, before any object sealed with them can be stored.
     pub async fn open(store: &Store, encryption: &Encryption) -> Result<Self, SealError> {
         let path = store.local_file("sealing-key");
         let base = crate::task::blocking(move || local_base_key(&path)).await?;
@@ -281,29 +326,34 @@ impl Sealer {
         hasher.update(&base);
         hasher.update(&encryption.recipients.fingerprint);
         let id_key = *hasher.finalize().as_bytes();
+        let randomness = |e: std::io::Error| SealError::Encrypt(format!("random bytes: {e}"));
+        let data_key: [u8; 32] = random().map_err(randomness)?;
         let sealer = Self {
             encryption: encryption.clone(),
             id_key,
-            key_reference: reference_of(&id_key),
+            id_reference: reference_of(&id_key),
+            data_key: data_key.into(),
+            data_reference: reference_of(&data_key),
+            nonce_prefix: random().map_err(randomness)?,
+            nonces: std::sync::atomic::AtomicU64::new(0),
         };
-        let reference = hex::encode(sealer.key_reference);
-        let key = RemoteFile::SealingKey(&reference).key();
-        let stored = match store.backend().exists(&key).await {
-            Ok(stored) => stored,
-            // The daemon stages while the destination is away; the key is staged with the
-            // snapshot and pushed before its manifest.
-            Err(e) if e.is_outage() => false,
-            Err(e) => return Err(e.into()),
-        };
-        if !stored {
-            let stored = serde_json::to_vec(&StoredKey {
-                version: 1,
-                key: hex::encode(id_key),
-            })
-            .map_err(|e| SealError::Encrypt(e.to_string()))?;
-            let sealed = sealer.encryption.recipients.encrypt(&stored)?;
-            store.backend().create(&key, Bytes::from(sealed)).await?;
-        }
+        let stored = serde_json::to_vec(&StoredKeys {
+            version: 1,
+            data_key: hex::encode(data_key),
+            id_key: hex::encode(id_key),
+        })
+        .map_err(|e| SealError::Encrypt(e.to_string()))?;
+        let sealed = sealer.encryption.recipients.encrypt(&stored)?;
+        let reference = hex::encode(sealer.data_reference);
+        // A new random key: its name is free. The daemon stages it while the destination
+        // is away, and pushes it before any manifest.
+        store
+            .backend()
+            .create(
+                &RemoteFile::SealingKey(&reference).key(),
+                Bytes::from(sealed),
+            )
+            .await?;
         Ok(sealer)
     }
 
@@ -324,15 +374,35 @@ impl Sealer {
     /// The reference of the key ids are made with: what a recipe of sealed files includes,
     /// so that new recipients make new files.
     pub fn key_reference(&self) -> &[u8; KEY_REFERENCE_LEN] {
-        &self.key_reference
+        &self.id_reference
     }
 
-    /// The stored form of a sealed object: compressed, encrypted to the recipients, framed.
+    /// The stored form of a sealed object: compressed, encrypted with the run's data key
+    /// (XChaCha20-Poly1305, the id as associated data), framed with the key's reference.
     pub fn seal_object(&self, id: &ObjectId, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
         let compressed =
             zstd::bulk::compress(plaintext, 3).map_err(|e| SealError::Encrypt(e.to_string()))?;
-        let ciphertext = self.encryption.recipients.encrypt(&compressed)?;
-        Ok(sealed::frame(id, &self.key_reference, &ciphertext))
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[..16].copy_from_slice(&self.nonce_prefix);
+        let count = self
+            .nonces
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        nonce[16..].copy_from_slice(&count.to_le_bytes());
+        let cipher = chacha20poly1305::XChaCha20Poly1305::new(&self.data_key);
+        let encrypted = cipher
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: &compressed,
+                    aad: id.as_bytes(),
+                },
+            )
+            .map_err(|e| SealError::Encrypt(e.to_string()))?;
+        let mut ciphertext = Vec::with_capacity(NONCE_LEN + encrypted.len());
+        ciphertext.extend_from_slice(&nonce);
+        ciphertext.extend_from_slice(&encrypted);
+        Ok(sealed::frame(id, &self.data_reference, &ciphertext))
     }
 
     /// A whole plain-layout file encrypted to the recipients: a binary age file.
@@ -341,11 +411,21 @@ impl Sealer {
     }
 }
 
-/// A reader's identities, and the id keys they opened.
+/// A reader's identities, and the run keys they opened.
 pub struct Keyring {
     identities: Vec<x25519::Identity>,
-    /// Id keys by reference, as read from `store/keys/` (`None`: not readable).
-    id_keys: Mutex<HashMap<[u8; KEY_REFERENCE_LEN], Option<[u8; 32]>>>,
+    /// Run keys by reference, as read from `store/keys/`.
+    run_keys: Mutex<HashMap<[u8; KEY_REFERENCE_LEN], Opened>>,
+}
+
+/// What became of a key file.
+#[derive(Clone, Copy)]
+enum Opened {
+    Keys(RunKeys),
+    /// Encrypted to other recipients.
+    Locked,
+    /// Missing or damaged.
+    Unusable,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -367,7 +447,7 @@ impl Keyring {
     fn new(identities: Vec<x25519::Identity>) -> Self {
         Self {
             identities,
-            id_keys: Mutex::new(HashMap::new()),
+            run_keys: Mutex::new(HashMap::new()),
         }
     }
 
@@ -450,9 +530,9 @@ impl Keyring {
                 .is_ok()
     }
 
-    /// The plaintext of a stored object: a plain one as it is, a sealed one decrypted and
-    /// checked against its keyed id (with the key at `store/keys/`). `what` names the
-    /// object in errors.
+    /// The plaintext of a stored object: a plain one as it is, a sealed one decrypted with
+    /// its run's data key (read from `store/keys/` with these identities) and checked
+    /// against its keyed id. `what` names the object in errors.
     pub async fn open_object(
         &self,
         store: &Store,
@@ -460,6 +540,7 @@ impl Keyring {
         id: &ObjectId,
         blob: Bytes,
     ) -> Result<Bytes, SealError> {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
         if !sealed::is_sealed(&blob) {
             return Ok(blob);
         }
@@ -467,28 +548,54 @@ impl Keyring {
             what: what.to_string(),
             problem: problem.to_string(),
         };
+        if self.identities.is_empty() {
+            return Err(SealError::NoIdentity {
+                what: what.to_string(),
+            });
+        }
         let parts = sealed::parse(id, &blob).ok_or_else(|| damaged("its frame is damaged"))?;
-        let compressed = self.open_file(what, parts.ciphertext)?;
+        let keys = match self.run_keys(store, &parts.key_reference).await? {
+            Opened::Keys(keys) => keys,
+            Opened::Locked => {
+                return Err(SealError::NoMatchingIdentity {
+                    what: what.to_string(),
+                    identities: self.identities.len(),
+                });
+            }
+            Opened::Unusable => {
+                return Err(damaged("the key it was sealed with is missing or damaged"));
+            }
+        };
+        let (nonce, encrypted) = parts
+            .ciphertext
+            .split_at_checked(NONCE_LEN)
+            .ok_or_else(|| damaged("it is cut short"))?;
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| damaged("no nonce"))?;
+        let compressed = chacha20poly1305::XChaCha20Poly1305::new(&keys.data_key)
+            .decrypt(
+                &nonce.into(),
+                Payload {
+                    msg: encrypted,
+                    aad: id.as_bytes(),
+                },
+            )
+            .map_err(|_| damaged("it does not decrypt with its key"))?;
         let plaintext = zstd::stream::decode_all(&compressed[..])
             .map_err(|_| damaged("cannot decompress it once decrypted"))?;
-        match self.id_key(store, &parts.key_reference).await? {
-            Some(key) if *blake3::keyed_hash(&key, &plaintext).as_bytes() != *id.as_bytes() => {
-                return Err(damaged("its content does not match its id"));
-            }
-            Some(_) => {}
-            None => return Err(damaged("the key of its id is not readable")),
+        if *blake3::keyed_hash(&keys.id_key, &plaintext).as_bytes() != *id.as_bytes() {
+            return Err(damaged("its content does not match its id"));
         }
         Ok(Bytes::from(plaintext))
     }
 
-    /// The id key stored under `reference`, read and decrypted once.
-    async fn id_key(
+    /// The run keys stored under `reference`, read and decrypted once.
+    async fn run_keys(
         &self,
         store: &Store,
         reference: &[u8; KEY_REFERENCE_LEN],
-    ) -> Result<Option<[u8; 32]>, SealError> {
+    ) -> Result<Opened, SealError> {
         if let Some(known) = self
-            .id_keys
+            .run_keys
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(reference)
@@ -498,18 +605,16 @@ impl Keyring {
         let name = hex::encode(reference);
         let key = RemoteFile::SealingKey(&name).key();
         let found = match store.backend().get_opt(&key).await? {
-            None => None,
-            Some(data) => {
-                let opened = self.open_file(&key, &data)?;
-                let stored: Option<StoredKey> = serde_json::from_slice(&opened).ok();
-                stored.and_then(|s| {
-                    let mut out = [0u8; 32];
-                    hex::decode_to_slice(s.key.trim(), &mut out).ok()?;
-                    (reference_of(&out) == *reference).then_some(out)
-                })
-            }
+            None => Opened::Unusable,
+            Some(data) => match self.open_file(&key, &data) {
+                Ok(opened) => {
+                    StoredKeys::parse(&opened, reference).map_or(Opened::Unusable, Opened::Keys)
+                }
+                Err(e) if e.is_locked() => Opened::Locked,
+                Err(_) => Opened::Unusable,
+            },
         };
-        self.id_keys
+        self.run_keys
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(*reference, found);
@@ -599,5 +704,50 @@ mod tests {
         use age::secrecy::ExposeSecret;
         std::fs::write(&path, format!("{}\n", identity.to_string().expose_secret())).unwrap();
         assert_eq!(Keyring::load(&[path]).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_sealed_object_opens_with_an_identity_of_its_run_only() {
+        use crate::store::{DynBackend, MemoryBackend, StoreConfig};
+        let (identity, recipient) = pair();
+        let (stranger, _) = pair();
+        let cache = tempfile::tempdir().unwrap();
+        let backend: DynBackend = std::sync::Arc::new(MemoryBackend::default());
+        let store = Store::open(backend, cache.path(), StoreConfig::default())
+            .await
+            .unwrap();
+        let encryption = Encryption {
+            recipients: Recipients::parse([("r".to_string(), recipient.as_str())]).unwrap(),
+            resources: vec!["secrets".to_string()],
+        };
+        let sealer = Sealer::open(&store, &encryption).await.unwrap();
+        let plaintext = br#"{"kind":"Secret","data":{"p":"aHVudGVyMg=="}}"#;
+        let id = sealer.id_of(plaintext);
+        assert_ne!(id, ObjectId::of(plaintext), "a sealed id is keyed");
+        let blob = Bytes::from(sealer.seal_object(&id, plaintext).unwrap());
+        assert!(sealed::matches(&id, &blob));
+        assert!(!blob.windows(8).any(|w| w == b"aHVudGVy"));
+
+        let keyring = Keyring::new(vec![stranger.clone(), identity]);
+        let opened = keyring.open_object(&store, "o", &id, blob.clone()).await;
+        assert_eq!(&opened.unwrap()[..], plaintext);
+        // The same cache and recipients give the same id in the next run, with a new key.
+        let next = Sealer::open(&store, &encryption).await.unwrap();
+        assert_eq!(next.id_of(plaintext), id);
+        assert_ne!(next.data_reference, sealer.data_reference);
+
+        let wrong = Keyring::new(vec![stranger]);
+        let err = wrong.open_object(&store, "o", &id, blob.clone()).await;
+        assert!(err.unwrap_err().is_locked());
+        let none = Keyring::default()
+            .open_object(&store, "o", &id, blob.clone())
+            .await;
+        assert!(matches!(none, Err(SealError::NoIdentity { .. })));
+        // Plain objects pass through without a key.
+        let plain = Bytes::from_static(b"{}");
+        let opened = Keyring::default()
+            .open_object(&store, "o", &ObjectId::of(b"{}"), plain.clone())
+            .await;
+        assert_eq!(opened.unwrap(), plain);
     }
 }

@@ -31,17 +31,17 @@ use crate::kube::{
     Api, ApiError, ConnectError, DiscoveryError, ResourceType, RetryPolicy, Skipped, discover,
 };
 use crate::repo::identity;
-use crate::repo::manifest::{self, Manifest, ManifestObject, ManifestResource, SnapshotStats};
-
 use crate::repo::list_file;
-use crate::repo::manifest::SealedFile;
+use crate::repo::manifest::{
+    self, Manifest, ManifestObject, ManifestResource, SealedFile, SnapshotStats,
+};
 use crate::seal::{Encryption, SealError, Sealer};
 use crate::store::cache::Table;
 use crate::store::{ObjectId, SnapshotTime, Store, StoreError};
+use crate::task;
 
 /// The local index's table of sealed plain-layout files: recipe -> the file stored for it.
 const SEALED_FILES_TABLE: &str = "sealed-files";
-use crate::task;
 
 /// How to read the cluster.
 #[derive(Debug, Clone)]
@@ -311,7 +311,7 @@ impl Lister<'_> {
             self.list_changes(index, rt, &previous, &mut changes)
                 .await?
         };
-        let (outcome, seen_now) = match read {
+        let (mut outcome, seen_now) = match read {
             Some(seen_now) => (changes, seen_now),
             None => {
                 let (mut full, seen_now) = self.list_full(index, rt, &previous).await?;
@@ -321,7 +321,6 @@ impl Lister<'_> {
                 (full, seen_now)
             }
         };
-        let mut outcome = outcome;
         if let (Some(sealer), None) = (sealer, &outcome.skipped) {
             match self.seal_files(sealer, &mut outcome) {
                 Ok(files) => {

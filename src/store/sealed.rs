@@ -8,8 +8,8 @@
 //! sealed object is then caught on every read, like a plain one, also by readers without an
 //! identity (prune, verify, local pack copies).
 //!
-//! Layout: `MAGIC | key reference (16) | check (16) | age ciphertext`. The magic starts with
-//! a zero byte, which no JSON object starts with. This module knows nothing of keys or age.
+//! Layout: `MAGIC | key reference (16) | check (16) | ciphertext`. The magic starts with a
+//! zero byte, which no JSON object starts with. This module knows nothing of keys or ciphers.
 
 use super::id::ObjectId;
 
@@ -23,9 +23,9 @@ const HEADER_LEN: usize = MAGIC.len() + KEY_REFERENCE_LEN + CHECK_LEN;
 /// The parts of a sealed object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sealed<'a> {
-    /// Which key the object's id is keyed with.
+    /// Which key the object is encrypted with (a file under `store/keys/`).
     pub key_reference: [u8; KEY_REFERENCE_LEN],
-    /// The age file of the (zstd-compressed) object.
+    /// The encrypted (zstd-compressed) object.
     pub ciphertext: &'a [u8],
 }
 

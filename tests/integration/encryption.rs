@@ -24,6 +24,7 @@ use kube_sim::SimConfig;
 use serde_json::{Value, json};
 
 use crate::support::cluster::Cluster;
+use crate::support::objects::base64;
 use crate::support::s3_server::{self, S3Server};
 use crate::support::{binary, clean_command, with_s3};
 
@@ -43,28 +44,6 @@ const VALUES: [&str; 2] = [
 /// A restore leaves `kube-system` and `default` out unless asked; the tests compare the
 /// other namespaces.
 const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
-
-/// Standard base64 with padding, as Secret `data` holds values.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 /// An age key pair made with `age-keygen`: the identity file and its public key.
 struct AgeKey {

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::binary as kube_autosave;
 use crate::support::cluster::Cluster;
+use crate::support::objects::base64;
 
 const NAMESPACE: &str = "payments";
 const NAME: &str = "db-credentials";
@@ -18,32 +19,10 @@ const NAME: &str = "db-credentials";
 /// they cannot appear in output by chance.
 const VALUES: [&str; 2] = ["hunter2-Zq8vLx3-before", "hunter2-Wm5pRt9-after"];
 
-fn base64(text: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = text.as_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// The Secret as `kubectl apply` leaves it: the values in `data`, and the applied object,
 /// values included, in the last-applied annotation.
 fn secret(value: &str) -> Value {
-    let data = json!({"password": base64(value), "username": base64("payments-app")});
+    let data = json!({"password": base64(value.as_bytes()), "username": base64(b"payments-app")});
     let applied = json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -70,7 +49,7 @@ fn secret(value: &str) -> Value {
 fn forbidden() -> Vec<String> {
     VALUES
         .iter()
-        .flat_map(|v| [v.to_string(), base64(v)])
+        .flat_map(|v| [v.to_string(), base64(v.as_bytes())])
         .collect()
 }
 
@@ -267,5 +246,5 @@ async fn no_command_prints_a_secret_value() {
             .expect("the Secret is restored"),
     )
     .unwrap();
-    assert_eq!(restored["data"]["password"], base64(VALUES[1]));
+    assert_eq!(restored["data"]["password"], base64(VALUES[1].as_bytes()));
 }
