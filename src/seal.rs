@@ -229,6 +229,24 @@ fn random<const N: usize>() -> std::io::Result<[u8; N]> {
 /// Bytes of a sealed object's nonce (XChaCha20-Poly1305).
 const NONCE_LEN: usize = 24;
 
+/// Compresses one object before it is encrypted (nothing compresses it after), with a
+/// context kept per thread: objects are small and many, and a context costs more to set up
+/// than an object to compress.
+fn compress(plaintext: &[u8]) -> std::io::Result<Vec<u8>> {
+    thread_local! {
+        static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    CONTEXT.with(|context| {
+        let mut context = context.borrow_mut();
+        let compressor = match context.as_mut() {
+            Some(c) => c,
+            None => context.insert(zstd::bulk::Compressor::new(3)?),
+        };
+        compressor.compress(plaintext)
+    })
+}
+
 /// The local random key sealed ids are derived from: created on first use, readable by the
 /// owner only.
 fn local_base_key(path: &Path) -> Result<[u8; 32], SealError> {
@@ -381,8 +399,7 @@ impl Sealer {
     /// (XChaCha20-Poly1305, the id as associated data), framed with the key's reference.
     pub fn seal_object(&self, id: &ObjectId, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
         use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-        let compressed =
-            zstd::bulk::compress(plaintext, 3).map_err(|e| SealError::Encrypt(e.to_string()))?;
+        let compressed = compress(plaintext).map_err(|e| SealError::Encrypt(e.to_string()))?;
         let mut nonce = [0u8; NONCE_LEN];
         nonce[..16].copy_from_slice(&self.nonce_prefix);
         let count = self

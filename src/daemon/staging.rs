@@ -226,8 +226,7 @@ pub async fn push_staged(backend: &StagingBackend, concurrency: usize) -> StoreR
                     Folder::Snapshots => push_manifest(backend, &meta.key, data).await?,
                     Folder::Exports | Folder::Keys => {
                         // Another writer that finished the same export wrote the same
-                        // fact; its record stands. A sealing key is made once per local
-                        // cache and recipients; the first copy stored is the one.
+                        // fact; its record stands. A run's sealing keys are stored once.
                         backend.remote.create(&meta.key, data).await?;
                         None
                     }

@@ -263,7 +263,19 @@ impl Exporter<'_> {
             }
         }
         let data = match &file.sealed {
-            Some(sealed) => self.store.get(&sealed.id).await.map_err(fail)?,
+            // From the local copy of its pack when there is one, as rendered files' objects.
+            Some(sealed) => {
+                let mut read: Vec<(ObjectId, Bytes)> = self
+                    .store
+                    .get_many(vec![sealed.id])
+                    .try_collect()
+                    .await
+                    .map_err(fail)?;
+                read.pop()
+                    .map(|(_, data)| data)
+                    .ok_or(StoreError::MissingObject(sealed.id))
+                    .map_err(fail)?
+            }
             None => self.render(&file).await.map_err(fail)?,
         };
         let written = Written {

@@ -106,8 +106,8 @@ pub enum RemoteFile<'a> {
     Lock(&'a str),
     /// Which cluster the folder's snapshots are of.
     ClusterIdentity,
-    /// A key that sealed object ids are keyed with, encrypted to the recipients it was made
-    /// for, by its reference (see `crate::seal`).
+    /// The keys of one writer run's sealed objects, encrypted to the run's recipients, by
+    /// reference (see `crate::seal`).
     SealingKey(&'a str),
     /// A plain-layout file: `backup/<ts>/[<namespace>/]<name>`.
     Layout {
@@ -154,7 +154,7 @@ pub enum Folder<'a> {
     Exports,
     DroppedLayouts,
     Locks,
-    /// `store/keys/`: the keys of sealed object ids, each encrypted to its recipients.
+    /// `store/keys/`: the keys of sealed objects, each encrypted to its recipients.
     Keys,
     /// `backup/` itself
     BackupRoot,
