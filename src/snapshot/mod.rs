@@ -299,18 +299,23 @@ impl Lister<'_> {
     async fn list(&self, index: u32, rt: &ResourceType) -> Result<ResourceOutcome, WriterGone> {
         let mut previous = self.seen_cache.take(rt);
         let sealer = self.sealer_of(rt);
-        if sealer.is_some() {
+        let mut changes = ResourceOutcome::default();
+        let read = match sealer {
+            _ if previous.is_empty() => None,
+            None => {
+                self.list_changes(index, rt, &previous, &mut changes)
+                    .await?
+            }
+            Some(sealer) => {
+                self.list_sealed_changes(index, rt, sealer, &previous, &mut changes)
+                    .await?
+            }
+        };
+        if read.is_none() && sealer.is_some() {
             // A sealed group's file is rendered from every one of its objects, and sealed
-            // objects stored earlier are not readable here: read them all.
+            // objects stored earlier are not readable here: the full list reads them all.
             previous = ResourceSeen::default();
         }
-        let mut changes = ResourceOutcome::default();
-        let read = if previous.is_empty() {
-            None
-        } else {
-            self.list_changes(index, rt, &previous, &mut changes)
-                .await?
-        };
         let (mut outcome, seen_now) = match read {
             Some(seen_now) => (changes, seen_now),
             None => {
@@ -347,7 +352,18 @@ impl Lister<'_> {
 
     /// A list request for one page.
     fn page_path(&self, rt: &ResourceType, page_size: u32, token: Option<&str>) -> String {
-        let mut path = format!("{}?limit={page_size}", rt.collection_path(None));
+        self.namespace_page_path(rt, None, page_size, token)
+    }
+
+    /// A list request for one page of one namespace's objects (`None`: all namespaces).
+    fn namespace_page_path(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        page_size: u32,
+        token: Option<&str>,
+    ) -> String {
+        let mut path = format!("{}?limit={page_size}", rt.collection_path(namespace));
         if let Some(selector) = &self.options.rules.label_selector {
             path.push_str("&labelSelector=");
             path.push_str(&encode_query(selector));
@@ -458,6 +474,143 @@ impl Lister<'_> {
             };
             if let Some(object) = self.clean(index, rt, item, outcome, &mut seen_now) {
                 self.objects.send(object).await.map_err(|_| WriterGone)?;
+            }
+        }
+        self.seen.fetch_add(count, Ordering::Relaxed);
+        (self.progress)(Progress::Page { objects: count });
+        Ok(Some(seen_now))
+    }
+
+    /// For a sealed resource: lists the metadata only, takes the namespaces where nothing
+    /// changed as the previous snapshot saw them, file included, and lists each namespace
+    /// where something changed in full, since its file is rendered from all its objects.
+    /// `None` when a full list is the better or the only way (as for [`Self::list_changes`]);
+    /// its requests go into `outcome` either way.
+    async fn list_sealed_changes(
+        &self,
+        index: u32,
+        rt: &ResourceType,
+        sealer: &Sealer,
+        previous: &ResourceSeen,
+        outcome: &mut ResourceOutcome,
+    ) -> Result<Option<Vec<Seen>>, WriterGone> {
+        if !rt.namespaced {
+            return Ok(None);
+        }
+        let mut seen_now: Vec<Seen> = Vec::new();
+        let mut namespaces: BTreeMap<String, bool> = BTreeMap::new();
+        let mut token: Option<String> = None;
+        let mut count = 0u64;
+        loop {
+            let path = self.page_path(rt, self.options.page_size, token.as_deref());
+            outcome.pages += 1;
+            let Ok(body) = self.api.get(&path, METADATA_ACCEPT).await else {
+                return Ok(None);
+            };
+            let Ok(page) = serde_json::from_slice::<RawListPage>(&body) else {
+                return Ok(None);
+            };
+            if page.kind != "PartialObjectMetadataList" {
+                return Ok(None);
+            }
+            for raw in page.items {
+                count += 1;
+                let Ok(ItemHead { metadata: head }) = serde_json::from_str::<ItemHead>(raw.get())
+                else {
+                    return Ok(None);
+                };
+                let Some(namespace) = head.namespace.as_deref() else {
+                    return Ok(None);
+                };
+                // A namespace goes into a request path: only a valid one.
+                if unsafe_key(rt, Some(namespace), &head.name).is_some() {
+                    return Ok(None);
+                }
+                let reused = self.reuse(index, rt, &head, previous, outcome, &mut seen_now);
+                *namespaces.entry(namespace.to_string()).or_default() |= !reused;
+            }
+            match page.metadata.continue_token.filter(|t| !t.is_empty()) {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        // A namespace whose objects are all unchanged keeps its file, when the set of its
+        // objects is one a file was made for (an object deleted makes another set).
+        let mut reused: Vec<&ManifestObject> = outcome.entries.iter().collect();
+        reused.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let mut unchanged_files = Vec::new();
+        for group in reused.chunk_by(|a, b| a.namespace == b.namespace) {
+            let Some(namespace) = &group[0].namespace else {
+                continue;
+            };
+            if namespaces.get(namespace) == Some(&true) {
+                continue;
+            }
+            let ids: Vec<ObjectId> = group.iter().map(|e| e.id).collect();
+            match self.known_sealed_file(sealer, &ids) {
+                Some(file) => unchanged_files.push((Some(namespace.clone()), file)),
+                None => {
+                    namespaces.insert(namespace.clone(), true);
+                }
+            }
+        }
+        let all = namespaces.len();
+        let changed: Vec<String> = namespaces
+            .into_iter()
+            .filter_map(|(namespace, changed)| changed.then_some(namespace))
+            .collect();
+        // Reading most namespaces one by one costs more than one list of them all.
+        if changed.len() > 4 && changed.len() * 2 > all {
+            return Ok(None);
+        }
+        outcome.sealed_files.extend(unchanged_files);
+        let is_changed = |namespace: &Option<String>| {
+            namespace
+                .as_ref()
+                .is_some_and(|ns| changed.binary_search(ns).is_ok())
+        };
+        let removed: u64 = outcome
+            .entries
+            .iter()
+            .filter(|e| is_changed(&e.namespace))
+            .map(|e| u64::from(e.size))
+            .sum();
+        let excluded = seen_now
+            .iter()
+            .filter(|s| is_changed(&s.namespace) && matches!(s.outcome, Outcome::Excluded))
+            .count() as u64;
+        // Read again below, in full.
+        outcome.bytes -= removed;
+        outcome.excluded -= excluded;
+        outcome.entries.retain(|e| !is_changed(&e.namespace));
+        seen_now.retain(|s| !is_changed(&s.namespace));
+        for namespace in &changed {
+            let mut token: Option<String> = None;
+            loop {
+                let path = self.namespace_page_path(
+                    rt,
+                    Some(namespace),
+                    self.options.page_size,
+                    token.as_deref(),
+                );
+                outcome.pages += 1;
+                let Ok(body) = self.api.get(&path, "application/json").await else {
+                    return Ok(None);
+                };
+                let mut cleaned: Vec<(ObjectId, Bytes)> = Vec::new();
+                let parsed = parse_page(&body, |item| {
+                    cleaned.extend(self.clean(index, rt, item, outcome, &mut seen_now));
+                });
+                let Ok(metadata) = parsed else {
+                    return Ok(None);
+                };
+                for object in cleaned {
+                    self.objects.send(object).await.map_err(|_| WriterGone)?;
+                }
+                match metadata.continue_token.filter(|t| !t.is_empty()) {
+                    Some(next) => token = Some(next),
+                    None => break,
+                }
             }
         }
         self.seen.fetch_add(count, Ordering::Relaxed);
@@ -701,6 +854,14 @@ impl Lister<'_> {
         stored
     }
 
+    /// The sealed file stored earlier for a group of these objects, in this order.
+    fn known_sealed_file(&self, sealer: &Sealer, ids: &[ObjectId]) -> Option<SealedFile> {
+        let recipe = sealed_file_recipe(sealer, ids);
+        self.sealed_files
+            .and_then(|table| table.get(recipe.as_bytes()))
+            .filter(|file| self.store.contains(&file.id).unwrap_or(false))
+    }
+
     /// The sealer, when objects of `rt` are sealed.
     fn sealer_of(&self, rt: &ResourceType) -> Option<&Sealer> {
         self.sealer.filter(|sealer| sealer.seals(rt))
@@ -720,17 +881,9 @@ impl Lister<'_> {
         plaintexts.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         let mut new_files = Vec::new();
         for group in plaintexts.chunk_by(|a, b| a.0 == b.0) {
-            let mut recipe = blake3::Hasher::new_derive_key("kube-autosave sealed file v1");
-            recipe.update(sealer.key_reference());
-            for (_, _, id, _) in group {
-                recipe.update(id.as_bytes());
-            }
-            let recipe = recipe.finalize();
-            let known = self
-                .sealed_files
-                .and_then(|table| table.get(recipe.as_bytes()))
-                .filter(|file| self.store.contains(&file.id).unwrap_or(false));
-            let file = match known {
+            let ids: Vec<ObjectId> = group.iter().map(|g| g.2).collect();
+            let recipe = sealed_file_recipe(sealer, &ids);
+            let file = match self.known_sealed_file(sealer, &ids) {
                 Some(file) => file,
                 None => {
                     let objects: Vec<Bytes> = group.iter().map(|g| g.3.clone()).collect();
@@ -776,6 +929,16 @@ impl Lister<'_> {
         });
         outcome
     }
+}
+
+/// What a sealed file is made of: the key of its objects' ids and the ids, in order.
+fn sealed_file_recipe(sealer: &Sealer, ids: &[ObjectId]) -> blake3::Hash {
+    let mut recipe = blake3::Hasher::new_derive_key("kube-autosave sealed file v1");
+    recipe.update(sealer.key_reference());
+    for id in ids {
+        recipe.update(id.as_bytes());
+    }
+    recipe.finalize()
 }
 
 /// Takes one snapshot of the cluster behind `api` into `store` and writes its manifest.

@@ -889,3 +889,114 @@ async fn replaced_recipients_seal_new_snapshots_while_old_ones_keep_their_keys()
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert_eq!(restorable_secrets(&back).await, expected);
 }
+
+/// After churn (Secrets changed, added and deleted in some namespaces, others untouched),
+/// the next snapshot reads only the namespaces where Secrets changed in full and keeps the
+/// files of the others; its store and its `.age` files both hold every Secret as the
+/// cluster has it then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_churn_the_next_snapshot_holds_every_secret_as_the_cluster_has_it() {
+    let world = World::new(66).await;
+    let recipient = ["--recipient", world.key.recipient.as_str()];
+    world.snapshot(&recipient).await;
+    world.source.sim.churn(0.2, 7);
+    change_password(&world.source).await;
+    world.snapshot(&recipient).await;
+    let expected = restorable_secrets(&world.source).await;
+
+    let target = empty_cluster(false).await;
+    let output = world
+        .restore(&target, &["latest", "--identity", &world.identity()])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(restorable_secrets(&target).await, expected);
+
+    // The plain layout: each namespace's `.age` file holds its Secrets, no more, no less.
+    let keyring =
+        kube_autosave::seal::Keyring::load(std::slice::from_ref(&world.key.identity)).unwrap();
+    let times = world.layout_times();
+    let root = world
+        .s3
+        .bucket_dir()
+        .join(BASE)
+        .join("backup")
+        .join(&times[1]);
+    let mut in_layout = BTreeSet::new();
+    for (relative, data) in files_under(&root) {
+        let Some(namespace) = relative.strip_suffix("/secrets.json.age") else {
+            continue;
+        };
+        let list: Value =
+            serde_json::from_slice(&keyring.open_file(&relative, &data).unwrap()).unwrap();
+        for item in list["items"].as_array().unwrap() {
+            assert_eq!(item["metadata"]["namespace"], namespace, "{relative}");
+            if !SYSTEM_NAMESPACES.contains(&namespace) {
+                in_layout.insert(format!(
+                    "{namespace}/{}",
+                    item["metadata"]["name"].as_str().unwrap()
+                ));
+            }
+        }
+    }
+    let expected_names: BTreeSet<String> = expected.keys().cloned().collect();
+    assert_eq!(in_layout, expected_names);
+}
+
+/// One Secret changed: the next snapshot lists Secrets by their metadata and reads only its
+/// namespace in full, and that namespace's `.age` file holds the new value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_changed_secret_costs_a_read_of_its_namespace_only() {
+    let world = World::new(67).await;
+    let recipient = ["--recipient", world.key.recipient.as_str()];
+    world.snapshot(&recipient).await;
+    change_password(&world.source).await;
+    let in_namespace = restorable_secrets(&world.source)
+        .await
+        .keys()
+        .filter(|k| k.starts_with(&format!("{NAMESPACE}/")))
+        .count() as u64;
+    let all_secrets = world
+        .source
+        .sim
+        .objects()
+        .iter()
+        .filter(|k| k.group.is_empty() && k.resource == "secrets")
+        .count() as u64;
+    let before = world.source.sim.served();
+    world.snapshot(&recipient).await;
+    let served = world.source.sim.served() - before;
+    assert!(
+        served.full_list_items <= in_namespace + 2 && served.full_list_items < all_secrets,
+        "{served:?}: {in_namespace} Secrets in {NAMESPACE}, {all_secrets} in all"
+    );
+    assert!(served.metadata_list_items >= all_secrets, "{served:?}");
+
+    let keyring =
+        kube_autosave::seal::Keyring::load(std::slice::from_ref(&world.key.identity)).unwrap();
+    let times = world.layout_times();
+    let file = world
+        .s3
+        .bucket_dir()
+        .join(BASE)
+        .join("backup")
+        .join(&times[1])
+        .join(NAMESPACE)
+        .join("secrets.json.age");
+    let list: Value = serde_json::from_slice(
+        &keyring
+            .open_file("secrets.json.age", &std::fs::read(&file).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let secret = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["metadata"]["name"] == NAME)
+        .expect("the changed Secret is in its namespace's file");
+    assert_eq!(
+        secret["data"]["password"],
+        base64(VALUES[1].as_bytes()),
+        "the file holds the new value"
+    );
+}
