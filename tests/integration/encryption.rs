@@ -859,35 +859,27 @@ async fn replaced_recipients_seal_new_snapshots_while_old_ones_keep_their_keys()
 
     // The newer snapshot's Secrets: the new identity restores them, the old one cannot.
     let expected = restorable_secrets(&world.source).await;
-    let with_old = empty_cluster(false).await;
-    let output = world
-        .restore(
-            &with_old,
-            &[&times[1], "--identity", &old.identity.display().to_string()],
-        )
-        .await;
+    let restore = |time: &str, key: &AgeKey| {
+        let (time, identity) = (time.to_string(), key.identity.display().to_string());
+        let world = &world;
+        async move {
+            let target = empty_cluster(false).await;
+            let output = world
+                .restore(&target, &[&time, "--identity", &identity])
+                .await;
+            (target, output)
+        }
+    };
+    let (_, output) = restore(&times[1], old).await;
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(3), "{shown}");
     assert!(shown.contains(&format!("{NAMESPACE}/{NAME}")), "{shown}");
-    let with_new = empty_cluster(false).await;
-    let output = world
-        .restore(
-            &with_new,
-            &[&times[1], "--identity", &new.identity.display().to_string()],
-        )
-        .await;
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    assert_eq!(restorable_secrets(&with_new).await, expected);
-    // And the older snapshot with the old identity.
-    let back = empty_cluster(false).await;
-    let output = world
-        .restore(
-            &back,
-            &[&times[0], "--identity", &old.identity.display().to_string()],
-        )
-        .await;
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    assert_eq!(restorable_secrets(&back).await, expected);
+    // The new identity reads the newer snapshot, the old one the older.
+    for (time, key) in [(&times[1], &new), (&times[0], old)] {
+        let (target, output) = restore(time, key).await;
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        assert_eq!(restorable_secrets(&target).await, expected, "{time}");
+    }
 }
 
 /// After churn (Secrets changed, added and deleted in some namespaces, others untouched),
