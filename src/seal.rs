@@ -375,10 +375,6 @@ impl Sealer {
         Ok(sealer)
     }
 
-    pub fn encryption(&self) -> &Encryption {
-        &self.encryption
-    }
-
     /// Whether objects of `rt` are sealed.
     pub fn seals(&self, rt: &ResourceType) -> bool {
         self.encryption.seals(rt)
@@ -536,17 +532,6 @@ impl Keyring {
         Ok(out)
     }
 
-    /// Whether these identities can open the age file `data` (its header only is read).
-    pub fn can_open(&self, data: &[u8]) -> bool {
-        let Ok(decryptor) = age::Decryptor::new_buffered(data) else {
-            return false;
-        };
-        !self.identities.is_empty()
-            && decryptor
-                .decrypt(self.identities.iter().map(|i| i as &dyn age::Identity))
-                .is_ok()
-    }
-
     /// The plaintext of a stored object: a plain one as it is, a sealed one decrypted with
     /// its run's data key (read from `store/keys/` with these identities) and checked
     /// against its keyed id. `what` names the object in errors.
@@ -685,9 +670,7 @@ mod tests {
             keyring.open_file("f", &file).unwrap(),
             b"{\"kind\":\"List\"}"
         );
-        assert!(keyring.can_open(&file));
         let wrong = Keyring::new(vec![stranger]);
-        assert!(!wrong.can_open(&file));
         let err = wrong.open_file("file a.json.age", &file).unwrap_err();
         assert!(err.is_locked(), "{err}");
         let none = Keyring::default()
