@@ -856,7 +856,11 @@ impl Lister<'_> {
 
     /// The sealed file stored earlier for a group of these objects, in this order.
     fn known_sealed_file(&self, sealer: &Sealer, ids: &[ObjectId]) -> Option<SealedFile> {
-        let recipe = sealed_file_recipe(sealer, ids);
+        self.known_sealed_file_of(&sealed_file_recipe(sealer, ids))
+    }
+
+    /// The sealed file stored earlier for `recipe`, while the store holds it.
+    fn known_sealed_file_of(&self, recipe: &blake3::Hash) -> Option<SealedFile> {
         self.sealed_files
             .and_then(|table| table.get(recipe.as_bytes()))
             .filter(|file| self.store.contains(&file.id).unwrap_or(false))
@@ -883,7 +887,7 @@ impl Lister<'_> {
         for group in plaintexts.chunk_by(|a, b| a.0 == b.0) {
             let ids: Vec<ObjectId> = group.iter().map(|g| g.2).collect();
             let recipe = sealed_file_recipe(sealer, &ids);
-            let file = match self.known_sealed_file(sealer, &ids) {
+            let file = match self.known_sealed_file_of(&recipe) {
                 Some(file) => file,
                 None => {
                     let objects: Vec<Bytes> = group.iter().map(|g| g.3.clone()).collect();

@@ -246,11 +246,19 @@ impl World {
         times
     }
 
+    /// The folder of one snapshot's plain layout in the bucket.
+    fn layout_root(&self, time: &str) -> PathBuf {
+        self.s3.bucket_dir().join(BASE).join("backup").join(time)
+    }
+
     /// The files of one snapshot's plain layout: `[<namespace>/]<file>`.
     fn layout_files(&self, time: &str) -> BTreeSet<String> {
-        files_under(&self.s3.bucket_dir().join(BASE).join("backup").join(time))
-            .into_keys()
-            .collect()
+        files_under(&self.layout_root(time)).into_keys().collect()
+    }
+
+    /// The keyring of this world's identity, as a reader loads it.
+    fn keyring(&self) -> kube_autosave::seal::Keyring {
+        kube_autosave::seal::Keyring::load(std::slice::from_ref(&self.key.identity)).unwrap()
     }
 }
 
@@ -904,15 +912,8 @@ async fn after_churn_the_next_snapshot_holds_every_secret_as_the_cluster_has_it(
     assert_eq!(restorable_secrets(&target).await, expected);
 
     // The plain layout: each namespace's `.age` file holds its Secrets, no more, no less.
-    let keyring =
-        kube_autosave::seal::Keyring::load(std::slice::from_ref(&world.key.identity)).unwrap();
-    let times = world.layout_times();
-    let root = world
-        .s3
-        .bucket_dir()
-        .join(BASE)
-        .join("backup")
-        .join(&times[1]);
+    let keyring = world.keyring();
+    let root = world.layout_root(&world.layout_times()[1]);
     let mut in_layout = BTreeSet::new();
     for (relative, data) in files_under(&root) {
         let Some(namespace) = relative.strip_suffix("/secrets.json.age") else {
@@ -963,15 +964,9 @@ async fn one_changed_secret_costs_a_read_of_its_namespace_only() {
     );
     assert!(served.metadata_list_items >= all_secrets, "{served:?}");
 
-    let keyring =
-        kube_autosave::seal::Keyring::load(std::slice::from_ref(&world.key.identity)).unwrap();
-    let times = world.layout_times();
+    let keyring = world.keyring();
     let file = world
-        .s3
-        .bucket_dir()
-        .join(BASE)
-        .join("backup")
-        .join(&times[1])
+        .layout_root(&world.layout_times()[1])
         .join(NAMESPACE)
         .join("secrets.json.age");
     let list: Value = serde_json::from_slice(
