@@ -67,6 +67,20 @@ pub struct FileConfig {
     pub retention: Option<Policy>,
     /// Client-side encryption of Secrets (and other resources named) with age.
     pub encryption: Option<EncryptionConfig>,
+    /// How log lines are written: `text` or `json` (one object per line).
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people: one aligned line per event.
+    #[default]
+    Text,
+    /// For log pipelines: one JSON object per line, with the event's fields at the top
+    /// level (`snapshot`, `resource`, `namespace`, `key`, `error`, `duration_ms`, ...).
+    Json,
 }
 
 /// The `encryption:` section: the age recipients sealed resources are encrypted to.

@@ -185,13 +185,29 @@ pub async fn take(
 /// first: a crash, an outage or a failed export left their plain layout incomplete. Read
 /// from the destination, not from local state, so a fresh cache finds them too.
 pub async fn unexported(store: &Store) -> StoreResult<Vec<SnapshotTime>> {
+    Ok(export_state(store).await?.unexported)
+}
+
+/// Which snapshots at the destination are complete (pushed and exported) and which wait for
+/// their export.
+#[derive(Debug, Default)]
+pub struct ExportState {
+    /// Oldest first.
+    pub unexported: Vec<SnapshotTime>,
+    pub newest_exported: Option<SnapshotTime>,
+}
+
+pub async fn export_state(store: &Store) -> StoreResult<ExportState> {
     let exported: std::collections::HashSet<SnapshotTime> =
         Manifest::list_exported(store).await?.into_iter().collect();
-    Ok(Manifest::list(store)
-        .await?
-        .into_iter()
-        .filter(|time| !exported.contains(time))
-        .collect())
+    Ok(ExportState {
+        newest_exported: exported.iter().max().copied(),
+        unexported: Manifest::list(store)
+            .await?
+            .into_iter()
+            .filter(|time| !exported.contains(time))
+            .collect(),
+    })
 }
 
 /// Exports one snapshot whose manifest is stored, unless its export record shows it done.

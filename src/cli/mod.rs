@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, ConfigError, FileConfig};
+use crate::config::{self, ConfigError, FileConfig, LogFormat};
 use crate::export::ExportOptions;
 use crate::job::JobSettings;
 use crate::kube::ClusterOptions;
@@ -111,6 +111,10 @@ pub struct GlobalArgs {
     /// More log output (-v: debug, -vv: trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// How log lines are written: text, or json for log pipelines (one object per line)
+    /// [default: the config's logFormat, else text].
+    #[arg(long, global = true, env = "KUBE_AUTOSAVE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -332,7 +336,22 @@ impl Common {
     }
 }
 
-fn init_logging(verbose: u8) {
+/// The log format: the flag or its variable, else the config's `logFormat`. Logging starts
+/// before the command reads its configuration, so the file is read here too; a file that
+/// does not load leaves text, and the command reports what is wrong with it.
+fn log_format(global: &GlobalArgs) -> LogFormat {
+    if let Some(format) = global.log_format {
+        return format;
+    }
+    global
+        .config
+        .as_deref()
+        .and_then(|path| FileConfig::load(path).ok())
+        .and_then(|file| file.log_format)
+        .unwrap_or_default()
+}
+
+fn init_logging(verbose: u8, format: LogFormat) {
     let default = match verbose {
         0 => "kube_autosave=info",
         1 => "kube_autosave=debug,info",
@@ -340,18 +359,29 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KUBE_AUTOSAVE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // One object per event with its fields at the top level, and no span context:
+        // the field names are the interface log pipelines match on.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Parses the command line, runs the command, and returns the process exit code.
 pub async fn main() -> i32 {
     let cli = Cli::parse();
-    init_logging(cli.global.verbose);
+    init_logging(cli.global.verbose, log_format(&cli.global));
     let code = match &cli.command {
         Command::Snapshot(cluster) => snapshot::snapshot(&cli.global, cluster).await,
         Command::Run(args) => run::run(&cli.global, args).await,

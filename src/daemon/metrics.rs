@@ -1,235 +1,402 @@
 //! What the daemon tells Kubernetes and Prometheus: `/healthz` (the process serves),
 //! `/readyz` (the first snapshot is staged, or the daemon is switched off and idle on
-//! purpose), `/metrics` in the Prometheus text format.
+//! purpose), `/metrics` in the OpenMetrics text format, through the Prometheus client
+//! crate (names, HELP, TYPE and units are its business, not ours). It only reports: it never
+//! decides anything the daemon does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::{Registry, Unit};
 
-/// The daemon's figures; every field is updated as things happen.
-#[derive(Debug, Default)]
+use crate::kube::Skipped;
+use crate::store::SnapshotTime;
+
+/// The labels of a failure: the step (`snapshot`, `push`, `export`, `prune`) and a short
+/// reason such as `access_denied`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub step: &'static str,
+    pub reason: &'static str,
+}
+
+/// The labels of a skipped resource: `deployments.apps`, or a whole group version, and why
+/// (see [`Skipped::reason_code`]).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SkipLabels {
+    pub resource: String,
+    pub reason: &'static str,
+}
+
+/// The daemon's figures, registered once with the Prometheus client; every one is updated
+/// as things happen, except the age of the last complete snapshot, worked out at each
+/// scrape.
+#[derive(Debug)]
 pub struct Metrics {
+    registry: Registry,
+    /// Read by `/readyz` too.
     pub ready: AtomicBool,
     /// Switched off by the configuration: nothing to wait for.
     pub disabled: AtomicBool,
-    pub snapshots_taken: AtomicU64,
-    pub snapshot_failures: AtomicU64,
-    pub last_snapshot_timestamp: AtomicU64,
-    pub last_snapshot_duration_ms: AtomicU64,
-    pub last_snapshot_objects: AtomicU64,
-    pub last_snapshot_new_objects: AtomicU64,
-    pub last_snapshot_skipped: AtomicU64,
-    pub pushes: AtomicU64,
-    pub push_failures: AtomicU64,
-    /// Snapshots whose export failed for another reason than an outage (each try).
-    pub export_failures: AtomicU64,
-    pub last_push_timestamp: AtomicU64,
-    pub snapshots_pending: AtomicU64,
     pub pushing: AtomicBool,
     /// Staging holds its limit or more; no new snapshot until pushes make room.
     pub staging_full: AtomicBool,
-    pub staging_bytes: AtomicU64,
-    pub bytes_uploaded: AtomicU64,
-    pub bytes_copied: AtomicU64,
+    /// When the daemon started, the age's base while no complete snapshot is known.
+    started: u64,
+    enabled_gauge: Gauge,
+    ready_gauge: Gauge,
+    pushing_gauge: Gauge,
+    staging_full_gauge: Gauge,
+    pub interval: Gauge,
+    pub snapshots_taken: Counter,
+    pub snapshot_failures: Counter,
+    pub snapshot_duration: Histogram,
+    pub last_snapshot_timestamp: Gauge,
+    pub last_snapshot_objects: Gauge,
+    pub last_snapshot_new_objects: Gauge,
+    pub last_snapshot_skipped: Gauge,
+    pub resources_skipped: Family<SkipLabels, Counter>,
+    /// The capture time of the newest snapshot pushed and exported (0 while none is known).
+    pub last_complete_timestamp: Gauge,
+    complete_age: Gauge,
+    pub pushes: Counter,
+    pub push_failures: Counter,
+    pub push_duration: Histogram,
+    /// Snapshots whose export failed for another reason than an outage (each try).
+    pub export_failures: Counter,
+    pub last_push_timestamp: Gauge,
+    pub snapshots_pending: Gauge,
+    pub staging_bytes: Gauge,
+    pub bytes_uploaded: Counter,
+    pub bytes_copied: Counter,
     /// Snapshots the retention policy removed.
-    pub snapshots_forgotten: AtomicU64,
+    pub snapshots_forgotten: Counter,
     /// Bytes the prunes took off the destination.
-    pub prune_reclaimed_bytes: AtomicU64,
-    pub last_prune_timestamp: AtomicU64,
-    pub prune_failures: AtomicU64,
-    /// Failures by step (`snapshot`, `push`, `export`) and reason, e.g. `access_denied`.
-    pub failures: Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+    pub prune_reclaimed_bytes: Counter,
+    pub last_prune_timestamp: Gauge,
+    pub prune_failures: Counter,
+    /// Failures by step and reason.
+    pub failures: Family<FailureLabels, Counter>,
+}
+
+/// A labelled family that is described (HELP, TYPE) before its first event: Prometheus and
+/// the alerts then know the name from the first scrape, where the client would leave an
+/// empty family out.
+#[derive(Debug)]
+struct Declared<S, M: 'static>(Family<S, M>);
+
+impl<S, M> EncodeMetric for Declared<S, M>
+where
+    S: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync,
+    M: EncodeMetric + TypedMetric + Default + std::fmt::Debug + Send + Sync,
+{
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Snapshot durations, 1 s to about an hour; a push takes from half a second (nothing new)
+/// to hours (a first push of a large cluster over a slow link).
+fn snapshot_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(1.0, 2.0, 13)
+}
+
+fn push_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.5, 2.0, 16)
 }
 
 impl Metrics {
-    pub fn set(&self, field: &AtomicU64, value: u64) {
-        field.store(value, Ordering::Relaxed);
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kube_autosave");
+        // Helpers that register and hand back a metric, so each reads on one line below.
+        fn gauge(r: &mut Registry, name: &str, help: &str) -> Gauge {
+            let g = Gauge::default();
+            r.register(name, help, g.clone());
+            g
+        }
+        fn gauge_in(r: &mut Registry, name: &str, unit: Unit, help: &str) -> Gauge {
+            let g = Gauge::default();
+            r.register_with_unit(name, help, unit, g.clone());
+            g
+        }
+        fn counter(r: &mut Registry, name: &str, help: &str) -> Counter {
+            let c = Counter::default();
+            r.register(name, help, c.clone());
+            c
+        }
+        fn counter_in(r: &mut Registry, name: &str, unit: Unit, help: &str) -> Counter {
+            let c = Counter::default();
+            r.register_with_unit(name, help, unit, c.clone());
+            c
+        }
+        let r = &mut registry;
+        let enabled_gauge = gauge(
+            r,
+            "enabled",
+            "0 when the configuration switches snapshots off",
+        );
+        let ready_gauge = gauge(r, "ready", "1 once the first snapshot is staged");
+        let interval = gauge_in(
+            r,
+            "snapshot_interval",
+            Unit::Seconds,
+            "The configured time between snapshots",
+        );
+        let snapshots_taken = counter(r, "snapshots", "Snapshots taken (staged)");
+        let snapshot_failures = counter(r, "snapshot_failures", "Snapshots that failed");
+        let snapshot_duration = Histogram::new(snapshot_buckets());
+        r.register_with_unit(
+            "snapshot_duration",
+            "How long taking and staging a snapshot took",
+            Unit::Seconds,
+            snapshot_duration.clone(),
+        );
+        let last_snapshot_timestamp = gauge_in(
+            r,
+            "last_snapshot_timestamp",
+            Unit::Seconds,
+            "Unix time of the last successful snapshot (staged)",
+        );
+        let last_snapshot_objects =
+            gauge(r, "last_snapshot_objects", "Objects in the last snapshot");
+        let last_snapshot_new_objects = gauge(
+            r,
+            "last_snapshot_new_objects",
+            "Objects the last snapshot stored for the first time",
+        );
+        let last_snapshot_skipped = gauge(
+            r,
+            "last_snapshot_resources_skipped",
+            "Resources, groups or objects the last snapshot could not read",
+        );
+        let resources_skipped = Family::<SkipLabels, Counter>::default();
+        r.register(
+            "resources_skipped",
+            "Resources, groups or objects left out of snapshots, by resource and reason",
+            Declared(resources_skipped.clone()),
+        );
+        let last_complete_timestamp = gauge_in(
+            r,
+            "last_complete_snapshot_timestamp",
+            Unit::Seconds,
+            "Unix time at which the newest snapshot pushed and exported was taken (0 while none is known)",
+        );
+        let complete_age = gauge_in(
+            r,
+            "last_complete_snapshot_age",
+            Unit::Seconds,
+            "Seconds since the newest snapshot pushed and exported was taken; since the daemon \
+             started while none is known",
+        );
+        let pushes = counter(r, "pushes", "Successful pushes to the destination");
+        let push_failures = counter(
+            r,
+            "push_failures",
+            "Pushes that failed (retried every push interval)",
+        );
+        let push_duration = Histogram::new(push_buckets());
+        r.register_with_unit(
+            "push_duration",
+            "How long a push and the exports it finished took, successful or not",
+            Unit::Seconds,
+            push_duration.clone(),
+        );
+        let export_failures = counter(
+            r,
+            "export_failures",
+            "Exports of a pushed snapshot that failed for another reason than an outage \
+             (a damaged manifest or pack); retried every push interval",
+        );
+        let last_push_timestamp = gauge_in(
+            r,
+            "last_push_timestamp",
+            Unit::Seconds,
+            "Unix time of the last successful push",
+        );
+        let snapshots_pending = gauge(
+            r,
+            "snapshots_pending",
+            "Snapshots staged locally and not yet pushed and exported",
+        );
+        let pushing_gauge = gauge(r, "pushing", "1 while a push is under way");
+        let staging_bytes = gauge_in(
+            r,
+            "staging",
+            Unit::Bytes,
+            "Bytes staged on local disk and not yet pushed",
+        );
+        let staging_full_gauge = gauge(
+            r,
+            "staging_full",
+            "1 while staging holds its limit: snapshots are paused until pushes make room",
+        );
+        let bytes_uploaded = counter_in(
+            r,
+            "uploaded",
+            Unit::Bytes,
+            "Bytes uploaded to the destination",
+        );
+        let bytes_copied = counter_in(
+            r,
+            "copied",
+            Unit::Bytes,
+            "Bytes copied server-side at the destination",
+        );
+        let snapshots_forgotten = counter(
+            r,
+            "snapshots_forgotten",
+            "Snapshots the retention policy removed",
+        );
+        let prune_reclaimed_bytes = counter_in(
+            r,
+            "prune_reclaimed",
+            Unit::Bytes,
+            "Bytes prunes took off the destination (plain-layout files, packs)",
+        );
+        let last_prune_timestamp = gauge_in(
+            r,
+            "last_prune_timestamp",
+            Unit::Seconds,
+            "Unix time of the last successful prune",
+        );
+        let prune_failures = counter(
+            r,
+            "prune_failures",
+            "Applications of the retention policy that failed (tried again after the next push)",
+        );
+        let failures = Family::<FailureLabels, Counter>::default();
+        r.register(
+            "failures",
+            "Failed snapshots, pushes, exports and prunes by step and reason (outages are retried)",
+            Declared(failures.clone()),
+        );
+        Self {
+            registry,
+            ready: AtomicBool::new(false),
+            disabled: AtomicBool::new(false),
+            pushing: AtomicBool::new(false),
+            staging_full: AtomicBool::new(false),
+            started: unix_now(),
+            enabled_gauge,
+            ready_gauge,
+            pushing_gauge,
+            staging_full_gauge,
+            interval,
+            snapshots_taken,
+            snapshot_failures,
+            snapshot_duration,
+            last_snapshot_timestamp,
+            last_snapshot_objects,
+            last_snapshot_new_objects,
+            last_snapshot_skipped,
+            resources_skipped,
+            last_complete_timestamp,
+            complete_age,
+            pushes,
+            push_failures,
+            push_duration,
+            export_failures,
+            last_push_timestamp,
+            snapshots_pending,
+            staging_bytes,
+            bytes_uploaded,
+            bytes_copied,
+            snapshots_forgotten,
+            prune_reclaimed_bytes,
+            last_prune_timestamp,
+            prune_failures,
+            failures,
+        }
     }
 
-    pub fn add(&self, field: &AtomicU64, value: u64) {
-        field.fetch_add(value, Ordering::Relaxed);
+    /// Sets a gauge from a count or a size (which never reach `i64::MAX`).
+    pub fn set(&self, gauge: &Gauge, value: u64) {
+        gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
     }
 
     /// Counts one failure of `step` for `reason`.
     pub fn failed(&self, step: &'static str, reason: &'static str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        *failures.entry((step, reason)).or_default() += 1;
+        self.failures
+            .get_or_create(&FailureLabels { step, reason })
+            .inc();
     }
 
-    /// The Prometheus text exposition of every figure.
+    /// Counts what the last snapshot left out, and keeps their number for the gauge.
+    pub fn skipped(&self, skipped: &[Skipped]) {
+        self.set(&self.last_snapshot_skipped, skipped.len() as u64);
+        for s in skipped {
+            self.resources_skipped
+                .get_or_create(&SkipLabels {
+                    resource: s.resource_label(),
+                    reason: s.reason_code(),
+                })
+                .inc();
+        }
+    }
+
+    /// Records a snapshot pushed and exported, taken at `taken`; an older one than the
+    /// newest known changes nothing.
+    pub fn completed(&self, taken: &SnapshotTime) {
+        let at = taken.datetime().timestamp();
+        if at > self.last_complete_timestamp.get() {
+            self.last_complete_timestamp.set(at);
+        }
+    }
+
+    /// The OpenMetrics text exposition of every figure.
     pub fn render(&self) -> String {
-        let get = |f: &AtomicU64| f.load(Ordering::Relaxed);
-        let flag = |f: &AtomicBool| u64::from(f.load(Ordering::Relaxed));
-        let rows: [(&str, &str, &str, u64); 23] = [
-            (
-                "kube_autosave_enabled",
-                "gauge",
-                "0 when the configuration switches snapshots off",
-                1 - flag(&self.disabled),
-            ),
-            (
-                "kube_autosave_ready",
-                "gauge",
-                "1 once the first snapshot is staged",
-                flag(&self.ready),
-            ),
-            (
-                "kube_autosave_snapshots_total",
-                "counter",
-                "Snapshots taken (staged)",
-                get(&self.snapshots_taken),
-            ),
-            (
-                "kube_autosave_snapshot_failures_total",
-                "counter",
-                "Snapshots that failed",
-                get(&self.snapshot_failures),
-            ),
-            (
-                "kube_autosave_last_snapshot_timestamp_seconds",
-                "gauge",
-                "Unix time of the last successful snapshot",
-                get(&self.last_snapshot_timestamp),
-            ),
-            (
-                "kube_autosave_last_snapshot_duration_seconds",
-                "gauge",
-                "Duration of the last snapshot",
-                0,
-            ),
-            (
-                "kube_autosave_last_snapshot_objects",
-                "gauge",
-                "Objects in the last snapshot",
-                get(&self.last_snapshot_objects),
-            ),
-            (
-                "kube_autosave_last_snapshot_new_objects",
-                "gauge",
-                "Objects the last snapshot stored for the first time",
-                get(&self.last_snapshot_new_objects),
-            ),
-            (
-                "kube_autosave_last_snapshot_resources_skipped",
-                "gauge",
-                "Resources or groups the last snapshot could not read",
-                get(&self.last_snapshot_skipped),
-            ),
-            (
-                "kube_autosave_pushes_total",
-                "counter",
-                "Successful pushes to the destination",
-                get(&self.pushes),
-            ),
-            (
-                "kube_autosave_push_failures_total",
-                "counter",
-                "Pushes that failed (retried every push interval)",
-                get(&self.push_failures),
-            ),
-            (
-                "kube_autosave_export_failures_total",
-                "counter",
-                "Exports of a pushed snapshot that failed for another reason than an outage \
-                 (a damaged manifest or pack); retried every push interval",
-                get(&self.export_failures),
-            ),
-            (
-                "kube_autosave_last_push_timestamp_seconds",
-                "gauge",
-                "Unix time of the last successful push",
-                get(&self.last_push_timestamp),
-            ),
-            (
-                "kube_autosave_snapshots_pending",
-                "gauge",
-                "Snapshots staged locally and not yet pushed and exported",
-                get(&self.snapshots_pending),
-            ),
-            (
-                "kube_autosave_pushing",
-                "gauge",
-                "1 while a push is under way",
-                flag(&self.pushing),
-            ),
-            (
-                "kube_autosave_staging_bytes",
-                "gauge",
-                "Bytes staged on local disk and not yet pushed",
-                get(&self.staging_bytes),
-            ),
-            (
-                "kube_autosave_staging_full",
-                "gauge",
-                "1 while staging holds its limit: snapshots are paused until pushes make room",
-                flag(&self.staging_full),
-            ),
-            (
-                "kube_autosave_uploaded_bytes_total",
-                "counter",
-                "Bytes uploaded to the destination",
-                get(&self.bytes_uploaded),
-            ),
-            (
-                "kube_autosave_copied_bytes_total",
-                "counter",
-                "Bytes copied server-side at the destination",
-                get(&self.bytes_copied),
-            ),
-            (
-                "kube_autosave_snapshots_forgotten_total",
-                "counter",
-                "Snapshots the retention policy removed",
-                get(&self.snapshots_forgotten),
-            ),
-            (
-                "kube_autosave_prune_reclaimed_bytes_total",
-                "counter",
-                "Bytes prunes took off the destination (plain-layout files, packs)",
-                get(&self.prune_reclaimed_bytes),
-            ),
-            (
-                "kube_autosave_last_prune_timestamp_seconds",
-                "gauge",
-                "Unix time of the last successful prune",
-                get(&self.last_prune_timestamp),
-            ),
-            (
-                "kube_autosave_prune_failures_total",
-                "counter",
-                "Applications of the retention policy that failed (tried again after the next push)",
-                get(&self.prune_failures),
-            ),
-        ];
+        let flag = |f: &AtomicBool| i64::from(f.load(Ordering::Relaxed));
+        self.enabled_gauge.set(1 - flag(&self.disabled));
+        self.ready_gauge.set(flag(&self.ready));
+        self.pushing_gauge.set(flag(&self.pushing));
+        self.staging_full_gauge.set(flag(&self.staging_full));
+        if !self.disabled.load(Ordering::Relaxed) {
+            let base = match self.last_complete_timestamp.get() {
+                0 => self.started,
+                at => at as u64,
+            };
+            self.set(&self.complete_age, unix_now().saturating_sub(base));
+        }
         let mut out = String::new();
-        for (name, kind, help, value) in rows {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-            if name == "kube_autosave_last_snapshot_duration_seconds" {
-                let ms = get(&self.last_snapshot_duration_ms);
-                out.push_str(&format!("{name} {}.{:03}\n", ms / 1000, ms % 1000));
-            } else {
-                out.push_str(&format!("{name} {value}\n"));
-            }
-        }
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let name = "kube_autosave_failures_total";
-        out.push_str(&format!(
-            "# HELP {name} Failed snapshots, pushes, exports and prunes by step and reason (outages are retried)\n# TYPE {name} counter\n"
-        ));
-        for ((step, reason), count) in failures.iter() {
-            out.push_str(&format!(
-                "{name}{{step=\"{step}\",reason=\"{reason}\"}} {count}\n"
-            ));
-        }
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 async fn healthz() -> &'static str {
@@ -255,7 +422,7 @@ async fn metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         metrics.render(),
     )

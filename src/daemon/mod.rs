@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use crate::job::{JobError, JobSettings, finish_export, open_backend, take, unexported};
+use crate::job::{JobError, JobSettings, export_state, finish_export, open_backend, take};
 use crate::repo::Manifest;
 use crate::repo::lock::{Held, LockError, lease_writer};
 use crate::repo::prune::{self, PruneError, PruneOptions, Selection};
@@ -147,9 +147,12 @@ impl Daemon {
                 self.mark_pending(&time)?;
             }
         }
-        match unexported(&self.store).await {
-            Ok(times) => {
-                for time in times {
+        match export_state(&self.store).await {
+            Ok(state) => {
+                if let Some(newest) = &state.newest_exported {
+                    self.metrics.completed(newest);
+                }
+                for time in state.unexported {
                     self.mark_pending(&time)?;
                 }
             }
@@ -201,7 +204,7 @@ impl Daemon {
             }
             Err(e) => {
                 let m = &self.metrics;
-                m.add(&m.snapshot_failures, 1);
+                m.snapshot_failures.inc();
                 m.failed("snapshot", "locked");
                 tracing::error!(error = %e, "snapshot not taken; trying again at the next push interval");
                 return Ok(false);
@@ -230,21 +233,19 @@ impl Daemon {
                 if let Err(e) = self.mark_pending(&manifest.time) {
                     tracing::error!(error = %e, "cannot record the staged snapshot");
                 }
-                m.add(&m.snapshots_taken, 1);
+                m.snapshots_taken.inc();
                 m.set(&m.last_snapshot_timestamp, unix_now());
-                m.set(
-                    &m.last_snapshot_duration_ms,
-                    started.elapsed().as_millis() as u64,
-                );
+                m.snapshot_duration.observe(started.elapsed().as_secs_f64());
                 m.set(&m.last_snapshot_objects, manifest.stats.objects);
                 m.set(
                     &m.last_snapshot_new_objects,
                     manifest.stats.store.new_objects,
                 );
-                m.set(&m.last_snapshot_skipped, manifest.skipped.len() as u64);
+                m.skipped(&manifest.skipped);
                 m.ready.store(true, Ordering::Relaxed);
                 tracing::info!(
                     snapshot = %manifest.time,
+                    duration_ms = started.elapsed().as_millis() as u64,
                     objects = manifest.stats.objects,
                     new_objects = manifest.stats.store.new_objects,
                     skipped = manifest.skipped.len(),
@@ -257,7 +258,7 @@ impl Daemon {
             }
             Err(SnapshotError::OtherCluster(other)) => Err(other.into()),
             Err(e) => {
-                m.add(&m.snapshot_failures, 1);
+                m.snapshot_failures.inc();
                 m.failed("snapshot", e.reason());
                 tracing::error!(error = %e, "snapshot failed; trying again at the next push interval");
                 Ok(false)
@@ -353,7 +354,7 @@ impl Daemon {
         }
         let sent = self.remote_counts.snapshot().since(&before);
         let m = &self.metrics;
-        m.add(&m.bytes_uploaded, sent.put_bytes);
+        m.bytes_uploaded.inc_by(sent.put_bytes);
         self.update_pending();
         if let Ok(used) = staging::staged_bytes(self.staging.staging()) {
             m.set(&m.staging_bytes, used);
@@ -398,13 +399,13 @@ impl Daemon {
                     .as_ref()
                     .and_then(|(_, r)| r.as_ref())
                     .map_or(0, |r| r.bytes_reclaimed());
-                m.add(&m.snapshots_forgotten, forgotten);
-                m.add(&m.prune_reclaimed_bytes, reclaimed);
+                m.snapshots_forgotten.inc_by(forgotten);
+                m.prune_reclaimed_bytes.inc_by(reclaimed);
                 m.set(&m.last_prune_timestamp, unix_now());
                 tracing::info!(forgotten, reclaimed_bytes = reclaimed, policy = %policy, "retention policy applied");
             }
             Err(e) => {
-                m.add(&m.prune_failures, 1);
+                m.prune_failures.inc();
                 m.failed("prune", prune_reason(&e));
                 tracing::error!(error = %e, "cannot apply the retention policy; trying again after the next push");
             }
@@ -425,14 +426,13 @@ impl Daemon {
         for time in self.pending_times() {
             match finish_export(&self.store, &time, &self.settings.job.export).await {
                 Ok(Some(record)) => {
-                    self.metrics
-                        .add(&self.metrics.bytes_copied, record.bytes_copied);
+                    self.metrics.bytes_copied.inc_by(record.bytes_copied);
                 }
                 Ok(None) => {}
                 Err(e) if e.is_outage() => return Err(e.into()),
                 Err(e) => {
                     let m = &self.metrics;
-                    m.add(&m.export_failures, 1);
+                    m.export_failures.inc();
                     m.failed("export", e.reason());
                     tracing::error!(
                         snapshot = %time,
@@ -446,6 +446,7 @@ impl Daemon {
             // The export's record was staged; push it.
             staging::push_staged(&self.staging, concurrency).await?;
             self.unmark_pending(&time)?;
+            self.metrics.completed(&time);
             tracing::info!(snapshot = %time, "snapshot pushed and exported");
         }
         self.store.cache().flush().await?;
@@ -531,6 +532,7 @@ pub async fn run(
     }
     let pending = store.cache().table(PENDING_TREE)?;
     let metrics = Arc::new(Metrics::default());
+    metrics.set(&metrics.interval, settings.interval.as_secs());
     let (bound, server) = metrics::serve(settings.listen, metrics.clone())
         .await
         .map_err(|source| DaemonError::Listen {
@@ -583,17 +585,22 @@ pub async fn run(
                 next_push = Instant::now();
             } else if push_due {
                 daemon.metrics.pushing.store(true, Ordering::Relaxed);
+                let started = std::time::Instant::now();
                 let pushed = daemon.push().await;
+                daemon
+                    .metrics
+                    .push_duration
+                    .observe(started.elapsed().as_secs_f64());
                 daemon.metrics.pushing.store(false, Ordering::Relaxed);
                 match pushed {
                     Ok(()) => {
                         let m = &daemon.metrics;
-                        m.add(&m.pushes, 1);
+                        m.pushes.inc();
                         m.set(&m.last_push_timestamp, unix_now());
                     }
                     Err(e) => {
                         let m = &daemon.metrics;
-                        m.add(&m.push_failures, 1);
+                        m.push_failures.inc();
                         m.failed("push", e.reason());
                         tracing::error!(
                             destination = %daemon.endpoint,

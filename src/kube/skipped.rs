@@ -20,6 +20,31 @@ pub struct Skipped {
 }
 
 impl Skipped {
+    /// What was skipped, without an object's name: a metric label must stay within the
+    /// number of resource types, and a name may say more than an operator wants in metrics.
+    pub fn resource_label(&self) -> String {
+        Skipped {
+            name: None,
+            ..self.clone()
+        }
+        .what()
+    }
+
+    /// A short, stable reason for metrics and alerts; the full one is in `reason`.
+    pub fn reason_code(&self) -> &'static str {
+        match (self.code, &self.name) {
+            (None, Some(_)) => "unsafe_name",
+            (Some(401), _) => "unauthorized",
+            (Some(403), _) => "forbidden",
+            (Some(404), _) => "not_found",
+            (Some(429), _) => "throttled",
+            (Some(503), _) => "unavailable",
+            (Some(code), _) if code >= 500 => "server_error",
+            (Some(_), _) => "client_error",
+            (None, None) => "error",
+        }
+    }
+
     /// `deployments.apps`, `configmaps`, or `metrics.k8s.io/v1beta1` for a whole group; one
     /// object is `configmaps <namespace>/<name>`.
     pub fn what(&self) -> String {

@@ -213,7 +213,7 @@ pub async fn lock_prune(
             // Released meanwhile: try again at once.
             None => continue,
             Some(held) if !held.is_live() => {
-                tracing::warn!(lock = %key, holder = %held.holder, expired = %held.expires, "taking over an expired prune lock (its holder stopped without releasing it)");
+                tracing::warn!(key = %key, holder = %held.holder, expired = %held.expires, "taking over an expired prune lock (its holder stopped without releasing it)");
                 // Another prune may take it over at the same time; the create above lets
                 // only one of them have it.
                 backend.delete(&key).await?;
@@ -356,12 +356,12 @@ fn hold(
                     Ok(None) => continue,
                     Ok(Some(why)) => why,
                     Err(e) if info.is_live() => {
-                        tracing::warn!(lock = %key, error = %e, "cannot renew the lock; trying again");
+                        tracing::warn!(key = %key, error = %e, "cannot renew the lock; trying again");
                         continue;
                     }
                     Err(e) => format!("not renewed before it expired: {e}"),
                 };
-                tracing::error!(lock = %key, why = %why, "lock lost");
+                tracing::error!(key = %key, why = %why, "lock lost");
                 *lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
                 return;
             }

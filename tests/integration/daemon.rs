@@ -330,6 +330,134 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// `/metrics` is what Prometheus accepts (read by a strict OpenMetrics parser): every family
+/// with HELP and TYPE, counters as counters, histograms of snapshot and push durations,
+/// skips by resource and reason, the age of the last complete snapshot. The logs of the
+/// same run are JSON lines with the documented field names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_openmetrics_and_logs_are_json_lines() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start(300, 43).await;
+    cluster.sim.faults().forbid("configmaps", true);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &s3, "  interval: 2s\n  pushInterval: 1s\n");
+    let daemon = Daemon::start(dir.path(), &config, &cluster, &["--log-format", "json"]);
+    daemon.wait_for("two complete snapshots", Duration::from_secs(60), |d| {
+        d.metric("snapshots_total") >= 2.0
+            && d.metric("snapshots_pending") == 0.0
+            && d.metric("last_complete_snapshot_timestamp_seconds") > 0.0
+    });
+    let (status, text) = daemon.get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    let scrape = crate::support::prometheus::parse(&text)
+        .unwrap_or_else(|e| panic!("/metrics is not valid OpenMetrics text: {e}\n{text}"));
+
+    for family in &scrape.families {
+        let name = &family.name;
+        assert!(name.starts_with("kube_autosave_"), "{name}");
+        assert!(
+            family.help.as_deref().is_some_and(|h| !h.is_empty()),
+            "{name} has no HELP"
+        );
+        assert!(
+            ["counter", "gauge", "histogram"].contains(&family.kind.as_str()),
+            "{name} has no TYPE"
+        );
+        if let Some(unit) = &family.unit {
+            assert!(name.ends_with(&format!("_{unit}")), "{name}: unit {unit}");
+        }
+        // Prometheus conventions: times in seconds, sizes in bytes.
+        assert!(!name.contains("_ms") && !name.ends_with("_kib"), "{name}");
+    }
+    let kind = |name: &str| scrape.family(name).map(|f| f.kind.as_str());
+    for counter in [
+        "kube_autosave_snapshots",
+        "kube_autosave_pushes",
+        "kube_autosave_push_failures",
+        "kube_autosave_uploaded_bytes",
+        "kube_autosave_failures",
+        "kube_autosave_resources_skipped",
+    ] {
+        assert_eq!(kind(counter), Some("counter"), "{counter}");
+    }
+    for histogram in [
+        "kube_autosave_snapshot_duration_seconds",
+        "kube_autosave_push_duration_seconds",
+    ] {
+        assert_eq!(kind(histogram), Some("histogram"), "{histogram}");
+    }
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        scrape
+            .value(name, labels)
+            .unwrap_or_else(|| panic!("no {name}{labels:?} in\n{text}"))
+    };
+    let snapshots = value("kube_autosave_snapshots_total", &[]);
+    assert!(snapshots >= 2.0);
+    assert_eq!(
+        value("kube_autosave_snapshot_duration_seconds_count", &[]),
+        snapshots,
+        "one duration per snapshot"
+    );
+    assert!(value("kube_autosave_snapshot_duration_seconds_sum", &[]) > 0.0);
+    assert!(value("kube_autosave_push_duration_seconds_count", &[]) >= 1.0);
+    assert_eq!(
+        value(
+            "kube_autosave_resources_skipped_total",
+            &[("resource", "configmaps"), ("reason", "forbidden")]
+        ),
+        snapshots,
+        "every snapshot skipped the forbidden resource"
+    );
+    assert_eq!(
+        value("kube_autosave_last_snapshot_resources_skipped", &[]),
+        1.0
+    );
+    assert_eq!(value("kube_autosave_snapshot_interval_seconds", &[]), 2.0);
+    let age = value("kube_autosave_last_complete_snapshot_age_seconds", &[]);
+    assert!((0.0..30.0).contains(&age), "age {age}");
+    let complete = value(
+        "kube_autosave_last_complete_snapshot_timestamp_seconds",
+        &[],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - complete - age).abs() <= 2.0,
+        "{now} {complete} {age}"
+    );
+    assert_eq!(value("kube_autosave_enabled", &[]), 1.0);
+
+    // The same run's log: one JSON object per line, fields at the top level.
+    let mut daemon = daemon;
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0));
+    let log = daemon.log();
+    let events: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let staged = events
+        .iter()
+        .find(|e| e["message"] == "snapshot staged")
+        .unwrap_or_else(|| panic!("no staged event in\n{log}"));
+    assert!(staged["snapshot"].is_string(), "{staged}");
+    assert!(staged["duration_ms"].is_u64(), "{staged}");
+    assert!(staged["objects"].is_u64(), "{staged}");
+    assert!(staged["level"] == "INFO" && staged["timestamp"].is_string());
+    let skipped = events
+        .iter()
+        .find(|e| e["message"] == "skipped")
+        .unwrap_or_else(|| panic!("no skip event in\n{log}"));
+    assert_eq!(skipped["resource"], "configmaps", "{skipped}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "snapshot pushed and exported" && e["snapshot"].is_string())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_at_start_and_another_after_the_interval() {
     let s3 = S3Server::start();

@@ -128,14 +128,31 @@ async fn no_command_prints_a_secret_value() {
     current["data"] = changed["data"].clone();
     current["metadata"]["annotations"] = changed["metadata"]["annotations"].clone();
     api.put(&path, current.to_string().into()).await.unwrap();
+    // This one logs for a log pipeline: every line is a JSON object.
     let output = run(command(
         dir.path(),
         &destination,
-        &["snapshot", "--kubeconfig", &kubeconfig],
+        &[
+            "snapshot",
+            "--kubeconfig",
+            &kubeconfig,
+            "--log-format",
+            "json",
+        ],
     ))
     .await;
     assert_eq!(output.status.code(), Some(0));
-    outputs.push(("snapshot (second)".into(), output));
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.lines().count() > 3, "{log}");
+    for line in log.lines() {
+        let event: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            event["level"].is_string() && event["message"].is_string(),
+            "{line}"
+        );
+    }
+    outputs.push(("snapshot (second, JSON logs)".into(), output));
 
     let list = run(command(
         dir.path(),

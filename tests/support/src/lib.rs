@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod objects;
+pub mod prometheus;
 pub mod s3_server;
 
 use std::path::Path;
