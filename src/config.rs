@@ -376,6 +376,21 @@ mod tests {
     }
 
     #[test]
+    fn the_log_format_is_text_or_json() {
+        let parse = |value: &str| {
+            let yaml = format!("kubeResourcesAutosave:\n  logFormat: {value}\n");
+            FileConfig::parse(Path::new("c.yaml"), &yaml).map(|c| c.log_format)
+        };
+        assert_eq!(parse("json").unwrap(), Some(LogFormat::Json));
+        assert_eq!(parse("text").unwrap(), Some(LogFormat::Text));
+        let error = parse("yaml").unwrap_err().to_string();
+        assert!(
+            error.contains("c.yaml") && error.contains("yaml"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn the_original_switch_parses() {
         let text = "\
 clusterName: ignored-by-us

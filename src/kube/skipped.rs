@@ -69,3 +69,31 @@ impl Skipped {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skipped(code: Option<u16>, name: Option<&str>) -> Skipped {
+        Skipped {
+            group: "apps".into(),
+            version: Some("v1".into()),
+            resource: Some("deployments".into()),
+            namespace: Some("team".into()),
+            name: name.map(str::to_string),
+            code,
+            reason: "why".into(),
+        }
+    }
+
+    #[test]
+    fn metric_labels_leave_out_object_names_and_stay_few() {
+        let one = skipped(None, Some("a name with spaces"));
+        assert_eq!(one.resource_label(), "deployments.apps");
+        assert_eq!(one.reason_code(), "unsafe_name");
+        assert_eq!(skipped(Some(403), None).reason_code(), "forbidden");
+        assert_eq!(skipped(Some(503), None).reason_code(), "unavailable");
+        assert_eq!(skipped(Some(500), None).reason_code(), "server_error");
+        assert_eq!(skipped(None, None).reason_code(), "error");
+    }
+}
