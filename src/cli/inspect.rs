@@ -1,30 +1,33 @@
-//! `kube-autosave list`, `show`, `diff` and `verify`: read-only looks at a destination.
+//! `kube-autosave list`, `show`, `diff` and `verify`: read-only looks at a destination, as
+//! text for people or as one JSON document for scripts (`--output json`, the same data).
 
-use crate::object_name::ObjectName;
 use clap::{Args, ValueEnum};
+use indicatif::HumanBytes;
 use serde::Serialize;
 
-use super::output::bytes;
 use super::{ExitCode, GlobalArgs};
 use crate::inspect::diff::{Op, SnapshotDiff};
-use crate::inspect::show::{ObjectFilter, objects, overview};
+use crate::inspect::show::{ObjectFilter, Objects, Overview, objects, overview, read_objects};
 use crate::inspect::{self, InspectError, SnapshotRef};
 use crate::job::open_backend;
+use crate::object_name::ObjectName;
 use crate::repo::Manifest;
 use crate::seal::Keyring;
 use crate::store::Store;
 
+/// How `list`, `show`, `diff` and `verify` print what they found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
-    /// For people.
+    /// Tables and lines for people.
     Text,
-    /// One JSON document, for scripts.
+    /// One pretty-printed JSON document on stdout, for scripts (field names in snake_case).
     Json,
 }
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    /// text for people, json for scripts.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 
@@ -38,7 +41,12 @@ pub struct ShowArgs {
     /// Print the objects of this resource (`deployments`, `deployments.apps` or `Deployment`).
     #[arg(long)]
     pub resource: Option<String>,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    /// Print the objects of this name, whole, as the snapshot holds them (Secret values
+    /// hidden; encrypted objects need --identity).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// text for people, json for scripts.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 
@@ -50,7 +58,8 @@ pub struct DiffArgs {
     /// The later snapshot: its time or `latest`.
     #[arg(value_name = "TO")]
     pub newer: String,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    /// text for people, json for scripts.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 
@@ -62,7 +71,9 @@ pub struct VerifyArgs {
     /// Verify every snapshot at the destination.
     #[arg(long)]
     pub all: bool,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    /// text for people, json for scripts (`ok` says whether all is well; the exit code is
+    /// the same as in text).
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 
@@ -101,11 +112,16 @@ async fn load(store: &Store, which: SnapshotRef) -> Result<Manifest, ExitCode> {
     })
 }
 
-fn print_json<T: Serialize>(value: &T) {
-    match serde_json::to_string_pretty(value) {
-        Ok(json) => println!("{json}"),
-        Err(e) => tracing::error!("cannot write the JSON output: {e}"),
-    }
+/// Prints `value` as one pretty-printed JSON document on stdout.
+fn print_json<T: Serialize>(value: &T) -> Result<(), ExitCode> {
+    let json = serde_json::to_string_pretty(value).map_err(|e| {
+        fail(
+            format!("cannot write the JSON output: {e}"),
+            ExitCode::Failed,
+        )
+    })?;
+    println!("{json}");
+    Ok(())
 }
 
 fn finish(result: Result<ExitCode, ExitCode>) -> ExitCode {
@@ -120,7 +136,7 @@ pub async fn list(global: &GlobalArgs, args: &ListArgs) -> ExitCode {
                 .await
                 .map_err(|e| fail(e, ExitCode::Failed))?;
             if args.output == OutputFormat::Json {
-                print_json(&summaries);
+                print_json(&summaries)?;
                 return Ok(ExitCode::Ok);
             }
             if summaries.is_empty() {
@@ -132,15 +148,15 @@ pub async fn list(global: &GlobalArgs, args: &ListArgs) -> ExitCode {
                 "snapshot", "objects", "skipped", "new objects", "uploaded"
             );
             for s in &summaries {
+                let time = s.snapshot.time.to_string();
                 match &s.error {
-                    Some(error) => println!("{:<17}  unreadable: {error}", s.time.to_string()),
+                    Some(error) => println!("{time:<17}  unreadable: {error}"),
                     None => println!(
-                        "{:<17}  {:>9}  {:>8}  {:>11}  {:>10}  {}",
-                        s.time.to_string(),
+                        "{time:<17}  {:>9}  {:>8}  {:>11}  {:>10}  {}",
                         s.objects,
                         s.resources_skipped,
                         s.new_objects,
-                        bytes(s.bytes_uploaded),
+                        HumanBytes(s.bytes_uploaded).to_string(),
                         s.layout
                     ),
                 }
@@ -155,68 +171,92 @@ pub async fn show(global: &GlobalArgs, args: &ShowArgs) -> ExitCode {
     finish(
         async {
             let which = parse_ref(&args.snapshot)?;
+            let keyring = match args.name {
+                Some(_) => Some(keyring(global)?),
+                None => None,
+            };
             let store = open_store(global).await?;
             let manifest = load(&store, which).await?;
-            if args.namespace.is_some() || args.resource.is_some() {
-                let filter = ObjectFilter {
-                    namespace: args.namespace.clone(),
-                    resource: args.resource.clone(),
-                };
-                let lines = objects(&manifest, &filter);
-                if args.output == OutputFormat::Json {
-                    print_json(&lines);
-                    return Ok(ExitCode::Ok);
+            let filter = ObjectFilter {
+                namespace: args.namespace.clone(),
+                resource: args.resource.clone(),
+                name: args.name.clone(),
+            };
+            if filter.is_empty() {
+                let overview = overview(&manifest);
+                match args.output {
+                    OutputFormat::Json => print_json(&overview)?,
+                    OutputFormat::Text => print_overview(&overview),
                 }
-                for line in &lines {
-                    let name = ObjectName::new(line.namespace.as_deref(), &line.name);
-                    println!(
-                        "{:<28}  {name}  {}  {}",
-                        line.kind,
-                        line.id,
-                        bytes(u64::from(line.size))
-                    );
-                }
-                println!("{} objects", lines.len());
                 return Ok(ExitCode::Ok);
             }
-            let overview = overview(&manifest);
-            if args.output == OutputFormat::Json {
-                print_json(&overview);
-                return Ok(ExitCode::Ok);
+            let mut objects = objects(&manifest, &filter);
+            if let Some(keyring) = &keyring {
+                read_objects(&store, keyring, &mut objects)
+                    .await
+                    .map_err(|e| fail(e, ExitCode::Failed))?;
             }
-            println!(
-                "snapshot {} of {}: {} objects, plain layout {}",
-                manifest.time,
-                manifest.cluster,
-                manifest.stats.objects,
-                if manifest.is_exported() {
-                    "complete"
-                } else {
-                    "not complete"
-                }
-            );
-            println!("\nresources:");
-            for r in &overview.resources {
-                println!("  {:<48} {:>8}", r.resource, r.objects);
-            }
-            println!("\nnamespaces:");
-            println!(
-                "  {:<48} {:>8}",
-                "(cluster-scoped)", overview.cluster_scoped
-            );
-            for (ns, count) in &overview.namespaces {
-                println!("  {ns:<48} {count:>8}");
-            }
-            if !overview.skipped.is_empty() {
-                println!("\nskipped:");
-                for s in &overview.skipped {
-                    println!("  {s}");
-                }
+            match args.output {
+                OutputFormat::Json => print_json(&objects)?,
+                OutputFormat::Text => print_objects(&objects)?,
             }
             Ok(ExitCode::Ok)
         }
         .await,
     )
+}
+
+fn print_overview(overview: &Overview) {
+    println!(
+        "snapshot {} of {}: {} objects, plain layout {}",
+        overview.snapshot.time,
+        overview.cluster,
+        overview.objects,
+        if overview.complete {
+            "complete"
+        } else {
+            "not complete"
+        }
+    );
+    println!("\nresources:");
+    for r in &overview.resources {
+        println!("  {:<48} {:>8}", r.resource, r.objects);
+    }
+    println!("\nnamespaces:");
+    println!(
+        "  {:<48} {:>8}",
+        "(cluster-scoped)", overview.cluster_scoped
+    );
+    for (ns, count) in &overview.namespaces {
+        println!("  {ns:<48} {count:>8}");
+    }
+    if !overview.skipped.is_empty() {
+        println!("\nskipped:");
+        for s in &overview.skipped {
+            println!("  {s}");
+        }
+    }
+}
+
+/// One line per object; an object that was read follows its line, pretty-printed.
+fn print_objects(objects: &Objects) -> Result<(), ExitCode> {
+    for line in &objects.items {
+        let name = ObjectName::new(line.namespace.as_deref(), &line.name);
+        println!(
+            "{:<28}  {name}  {}  {}",
+            line.kind,
+            line.id,
+            HumanBytes(u64::from(line.size))
+        );
+        if line.encrypted {
+            println!("  encrypted (pass --identity to read it)");
+        }
+        if let Some(object) = &line.object {
+            print_json(object)?;
+        }
+    }
+    println!("{} objects", objects.items.len());
+    Ok(())
 }
 
 /// A value for one line of text output.
@@ -296,7 +336,7 @@ pub async fn diff(global: &GlobalArgs, args: &DiffArgs) -> ExitCode {
                 .await
                 .map_err(|e| fail(e, ExitCode::Failed))?;
             match args.output {
-                OutputFormat::Json => print_json(&diff),
+                OutputFormat::Json => print_json(&diff)?,
                 OutputFormat::Text => print_diff(&diff),
             }
             Ok(ExitCode::Ok)
@@ -331,7 +371,7 @@ pub async fn verify(global: &GlobalArgs, args: &VerifyArgs) -> ExitCode {
                 .await
                 .map_err(|e| fail(e, ExitCode::Failed))?;
             if args.output == OutputFormat::Json {
-                print_json(&report);
+                print_json(&report.verdict())?;
             } else {
                 for note in &report.notes {
                     println!("note: {note}");

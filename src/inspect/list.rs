@@ -2,16 +2,17 @@
 
 use serde::Serialize;
 
-use super::InspectError;
+use super::{InspectError, SnapshotStamp};
 use crate::repo::Manifest;
 use crate::repo::manifest::ManifestHead;
 use crate::repo::prune::{LayoutState, Snapshots};
-use crate::store::{SnapshotTime, Store};
+use crate::store::Store;
 
-/// One line of `kube-autosave list`.
+/// One line of `kube-autosave list`, one element of its JSON array.
 #[derive(Debug, Clone, Serialize)]
 pub struct SnapshotSummary {
-    pub time: SnapshotTime,
+    #[serde(flatten)]
+    pub snapshot: SnapshotStamp,
     pub objects: u64,
     /// Resources (or whole API groups) the snapshot could not read.
     pub resources_skipped: usize,
@@ -33,7 +34,7 @@ impl SnapshotSummary {
     pub fn of(manifest: &ManifestHead) -> Self {
         let export_bytes = manifest.export.as_ref().map_or(0, |e| e.bytes_uploaded);
         Self {
-            time: manifest.time,
+            snapshot: manifest.time.into(),
             objects: manifest.stats.objects,
             resources_skipped: manifest.skipped.len(),
             new_objects: manifest.stats.store.new_objects,
@@ -64,7 +65,7 @@ pub async fn list(store: &Store) -> Result<Vec<SnapshotSummary>, InspectError> {
             }),
             Err(e) if e.is_outage() => return Err(e.into()),
             Err(e) => out.push(SnapshotSummary {
-                time,
+                snapshot: time.into(),
                 objects: 0,
                 resources_skipped: 0,
                 new_objects: 0,

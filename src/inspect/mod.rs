@@ -11,6 +11,9 @@ pub mod verify;
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
 use crate::repo::Manifest;
 use crate::store::{ObjectId, SnapshotTime, Store, StoreError};
 
@@ -67,6 +70,23 @@ impl fmt::Display for SnapshotRef {
     }
 }
 
+/// A snapshot as JSON output names it: `time`, the name the commands take
+/// (`yy-mm-dd_HH-MM-SS`), and `started_at`, the same instant in RFC 3339 (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SnapshotStamp {
+    pub time: SnapshotTime,
+    pub started_at: DateTime<Utc>,
+}
+
+impl From<SnapshotTime> for SnapshotStamp {
+    fn from(time: SnapshotTime) -> Self {
+        Self {
+            time,
+            started_at: time.datetime(),
+        }
+    }
+}
+
 /// The time a reference names, checked to exist at the store.
 pub async fn resolve(store: &Store, which: SnapshotRef) -> Result<SnapshotTime, InspectError> {
     let times = Manifest::list(store).await?;
@@ -87,4 +107,18 @@ pub async fn resolve(store: &Store, which: SnapshotRef) -> Result<SnapshotTime, 
 pub async fn load(store: &Store, which: SnapshotRef) -> Result<Manifest, InspectError> {
     let time = resolve(store, which).await?;
     Ok(Manifest::load(store, &time).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_is_the_name_and_the_time_in_rfc_3339() {
+        let time: SnapshotTime = "25-06-01_10-00-07".parse().unwrap();
+        assert_eq!(
+            serde_json::to_value(SnapshotStamp::from(time)).unwrap(),
+            serde_json::json!({"time": "25-06-01_10-00-07", "started_at": "2025-06-01T10:00:07Z"})
+        );
+    }
 }

@@ -1,11 +1,21 @@
-//! `show`: one snapshot's resources and namespaces with their counts, or its objects.
+//! `show`: one snapshot's resources and namespaces with their counts, or its objects, and
+//! with `--name` the objects themselves as the snapshot holds them. A Secret's values are
+//! hidden (see [`super::redact`]) before anything here returns the object: no Secret value
+//! may reach the text or the JSON output.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
+use futures::TryStreamExt;
 use serde::Serialize;
+use serde_json::Value;
 
+use super::redact::Redactor;
+use super::{InspectError, SnapshotStamp};
+use crate::object_name::ObjectName;
 use crate::repo::{Manifest, ManifestObject};
-use crate::store::ObjectId;
+use crate::seal::{Keyring, SealError};
+use crate::store::{ObjectId, Store, StoreError};
 
 /// A resource of the snapshot with its number of objects.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -20,6 +30,12 @@ pub struct ResourceCount {
 /// What `show` prints without filters.
 #[derive(Debug, Clone, Serialize)]
 pub struct Overview {
+    #[serde(flatten)]
+    pub snapshot: SnapshotStamp,
+    pub cluster: String,
+    pub objects: u64,
+    /// The plain layout was completed.
+    pub complete: bool,
     pub resources: Vec<ResourceCount>,
     /// Namespace -> objects in it.
     pub namespaces: BTreeMap<String, u64>,
@@ -54,6 +70,10 @@ pub fn overview(manifest: &Manifest) -> Overview {
         .map(|s| format!("{}: {}", s.what(), s.reason))
         .collect();
     Overview {
+        snapshot: manifest.time.into(),
+        cluster: manifest.cluster.clone(),
+        objects: manifest.stats.objects,
+        complete: manifest.is_exported(),
         resources,
         namespaces,
         cluster_scoped,
@@ -61,11 +81,27 @@ pub fn overview(manifest: &Manifest) -> Overview {
     }
 }
 
-/// Which objects `show --namespace/--resource` prints.
+/// Which objects `show --namespace/--resource/--name` prints.
 #[derive(Debug, Clone, Default)]
 pub struct ObjectFilter {
     pub namespace: Option<String>,
     pub resource: Option<String>,
+    pub name: Option<String>,
+}
+
+impl ObjectFilter {
+    pub fn is_empty(&self) -> bool {
+        self.namespace.is_none() && self.resource.is_none() && self.name.is_none()
+    }
+}
+
+/// What `show` prints with a filter: the objects of the snapshot it selects.
+#[derive(Debug, Clone, Serialize)]
+pub struct Objects {
+    #[serde(flatten)]
+    pub snapshot: SnapshotStamp,
+    pub cluster: String,
+    pub items: Vec<ObjectLine>,
 }
 
 /// One object as `show` prints it.
@@ -77,11 +113,18 @@ pub struct ObjectLine {
     pub namespace: Option<String>,
     pub name: String,
     pub id: ObjectId,
+    /// Bytes of the object as stored (its sanitized JSON).
     pub size: u32,
+    /// The object itself, once [`read_objects`] has read it; a Secret's values hidden.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<Value>,
+    /// Read, but encrypted, and no identity given opens it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
 
-pub fn objects(manifest: &Manifest, filter: &ObjectFilter) -> Vec<ObjectLine> {
-    manifest
+pub fn objects(manifest: &Manifest, filter: &ObjectFilter) -> Objects {
+    let items = manifest
         .objects
         .iter()
         .filter(|o| wanted(manifest, o, filter))
@@ -94,9 +137,57 @@ pub fn objects(manifest: &Manifest, filter: &ObjectFilter) -> Vec<ObjectLine> {
                 name: o.name.clone(),
                 id: o.id,
                 size: o.size,
+                object: None,
+                encrypted: false,
             }
         })
-        .collect()
+        .collect();
+    Objects {
+        snapshot: manifest.time.into(),
+        cluster: manifest.cluster.clone(),
+        items,
+    }
+}
+
+/// Reads each object of `objects` from the store into its line, sealed ones opened with
+/// `keyring`, and hides the values of Secrets before they are kept.
+pub async fn read_objects(
+    store: &Store,
+    keyring: &Keyring,
+    objects: &mut Objects,
+) -> Result<(), InspectError> {
+    let ids: BTreeSet<ObjectId> = objects.items.iter().map(|line| line.id).collect();
+    let stored: BTreeMap<ObjectId, Bytes> = store
+        .get_many(ids.into_iter().collect())
+        .try_collect()
+        .await?;
+    let redactor = Redactor::new();
+    for line in &mut objects.items {
+        let name = ObjectName::new(line.namespace.as_deref(), &line.name);
+        let what = format!("{} {name}", line.resource);
+        let blob = stored
+            .get(&line.id)
+            .cloned()
+            .ok_or(StoreError::MissingObject(line.id))?;
+        let bad = |reason: String| InspectError::BadObject {
+            id: line.id,
+            what: what.clone(),
+            reason,
+        };
+        let content = match keyring.open_object(store, &what, &line.id, blob).await {
+            Ok(content) => content,
+            Err(e) if e.is_locked() => {
+                line.encrypted = true;
+                continue;
+            }
+            Err(SealError::Store(e)) => return Err(e.into()),
+            Err(e) => return Err(bad(e.to_string())),
+        };
+        let mut value: Value = serde_json::from_slice(&content).map_err(|e| bad(e.to_string()))?;
+        redactor.redact(&line.kind, &line.resource, &mut value);
+        line.object = Some(value);
+    }
+    Ok(())
 }
 
 fn wanted(manifest: &Manifest, object: &ManifestObject, filter: &ObjectFilter) -> bool {
@@ -108,5 +199,6 @@ fn wanted(manifest: &Manifest, object: &ManifestObject, filter: &ObjectFilter) -
         .resource
         .as_deref()
         .is_none_or(|r| manifest.resource_of(object).is_named_by(r));
-    namespace_ok && resource_ok
+    let name_ok = filter.name.as_deref().is_none_or(|n| object.name == n);
+    namespace_ok && resource_ok && name_ok
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use super::InspectError;
+use super::{InspectError, SnapshotStamp};
 use crate::export::{PlannedFile, is_rendering_of, plan};
 use crate::repo::Manifest;
 use crate::seal::{Keyring, SealError};
@@ -25,6 +25,7 @@ pub struct Problem {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VerifyReport {
+    #[serde(serialize_with = "stamps")]
     pub snapshots: Vec<SnapshotTime>,
     pub objects_checked: u64,
     pub packs_checked: u64,
@@ -80,6 +81,27 @@ impl VerifyReport {
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// The report as `verify --output json` prints it: whether all is well first, then the
+    /// report itself.
+    pub fn verdict(&self) -> Verdict<'_> {
+        Verdict {
+            ok: self.is_ok(),
+            report: self,
+        }
+    }
+}
+
+/// A [`VerifyReport`] with its outcome, `ok`, which scripts read instead of counting problems.
+#[derive(Debug, Serialize)]
+pub struct Verdict<'a> {
+    pub ok: bool,
+    #[serde(flatten)]
+    pub report: &'a VerifyReport,
+}
+
+fn stamps<S: serde::Serializer>(times: &[SnapshotTime], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(times.iter().map(|t| SnapshotStamp::from(*t)))
 }
 
 /// How many object ids a "pack is missing" message names before it abbreviates.
@@ -333,4 +355,36 @@ fn check_file(file: &PlannedFile, data: Option<&[u8]>) -> Option<Problem> {
         key: file.key.clone(),
         message,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_json_says_whether_all_is_well_and_names_each_problem() {
+        let time: SnapshotTime = "25-06-01_10-00-07".parse().unwrap();
+        let mut report = VerifyReport {
+            snapshots: vec![time],
+            objects_checked: 3,
+            ..VerifyReport::default()
+        };
+        let json = serde_json::to_value(report.verdict()).unwrap();
+        assert_eq!(json["ok"], true);
+        assert_eq!(
+            json["snapshots"],
+            json!([{"time": "25-06-01_10-00-07", "started_at": "2025-06-01T10:00:07Z"}])
+        );
+        assert_eq!(json["objects_checked"], 3);
+
+        report.problems.push(Problem {
+            key: "store/packs/ab/abcd".into(),
+            message: "pack store/packs/ab/abcd is missing".into(),
+        });
+        let json = serde_json::to_value(report.verdict()).unwrap();
+        assert_eq!(json["ok"], false);
+        assert_eq!(json["problems"][0]["key"], "store/packs/ab/abcd");
+    }
 }

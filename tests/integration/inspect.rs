@@ -1,11 +1,13 @@
 //! What an operator sees of the snapshots: `list`, `diff` after the cluster changed, and
 //! `verify` finding a deleted pack, a flipped byte and edited plain-layout files — through
 //! the library and through the binary (exit codes, JSON output), against a real S3 server.
+//! Scripts read `list`, `show` and `verify` as one JSON document each, which never holds a
+//! Secret's value.
 
 use std::collections::BTreeSet;
 use std::process::Output;
 
-use kube_autosave::inspect;
+use kube_autosave::inspect::{self, redact};
 use kube_autosave::job::{JobSettings, open_backend};
 use kube_autosave::repo::Manifest;
 use kube_autosave::store::{RemoteFile, Store, StoreConfig};
@@ -83,6 +85,12 @@ fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// The one JSON document a command printed on stdout.
+fn json_of(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", text(output)))
 }
 
 fn sim_key(k: &kube_sim::ObjectKey) -> Key {
@@ -263,13 +271,14 @@ async fn diff_after_churn_lists_exactly_the_churned_objects() {
         "json",
     ]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    let objects: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let objects = json_of(&output);
     let expected = second
         .objects
         .iter()
         .filter(|o| second.resource_of(o).resource == "configmaps")
         .count();
-    assert_eq!(objects.as_array().unwrap().len(), expected);
+    assert_eq!(objects["time"], second.time.to_string());
+    assert_eq!(objects["items"].as_array().unwrap().len(), expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -589,4 +598,233 @@ async fn restore_dry_run_prints_the_plan_and_changes_nothing_and_a_real_run_repo
         &fresh_config,
     ]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+}
+
+/// A snapshot as the JSON output names it: `time` is the name the commands take, and
+/// `started_at` the same instant in RFC 3339.
+fn assert_stamp(json: &Value, manifest: &Manifest) {
+    assert_eq!(json["time"], manifest.time.to_string(), "{json}");
+    let started_at = json["started_at"].as_str().unwrap_or_default();
+    let parsed = chrono::DateTime::parse_from_rfc3339(started_at)
+        .unwrap_or_else(|e| panic!("started_at {started_at:?} is not RFC 3339: {e}"));
+    assert_eq!(parsed, manifest.time.datetime());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_show_and_verify_print_one_json_document_with_the_exit_code_of_text() {
+    let setup = Setup::new(800, 95).await;
+    let first = setup.snapshot().await;
+    setup.cluster.sim.churn(0.05, 7);
+    let second = setup.snapshot().await;
+
+    // list: newest first, with the figures the snapshots recorded.
+    let output = setup.run(&["list", "--output", "json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let list = json_of(&output);
+    let list = list.as_array().expect("list prints an array of snapshots");
+    assert_eq!(list.len(), 2, "{list:#?}");
+    for (json, manifest) in list.iter().zip([&second, &first]) {
+        assert_stamp(json, manifest);
+        assert_eq!(json["objects"], manifest.stats.objects);
+        assert_eq!(json["new_objects"], manifest.stats.store.new_objects);
+        assert_eq!(json["resources_skipped"], manifest.skipped.len());
+        assert!(json["bytes_uploaded"].as_u64().unwrap() > 0, "{json}");
+        assert_eq!(json["complete"], true);
+        assert_eq!(json["layout"], "complete");
+        assert!(json.get("error").is_none(), "{json}");
+    }
+    assert!(list[1]["new_objects"].as_u64() > list[0]["new_objects"].as_u64());
+
+    // show: the counts of the snapshot named, and its objects with a filter.
+    let output = setup.run(&["show", &first.time.to_string(), "-o", "json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let show = json_of(&output);
+    assert_stamp(&show, &first);
+    assert_eq!(show["cluster"], first.cluster);
+    assert_eq!(show["objects"], first.stats.objects);
+    assert_eq!(show["complete"], true);
+    let counted: u64 = show["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["objects"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, first.objects.len() as u64);
+    let in_namespaces: u64 = show["namespaces"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        in_namespaces + show["cluster_scoped"].as_u64().unwrap(),
+        first.objects.len() as u64
+    );
+    let output = setup.run(&["show", "latest", "-n", "kube-system", "-o", "json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let objects = json_of(&output);
+    assert_stamp(&objects, &second);
+    let items = objects["items"].as_array().unwrap();
+    let expected = second
+        .objects
+        .iter()
+        .filter(|o| o.namespace.as_deref() == Some("kube-system"))
+        .count();
+    assert_eq!(items.len(), expected);
+    assert!(items.iter().all(|o| o["namespace"] == "kube-system"
+        && o["size"].is_u64()
+        && o["id"].is_string()
+        && o.get("object").is_none()));
+
+    // verify, intact: ok, and every snapshot named.
+    let output = setup.run(&["verify", "--all", "--output", "json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let verify = json_of(&output);
+    assert_eq!(verify["ok"], true, "{verify:#}");
+    assert_eq!(verify["problems"], Value::Array(Vec::new()));
+    assert_stamp(&verify["snapshots"][0], &first);
+    assert_stamp(&verify["snapshots"][1], &second);
+    let ids: BTreeSet<_> = [&first, &second]
+        .iter()
+        .flat_map(|m| m.objects.iter().map(|o| o.id))
+        .collect();
+    assert_eq!(verify["objects_checked"], ids.len());
+    assert!(verify["files_checked"].as_u64().unwrap() > 0);
+
+    // A pack of the latest snapshot deleted: not ok, the pack named, the exit code of text.
+    let store = setup.store("reader").await;
+    let pack = store.location(&second.objects[0].id).await.unwrap().pack;
+    drop(store);
+    let gone = RemoteFile::Pack(&pack).key();
+    s3_server::delete(&setup.s3, &format!("{PREFIX}{gone}")).await;
+    let text_output = setup.run(&["verify", "latest"]);
+    let output = setup.run(&["verify", "latest", "--output", "json"]);
+    assert_eq!(text_output.status.code(), Some(1), "{}", text(&text_output));
+    assert_eq!(output.status.code(), text_output.status.code());
+    let verify = json_of(&output);
+    assert_eq!(verify["ok"], false, "{verify:#}");
+    assert_stamp(&verify["snapshots"][0], &second);
+    let problems = verify["problems"].as_array().unwrap();
+    assert!(
+        problems.iter().any(|p| p["key"] == gone.as_str()
+            && p["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("pack {gone} is missing"))),
+        "{problems:#?}"
+    );
+    // The text names the same problems, one line each.
+    let stdout = String::from_utf8_lossy(&text_output.stdout);
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("PROBLEM ")).count(),
+        problems.len(),
+        "{stdout}"
+    );
+
+    // Bad input is bad input in either format, with nothing on stdout.
+    let output = setup.run(&["show", "not-a-time", "-o", "json"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(output.stdout.is_empty(), "{}", text(&output));
+}
+
+/// `show --name` prints the objects themselves; a Secret's values, in `data` and again in
+/// the last-applied annotation `kubectl apply` left on it, show as their size and a digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_prints_an_object_whole_but_never_the_values_of_a_secret() {
+    let setup = Setup::new(600, 96).await;
+    let sim = &setup.cluster.sim;
+    let key = sim
+        .objects()
+        .into_iter()
+        .find(|k| k.resource == "secrets" && k.name.ends_with("-api-keys"))
+        .expect("the generated cluster has a Secret applied with kubectl");
+    let secret = sim.object(&key).unwrap();
+    let applied = secret["metadata"]["annotations"][redact::LAST_APPLIED]
+        .as_str()
+        .expect("the Secret has a last-applied annotation")
+        .to_string();
+    let values: Vec<String> = secret["data"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(!values.is_empty() && values.iter().all(|v| applied.contains(v.as_str())));
+    let manifest = setup.snapshot().await;
+    let namespace = key.namespace.clone().unwrap();
+    let args = [
+        "show",
+        "latest",
+        "--namespace",
+        &namespace,
+        "--resource",
+        "secrets",
+        "--name",
+        &key.name,
+    ];
+
+    let output = setup.run(&[&args[..], &["--output", "json"]].concat());
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let shown = json_of(&output);
+    assert_stamp(&shown, &manifest);
+    let items = shown["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{shown:#}");
+    let object = &items[0]["object"];
+    assert_eq!(object["metadata"]["name"], key.name.as_str());
+    assert_eq!(object["kind"], "Secret");
+    let data = object["data"].as_object().unwrap();
+    assert_eq!(data.len(), values.len());
+    for (field, value) in data {
+        assert!(
+            value.as_str().unwrap().starts_with("<secret value: "),
+            "data.{field} is not hidden: {value}"
+        );
+    }
+    let hidden = object["metadata"]["annotations"][redact::LAST_APPLIED]
+        .as_str()
+        .unwrap();
+    assert!(
+        hidden.starts_with(&format!("<secret value: {} bytes, ", applied.len())),
+        "{hidden}"
+    );
+    let text_output = setup.run(&args);
+    assert_eq!(text_output.status.code(), Some(0), "{}", text(&text_output));
+    let printed = [text(&output), text(&text_output)];
+    assert!(printed[1].contains("<secret value: "), "{}", printed[1]);
+    for printed in &printed {
+        for value in &values {
+            assert!(
+                !printed.contains(value.as_str()),
+                "a Secret value:\n{printed}"
+            );
+        }
+        assert!(
+            !printed.contains(&applied),
+            "the last-applied annotation:\n{printed}"
+        );
+    }
+
+    // Other kinds show as they are.
+    let output = setup.run(&["show", "latest", "--name", "kube-root-ca.crt", "-o", "json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let shown = json_of(&output);
+    let items = shown["items"].as_array().unwrap();
+    assert!(!items.is_empty(), "{shown:#}");
+    for item in items {
+        let stored = manifest
+            .objects
+            .iter()
+            .find(|o| {
+                o.namespace.as_deref() == item["namespace"].as_str() && o.name == "kube-root-ca.crt"
+            })
+            .unwrap();
+        assert_eq!(item["id"], format!("{:#}", stored.id));
+        assert!(
+            item["object"]["data"]["ca.crt"]
+                .as_str()
+                .unwrap()
+                .contains("BEGIN CERTIFICATE"),
+            "{item:#}"
+        );
+    }
 }
