@@ -3,26 +3,20 @@
 
 use std::io::IsTerminal;
 use std::sync::Arc;
+use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
 use crate::job::{JobProgress, JobReport};
 use crate::snapshot::Progress;
 
-/// Bytes in binary units: `1.5 MiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+/// A duration for people, to the millisecond: `1m 2s 345ms`. Finer parts say nothing about
+/// a job that takes seconds and would only make the line longer.
+pub fn duration(d: Duration) -> humantime::FormattedDuration {
+    let millis = (d.as_micros() + 500) / 1000;
+    humantime::format_duration(Duration::from_millis(
+        u64::try_from(millis).unwrap_or(u64::MAX),
+    ))
 }
 
 /// Progress reporting for one job: a spinner with counts on a terminal, log lines otherwise.
@@ -117,15 +111,15 @@ pub fn summary(report: &JobReport, layout: &str) -> String {
         format!(
             "{} ({} raw, {} compressed)",
             s.store.new_objects,
-            bytes(s.store.new_raw_bytes),
-            bytes(s.store.compressed_bytes)
+            HumanBytes(s.store.new_raw_bytes),
+            HumanBytes(s.store.compressed_bytes)
         ),
     );
     line(
         "uploaded",
         format!(
             "{} in {} PUT requests ({} plain-layout files uploaded)",
-            bytes(report.requests.put_bytes),
+            HumanBytes(report.requests.put_bytes),
             report.requests.puts,
             report.export.files_uploaded
         ),
@@ -134,14 +128,11 @@ pub fn summary(report: &JobReport, layout: &str) -> String {
         "copied",
         format!(
             "{} server-side in {} files",
-            bytes(report.export.bytes_copied),
+            HumanBytes(report.export.bytes_copied),
             report.export.files_copied
         ),
     );
-    line(
-        "duration",
-        format!("{:.1} s", report.duration.as_secs_f64()),
-    );
+    line("duration", duration(report.duration).to_string());
     line("plain layout", layout.to_string());
     if m.skipped.is_empty() {
         line("skipped", "nothing".to_string());
@@ -159,10 +150,13 @@ pub fn summary(report: &JobReport, layout: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     #[test]
-    fn byte_units() {
-        assert_eq!(super::bytes(512), "512 B");
-        assert_eq!(super::bytes(1536), "1.5 KiB");
-        assert_eq!(super::bytes(5 * 1024 * 1024), "5.0 MiB");
+    fn durations_are_rounded_to_the_millisecond() {
+        let shown = |d: Duration| super::duration(d).to_string();
+        assert_eq!(shown(Duration::from_micros(1_234_567)), "1s 235ms");
+        assert_eq!(shown(Duration::from_secs(62)), "1m 2s");
+        assert_eq!(shown(Duration::from_micros(400)), "0s");
     }
 }

@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use clap::Args;
+use indicatif::HumanBytes;
 
 use super::inspect::open_store;
-use super::output::bytes;
+use super::output;
 use super::policy::{PolicyArgs, effective_policy};
 use super::{ExitCode, GlobalArgs};
 use crate::repo::lock::{LockError, LockTimes};
@@ -224,7 +225,7 @@ fn print_prune(plan: &PrunePlan, report: Option<&PruneReport>) {
         folders(LayoutRemoval::Forgotten),
         folders(LayoutRemoval::Dropped),
         plan.layout_files(),
-        bytes(plan.layout_bytes())
+        HumanBytes(plan.layout_bytes())
     );
     if !plan.stray_records.is_empty() {
         println!(
@@ -235,16 +236,16 @@ fn print_prune(plan: &PrunePlan, report: Option<&PruneReport>) {
     println!(
         "packs: {} at the destination ({}); {} unused to delete ({}{}), {} to rewrite ({}, above {:.0}% unused)",
         plan.packs,
-        bytes(plan.pack_bytes),
+        HumanBytes(plan.pack_bytes),
         plan.delete_packs.len(),
-        bytes(plan.pack_bytes_deleted()),
+        HumanBytes(plan.pack_bytes_deleted()),
         if plan.unindexed_packs > 0 {
             format!(", {} in no index file", plan.unindexed_packs)
         } else {
             String::new()
         },
         plan.rewrite_packs.len(),
-        bytes(plan.pack_bytes_rewritten()),
+        HumanBytes(plan.pack_bytes_rewritten()),
         plan.max_unused * 100.0,
     );
     println!(
@@ -259,17 +260,17 @@ fn print_prune(plan: &PrunePlan, report: Option<&PruneReport>) {
     );
     match report {
         Some(r) => println!(
-            "pruned in {:.1} s: {} layout file(s), {} record(s), {} pack(s) and {} index file(s) deleted; \
+            "pruned in {}: {} layout file(s), {} record(s), {} pack(s) and {} index file(s) deleted; \
              {} pack(s) and {} index file(s) written; {} reclaimed",
-            r.duration_ms as f64 / 1000.0,
+            output::duration(Duration::from_millis(r.duration_ms)),
             r.layout_files,
             r.records,
             r.packs_deleted,
             r.index_files_deleted,
             r.packs_written,
             r.index_files_written,
-            bytes(r.bytes_reclaimed())
+            HumanBytes(r.bytes_reclaimed())
         ),
-        None => println!("reclaims about {}", bytes(plan.bytes_reclaimed())),
+        None => println!("reclaims about {}", HumanBytes(plan.bytes_reclaimed())),
     }
 }
