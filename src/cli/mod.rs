@@ -10,6 +10,7 @@ mod policy;
 mod prune;
 mod restore;
 mod run;
+mod shell;
 mod snapshot;
 
 use std::path::PathBuf;
@@ -160,6 +161,10 @@ pub enum Command {
     /// Reclaim what no remaining snapshot refers to: plain-layout folders, records, packs
     /// and index files.
     Prune(prune::PruneArgs),
+    /// Print the completion script for a shell: `source <(kube-autosave completions bash)`.
+    Completions(shell::CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command with --dir.
+    Man(shell::ManArgs),
 }
 
 /// Settings that do not depend on the command.
@@ -380,7 +385,7 @@ fn init_logging(verbose: u8, format: LogFormat) {
 
 /// Parses the command line, runs the command, and returns the process exit code.
 pub async fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = shell::parse();
     init_logging(cli.global.verbose, log_format(&cli.global));
     let code = match &cli.command {
         Command::Snapshot(cluster) => snapshot::snapshot(&cli.global, cluster).await,
@@ -394,6 +399,8 @@ pub async fn main() -> i32 {
         Command::Restore(args) => restore::restore(&cli.global, args).await,
         Command::Forget(args) => prune::forget(&cli.global, args).await,
         Command::Prune(args) => prune::prune(&cli.global, args).await,
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man(args),
     };
     code as i32
 }

@@ -1,5 +1,6 @@
 //! The `kube-autosave` binary as scripts use it: flags, environment, config file, the
-//! summary, and exit codes (0 done, 1 failed, 2 bad input, 3 done but resources skipped).
+//! summary, and exit codes (0 done, 1 failed, 2 bad input, 3 done but resources skipped);
+//! what it tells shells and `man`; and the same binary run by kubectl as `kubectl autosave`.
 
 use std::process::Output;
 
@@ -295,4 +296,150 @@ fn the_demo_takes_two_snapshots_and_points_at_a_layout_that_is_there() {
         .filter(|e| e.path().is_dir())
         .count();
     assert!(namespaced > 0, "{}", layout.display());
+}
+
+/// The commands every completion script and manual page must know.
+const COMMANDS: [&str; 11] = [
+    "snapshot",
+    "run",
+    "list",
+    "show",
+    "diff",
+    "verify",
+    "restore",
+    "forget",
+    "prune",
+    "completions",
+    "man",
+];
+
+#[test]
+fn completions_for_each_shell_know_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = kube_autosave(dir.path())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("complete -F") && stdout.contains("kube-autosave"));
+    for command in COMMANDS {
+        assert!(
+            stdout.contains(&format!("kube__autosave,{command})")),
+            "{command} missing from the bash completions"
+        );
+    }
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let output = kube_autosave(dir.path())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(0), "{shell}: {stderr}");
+        assert!(stdout.contains("verify"), "{shell}:\n{stdout}");
+    }
+    let output = kube_autosave(dir.path())
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
+
+/// The roff of a manual page after the lines every page begins with (they make apostrophes
+/// print as apostrophes); its first line is the title, `.TH`.
+fn page_body(page: &str) -> &str {
+    let body = page
+        .trim_start_matches(".ie \\n(.g .ds Aq \\(aq\n")
+        .trim_start_matches(".el .ds Aq '\n");
+    assert!(body.starts_with(".TH "), "not a manual page:\n{page}");
+    body
+}
+
+#[test]
+fn the_manual_page_is_roff_and_names_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = kube_autosave(dir.path()).arg("man").output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let body = page_body(&stdout);
+    assert!(body.starts_with(".TH kube-autosave 1"), "{body}");
+    for command in COMMANDS {
+        assert!(
+            body.contains(&format!("kube\\-autosave\\-{command}(1)")),
+            "{command} missing from the manual page:\n{body}"
+        );
+    }
+
+    // One page per command.
+    let output = kube_autosave(dir.path())
+        .args(["man", "--dir", "pages/man1"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let pages = dir.path().join("pages/man1");
+    for command in COMMANDS {
+        let file = pages.join(format!("kube-autosave-{command}.1"));
+        let page =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let body = page_body(&page);
+        assert!(
+            body.starts_with(&format!(".TH kube-autosave-{command} 1")),
+            "{body}"
+        );
+    }
+    assert!(pages.join("kube-autosave.1").is_file());
+}
+
+/// Installed as `kubectl-autosave` on the PATH, the binary is a kubectl plugin: kubectl
+/// lists it and runs it as `kubectl autosave`, and its usage says so.
+#[cfg(unix)]
+#[test]
+fn installed_as_kubectl_autosave_it_is_a_kubectl_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let plugin = bin.join("kubectl-autosave");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_kube-autosave"), &plugin).unwrap();
+    let mut path = std::ffi::OsString::from(&bin);
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    let kubectl = |args: &[&str]| {
+        let output = crate::support::clean_command("kubectl", dir.path())
+            .env("PATH", &path)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("kubectl is not on the PATH ({e}); scripts/test installs it")
+            });
+        let (stdout, stderr) = text(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "kubectl {}:\n{stdout}\n{stderr}",
+            args.join(" ")
+        );
+        stdout
+    };
+
+    let listed = kubectl(&["plugin", "list"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.trim() == plugin.display().to_string()),
+        "{listed}"
+    );
+    let help = kubectl(&["autosave", "--help"]);
+    assert!(
+        help.contains("Usage: kubectl autosave [OPTIONS] <COMMAND>"),
+        "{help}"
+    );
+    let help = kubectl(&["autosave", "list", "--help"]);
+    assert!(
+        help.contains("Usage: kubectl autosave list [OPTIONS]"),
+        "{help}"
+    );
+    // And it runs: no snapshots yet in an empty folder.
+    let list = kubectl(&["autosave", "list", "--to", "backups", "-o", "json"]);
+    assert_eq!(list.trim(), "[]");
 }
