@@ -364,14 +364,14 @@ pub async fn restore(global: &GlobalArgs, args: &RestoreArgs) -> ExitCode {
         }
         println!(
             "restored {what}: {} created, {} updated, {} skipped (already exist), {} failed, \
-             {} left out as damaged, {} owner references dropped in {:.1}s",
+             {} left out as damaged, {} owner references dropped in {}",
             report.created,
             report.updated,
             report.skipped.len(),
             report.failed.len(),
             report.damaged.len(),
             report.owners_dropped.len(),
-            report.duration_ms as f64 / 1000.0
+            super::output::duration(std::time::Duration::from_millis(report.duration_ms))
         );
         Ok(if report.is_ok() {
             completed

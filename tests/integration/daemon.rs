@@ -25,7 +25,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn write_config(dir: &Path, s3: &S3Server, extra: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, s3: &S3Server, extra: &str) -> PathBuf {
     let path = dir.join("cluster.yaml");
     std::fs::write(
         &path,
@@ -39,14 +39,14 @@ fn write_config(dir: &Path, s3: &S3Server, extra: &str) -> PathBuf {
     path
 }
 
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     port: u16,
     log: PathBuf,
 }
 
 impl Daemon {
-    fn start(dir: &Path, config: &Path, cluster: &Cluster, args: &[&str]) -> Daemon {
+    pub(crate) fn start(dir: &Path, config: &Path, cluster: &Cluster, args: &[&str]) -> Daemon {
         let kubeconfig = cluster.kubeconfig.display().to_string();
         let mut all = vec!["--kubeconfig", &kubeconfig];
         all.extend_from_slice(args);
@@ -102,7 +102,7 @@ impl Daemon {
         Daemon { child, port, log }
     }
 
-    fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub(crate) fn get(&self, path: &str) -> Option<(u16, String)> {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         write!(
@@ -132,14 +132,14 @@ impl Daemon {
             .collect()
     }
 
-    fn metric(&self, name: &str) -> f64 {
+    pub(crate) fn metric(&self, name: &str) -> f64 {
         self.metrics()
             .get(&format!("kube_autosave_{name}"))
             .copied()
             .unwrap_or(-1.0)
     }
 
-    fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Daemon) -> bool) {
+    pub(crate) fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Daemon) -> bool) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if pred(self) {

@@ -54,24 +54,6 @@ async fn snapshot(cluster: &Cluster, destination: &Path, cache: &Path) -> (Manif
     (report.manifest, store)
 }
 
-/// The kubectl binaries to try: `KUBE_AUTOSAVE_TEST_KUBECTL`, else the one on the PATH.
-fn kubectls() -> Vec<String> {
-    let listed = std::env::var("KUBE_AUTOSAVE_TEST_KUBECTL").unwrap_or_default();
-    let mut found: Vec<String> = listed
-        .split(':')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    if found.is_empty() {
-        eprintln!(
-            "KUBE_AUTOSAVE_TEST_KUBECTL is not set: only the kubectl on the PATH is tried \
-             (.ci/run adds Debian's 1.20)"
-        );
-        found.push("kubectl".to_string());
-    }
-    found
-}
-
 /// `kubectl create -f` of each file; the lines of every error the server answered, except
 /// `AlreadyExists` (the namespaces every cluster has).
 fn create_all(kubectl: &str, kubeconfig: &Path, home: &Path, files: &[PathBuf]) -> Vec<String> {
@@ -156,7 +138,7 @@ async fn every_plain_layout_file_is_accepted_by_kubectl_create() {
     let files = layout_files(&folder);
     assert!(files.len() > 20, "{} files", files.len());
 
-    for kubectl in kubectls() {
+    for kubectl in crate::support::kubectls() {
         let target = Cluster::start_with(SimConfig {
             empty: true,
             tls: true,

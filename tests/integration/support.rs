@@ -10,3 +10,22 @@ pub use test_support::*;
 pub fn binary(dir: &Path) -> Command {
     clean_command(env!("CARGO_BIN_EXE_kube-autosave"), dir)
 }
+
+/// The kubectl binaries to try: `KUBE_AUTOSAVE_TEST_KUBECTL` (`:`-separated; `scripts/test`
+/// adds Debian's 1.20 to the one on the PATH), else the one on the PATH.
+pub fn kubectls() -> Vec<String> {
+    let listed = std::env::var("KUBE_AUTOSAVE_TEST_KUBECTL").unwrap_or_default();
+    let mut found: Vec<String> = listed
+        .split(':')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if found.is_empty() {
+        eprintln!(
+            "KUBE_AUTOSAVE_TEST_KUBECTL is not set: only the kubectl on the PATH is tried \
+             (scripts/test adds Debian's 1.20)"
+        );
+        found.push("kubectl".to_string());
+    }
+    found
+}

@@ -240,7 +240,7 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
             if !valid {
                 return Err(format!("invalid label name {label:?}"));
             }
-            if after[eq + 1..].chars().next() != Some('"') {
+            if !after[eq + 1..].starts_with('"') {
                 return Err(format!("label {label} is not quoted"));
             }
             // Find the closing quote, skipping escapes.
@@ -311,8 +311,9 @@ fn parse_value(text: &str) -> Result<f64, String> {
 /// Buckets are cumulative, end in `+Inf`, and `_count` equals the `+Inf` bucket, for each
 /// label set of the family.
 fn check_histogram(family: &Family) -> Result<(), String> {
-    let mut series: BTreeMap<Vec<(String, String)>, (Vec<(f64, f64)>, Option<f64>)> =
-        BTreeMap::new();
+    // By label set (without `le`): the buckets as (le, count), and `_count`.
+    type Series = (Vec<(f64, f64)>, Option<f64>);
+    let mut series: BTreeMap<Vec<(String, String)>, Series> = BTreeMap::new();
     let name = &family.name;
     for sample in &family.samples {
         let mut key: Vec<(String, String)> = sample
