@@ -59,6 +59,8 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub page_size: Option<u32>,
     pub concurrency: Option<usize>,
+    /// Plain-layout files written at once (the most; throttling lowers it).
+    pub export_concurrency: Option<usize>,
     /// The cap of the local pack copies: a byte count or a size such as `512Mi`, `1Gi`.
     #[serde(default, deserialize_with = "number_or_string")]
     pub pack_cache_size: Option<String>,
@@ -157,7 +159,27 @@ impl FileConfig {
         if let Some(encryption) = &config.encryption {
             check_encryption(encryption)?;
         }
+        if let Some(n) = config.export_concurrency {
+            check_export_concurrency(&format!("{SECTION}.exportConcurrency"), n)?;
+        }
         Ok(config)
+    }
+}
+
+/// The most files an export writes at once: 64 keeps real S3 (10-60 ms a request) busy
+/// while a loopback store gains nothing from more.
+pub const DEFAULT_EXPORT_CONCURRENCY: usize = 64;
+
+/// An export concurrency between 1 and 1024.
+pub fn check_export_concurrency(key: &str, n: usize) -> Result<usize, ConfigError> {
+    if (1..=1024).contains(&n) {
+        Ok(n)
+    } else {
+        Err(ConfigError::Value {
+            key: key.to_string(),
+            value: n.to_string(),
+            problem: "is not between 1 and 1024 files at once".to_string(),
+        })
     }
 }
 
@@ -388,6 +410,19 @@ mod tests {
             error.contains("c.yaml") && error.contains("yaml"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_export_concurrency_is_bounded() {
+        let parse = |value: &str| {
+            let yaml = format!("kubeResourcesAutosave:\n  exportConcurrency: {value}\n");
+            FileConfig::parse(Path::new("c.yaml"), &yaml).map(|c| c.export_concurrency)
+        };
+        assert_eq!(parse("128").unwrap(), Some(128));
+        for bad in ["0", "5000"] {
+            let error = parse(bad).unwrap_err().to_string();
+            assert!(error.contains("exportConcurrency"), "{error}");
+        }
     }
 
     #[test]

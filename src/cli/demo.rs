@@ -65,6 +65,7 @@ pub async fn demo(global: &GlobalArgs, args: &DemoArgs) -> ExitCode {
         context: None,
         page_size: None,
         concurrency: None,
+        export_concurrency: None,
     };
     let settings = common.job_settings(&cluster);
 

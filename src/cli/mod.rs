@@ -132,6 +132,17 @@ pub struct ClusterArgs {
     /// Resources listed at the same time.
     #[arg(long, env = "KUBE_AUTOSAVE_CONCURRENCY")]
     pub concurrency: Option<usize>,
+    /// Plain-layout files written at the same time, at most (1-1024) [default: 64]; when
+    /// the destination throttles (503 SlowDown), fewer.
+    #[arg(long, env = "KUBE_AUTOSAVE_EXPORT_CONCURRENCY", value_parser = export_concurrency)]
+    pub export_concurrency: Option<usize>,
+}
+
+fn export_concurrency(text: &str) -> Result<usize, String> {
+    let n = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of files"))?;
+    config::check_export_concurrency("--export-concurrency", n).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -335,7 +346,12 @@ impl Common {
             },
             snapshot,
             store: self.store.clone(),
-            export: ExportOptions::default(),
+            export: ExportOptions {
+                concurrency: cluster
+                    .export_concurrency
+                    .or(self.file.export_concurrency)
+                    .unwrap_or(config::DEFAULT_EXPORT_CONCURRENCY),
+            },
             locks: Default::default(),
         }
     }

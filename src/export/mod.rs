@@ -63,7 +63,9 @@ pub struct ExportOptions {
 impl Default for ExportOptions {
     fn default() -> Self {
         // Mostly server-side copies: each is one short request, so many in flight.
-        Self { concurrency: 32 }
+        Self {
+            concurrency: crate::config::DEFAULT_EXPORT_CONCURRENCY,
+        }
     }
 }
 

@@ -41,6 +41,18 @@ pub enum StoreError {
     #[error("bucket {bucket:?} does not exist at {endpoint}; create it or fix the destination URI")]
     NoSuchBucket { endpoint: String, bucket: String },
 
+    #[error(
+        "{endpoint} kept throttling requests ({op} {key}: {message}) through every pause; \
+         it is tried again later. Fewer requests at once (exportConcurrency) or a bucket \
+         prefix of its own may help"
+    )]
+    Throttled {
+        endpoint: String,
+        op: &'static str,
+        key: String,
+        message: String,
+    },
+
     #[error("{op} {key} at {endpoint} failed: {message}")]
     Remote {
         endpoint: String,
@@ -100,6 +112,7 @@ impl StoreError {
             StoreError::Unreachable { .. } => "unreachable",
             StoreError::AccessDenied { .. } => "access_denied",
             StoreError::NoSuchBucket { .. } => "no_such_bucket",
+            StoreError::Throttled { .. } => "throttled",
             StoreError::Remote { .. } => "remote_error",
             StoreError::Io { .. } => "local_io",
             StoreError::Corrupt { .. } => "corrupt",
@@ -124,6 +137,7 @@ impl StoreError {
         matches!(
             self,
             StoreError::Unreachable { .. }
+                | StoreError::Throttled { .. }
                 | StoreError::Remote { .. }
                 | StoreError::AccessDenied { .. }
                 | StoreError::NoSuchBucket { .. }

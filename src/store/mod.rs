@@ -20,6 +20,7 @@ pub mod layout;
 pub mod local;
 pub mod local_packs;
 pub mod memory;
+pub mod pacer;
 pub mod pack;
 pub mod s3;
 pub mod sealed;

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::interceptors::InterceptorContext;
+use aws_sdk_s3::config::retry::{ClassifyRetry, RetryAction, RetryConfig};
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
@@ -32,10 +33,14 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::backend::{Backend, ObjectMeta, PutOutcome};
 use super::error::{StoreError, StoreResult};
+use super::pacer::{self, Pacer};
 
 /// Uploads larger than this go as multipart uploads of `MULTIPART_PART` bytes per part.
 const MULTIPART_THRESHOLD: usize = 64 * 1024 * 1024;
 const MULTIPART_PART: usize = 16 * 1024 * 1024;
+/// The pacer's starting limit: above any caller's concurrency, so that only throttling
+/// lowers what the callers ask for.
+const MAX_IN_FLIGHT: usize = 1024;
 
 /// Server-side encryption requested on every write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +78,25 @@ pub struct S3Options {
     pub static_credentials: Option<(String, String)>,
 }
 
+/// Leaves throttled answers (503 SlowDown, 429) to the [`Pacer`], which sends every request
+/// less often, where the SDK would try the one request again at once and hide the
+/// throttling from it.
+#[derive(Debug)]
+struct ThrottlingToPacer;
+
+impl ClassifyRetry for ThrottlingToPacer {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        match ctx.response().map(|r| r.status().as_u16()) {
+            Some(429 | 503) => RetryAction::RetryForbidden,
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "throttling is paced, not retried by the SDK"
+    }
+}
+
 /// The standard AWS credentials chain, built anew for every request for credentials (the
 /// SDK caches what it returns until it expires, so that is rare).
 #[derive(Debug)]
@@ -106,6 +130,8 @@ pub struct S3Backend {
     /// Whether the store refuses `If-None-Match: *` on a key that exists: probed at the
     /// first [`Backend::create`].
     conditional_writes: tokio::sync::OnceCell<bool>,
+    /// How many requests go out at once; throttling lowers it.
+    pacer: Pacer,
 }
 
 impl fmt::Debug for S3Backend {
@@ -147,6 +173,7 @@ impl S3Backend {
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .retry_classifier(ThrottlingToPacer)
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(5))
@@ -174,6 +201,7 @@ impl S3Backend {
             endpoint,
             sse: options.sse.clone(),
             conditional_writes: tokio::sync::OnceCell::new(),
+            pacer: Pacer::new(MAX_IN_FLIGHT),
         })
     }
 
@@ -186,17 +214,53 @@ impl S3Backend {
         }
     }
 
+    /// Sends one request under the pacer's limit, again after a pause for as long as the
+    /// store throttles it (up to [`pacer::MAX_TRIES`] tries). `size` is what it carries.
+    async fn paced<T, F, Fut>(&self, size: u64, send: F) -> StoreResult<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = StoreResult<T>>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let permit = self.pacer.acquire().await;
+            match send().await {
+                Err(e @ StoreError::Throttled { .. }) => {
+                    let pause = permit.throttled(tries);
+                    if tries >= pacer::MAX_TRIES {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                answered @ (Ok(_) | Err(StoreError::NotFound { .. })) => {
+                    permit.succeeded(size);
+                    return answered;
+                }
+                // Unreachable, denied, ...: says nothing about the store's load.
+                failed => return failed,
+            }
+        }
+    }
+
     /// A GET of `key` (of `range` of it, where given), read whole.
     async fn get_object(&self, key: &str, range: Option<Range<u64>>) -> StoreResult<Bytes> {
+        let size = range.as_ref().map_or(u64::MAX, |r| r.end - r.start);
         let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_range(range.map(|r| format!("bytes={}-{}", r.start, r.end - 1)))
-            .send()
-            .await
-            .map_err(|e| self.error("get", key, e))?;
+            .paced(size, || {
+                let range = range.clone();
+                async move {
+                    self.client
+                        .get_object()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .set_range(range.map(|r| format!("bytes={}-{}", r.start, r.end - 1)))
+                        .send()
+                        .await
+                        .map_err(|e| self.error("get", key, e))
+                }
+            })
+            .await?;
         let body = out.body.collect().await.map_err(|e| StoreError::Remote {
             endpoint: self.endpoint.clone(),
             op: "get",
@@ -240,6 +304,23 @@ impl S3Backend {
                         bucket: self.bucket.clone(),
                     },
                     "NoSuchKey" | "NotFound" => StoreError::NotFound { key },
+                    "SlowDown"
+                    | "Throttling"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+                    | "RequestThrottled"
+                    | "TooManyRequests" => StoreError::Throttled {
+                        endpoint,
+                        op,
+                        key,
+                        message: code.to_string(),
+                    },
+                    _ if matches!(status, Some(429) | Some(503)) => StoreError::Throttled {
+                        endpoint,
+                        op,
+                        key,
+                        message: format!("HTTP {} {code}", service.raw().status().as_u16()),
+                    },
                     "AccessDenied"
                     | "InvalidAccessKeyId"
                     | "SignatureDoesNotMatch"
@@ -380,17 +461,23 @@ impl Backend for S3Backend {
         if data.len() > MULTIPART_THRESHOLD {
             return self.put_multipart(key, data).await;
         }
-        let (sse, kms_key) = self.sse_header();
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms_key)
-            .body(ByteStream::from(data))
-            .send()
-            .await
-            .map_err(|e| self.error("put", key, e))?;
+        self.paced(data.len() as u64, || {
+            let (sse, kms_key) = self.sse_header();
+            let data = data.clone();
+            async move {
+                self.client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .set_server_side_encryption(sse)
+                    .set_ssekms_key_id(kms_key)
+                    .body(ByteStream::from(data))
+                    .send()
+                    .await
+                    .map_err(|e| self.error("put", key, e))
+            }
+        })
+        .await?;
         Ok(())
     }
 
@@ -402,30 +489,37 @@ impl Backend for S3Backend {
             self.put_multipart(key, data).await?;
             return Ok(PutOutcome::Created);
         }
-        let (sse, kms_key) = self.sse_header();
-        let sent = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .if_none_match("*")
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms_key)
-            .body(ByteStream::from(data))
-            .send()
-            .await;
-        match sent {
-            Ok(_) => Ok(PutOutcome::Created),
-            Err(SdkError::ServiceError(e))
-                if matches!(
-                    e.err().code(),
-                    Some("PreconditionFailed") | Some("ConditionalRequestConflict")
-                ) =>
-            {
-                Ok(PutOutcome::AlreadyExists)
+        // A throttled conditional PUT was not carried out: sending it again is safe.
+        self.paced(data.len() as u64, || {
+            let (sse, kms_key) = self.sse_header();
+            let data = data.clone();
+            async move {
+                let sent = self
+                    .client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .if_none_match("*")
+                    .set_server_side_encryption(sse)
+                    .set_ssekms_key_id(kms_key)
+                    .body(ByteStream::from(data))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(_) => Ok(PutOutcome::Created),
+                    Err(SdkError::ServiceError(e))
+                        if matches!(
+                            e.err().code(),
+                            Some("PreconditionFailed") | Some("ConditionalRequestConflict")
+                        ) =>
+                    {
+                        Ok(PutOutcome::AlreadyExists)
+                    }
+                    Err(e) => Err(self.error("put", key, e)),
+                }
             }
-            Err(e) => Err(self.error("put", key, e)),
-        }
+        })
+        .await
     }
 
     async fn create(&self, key: &str, data: Bytes) -> StoreResult<PutOutcome> {
@@ -463,43 +557,50 @@ impl Backend for S3Backend {
     }
 
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        let answer = self
+            .paced(0, || async move {
+                self.client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| self.error("head", key, e))
+            })
+            .await;
+        match answer {
             Ok(out) => Ok(Some(ObjectMeta {
                 key: key.to_string(),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
             })),
-            Err(e) => match self.error("head", key, e) {
-                StoreError::NotFound { .. } => Ok(None),
-                other => Err(other),
-            },
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(other) => Err(other),
         }
     }
 
     async fn copy(&self, from: &str, to: &str) -> StoreResult<()> {
-        let (sse, kms_key) = self.sse_header();
-        self.client
-            .copy_object()
-            .bucket(&self.bucket)
-            .key(to)
-            .copy_source(encode_copy_source(&self.bucket, from))
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms_key)
-            .send()
-            .await
-            .map_err(|e| match self.error("copy", from, e) {
-                // A missing source answers NoSuchKey; name the source, not the target.
-                StoreError::NotFound { .. } => StoreError::NotFound {
-                    key: from.to_string(),
-                },
-                other => other,
-            })?;
+        self.paced(0, || {
+            let (sse, kms_key) = self.sse_header();
+            async move {
+                self.client
+                    .copy_object()
+                    .bucket(&self.bucket)
+                    .key(to)
+                    .copy_source(encode_copy_source(&self.bucket, from))
+                    .set_server_side_encryption(sse)
+                    .set_ssekms_key_id(kms_key)
+                    .send()
+                    .await
+                    .map_err(|e| match self.error("copy", from, e) {
+                        // A missing source answers NoSuchKey; name the source, not the target.
+                        StoreError::NotFound { .. } => StoreError::NotFound {
+                            key: from.to_string(),
+                        },
+                        other => other,
+                    })
+            }
+        })
+        .await?;
         Ok(())
     }
 
@@ -512,14 +613,20 @@ impl Backend for S3Backend {
                     return Ok(None);
                 };
                 let page = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(&prefix)
-                    .set_continuation_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| self.error("list", &prefix, e))?;
+                    .paced(0, || {
+                        let (prefix, token) = (&prefix, token.clone());
+                        async move {
+                            self.client
+                                .list_objects_v2()
+                                .bucket(&self.bucket)
+                                .prefix(prefix)
+                                .set_continuation_token(token)
+                                .send()
+                                .await
+                                .map_err(|e| self.error("list", prefix, e))
+                        }
+                    })
+                    .await?;
                 let items: Vec<StoreResult<ObjectMeta>> = page
                     .contents()
                     .iter()
@@ -558,13 +665,19 @@ impl Backend for S3Backend {
                 .build()
                 .map_err(|e| self.remote_error("delete", first, e.to_string()))?;
             let out = self
-                .client
-                .delete_objects()
-                .bucket(&self.bucket)
-                .delete(delete)
-                .send()
-                .await
-                .map_err(|e| self.error("delete", first, e))?;
+                .paced(0, || {
+                    let delete = delete.clone();
+                    async move {
+                        self.client
+                            .delete_objects()
+                            .bucket(&self.bucket)
+                            .delete(delete)
+                            .send()
+                            .await
+                            .map_err(|e| self.error("delete", first, e))
+                    }
+                })
+                .await?;
             if let Some(failed) = out.errors().first() {
                 let key = failed.key().unwrap_or(first);
                 return Err(self.remote_error(
@@ -588,15 +701,21 @@ impl Backend for S3Backend {
         let mut token = None;
         loop {
             let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .delimiter("/")
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| self.error("list", prefix, e))?;
+                .paced(0, || {
+                    let token = token.clone();
+                    async move {
+                        self.client
+                            .list_objects_v2()
+                            .bucket(&self.bucket)
+                            .prefix(prefix)
+                            .delimiter("/")
+                            .set_continuation_token(token)
+                            .send()
+                            .await
+                            .map_err(|e| self.error("list", prefix, e))
+                    }
+                })
+                .await?;
             folders.extend(page.common_prefixes().iter().filter_map(|p| {
                 let name = p.prefix()?.strip_prefix(prefix)?.strip_suffix('/')?;
                 Some(name.to_string())
@@ -613,13 +732,16 @@ impl Backend for S3Backend {
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.error("delete", key, e))?;
+        self.paced(0, || async move {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| self.error("delete", key, e))
+        })
+        .await?;
         Ok(())
     }
 }

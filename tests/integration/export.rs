@@ -521,3 +521,60 @@ async fn the_write_order_holds_on_what_s3_sees() {
     // The second snapshot copied what did not change, after its root like the rest.
     assert!(writes.iter().any(|(op, _)| *op == "COPY"));
 }
+
+/// S3 answers a share of the requests `503 SlowDown`, as it does when a prefix gets more
+/// requests than it takes: the snapshot sends fewer at once, pauses and tries again, and
+/// completes with every file of its plain layout. Throttling slows a snapshot down and
+/// never fails it; the second snapshot's copies are throttled as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_slows_the_export_down_and_never_fails_it() {
+    let setup = Setup::new(1_000, 29).await;
+    setup.s3.set_throttle(0.1);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = setup.cluster.kubeconfig.display().to_string();
+    let mut logs = String::new();
+    for _ in 0..2 {
+        // Snapshot names have a resolution of one second.
+        tokio::time::sleep(std::time::Duration::from_millis(1050)).await;
+        let mut command = crate::support::binary(dir.path());
+        crate::support::with_s3(&mut command, &setup.s3).args([
+            "snapshot",
+            "--to",
+            "s3://backups/team",
+            "--cluster-name",
+            "prod",
+            "--cache-dir",
+            "state",
+            "--kubeconfig",
+            &kubeconfig,
+        ]);
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        logs.push_str(&stderr);
+    }
+    let throttled = setup.s3.throttled();
+    assert!(throttled > 20, "only {throttled} requests were throttled");
+    assert!(
+        logs.contains("the destination is throttling requests (SlowDown); sending fewer at once"),
+        "the snapshots never lowered their concurrency:\n{logs}"
+    );
+
+    setup.s3.set_throttle(0.0);
+    let cache = tempfile::tempdir().unwrap();
+    let reader = crate::support::reader_store(&setup.s3, "team/prod", cache.path()).await;
+    let times = Manifest::list(&reader).await.unwrap();
+    assert_eq!(times.len(), 2);
+    for time in times {
+        let manifest = Manifest::load(&reader, &time).await.unwrap();
+        let record = Manifest::export_record(&reader, &time)
+            .await
+            .unwrap()
+            .expect("the export is recorded");
+        let layout = read_layout(&setup.s3, &time).await;
+        assert_eq!(record.files, layout.len() as u64);
+        assert_eq!(layout_objects(&layout), manifest_objects(&manifest));
+    }
+}

@@ -41,6 +41,9 @@ pub struct S3Server {
     latency_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Accept `If-None-Match: *` and overwrite anyway, as some S3-compatible stores do.
     ignores_conditions: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Throttling: the share of requests (per million) answered `503 SlowDown` unserved,
+    /// and how many were.
+    throttle: std::sync::Arc<Throttle>,
     writes: WriteLog,
     root: PathBuf,
     _dir: Option<tempfile::TempDir>,
@@ -66,6 +69,7 @@ impl S3Server {
             addr,
             latency_ms: Default::default(),
             ignores_conditions: Default::default(),
+            throttle: Default::default(),
             writes: Default::default(),
             root: root.to_path_buf(),
             _dir: None,
@@ -81,6 +85,7 @@ impl S3Server {
             .expect("non-blocking listener");
         let root = self.root.clone();
         let latency = self.latency_ms.clone();
+        let throttle = self.throttle.clone();
         let ignores_conditions = self.ignores_conditions.clone();
         let writes = self.writes.clone();
         let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
@@ -107,13 +112,18 @@ impl S3Server {
                     tokio::select! {
                         accepted = listener.accept() => {
                             let Ok((socket, _)) = accepted else { continue };
-                            let (service, latency) = (service.clone(), latency.clone());
+                            let (service, latency, throttle) =
+                                (service.clone(), latency.clone(), throttle.clone());
                             let slowed = hyper::service::service_fn(move |request| {
-                                let (service, latency) = (service.clone(), latency.clone());
+                                let (service, latency, throttle) =
+                                    (service.clone(), latency.clone(), throttle.clone());
                                 async move {
                                     let ms = latency.load(std::sync::atomic::Ordering::Relaxed);
                                     if ms > 0 {
                                         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                                    }
+                                    if throttle.this_one() {
+                                        return Ok(slow_down());
                                     }
                                     hyper::service::Service::call(&service, request).await
                                 }
@@ -132,6 +142,22 @@ impl S3Server {
             runtime.shutdown_background();
         });
         *self.running.lock().unwrap() = Some(Running { shutdown, thread });
+    }
+
+    /// Answers a share `fraction` of the requests from now on with `503 SlowDown`, without
+    /// serving them, as S3 does when a prefix gets more requests than it takes.
+    pub fn set_throttle(&self, fraction: f64) {
+        self.throttle.per_million.store(
+            (fraction.clamp(0.0, 1.0) * 1e6) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The requests answered `503 SlowDown` so far.
+    pub fn throttled(&self) -> u64 {
+        self.throttle
+            .answered
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Delays every request by `latency` from now on.
@@ -574,4 +600,49 @@ fn holds_a_file(dir: &Path) -> std::io::Result<bool> {
         }
     }
     Ok(false)
+}
+
+/// Which requests the server throttles: a share of them, spread by a hash of their number.
+#[derive(Debug, Default)]
+struct Throttle {
+    per_million: std::sync::atomic::AtomicU64,
+    seen: std::sync::atomic::AtomicU64,
+    answered: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    fn this_one(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let share = self.per_million.load(Relaxed);
+        if share == 0 {
+            return false;
+        }
+        // SplitMix64 of the request's number: spread, and the same for every run.
+        let mut x = self
+            .seen
+            .fetch_add(1, Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        let throttled = x % 1_000_000 < share;
+        if throttled {
+            self.answered.fetch_add(1, Relaxed);
+        }
+        throttled
+    }
+}
+
+/// S3's answer to a request rate it will not take.
+fn slow_down() -> hyper::Response<s3s::Body> {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+                <Message>Please reduce your request rate.</Message>\
+                <RequestId>kube-autosave-test</RequestId></Error>";
+    let mut response = hyper::Response::new(s3s::Body::from(body.to_string()));
+    *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/xml"),
+    );
+    response
 }
