@@ -26,7 +26,7 @@ use crate::store::ObjectId;
 pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Bumped whenever cleaning, canonical serialization or the layout of this file changes.
-const FORMAT: &str = "kube-autosave seen v3";
+const FORMAT: &str = "kube-autosave seen v4";
 
 /// What became of an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,8 +54,7 @@ pub fn object_key(namespace: Option<&str>, name: &str) -> String {
     crate::object_name::ObjectName::new(namespace, name).to_string()
 }
 
-/// The first line of the file. Each further line is one resource type's objects:
-/// `["group/version/resource", [...]]`.
+/// The header: the file's first frame.
 #[derive(Serialize, Deserialize)]
 struct Header {
     fingerprint: String,
@@ -63,14 +62,42 @@ struct Header {
     since: u64,
 }
 
+/// Where each resource type's frame is: `(offset, length)` by [`resource_key`].
+type FrameIndex = HashMap<String, (u64, u64)>;
+
+/// The file is a run of independent zstd frames, so that each resource type's objects are
+/// read on their own when its lister asks, and written as soon as it is done: neither the
+/// previous snapshot's objects nor this one's are ever all in memory. The header frame, one
+/// frame per resource type (`["group/version/resource", [...]]`), the index frame
+/// ([`FrameIndex`]), then 16 bytes: the header frame's length and the index frame's offset,
+/// little-endian. A file cut short has no trailer, and is not read at all.
+const TRAILER: u64 = 16;
+
+/// The previous snapshot's file, open, and where its resource types are.
+struct Previous {
+    file: std::fs::File,
+    index: Mutex<FrameIndex>,
+}
+
+/// This snapshot's file, written to `<path>.tmp` until [`SeenCache::save`] renames it.
+#[derive(Default)]
+struct Writer {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    offset: u64,
+    header_len: u64,
+    index: FrameIndex,
+    /// A write failed: the file is not saved (the next snapshot reads in full).
+    failed: bool,
+}
+
 /// The previous snapshot's objects (taken resource by resource by the listers), and what
-/// this snapshot sees (handed back by them).
+/// this snapshot sees (handed back by them, and written out at once).
 pub struct SeenCache {
     path: PathBuf,
     fingerprint: String,
     since: u64,
-    previous: Mutex<HashMap<String, ResourceSeen>>,
-    current: Mutex<Vec<(String, Vec<Seen>)>>,
+    previous: Option<Previous>,
+    current: Mutex<Writer>,
 }
 
 fn resource_key(rt: &ResourceType) -> String {
@@ -83,71 +110,188 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+type ReadResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
 impl SeenCache {
     /// Opens the file at `path`; an absent, unreadable or outdated one gives an empty cache.
+    /// Only its header and index are read here.
     pub fn open(path: &Path, rules: &Rules) -> SeenCache {
-        let fingerprint = fingerprint(rules);
         let mut cache = SeenCache {
             path: path.to_path_buf(),
-            fingerprint,
+            fingerprint: fingerprint(rules),
             since: now(),
-            previous: Mutex::new(HashMap::new()),
-            current: Mutex::new(Vec::new()),
+            previous: None,
+            current: Mutex::new(Writer::default()),
         };
-        let mut previous = HashMap::new();
-        let up_to_date = |header: &Header| {
-            let age = Duration::from_secs(cache.since.saturating_sub(header.since));
-            let up_to_date = header.fingerprint == cache.fingerprint && age < MAX_AGE;
-            if !up_to_date {
-                tracing::info!("reading every object in full (rules, program or week changed)");
+        let Ok(file) = std::fs::File::open(path) else {
+            return cache;
+        };
+        match open_previous(&file) {
+            Ok((header, index)) => {
+                let age = Duration::from_secs(cache.since.saturating_sub(header.since));
+                if header.fingerprint == cache.fingerprint && age < MAX_AGE {
+                    cache.since = header.since;
+                    cache.previous = Some(Previous {
+                        file,
+                        index: Mutex::new(index),
+                    });
+                } else {
+                    tracing::info!("reading every object in full (rules, program or week changed)");
+                }
             }
-            up_to_date
-        };
-        let read = read(path, up_to_date, |resource, objects| {
-            let by_name = objects
-                .into_iter()
-                .map(|s| (object_key(s.namespace.as_deref(), &s.name), s))
-                .collect();
-            previous.insert(resource, by_name);
-        });
-        if let Some(header) = read {
-            cache.since = header.since;
-            cache.previous = Mutex::new(previous);
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable seen-objects cache");
+            }
         }
         cache
     }
 
-    /// The previous snapshot's objects of `rt` (each resource is taken once).
+    /// The previous snapshot's objects of `rt` (each resource is taken once), read from the
+    /// file now. A damaged frame gives nothing: those objects are read in full.
     pub fn take(&self, rt: &ResourceType) -> ResourceSeen {
-        self.previous
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&resource_key(rt))
-            .unwrap_or_default()
-    }
-
-    /// What this snapshot saw of `rt`.
-    pub fn record(&self, rt: &ResourceType, objects: Vec<Seen>) {
-        self.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((resource_key(rt), objects));
-    }
-
-    /// Writes what this snapshot saw, for the next one. Failing to write costs the next
-    /// snapshot a full read, nothing else, so it is logged, not returned.
-    pub fn save(self) {
-        let mut resources = self.current.into_inner().unwrap_or_else(|e| e.into_inner());
-        resources.sort_by(|a, b| a.0.cmp(&b.0));
-        let header = Header {
-            fingerprint: self.fingerprint,
-            since: self.since,
+        let Some(previous) = &self.previous else {
+            return ResourceSeen::default();
         };
-        if let Err(e) = write(&self.path, &header, &resources) {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot write the seen-objects cache");
-            let _ = std::fs::remove_file(&self.path);
+        let key = resource_key(rt);
+        let Some((offset, len)) = previous
+            .index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key)
+        else {
+            return ResourceSeen::default();
+        };
+        let read = read_frame(&previous.file, offset, len).and_then(|json| {
+            let (resource, objects): (String, Vec<Seen>) = serde_json::from_slice(&json)?;
+            if resource != key {
+                return Err(format!("the frame of {key} holds {resource}").into());
+            }
+            Ok(objects)
+        });
+        match read {
+            Ok(objects) => objects
+                .into_iter()
+                .map(|s| (object_key(s.namespace.as_deref(), &s.name), s))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), resource = %key, error = %e, "ignoring a damaged part of the seen-objects cache");
+                ResourceSeen::default()
+            }
         }
     }
+
+    /// Writes what this snapshot saw of `rt` to the new file, and lets it go.
+    pub fn record(&self, rt: &ResourceType, objects: Vec<Seen>) {
+        let mut writer = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if writer.failed {
+            return;
+        }
+        let key = resource_key(rt);
+        let written = (|| -> std::io::Result<()> {
+            if writer.out.is_none() {
+                let header = Header {
+                    fingerprint: self.fingerprint.clone(),
+                    since: self.since,
+                };
+                let file = std::fs::File::create(self.path.with_extension("tmp"))?;
+                writer.out = Some(std::io::BufWriter::with_capacity(1 << 16, file));
+                writer.header_len = writer.frame(&serde_json::to_vec(&header)?)?.1;
+            }
+            let frame = writer.frame(&serde_json::to_vec(&(&key, &objects))?)?;
+            writer.index.insert(key.clone(), frame);
+            Ok(())
+        })();
+        if let Err(e) = written {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot write the seen-objects cache");
+            writer.failed = true;
+        }
+    }
+
+    /// Finishes the new file and puts it in place of the previous one.
+    pub fn save(self) {
+        let writer = self.current.into_inner().unwrap_or_else(|e| e.into_inner());
+        let temp = self.path.with_extension("tmp");
+        if let Err(e) = writer.finish(&temp, &self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot write the seen-objects cache");
+            let _ = std::fs::remove_file(&self.path);
+            let _ = std::fs::remove_file(&temp);
+        }
+    }
+}
+
+impl Writer {
+    /// Appends `json` as one compressed frame; returns where it is.
+    fn frame(&mut self, json: &[u8]) -> std::io::Result<(u64, u64)> {
+        use std::io::Write;
+        // With a checksum: a flipped bit must not turn into another object's id.
+        let mut compressor = zstd::bulk::Compressor::new(1)?;
+        compressor.include_checksum(true)?;
+        let compressed = compressor.compress(json)?;
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no file"))?;
+        out.write_all(&compressed)?;
+        let at = (self.offset, compressed.len() as u64);
+        self.offset += compressed.len() as u64;
+        Ok(at)
+    }
+
+    fn finish(mut self, temp: &Path, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.failed {
+            return Err(std::io::Error::other("an earlier write failed"));
+        }
+        if self.out.is_none() {
+            // Nothing was recorded: no resource was listed.
+            return Err(std::io::Error::other("nothing recorded"));
+        }
+        let index = std::mem::take(&mut self.index);
+        let (index_offset, _) = self.frame(&serde_json::to_vec(&index)?)?;
+        let mut out = self.out.take().expect("checked above");
+        out.write_all(&self.header_len.to_le_bytes())?;
+        out.write_all(&index_offset.to_le_bytes())?;
+        out.into_inner().map_err(|e| e.into_error())?;
+        std::fs::rename(temp, path)
+    }
+}
+
+/// The header and the index of a file, or why they cannot be read.
+fn open_previous(file: &std::fs::File) -> ReadResult<(Header, FrameIndex)> {
+    let len = file.metadata()?.len();
+    if len < TRAILER {
+        return Err("too short".into());
+    }
+    let mut trailer = [0u8; TRAILER as usize];
+    read_exact_at(file, &mut trailer, len - TRAILER)?;
+    let header_len = u64::from_le_bytes(trailer[..8].try_into()?);
+    let index_offset = u64::from_le_bytes(trailer[8..].try_into()?);
+    if header_len > index_offset || index_offset > len - TRAILER {
+        return Err("its trailer points outside the file".into());
+    }
+    let header: Header = serde_json::from_slice(&read_frame(file, 0, header_len)?)?;
+    let index: FrameIndex = serde_json::from_slice(&read_frame(
+        file,
+        index_offset,
+        len - TRAILER - index_offset,
+    )?)?;
+    if index
+        .values()
+        .any(|(offset, length)| offset.saturating_add(*length) > index_offset)
+    {
+        return Err("its index points outside the file".into());
+    }
+    Ok((header, index))
+}
+
+fn read_frame(file: &std::fs::File, offset: u64, len: u64) -> ReadResult<Vec<u8>> {
+    let mut compressed = vec![0u8; usize::try_from(len)?];
+    read_exact_at(file, &mut compressed, offset)?;
+    Ok(zstd::stream::decode_all(&compressed[..])?)
+}
+
+fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
 }
 
 fn fingerprint(rules: &Rules) -> String {
@@ -156,63 +300,6 @@ fn fingerprint(rules: &Rules) -> String {
     hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
     hasher.update(&serde_json::to_vec(rules).unwrap_or_default());
     hasher.finalize().to_hex().to_string()
-}
-
-/// Reads the file a line at a time through the decompressor: with a million objects its
-/// JSON is a few hundred MiB, of which one resource type's line is in memory at once. Hands
-/// each resource type's objects to `each` if `wanted` takes the header; returns the header
-/// of a file read to its end, `None` for one that is absent, unwanted or unreadable.
-fn read(
-    path: &Path,
-    wanted: impl FnOnce(&Header) -> bool,
-    each: impl FnMut(String, Vec<Seen>),
-) -> Option<Header> {
-    let file = std::fs::File::open(path).ok()?;
-    match read_lines(file, wanted, each) {
-        Ok(header) => header,
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable seen-objects cache");
-            None
-        }
-    }
-}
-
-fn read_lines(
-    file: std::fs::File,
-    wanted: impl FnOnce(&Header) -> bool,
-    mut each: impl FnMut(String, Vec<Seen>),
-) -> Result<Option<Header>, Box<dyn std::error::Error>> {
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::with_capacity(1 << 16, zstd::stream::Decoder::new(file)?);
-    let mut line = Vec::new();
-    lines.read_until(b'\n', &mut line)?;
-    let header: Header = serde_json::from_slice(&line)?;
-    if !wanted(&header) {
-        return Ok(None);
-    }
-    loop {
-        line.clear();
-        if lines.read_until(b'\n', &mut line)? == 0 {
-            return Ok(Some(header));
-        }
-        let (resource, objects) = serde_json::from_slice(&line)?;
-        each(resource, objects);
-    }
-}
-
-fn write(path: &Path, header: &Header, resources: &[(String, Vec<Seen>)]) -> std::io::Result<()> {
-    use std::io::Write;
-    let temp = path.with_extension("tmp");
-    let encoder = zstd::stream::Encoder::new(std::fs::File::create(&temp)?, 1)?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, encoder);
-    serde_json::to_writer(&mut out, header)?;
-    for resource in resources {
-        out.write_all(b"\n")?;
-        serde_json::to_writer(&mut out, resource)?;
-    }
-    let encoder = out.into_inner().map_err(|e| e.into_error())?;
-    encoder.finish()?;
-    std::fs::rename(&temp, path)
 }
 
 #[cfg(test)]
@@ -251,14 +338,44 @@ mod tests {
     }
 
     /// The file's header and resource types, as written.
+    /// The header and every resource type's objects, sorted by resource.
     fn contents(path: &Path) -> (Header, Vec<(String, Vec<Seen>)>) {
-        let mut resources = Vec::new();
-        let header = read(path, |_| true, |r, o| resources.push((r, o))).unwrap();
+        let file = std::fs::File::open(path).unwrap();
+        let (header, index) = open_previous(&file).unwrap();
+        let mut resources: Vec<(String, Vec<Seen>)> = index
+            .values()
+            .map(|(offset, len)| {
+                serde_json::from_slice(&read_frame(&file, *offset, *len).unwrap()).unwrap()
+            })
+            .collect();
+        resources.sort_by(|a, b| a.0.cmp(&b.0));
         (header, resources)
     }
 
+    /// A file with this header and these objects.
+    fn write(path: &Path, header: &Header, resources: &[(String, Vec<Seen>)]) {
+        let temp = path.with_extension("tmp");
+        let mut writer = Writer {
+            out: Some(std::io::BufWriter::new(
+                std::fs::File::create(&temp).unwrap(),
+            )),
+            ..Writer::default()
+        };
+        writer.header_len = writer
+            .frame(&serde_json::to_vec(header).unwrap())
+            .unwrap()
+            .1;
+        for (key, objects) in resources {
+            let frame = writer
+                .frame(&serde_json::to_vec(&(key, objects)).unwrap())
+                .unwrap();
+            writer.index.insert(key.clone(), frame);
+        }
+        writer.finish(&temp, path).unwrap();
+    }
+
     #[test]
-    fn each_resource_type_is_a_line_of_its_own() {
+    fn each_resource_type_is_a_frame_of_its_own() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.seen");
         let cache = SeenCache::open(&path, &Rules::default());
@@ -269,13 +386,8 @@ mod tests {
         cache.record(&deployments("v1"), vec![web(), api.clone()]);
         cache.record(&deployments("v1beta1"), vec![]);
         cache.save();
-        let text = zstd::decode_all(std::fs::File::open(&path).unwrap()).unwrap();
-        assert_eq!(
-            text.split(|b| *b == b'\n').count(),
-            3,
-            "a header and two lines"
-        );
-
+        let (_, resources) = contents(&path);
+        assert_eq!(resources.len(), 2, "a frame for each resource type");
         let cache = SeenCache::open(&path, &Rules::default());
         let seen = cache.take(&deployments("v1"));
         assert_eq!(seen.len(), 2);
@@ -320,7 +432,7 @@ mod tests {
 
         let (mut header, resources) = contents(&path);
         header.since -= MAX_AGE.as_secs() + 1;
-        write(&path, &header, &resources).unwrap();
+        write(&path, &header, &resources);
         assert!(
             SeenCache::open(&path, &Rules::default())
                 .take(&deployments("v1"))
@@ -334,17 +446,30 @@ mod tests {
                 .is_empty()
         );
 
-        // Cut short in the middle of a resource type's line: nothing of it is trusted.
+        // Cut short: without its trailer, nothing of it is trusted.
         let path = saved(dir.path(), &Rules::default());
-        let (header, _) = contents(&path);
-        let mut lines = serde_json::to_vec(&header).unwrap();
-        lines.extend_from_slice(b"\n[\"apps/v1/deployments\",[{\"name\":\"web\"");
-        std::fs::write(&path, zstd::encode_all(&lines[..], 1).unwrap()).unwrap();
+        let whole = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &whole[..whole.len() - 3]).unwrap();
         assert!(
             SeenCache::open(&path, &Rules::default())
                 .take(&deployments("v1"))
                 .is_empty()
         );
+
+        // One resource type's frame damaged: that one is read in full, the others not.
+        let path = saved(dir.path(), &Rules::default());
+        let (header, mut resources) = contents(&path);
+        resources.push(("apps/v1beta1/deployments".into(), vec![web()]));
+        write(&path, &header, &resources);
+        let file = std::fs::File::open(&path).unwrap();
+        let (_, index) = open_previous(&file).unwrap();
+        let (offset, _) = index["apps/v1/deployments"];
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[offset as usize + 6] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        let cache = SeenCache::open(&path, &Rules::default());
+        assert!(cache.take(&deployments("v1")).is_empty());
+        assert_eq!(cache.take(&deployments("v1beta1")).len(), 1);
     }
 
     #[test]
@@ -354,7 +479,7 @@ mod tests {
         let (mut header, resources) = contents(&path);
         header.since -= 3600;
         let since = header.since;
-        write(&path, &header, &resources).unwrap();
+        write(&path, &header, &resources);
         let cache = SeenCache::open(&path, &Rules::default());
         cache.record(&deployments("v1"), vec![web()]);
         cache.save();
