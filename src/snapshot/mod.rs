@@ -1030,7 +1030,14 @@ pub async fn take_snapshot(
         ..SnapshotStats::default()
     };
     let mut manifest_resources = Vec::new();
-    let mut objects = Vec::new();
+    // Sized once: growing by doubling would hold two copies of the largest list there is.
+    let mut objects = Vec::with_capacity(
+        outcomes
+            .iter()
+            .flatten()
+            .map(|outcome| outcome.entries.len())
+            .sum(),
+    );
     let mut manifest_sealed_files = BTreeMap::new();
     for (rt, outcome) in resources.into_iter().zip(outcomes) {
         // The writer finished without error, so every lister got its objects through.
@@ -1060,7 +1067,9 @@ pub async fn take_snapshot(
         });
         objects.append(&mut outcome.entries);
     }
-    objects.sort_by(|a, b| {
+    // Keys are unique, so an unstable sort gives the one order, without a stable sort's
+    // buffer of half the list.
+    objects.sort_unstable_by(|a, b| {
         (a.resource, &a.namespace, &a.name).cmp(&(b.resource, &b.namespace, &b.name))
     });
     skipped.sort();

@@ -531,23 +531,12 @@ async fn throttling_slows_the_export_down_and_never_fails_it() {
     let setup = Setup::new(1_000, 29).await;
     setup.s3.set_throttle(0.1);
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = setup.cluster.kubeconfig.display().to_string();
     let mut logs = String::new();
     for _ in 0..2 {
         // Snapshot names have a resolution of one second.
         tokio::time::sleep(std::time::Duration::from_millis(1050)).await;
-        let mut command = crate::support::binary(dir.path());
-        crate::support::with_s3(&mut command, &setup.s3).args([
-            "snapshot",
-            "--to",
-            "s3://backups/team",
-            "--cluster-name",
-            "prod",
-            "--cache-dir",
-            "state",
-            "--kubeconfig",
-            &kubeconfig,
-        ]);
+        let mut command =
+            crate::support::snapshot_command(&setup.s3, &setup.cluster, dir.path(), "state");
         let output = tokio::task::spawn_blocking(move || command.output().unwrap())
             .await
             .unwrap();

@@ -11,32 +11,9 @@ use kube_autosave::store::{Store, StoreConfig};
 
 use crate::support::cluster::Cluster;
 use crate::support::s3_server::{self, S3Server};
-use crate::support::{binary, with_s3};
+use crate::support::{binary, snapshot_command, with_s3};
 
 const BASE: &str = "team/prod/";
-
-/// `kube-autosave snapshot` of `cluster` into `s3://backups/team`, cluster name `prod`, with
-/// the local state in `state` (each "machine" has its own).
-fn snapshot_command(
-    s3: &S3Server,
-    cluster: &Cluster,
-    dir: &std::path::Path,
-    state: &str,
-) -> std::process::Command {
-    let mut command = binary(dir);
-    with_s3(&mut command, s3).args([
-        "snapshot",
-        "--to",
-        "s3://backups/team",
-        "--cluster-name",
-        "prod",
-        "--cache-dir",
-        state,
-        "--kubeconfig",
-        &cluster.kubeconfig.display().to_string(),
-    ]);
-    command
-}
 
 /// Runs both commands at the same moment.
 async fn at_once(mut a: std::process::Command, mut b: std::process::Command) -> (Output, Output) {

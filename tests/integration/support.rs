@@ -29,3 +29,26 @@ pub fn kubectls() -> Vec<String> {
     }
     found
 }
+
+/// `kube-autosave snapshot` of `cluster` into `s3://backups/team`, cluster name `prod`, with
+/// the local state in `state` (each "machine" has its own).
+pub fn snapshot_command(
+    s3: &test_support::S3Server,
+    cluster: &test_support::cluster::Cluster,
+    dir: &std::path::Path,
+    state: &str,
+) -> std::process::Command {
+    let mut command = binary(dir);
+    with_s3(&mut command, s3).args([
+        "snapshot",
+        "--to",
+        "s3://backups/team",
+        "--cluster-name",
+        "prod",
+        "--cache-dir",
+        state,
+        "--kubeconfig",
+        &cluster.kubeconfig.display().to_string(),
+    ]);
+    command
+}
