@@ -370,34 +370,48 @@ impl S3Backend {
         }
     }
 
+    /// A large upload in parts, each request paced (a throttled part is sent again, not the
+    /// whole file).
     async fn put_multipart(&self, key: &str, data: Bytes) -> StoreResult<()> {
-        let (sse, kms_key) = self.sse_header();
         let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms_key)
-            .send()
-            .await
-            .map_err(|e| self.error("create multipart upload", key, e))?;
+            .paced(0, || {
+                let (sse, kms_key) = self.sse_header();
+                async move {
+                    self.client
+                        .create_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .set_server_side_encryption(sse)
+                        .set_ssekms_key_id(kms_key)
+                        .send()
+                        .await
+                        .map_err(|e| self.error("create multipart upload", key, e))
+                }
+            })
+            .await?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         let result = async {
             let mut parts = Vec::new();
             for (i, chunk) in data.chunks(MULTIPART_PART).enumerate() {
                 let number = i as i32 + 1;
+                let (upload_id, body) = (&upload_id, data.slice_ref(chunk));
                 let part = self
-                    .client
-                    .upload_part()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .part_number(number)
-                    .body(ByteStream::from(data.slice_ref(chunk)))
-                    .send()
-                    .await
-                    .map_err(|e| self.error("upload part", key, e))?;
+                    .paced(body.len() as u64, || {
+                        let body = body.clone();
+                        async move {
+                            self.client
+                                .upload_part()
+                                .bucket(&self.bucket)
+                                .key(key)
+                                .upload_id(upload_id)
+                                .part_number(number)
+                                .body(ByteStream::from(body))
+                                .send()
+                                .await
+                                .map_err(|e| self.error("upload part", key, e))
+                        }
+                    })
+                    .await?;
                 parts.push(
                     CompletedPart::builder()
                         .part_number(number)
@@ -405,19 +419,24 @@ impl S3Backend {
                         .build(),
                 );
             }
-            self.client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| self.error("complete multipart upload", key, e))?;
+            let completed = CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build();
+            self.paced(0, || {
+                let (completed, upload_id) = (completed.clone(), &upload_id);
+                async move {
+                    self.client
+                        .complete_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(upload_id)
+                        .multipart_upload(completed)
+                        .send()
+                        .await
+                        .map_err(|e| self.error("complete multipart upload", key, e))
+                }
+            })
+            .await?;
             Ok(())
         }
         .await;
