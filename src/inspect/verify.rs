@@ -141,7 +141,7 @@ pub async fn verify(
                 report.problems.push(Problem {
                     key: RemoteFile::Pack(&pack).key(),
                     message: format!(
-                        "snapshot {time} cannot be read: its listing {object:#} in pack \
+                        "snapshot {time} cannot be read: its manifest's page or listing {object:#} in pack \
                          {pack:#} is damaged: {reason}"
                     ),
                 });

@@ -461,16 +461,16 @@ async fn verify_reads_listings_from_the_destination_not_from_local_copies() {
     // The job's own local state, which holds a copy of every pack it wrote.
     let store = setup.store("job").await;
 
-    // The pack of one of the manifest's listings goes, at the destination only.
+    // The pack of one of the manifest's pages goes, at the destination only.
     let root = store
         .backend()
         .get(&RemoteFile::Snapshot(&manifest.time).key())
         .await
         .unwrap();
     let root: Value = serde_json::from_slice(&zstd::decode_all(&root[..]).unwrap()).unwrap();
-    let listing: kube_autosave::store::ObjectId =
-        root["listings"][0]["id"].as_str().unwrap().parse().unwrap();
-    let pack = store.location(&listing).await.unwrap().pack;
+    let page: kube_autosave::store::ObjectId =
+        root["pages"][0]["id"].as_str().unwrap().parse().unwrap();
+    let pack = store.location(&page).await.unwrap().pack;
     let key = RemoteFile::Pack(&pack).key();
     let local_copy = store.local_packs().path(&pack);
     assert!(local_copy.is_file(), "the job kept a local copy of {key}");

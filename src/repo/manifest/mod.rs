@@ -1,12 +1,11 @@
 //! The snapshot manifest, as the repository stores it: what a snapshot holds (every object with its resource, namespace,
 //! name, id and size), what it could not read and why, and its figures.
 //!
-//! It is stored in two parts, so that a snapshot that changes little costs little:
-//! - a *listing* per resource and namespace (the names, ids and sizes of its objects) is a
-//!   blob of the content-addressed store, so an unchanged listing is stored once for all
-//!   snapshots;
-//! - the root, `store/snapshots/<ts>`, names the listings and holds the rest. It is written
-//!   after the packs and index files it points at, listings included.
+//! It is stored as a tree (see [`stored`]), so that a snapshot that changes little costs
+//! little: the listings of its objects and the pages that name them are blobs of the
+//! content-addressed store, shared by every snapshot in which they did not change; the root,
+//! `store/snapshots/<ts>`, names the pages and holds the rest. It is written after the packs
+//! and index files it points at, pages and listings included.
 //!
 //! Once the plain layout is in place, the exporter writes `store/exports/<ts>` with its
 //! figures; a snapshot without it has an incomplete plain layout.
@@ -16,16 +15,16 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::kube::{ResourceType, Skipped};
-use futures::TryStreamExt;
 
 use crate::store::{
     BackendExt, Folder, ObjectId, PackSource, PutOutcome, PutStats, RemoteFile, SnapshotTime,
     Store, StoreError, StoreResult,
 };
 
-pub const MANIFEST_VERSION: u32 = 2;
-/// The format of a listing blob.
-const LISTING_VERSION: u32 = 1;
+mod stored;
+
+/// The format of the manifests this build writes (it reads the one before, too).
+pub const MANIFEST_VERSION: u32 = stored::ROOT_VERSION;
 
 /// One object of the snapshot. `resource` indexes [`Manifest::resources`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,31 +121,6 @@ pub struct ManifestHead {
     pub export: Option<ExportRecord>,
 }
 
-/// What `store/snapshots/<ts>` holds: the manifest, with the objects of each resource and
-/// namespace in a listing blob of the store.
-#[derive(Debug, Serialize, Deserialize)]
-struct StoredManifest {
-    version: u32,
-    time: SnapshotTime,
-    cluster: String,
-    resources: Vec<ManifestResource>,
-    listings: Vec<ListingRef>,
-    skipped: Vec<Skipped>,
-    stats: SnapshotStats,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct ListingRef {
-    resource: u32,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    namespace: Option<String>,
-    id: ObjectId,
-    objects: u32,
-    /// The group's plain-layout file, encrypted, when its objects are sealed.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    file: Option<SealedFile>,
-}
-
 /// The plain-layout file of a group of sealed objects, encrypted to the recipients when the
 /// snapshot was taken (the exporter cannot read sealed objects): a blob of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,13 +131,6 @@ pub struct SealedFile {
 
 /// A group of the manifest: a resource (index into [`Manifest::resources`]) and namespace.
 pub type GroupKey = (u32, Option<String>);
-
-/// A listing blob: the objects of one resource in one namespace, as `[name, id, size]`.
-#[derive(Debug, Serialize, Deserialize)]
-struct Listing {
-    listing: u32,
-    items: Vec<(String, ObjectId, u32)>,
-}
 
 impl Manifest {
     pub fn resource_of(&self, object: &ManifestObject) -> &ResourceType {
@@ -190,53 +157,24 @@ impl Manifest {
             .chunk_by(|a, b| a.resource == b.resource && a.namespace == b.namespace)
     }
 
-    /// Stores the manifest: its listings through the store (packs, then index files), then
+    /// Stores the manifest: its listings and pages through the store (packs, then index files), then
     /// the root. Callers have finished the store writer of the objects first, so every id in
     /// it is in a stored pack listed by a stored index file. Returns the bytes the manifest
-    /// added to the store (new listings and the root).
+    /// added to the store (new pages and listings, and the root).
     ///
     /// The root is created, never overwritten: when another writer took the snapshot's name
     /// first, the snapshot takes the next free second and `self.time` says which.
     pub async fn save(&mut self, store: &Store) -> StoreResult<u64> {
         let key = RemoteFile::Snapshot(&self.time).key();
         let mut writer = store.writer()?;
-        let mut listings = Vec::new();
-        for group in self.groups() {
-            let listing = Listing {
-                listing: LISTING_VERSION,
-                items: group
-                    .iter()
-                    .map(|o| (o.name.clone(), o.id, o.size))
-                    .collect(),
-            };
-            let json = serde_json::to_vec(&listing).map_err(|e| malformed(&key, e))?;
-            listings.push(ListingRef {
-                resource: group[0].resource,
-                namespace: group[0].namespace.clone(),
-                id: writer.add(&json).await?,
-                objects: group.len() as u32,
-                file: self
-                    .sealed_files
-                    .get(&(group[0].resource, group[0].namespace.clone()))
-                    .copied(),
-            });
-        }
+        let root = stored::write_tree(&mut writer, self, &key).await?;
         let added = writer.finish().await?.compressed_bytes;
-        let root = StoredManifest {
-            version: MANIFEST_VERSION,
-            time: self.time,
-            cluster: self.cluster.clone(),
-            resources: self.resources.clone(),
-            listings,
-            skipped: self.skipped.clone(),
-            stats: self.stats,
-        };
         let (time, size) = create_root(store, root).await?;
         self.time = time;
         Ok(added + size)
     }
 
-    /// Reads a manifest, its listings and, when the plain layout is complete, its export
+    /// Reads a manifest, its pages and listings and, when the plain layout is complete, its export
     /// record. Listings are read from local pack copies where there are good ones.
     pub async fn load(store: &Store, time: &SnapshotTime) -> StoreResult<Self> {
         Self::load_from(store, time, PackSource::LocalCopyFirst).await
@@ -253,40 +191,16 @@ impl Manifest {
         time: &SnapshotTime,
         source: PackSource,
     ) -> StoreResult<Self> {
-        let (key, root) = read_root(store, time).await?;
-        let ids: Vec<ObjectId> = root.listings.iter().map(|l| l.id).collect();
-        let blobs: std::collections::HashMap<ObjectId, bytes::Bytes> =
-            store.read_many(ids, source).try_collect().await?;
-        let mut objects = Vec::with_capacity(root.stats.objects as usize);
-        let mut sealed_files = BTreeMap::new();
-        for listing in &root.listings {
-            if let Some(file) = listing.file {
-                sealed_files.insert((listing.resource, listing.namespace.clone()), file);
-            }
-            let blob = blobs
-                .get(&listing.id)
-                .ok_or(StoreError::MissingObject(listing.id))?;
-            let what = || format!("{key} (listing {:#})", listing.id);
-            let decoded: Listing =
-                serde_json::from_slice(blob).map_err(|e| malformed(&what(), e))?;
-            if decoded.listing != LISTING_VERSION || decoded.items.len() != listing.objects as usize
-            {
-                return Err(malformed(&what(), "unexpected version or length"));
-            }
-            objects.extend(
-                decoded
-                    .items
-                    .into_iter()
-                    .map(|(name, id, size)| ManifestObject {
-                        resource: listing.resource,
-                        namespace: listing.namespace.clone(),
-                        name,
-                        id,
-                        size,
-                    }),
-            );
-        }
-        drop(blobs);
+        let (key, root) = stored::read_root(store, time).await?;
+        let listings = stored::listings(store, &key, &root, source).await?;
+        let sealed_files = listings
+            .iter()
+            .filter_map(|l| Some(((l.resource, l.namespace.clone()), l.file?)))
+            .collect();
+        let objects =
+            stored::read_objects(store, &key, &listings, root.stats.objects as usize, source)
+                .await?;
+        drop(listings);
         let export = Self::export_record(store, time).await?;
         Ok(Manifest {
             version: root.version,
@@ -303,7 +217,7 @@ impl Manifest {
 
     /// A manifest's figures without its objects (two small reads): what `list` shows.
     pub async fn head(store: &Store, time: &SnapshotTime) -> StoreResult<ManifestHead> {
-        let (_, root) = read_root(store, time).await?;
+        let (_, root) = stored::read_root(store, time).await?;
         Ok(ManifestHead {
             time: root.time,
             cluster: root.cluster,
@@ -358,39 +272,38 @@ impl Manifest {
     }
 }
 
-/// Every id the snapshots `times` refer to: their listings, the objects in them and their
-/// sealed plain-layout files. A
-/// listing shared by several snapshots is read once. What a prune must keep.
+/// Every id the snapshots `times` refer to: their pages and listings, the objects in them
+/// and their sealed plain-layout files. A page or listing shared by several snapshots is read
+/// once. What a prune must keep.
 pub async fn referenced_ids(
     store: &Store,
     times: &[SnapshotTime],
 ) -> StoreResult<std::collections::HashSet<ObjectId>> {
     let mut ids = std::collections::HashSet::new();
-    let mut listings = Vec::new();
     for time in times {
-        let (_, root) = read_root(store, time).await?;
-        for listing in root.listings {
+        let (key, root) = stored::read_root(store, time).await?;
+        let fresh_pages: Vec<_> = root.pages.iter().filter(|p| ids.insert(p.id)).collect();
+        if root.version == stored::ROOT_VERSION && fresh_pages.is_empty() {
+            // Every page was read for an earlier snapshot, and with it every listing.
+            continue;
+        }
+        let mut listings = stored::listings(store, &key, &root, PackSource::LocalCopyFirst).await?;
+        for listing in &listings {
             ids.extend(listing.file.map(|f| f.id));
-            if ids.insert(listing.id) {
-                listings.push((listing.id, listing.objects));
-            }
         }
-    }
-    let expected: std::collections::HashMap<ObjectId, u32> = listings.iter().copied().collect();
-    let blobs = store.read_many(
-        listings.into_iter().map(|(id, _)| id).collect(),
-        PackSource::LocalCopyFirst,
-    );
-    let mut blobs = std::pin::pin!(blobs);
-    while let Some((id, blob)) = blobs.try_next().await? {
-        let key = format!("listing {id:#}");
-        let decoded: Listing = serde_json::from_slice(&blob).map_err(|e| malformed(&key, e))?;
-        if decoded.listing != LISTING_VERSION
-            || Some(&(decoded.items.len() as u32)) != expected.get(&id)
-        {
-            return Err(malformed(&key, "unexpected version or length"));
-        }
-        ids.extend(decoded.items.into_iter().map(|(_, id, _)| id));
+        listings.retain_mut(|l| {
+            let fresh = l.parts.iter().any(|id| !ids.contains(id));
+            ids.extend(l.parts.iter().copied());
+            fresh
+        });
+        stored::read_listings(
+            store,
+            &key,
+            &listings,
+            PackSource::LocalCopyFirst,
+            |_, items| ids.extend(items.into_iter().map(|(_, id, _)| id)),
+        )
+        .await?;
     }
     Ok(ids)
 }
@@ -401,7 +314,7 @@ pub const NAME_TRIES: usize = 60;
 
 /// Creates the root at its time's name, or at the next free second after it. Returns the
 /// time it was stored under and its size.
-async fn create_root(store: &Store, mut root: StoredManifest) -> StoreResult<(SnapshotTime, u64)> {
+async fn create_root(store: &Store, mut root: stored::Root) -> StoreResult<(SnapshotTime, u64)> {
     for _ in 0..NAME_TRIES {
         let key = RemoteFile::Snapshot(&root.time).key();
         let bytes = encode_json(&key, &root)?;
@@ -422,30 +335,15 @@ async fn create_root(store: &Store, mut root: StoredManifest) -> StoreResult<(Sn
 /// staged snapshot whose name another writer took at the destination meanwhile.
 pub fn retimed_root(key: &str, stored: &[u8], time: SnapshotTime) -> StoreResult<bytes::Bytes> {
     let json = zstd::stream::decode_all(stored).map_err(|e| malformed(key, e))?;
-    let mut root: StoredManifest = serde_json::from_slice(&json).map_err(|e| malformed(key, e))?;
-    root.time = time;
+    // Any version this build reads is renamed as it is, without rewriting its format.
+    stored::decode_root(key, &json)?;
+    let mut root: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&json).map_err(|e| malformed(key, e))?;
+    root.insert(
+        "time".to_string(),
+        serde_json::to_value(time).map_err(|e| malformed(key, e))?,
+    );
     encode_json(&RemoteFile::Snapshot(&time).key(), &root)
-}
-
-async fn read_root(store: &Store, time: &SnapshotTime) -> StoreResult<(String, StoredManifest)> {
-    #[derive(Deserialize)]
-    struct Versioned {
-        version: u32,
-    }
-    let key = RemoteFile::Snapshot(time).key();
-    let bytes = store.backend().get(&key).await?;
-    let json = zstd::stream::decode_all(&bytes[..]).map_err(|e| malformed(&key, e))?;
-    let Versioned { version } = serde_json::from_slice(&json).map_err(|e| malformed(&key, e))?;
-    if version != MANIFEST_VERSION {
-        return Err(malformed(
-            &key,
-            format!(
-                "version {version} is not supported (this build reads version {MANIFEST_VERSION})"
-            ),
-        ));
-    }
-    let root = serde_json::from_slice(&json).map_err(|e| malformed(&key, e))?;
-    Ok((key, root))
 }
 
 async fn times_in(store: &Store, folder: Folder<'_>) -> StoreResult<Vec<SnapshotTime>> {

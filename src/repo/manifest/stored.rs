@@ -1,0 +1,612 @@
+//! How a manifest is stored: the root at `store/snapshots/<ts>`, and the pages and listing
+//! parts below it, which are blobs of the content-addressed store.
+//!
+//! Every snapshot writes its manifest whole, and a day's churn touches a few objects in many
+//! places. So the manifest is a tree whose unchanged parts are the blobs of earlier
+//! snapshots:
+//!
+//! - a *listing part* holds the names, ids and sizes of a run of objects of one resource and
+//!   namespace (16 on average);
+//! - a *page* holds the references of a run of listings, one per resource and namespace (8
+//!   on average), each naming its parts;
+//! - the root names the pages and holds the resources, what could not be read and the
+//!   figures.
+//!
+//! Where a part or a page ends is decided by the key of its last entry alone (content-defined
+//! chunking), so an object added or deleted moves the ends of the runs around it only, not of
+//! every run after it. A changed object rewrites one part, one page and the root (a reference
+//! per page), instead of its group's whole listing and a root with a reference per listing.
+//!
+//! Format 2, whose root named one listing per resource and namespace, is still read.
+//!
+//! This module knows the stored shapes and their checks; what a manifest means is the
+//! parent's business.
+
+use std::collections::HashMap;
+
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{Manifest, ManifestObject, ManifestResource, SealedFile, SnapshotStats, malformed};
+use crate::kube::Skipped;
+use crate::store::{
+    ObjectId, PackSource, RemoteFile, SnapshotTime, Store, StoreError, StoreResult, StoreWriter,
+};
+
+/// The format this build writes: a root of pages.
+pub const ROOT_VERSION: u32 = 3;
+/// The earlier format, still read: a root of listings.
+const ROOT_VERSION_LISTINGS: u32 = 2;
+/// The format of a listing part (and of a format-2 listing, which is one part).
+const LISTING_VERSION: u32 = 1;
+/// The format of a page.
+const PAGE_VERSION: u32 = 1;
+
+/// A listing part ends after an object whose name hashes to a multiple of this...
+const PART_EVERY: u32 = 16;
+/// ... or after this many objects, should names never end one (a part is read whole).
+const PART_MAX: usize = 512;
+/// A page ends after a listing whose resource and namespace hash to a multiple of this...
+const PAGE_EVERY: u32 = 8;
+/// ... or after this many listings.
+const PAGE_MAX: usize = 256;
+
+/// What `store/snapshots/<ts>` holds.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Root {
+    pub version: u32,
+    pub time: SnapshotTime,
+    pub cluster: String,
+    pub resources: Vec<ManifestResource>,
+    /// The pages, in the order of their listings (format 3).
+    #[serde(default)]
+    pub pages: Vec<PageRef>,
+    /// The listings, one blob each (format 2, read only).
+    #[serde(default, skip_serializing)]
+    listings: Vec<ListingRefV2>,
+    pub skipped: Vec<Skipped>,
+    pub stats: SnapshotStats,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(super) struct PageRef {
+    pub id: ObjectId,
+    /// The listings the page holds.
+    listings: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Page {
+    page: u32,
+    listings: Vec<ListingRef>,
+}
+
+/// The objects of one resource in one namespace: one plain-layout file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct ListingRef {
+    pub resource: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub namespace: Option<String>,
+    /// The listing's parts, in the order of their objects.
+    pub parts: Vec<ObjectId>,
+    pub objects: u32,
+    /// The group's plain-layout file, encrypted, when its objects are sealed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub file: Option<SealedFile>,
+}
+
+/// A listing as a format-2 root names it: one blob.
+#[derive(Debug, Deserialize)]
+struct ListingRefV2 {
+    resource: u32,
+    #[serde(default)]
+    namespace: Option<String>,
+    id: ObjectId,
+    objects: u32,
+    #[serde(default)]
+    file: Option<SealedFile>,
+}
+
+/// A listing part: objects of one resource in one namespace, as `[name, id, size]`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Part {
+    listing: u32,
+    items: Vec<(String, ObjectId, u32)>,
+}
+
+/// Whether a content-defined run ends after the entry with `key`: one key in `every`, by its
+/// hash, which is the same in every build (blake3), so runs end in the same places from one
+/// snapshot to the next.
+fn ends_run(key: &[&[u8]], every: u32) -> bool {
+    let mut hasher = blake3::Hasher::new();
+    for part in key {
+        hasher.update(part);
+        hasher.update(&[0]);
+    }
+    let hash = hasher.finalize();
+    let head: [u8; 4] = hash.as_bytes()[..4].try_into().expect("four bytes");
+    u32::from_le_bytes(head).is_multiple_of(every)
+}
+
+/// Splits `entries` into runs that end where `ends` says or at `max` entries.
+fn runs<T>(entries: &[T], max: usize, ends: impl Fn(&T) -> bool) -> Vec<&[T]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for (i, entry) in entries.iter().enumerate() {
+        if i + 1 - start == max || ends(entry) {
+            runs.push(&entries[start..=i]);
+            start = i + 1;
+        }
+    }
+    if start < entries.len() {
+        runs.push(&entries[start..]);
+    }
+    runs
+}
+
+/// Hands the manifest's parts and pages to `writer` (which stores only the ones the store
+/// does not hold) and returns the root that names them. The caller finishes the writer
+/// before it stores the root.
+pub(super) async fn write_tree(
+    writer: &mut StoreWriter,
+    manifest: &Manifest,
+    key: &str,
+) -> StoreResult<Root> {
+    let mut listings = Vec::new();
+    for group in manifest.groups() {
+        let first = &group[0];
+        let mut parts = Vec::new();
+        for run in runs(group, PART_MAX, |o| {
+            ends_run(&[o.name.as_bytes()], PART_EVERY)
+        }) {
+            let part = Part {
+                listing: LISTING_VERSION,
+                items: run.iter().map(|o| (o.name.clone(), o.id, o.size)).collect(),
+            };
+            let json = serde_json::to_vec(&part).map_err(|e| malformed(key, e))?;
+            parts.push(writer.add(&json).await?);
+        }
+        listings.push(ListingRef {
+            resource: first.resource,
+            namespace: first.namespace.clone(),
+            parts,
+            objects: group.len() as u32,
+            file: manifest
+                .sealed_files
+                .get(&(first.resource, first.namespace.clone()))
+                .copied(),
+        });
+    }
+    // A resource's index in the manifest changes when a resource type comes or goes; its
+    // name does not.
+    let names: Vec<String> = manifest
+        .resources
+        .iter()
+        .map(|r| r.resource.qualified_name())
+        .collect();
+    let mut pages = Vec::new();
+    for run in runs(&listings, PAGE_MAX, |l| {
+        let namespace = l.namespace.as_deref().unwrap_or_default();
+        ends_run(
+            &[names[l.resource as usize].as_bytes(), namespace.as_bytes()],
+            PAGE_EVERY,
+        )
+    }) {
+        let page = Page {
+            page: PAGE_VERSION,
+            listings: run.to_vec(),
+        };
+        let json = serde_json::to_vec(&page).map_err(|e| malformed(key, e))?;
+        pages.push(PageRef {
+            id: writer.add(&json).await?,
+            listings: run.len() as u32,
+        });
+    }
+    Ok(Root {
+        version: ROOT_VERSION,
+        time: manifest.time,
+        cluster: manifest.cluster.clone(),
+        resources: manifest.resources.clone(),
+        pages,
+        listings: Vec::new(),
+        skipped: manifest.skipped.clone(),
+        stats: manifest.stats,
+    })
+}
+
+/// Reads and checks the root of the snapshot `time`, in either format. Returns its key too.
+pub(super) async fn read_root(store: &Store, time: &SnapshotTime) -> StoreResult<(String, Root)> {
+    let key = RemoteFile::Snapshot(time).key();
+    let bytes = store.backend().get(&key).await?;
+    let json = zstd::stream::decode_all(&bytes[..]).map_err(|e| malformed(&key, e))?;
+    let root = decode_root(&key, &json)?;
+    Ok((key, root))
+}
+
+pub(super) fn decode_root(key: &str, json: &[u8]) -> StoreResult<Root> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    let Versioned { version } = serde_json::from_slice(json).map_err(|e| malformed(key, e))?;
+    if version != ROOT_VERSION && version != ROOT_VERSION_LISTINGS {
+        return Err(malformed(
+            key,
+            format!(
+                "version {version} is not supported (this build reads versions \
+                 {ROOT_VERSION_LISTINGS} and {ROOT_VERSION})"
+            ),
+        ));
+    }
+    let root: Root = serde_json::from_slice(json).map_err(|e| malformed(key, e))?;
+    let shape_fits = match version {
+        ROOT_VERSION => root.listings.is_empty(),
+        _ => root.pages.is_empty(),
+    };
+    if !shape_fits {
+        return Err(malformed(key, "pages and listings in one root"));
+    }
+    Ok(root)
+}
+
+/// The listings of a root, in order: read from its pages (format 3) or from the root itself
+/// (format 2).
+pub(super) async fn listings(
+    store: &Store,
+    key: &str,
+    root: &Root,
+    source: PackSource,
+) -> StoreResult<Vec<ListingRef>> {
+    if root.version == ROOT_VERSION_LISTINGS {
+        return Ok(root
+            .listings
+            .iter()
+            .map(|l| ListingRef {
+                resource: l.resource,
+                namespace: l.namespace.clone(),
+                parts: vec![l.id],
+                objects: l.objects,
+                file: l.file,
+            })
+            .collect());
+    }
+    let mut ids: Vec<ObjectId> = root.pages.iter().map(|p| p.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut pages: HashMap<ObjectId, Page> = HashMap::with_capacity(ids.len());
+    let mut blobs = std::pin::pin!(store.read_many(ids, source));
+    while let Some((id, blob)) = blobs.try_next().await? {
+        let what = || format!("{key} (page {id:#})");
+        let page: Page = serde_json::from_slice(&blob).map_err(|e| malformed(&what(), e))?;
+        if page.page != PAGE_VERSION {
+            return Err(malformed(&what(), "unexpected page version"));
+        }
+        pages.insert(id, page);
+    }
+    let mut listings = Vec::new();
+    for page_ref in &root.pages {
+        let page = pages
+            .get(&page_ref.id)
+            .ok_or(StoreError::MissingObject(page_ref.id))?;
+        if page.listings.len() != page_ref.listings as usize {
+            let what = format!("{key} (page {:#})", page_ref.id);
+            return Err(malformed(&what, "unexpected number of listings"));
+        }
+        listings.extend(page.listings.iter().cloned());
+    }
+    for listing in &listings {
+        if listing.resource as usize >= root.resources.len() || listing.parts.is_empty() {
+            return Err(malformed(key, "a listing names no resource or no part"));
+        }
+    }
+    Ok(listings)
+}
+
+/// Reads the parts of `listings` and calls `each` with every listing and its objects as
+/// `(name, id, size)`, in order. A part shared by listings is read once.
+pub(super) async fn read_listings(
+    store: &Store,
+    key: &str,
+    listings: &[ListingRef],
+    source: PackSource,
+    mut each: impl FnMut(&ListingRef, Vec<(String, ObjectId, u32)>),
+) -> StoreResult<()> {
+    let mut uses: HashMap<ObjectId, u32> = HashMap::new();
+    for id in listings.iter().flat_map(|l| &l.parts) {
+        *uses.entry(*id).or_default() += 1;
+    }
+    let mut parts: HashMap<ObjectId, Vec<(String, ObjectId, u32)>> =
+        HashMap::with_capacity(uses.len());
+    let mut blobs = std::pin::pin!(store.read_many(uses.keys().copied().collect(), source));
+    while let Some((id, blob)) = blobs.try_next().await? {
+        let what = || format!("{key} (listing {id:#})");
+        let part: Part = serde_json::from_slice(&blob).map_err(|e| malformed(&what(), e))?;
+        if part.listing != LISTING_VERSION || part.items.is_empty() {
+            return Err(malformed(&what(), "unexpected version or an empty listing"));
+        }
+        parts.insert(id, part.items);
+    }
+    for listing in listings {
+        let mut items = Vec::new();
+        for id in &listing.parts {
+            let uses = uses.get_mut(id).expect("counted above");
+            *uses -= 1;
+            let part = if *uses == 0 {
+                parts.remove(id)
+            } else {
+                parts.get(id).cloned()
+            };
+            items.extend(part.ok_or(StoreError::MissingObject(*id))?);
+        }
+        if items.len() != listing.objects as usize {
+            let what = format!("{key} (listing of {} objects)", listing.objects);
+            return Err(malformed(&what, "unexpected number of objects"));
+        }
+        each(listing, items);
+    }
+    Ok(())
+}
+
+/// The objects of `listings`, in order.
+pub(super) async fn read_objects(
+    store: &Store,
+    key: &str,
+    listings: &[ListingRef],
+    capacity: usize,
+    source: PackSource,
+) -> StoreResult<Vec<ManifestObject>> {
+    let mut objects = Vec::with_capacity(capacity);
+    read_listings(store, key, listings, source, |listing, items| {
+        objects.extend(items.into_iter().map(|(name, id, size)| ManifestObject {
+            resource: listing.resource,
+            namespace: listing.namespace.clone(),
+            name,
+            id,
+            size,
+        }));
+    })
+    .await?;
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::kube::ResourceType;
+    use crate::store::{DynBackend, LocalBackend, StoreConfig};
+
+    fn resource(plural: &str) -> ManifestResource {
+        ManifestResource {
+            resource: ResourceType {
+                group: String::new(),
+                version: "v1".to_string(),
+                kind: plural.to_string(),
+                resource: plural.to_string(),
+                namespaced: true,
+            },
+            count: 0,
+        }
+    }
+
+    /// `namespaces` namespaces of `per_namespace` config maps and one secret each.
+    fn manifest(namespaces: usize, per_namespace: usize) -> Manifest {
+        let mut objects = Vec::new();
+        for (resource, count) in [(0, per_namespace), (1, 1)] {
+            for ns in 0..namespaces {
+                for i in 0..count {
+                    let name = format!("object-{i:05}");
+                    objects.push(ManifestObject {
+                        resource,
+                        namespace: Some(format!("ns-{ns:04}")),
+                        id: ObjectId::of(format!("{resource}/{ns}/{name}").as_bytes()),
+                        name,
+                        size: 100,
+                    });
+                }
+            }
+        }
+        Manifest {
+            version: ROOT_VERSION,
+            time: "26-12-03_10-00-00".parse().unwrap(),
+            cluster: "test".to_string(),
+            resources: vec![resource("configmaps"), resource("secrets")],
+            stats: SnapshotStats {
+                objects: objects.len() as u64,
+                ..Default::default()
+            },
+            objects,
+            skipped: Vec::new(),
+            export: None,
+            sealed_files: BTreeMap::from([(
+                (1, Some("ns-0003".to_string())),
+                SealedFile {
+                    id: ObjectId::of(b"sealed file"),
+                    size: 7,
+                },
+            )]),
+        }
+    }
+
+    async fn store(dir: &std::path::Path, remote: &DynBackend, cache: &str) -> Store {
+        Store::open(remote.clone(), &dir.join(cache), StoreConfig::default())
+            .await
+            .unwrap()
+    }
+
+    #[test]
+    fn runs_end_by_content_so_an_insertion_moves_only_its_own_run() {
+        let keys: Vec<String> = (0..2_000).map(|i| format!("name-{i}")).collect();
+        let ends = |k: &String| ends_run(&[k.as_bytes()], PART_EVERY);
+        let before: Vec<Vec<String>> = runs(&keys, PART_MAX, ends)
+            .iter()
+            .map(|r| r.to_vec())
+            .collect();
+        assert!(
+            (2_000 / 32..2_000 / 8).contains(&before.len()),
+            "{} runs of 2,000 keys",
+            before.len()
+        );
+        let mut inserted = keys.clone();
+        inserted.insert(1_000, "name-1000a".to_string());
+        let after: Vec<Vec<String>> = runs(&inserted, PART_MAX, ends)
+            .iter()
+            .map(|r| r.to_vec())
+            .collect();
+        let changed = after.iter().filter(|r| !before.contains(r)).count();
+        assert!(changed <= 2, "{changed} runs changed");
+        assert_eq!(after.len(), before.len() + changed - 1);
+        // A run never passes its maximum, whatever the keys.
+        let never = runs(&keys, 10, |_| false);
+        assert!(never.iter().all(|r| r.len() == 10) && never.len() == 200);
+    }
+
+    /// A manifest reads back as it was saved, and a second snapshot in which one object
+    /// changed stores one listing part, one page and its root: a few kilobytes, not the
+    /// listings of its group nor a root with one reference per listing.
+    #[tokio::test]
+    async fn a_manifest_round_trips_and_one_changed_object_costs_one_part_and_one_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote: DynBackend = Arc::new(LocalBackend::new(dir.path().join("remote")).unwrap());
+        let writer = store(dir.path(), &remote, "a").await;
+        let mut first = manifest(400, 200);
+        let first_bytes = first.save(&writer).await.unwrap();
+
+        let reader = store(dir.path(), &remote, "b").await;
+        let loaded = Manifest::load(&reader, &first.time).await.unwrap();
+        assert_eq!(loaded.objects, first.objects);
+        assert_eq!(loaded.sealed_files, first.sealed_files);
+        assert_eq!(loaded.version, ROOT_VERSION);
+
+        let mut second = manifest(400, 200);
+        second.time = "26-12-03_11-00-00".parse().unwrap();
+        second.objects[55_555].id = ObjectId::of(b"changed");
+        let second_bytes = second.save(&writer).await.unwrap();
+        let root_bytes = remote
+            .get(&RemoteFile::Snapshot(&second.time).key())
+            .await
+            .unwrap()
+            .len() as u64;
+        assert!(
+            // Format 2 stored about 9 kB of listing and a 33 kB root here.
+            second_bytes - root_bytes < 5_000 && root_bytes < first_bytes / 400,
+            "{second_bytes} bytes ({root_bytes} of them the root) after {first_bytes}"
+        );
+        let loaded = Manifest::load(&reader, &second.time).await.unwrap();
+        assert_eq!(loaded.objects, second.objects);
+
+        // A prune keeps the pages, the listings, the objects and the sealed file.
+        let referenced = super::super::referenced_ids(&reader, &[first.time, second.time])
+            .await
+            .unwrap();
+        let (key, root) = read_root(&reader, &second.time).await.unwrap();
+        let listings = listings(&reader, &key, &root, PackSource::Destination)
+            .await
+            .unwrap();
+        let expected: std::collections::HashSet<ObjectId> = root
+            .pages
+            .iter()
+            .map(|p| p.id)
+            .chain(listings.iter().flat_map(|l| l.parts.iter().copied()))
+            .chain(first.objects.iter().chain(&second.objects).map(|o| o.id))
+            .chain([ObjectId::of(b"sealed file")])
+            .collect();
+        assert!(expected.is_subset(&referenced));
+        assert!(
+            referenced.len() > expected.len(),
+            "the first snapshot's own page and part"
+        );
+    }
+
+    /// Stores of format 2 (a root naming one listing blob per group) stay readable: load,
+    /// prune's references and a renamed staged root.
+    #[tokio::test]
+    async fn a_format_2_manifest_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote: DynBackend = Arc::new(LocalBackend::new(dir.path().join("remote")).unwrap());
+        let store = store(dir.path(), &remote, "a").await;
+        let manifest = manifest(5, 3);
+        let mut writer = store.writer().unwrap();
+        let mut listings = Vec::new();
+        for group in manifest.groups() {
+            let items: Vec<_> = group.iter().map(|o| (&o.name, o.id, o.size)).collect();
+            let json = serde_json::json!({ "listing": 1, "items": items });
+            let id = writer.add(json.to_string().as_bytes()).await.unwrap();
+            let mut listing = serde_json::json!({
+                "resource": group[0].resource,
+                "namespace": group[0].namespace,
+                "id": id,
+                "objects": group.len(),
+            });
+            if let Some(file) = manifest
+                .sealed_files
+                .get(&(group[0].resource, group[0].namespace.clone()))
+            {
+                listing["file"] = serde_json::to_value(file).unwrap();
+            }
+            listings.push(listing);
+        }
+        writer.finish().await.unwrap();
+        let root = serde_json::json!({
+            "version": 2,
+            "time": manifest.time,
+            "cluster": manifest.cluster,
+            "resources": manifest.resources,
+            "listings": listings,
+            "skipped": [],
+            "stats": manifest.stats,
+        });
+        let key = RemoteFile::Snapshot(&manifest.time).key();
+        let stored = super::super::encode_json(&key, &root).unwrap();
+        remote.put(&key, stored.clone()).await.unwrap();
+
+        let loaded = Manifest::load(&store, &manifest.time).await.unwrap();
+        assert_eq!(loaded.objects, manifest.objects);
+        assert_eq!(loaded.sealed_files, manifest.sealed_files);
+        assert_eq!(loaded.version, ROOT_VERSION_LISTINGS);
+        let referenced = super::super::referenced_ids(&store, &[manifest.time])
+            .await
+            .unwrap();
+        assert!(manifest.objects.iter().all(|o| referenced.contains(&o.id)));
+        assert_eq!(
+            referenced.len(),
+            manifest.objects.len() + listings.len() + 1
+        );
+
+        let later = manifest.time.next_second();
+        let renamed = super::super::retimed_root(&key, &stored, later).unwrap();
+        remote
+            .put(&RemoteFile::Snapshot(&later).key(), renamed)
+            .await
+            .unwrap();
+        let moved = Manifest::load(&store, &later).await.unwrap();
+        assert_eq!((moved.time, moved.objects), (later, manifest.objects));
+    }
+
+    #[test]
+    fn a_root_of_an_unknown_version_or_of_both_shapes_is_refused() {
+        let root = |version: u32, both: bool| {
+            let mut root = serde_json::json!({
+                "version": version, "time": "26-12-03_10-00-00", "cluster": "c",
+                "resources": [], "pages": [], "skipped": [], "stats": SnapshotStats::default(),
+            });
+            if both {
+                root["pages"] = serde_json::json!([{ "id": ObjectId::of(b"p"), "listings": 1 }]);
+                root["listings"] =
+                    serde_json::json!([{ "resource": 0, "id": ObjectId::of(b"l"), "objects": 1 }]);
+            }
+            serde_json::to_vec(&root).unwrap()
+        };
+        assert!(decode_root("k", &root(3, false)).is_ok());
+        let err = decode_root("k", &root(4, false)).unwrap_err().to_string();
+        assert!(err.contains("version 4 is not supported"), "{err}");
+        for version in [2, 3] {
+            let err = decode_root("k", &root(version, true))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("pages and listings"), "{err}");
+        }
+    }
+}
