@@ -282,12 +282,21 @@ pub async fn referenced_ids(
     let mut ids = std::collections::HashSet::new();
     for time in times {
         let (key, root) = stored::read_root(store, time).await?;
+        // A page read for an earlier snapshot was read with every listing it names.
         let fresh_pages: Vec<_> = root.pages.iter().filter(|p| ids.insert(p.id)).collect();
-        if root.version == stored::ROOT_VERSION && fresh_pages.is_empty() {
-            // Every page was read for an earlier snapshot, and with it every listing.
-            continue;
-        }
-        let mut listings = stored::listings(store, &key, &root, PackSource::LocalCopyFirst).await?;
+        let mut listings = if root.version == stored::ROOT_VERSION {
+            let resources = root.resources.len();
+            stored::read_pages(
+                store,
+                &key,
+                &fresh_pages,
+                resources,
+                PackSource::LocalCopyFirst,
+            )
+            .await?
+        } else {
+            stored::listings(store, &key, &root, PackSource::LocalCopyFirst).await?
+        };
         for listing in &listings {
             ids.extend(listing.file.map(|f| f.id));
         }

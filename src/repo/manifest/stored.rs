@@ -270,10 +270,22 @@ pub(super) async fn listings(
             })
             .collect());
     }
-    let mut ids: Vec<ObjectId> = root.pages.iter().map(|p| p.id).collect();
+    let pages: Vec<&PageRef> = root.pages.iter().collect();
+    read_pages(store, key, &pages, root.resources.len(), source).await
+}
+
+/// The listings of `pages`, in order. `resources` is the number of resources of their root.
+pub(super) async fn read_pages(
+    store: &Store,
+    key: &str,
+    pages: &[&PageRef],
+    resources: usize,
+    source: PackSource,
+) -> StoreResult<Vec<ListingRef>> {
+    let mut ids: Vec<ObjectId> = pages.iter().map(|p| p.id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut pages: HashMap<ObjectId, Page> = HashMap::with_capacity(ids.len());
+    let mut read: HashMap<ObjectId, Page> = HashMap::with_capacity(ids.len());
     let mut blobs = std::pin::pin!(store.read_many(ids, source));
     while let Some((id, blob)) = blobs.try_next().await? {
         let what = || format!("{key} (page {id:#})");
@@ -281,11 +293,11 @@ pub(super) async fn listings(
         if page.page != PAGE_VERSION {
             return Err(malformed(&what(), "unexpected page version"));
         }
-        pages.insert(id, page);
+        read.insert(id, page);
     }
     let mut listings = Vec::new();
-    for page_ref in &root.pages {
-        let page = pages
+    for page_ref in pages {
+        let page = read
             .get(&page_ref.id)
             .ok_or(StoreError::MissingObject(page_ref.id))?;
         if page.listings.len() != page_ref.listings as usize {
@@ -295,7 +307,7 @@ pub(super) async fn listings(
         listings.extend(page.listings.iter().cloned());
     }
     for listing in &listings {
-        if listing.resource as usize >= root.resources.len() || listing.parts.is_empty() {
+        if listing.resource as usize >= resources || listing.parts.is_empty() {
             return Err(malformed(key, "a listing names no resource or no part"));
         }
     }
