@@ -12,6 +12,7 @@ use crate::inspect::{self, InspectError, SnapshotRef};
 use crate::job::open_backend;
 use crate::object_name::ObjectName;
 use crate::repo::Manifest;
+use crate::repo::prune::LayoutState;
 use crate::seal::Keyring;
 use crate::store::Store;
 
@@ -183,7 +184,11 @@ pub async fn show(global: &GlobalArgs, args: &ShowArgs) -> ExitCode {
                 name: args.name.clone(),
             };
             if filter.is_empty() {
-                let overview = overview(&manifest);
+                let dropped = Manifest::list_dropped_layouts(&store)
+                    .await
+                    .map_err(|e| fail(e, ExitCode::Failed))?
+                    .contains(&manifest.time);
+                let overview = overview(&manifest, dropped);
                 match args.output {
                     OutputFormat::Json => print_json(&overview)?,
                     OutputFormat::Text => print_overview(&overview),
@@ -212,10 +217,10 @@ fn print_overview(overview: &Overview) {
         overview.snapshot.time,
         overview.cluster,
         overview.objects,
-        if overview.complete {
-            "complete"
-        } else {
-            "not complete"
+        match overview.layout {
+            LayoutState::Complete => "complete",
+            LayoutState::Incomplete => "not complete",
+            LayoutState::Dropped => "dropped by the retention policy (restorable from the store)",
         }
     );
     println!("\nresources:");

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::redact::Redactor;
 use super::{InspectError, SnapshotStamp};
 use crate::object_name::ObjectName;
+use crate::repo::prune::LayoutState;
 use crate::repo::{Manifest, ManifestObject};
 use crate::seal::{Keyring, SealError};
 use crate::store::{ObjectId, Store, StoreError};
@@ -36,6 +37,9 @@ pub struct Overview {
     pub objects: u64,
     /// The plain layout was completed.
     pub complete: bool,
+    /// Where its plain layout stands: complete, incomplete, or dropped by the retention
+    /// policy (the snapshot stays restorable from the store).
+    pub layout: LayoutState,
     pub resources: Vec<ResourceCount>,
     /// Namespace -> objects in it.
     pub namespaces: BTreeMap<String, u64>,
@@ -43,7 +47,8 @@ pub struct Overview {
     pub skipped: Vec<String>,
 }
 
-pub fn overview(manifest: &Manifest) -> Overview {
+/// The overview of `manifest`, whose plain layout is `dropped` by the retention policy or not.
+pub fn overview(manifest: &Manifest, dropped: bool) -> Overview {
     let resources = manifest
         .resources
         .iter()
@@ -74,6 +79,11 @@ pub fn overview(manifest: &Manifest) -> Overview {
         cluster: manifest.cluster.clone(),
         objects: manifest.stats.objects,
         complete: manifest.is_exported(),
+        layout: match (dropped, manifest.is_exported()) {
+            (true, _) => LayoutState::Dropped,
+            (false, true) => LayoutState::Complete,
+            (false, false) => LayoutState::Incomplete,
+        },
         resources,
         namespaces,
         cluster_scoped,

@@ -210,6 +210,23 @@ async fn a_month_under_a_policy_keeps_exactly_what_it_says_and_every_kept_snapsh
         };
         assert!(line.ends_with(layout), "{line}");
     }
+    // And so does `show`, in text and in JSON.
+    for (day, text_says, json_says) in [
+        (
+            27,
+            "plain layout dropped by the retention policy",
+            "dropped",
+        ),
+        (30, "plain layout complete", "complete"),
+    ] {
+        let time = october(day).to_string();
+        let output = history.run("cli", &["show", &time]);
+        let shown = String::from_utf8_lossy(&output.stdout);
+        assert!(shown.lines().next().unwrap().contains(text_says), "{shown}");
+        let output = history.run("cli", &["show", &time, "--output", "json"]);
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(json["layout"], json_says, "{json}");
+    }
 
     // Every kept snapshot verifies from a fresh cache and restores into an empty cluster,
     // with its layout or without; diff works between layout-less snapshots.
