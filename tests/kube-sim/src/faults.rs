@@ -1,5 +1,6 @@
 //! Faults that tests switch on and off at runtime: denied resources, unavailable groups,
-//! expiring continue tokens, throttling, latency, dropped connections, lists that cannot
+//! expiring continue tokens, throttling, latency, dropped connections (of lists, and of
+//! open watches), lists that cannot
 //! be rendered as metadata only, and lists that carry an object no real API server would
 //! accept (as a broken aggregated API may serve).
 
@@ -24,9 +25,20 @@ struct State {
 
 /// Switchable faults of a [`crate::SimServer`]; every method takes `&self` and applies to
 /// the requests that arrive after it returns.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Faults {
     state: Mutex<State>,
+    /// Counts [`Faults::break_watches`]; every open watch ends when it changes.
+    watch_breaks: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Faults {
+    fn default() -> Faults {
+        Faults {
+            state: Mutex::default(),
+            watch_breaks: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl Faults {
@@ -138,6 +150,18 @@ impl Faults {
 
     pub(crate) fn extra_item(&self, resource: &str) -> Option<serde_json::Value> {
         self.with(|s| s.extra_items.get(resource).cloned())
+    }
+
+    /// Drops the connection of every open watch now, mid-stream (the response ends without
+    /// its last chunk), as a restarted API server or a broken network does. Watches opened
+    /// afterwards are not affected.
+    pub fn break_watches(&self) {
+        self.watch_breaks.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that changes when open watches must break.
+    pub(crate) fn watch_breaks(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.watch_breaks.subscribe()
     }
 
     /// Switches every fault off.

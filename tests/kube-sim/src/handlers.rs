@@ -18,7 +18,7 @@ use crate::selector::{FieldSelector, LabelSelector};
 use crate::server::{Reply, Req};
 use crate::status::{FieldError, go};
 use crate::store::{self, ContinueToken, Obj, PutMode, WriteError};
-use crate::{ObjectKey, Shared, State, register_crd, status};
+use crate::{ObjectKey, Shared, State, register_crd, status, watch};
 
 /// Where a resource request points.
 struct Target<'a> {
@@ -36,10 +36,12 @@ pub(crate) fn resource(
     version: &str,
     rest: &[&str],
 ) -> Reply {
-    if rest.first() == Some(&"watch") || matches!(req.param("watch"), Some("true" | "1")) {
-        // Watches are not simulated.
-        return Reply::status(status::method_not_allowed());
-    }
+    // `/watch/...` is the deprecated form of `?watch=true`; it also watches a single object.
+    let (rest, watch_path) = match rest {
+        ["watch", rest @ ..] => (rest, true),
+        rest => (rest, false),
+    };
+    let watching = watch_path || matches!(req.param("watch"), Some("true" | "1"));
     let (namespace, plural, name, subresource) = match rest {
         [p] => (None, *p, None, None),
         ["namespaces", n] if group.is_empty() => (None, "namespaces", Some(*n), None),
@@ -75,6 +77,9 @@ pub(crate) fn resource(
         subresource,
     };
     let verb = match (&req.method, t.name, t.subresource) {
+        (&hyper::Method::GET, _, None) if watch_path => "watch",
+        (&hyper::Method::GET, None, _) if watching => "watch",
+        (_, _, _) if watch_path => return Reply::status(status::method_not_allowed()),
         (&hyper::Method::GET, None, _) => "list",
         (&hyper::Method::POST, None, _) => "create",
         (&hyper::Method::DELETE, None, _) => "deletecollection",
@@ -104,7 +109,7 @@ pub(crate) fn resource(
     } else if !t.served.def.has_verb(verb) {
         return Reply::status(status::method_not_allowed());
     }
-    if t.served.view == View::EventsV1 && verb != "list" && verb != "get" {
+    if t.served.view == View::EventsV1 && !matches!(verb, "list" | "get" | "watch") {
         // Writes go through the core events API; converting back is not simulated.
         return Reply::status(status::method_not_allowed());
     }
@@ -113,6 +118,7 @@ pub(crate) fn resource(
     }
     match verb {
         "list" => list(shared, req, &t),
+        "watch" => watch(shared, req, &t),
         "get" => get(shared, req, &t),
         "create" => create(shared, req, &t),
         "update" => update(shared, req, &t),
@@ -323,7 +329,7 @@ fn raw_metadata(o: &Obj, alt: bool) -> &str {
 }
 
 /// Appends the object as a `PartialObjectMetadata`.
-fn partial_metadata(out: &mut Vec<u8>, o: &Obj, alt: bool) {
+pub(crate) fn partial_metadata(out: &mut Vec<u8>, o: &Obj, alt: bool) {
     out.extend_from_slice(
         b"{\"kind\":\"PartialObjectMetadata\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":",
     );
@@ -332,7 +338,7 @@ fn partial_metadata(out: &mut Vec<u8>, o: &Obj, alt: bool) {
 }
 
 /// The server-side table of the generic table convertor: name and age.
-fn table(items: &[Arc<Obj>], alt: bool, meta: &str, now: i64) -> String {
+pub(crate) fn table(items: &[Arc<Obj>], alt: bool, meta: &str, now: i64) -> String {
     let mut rows = Vec::with_capacity(items.len());
     for o in items {
         let m = raw_metadata(o, alt);
@@ -394,6 +400,99 @@ fn human_age(secs: i64) -> String {
         format!("{d}d")
     } else {
         format!("{}y{}d", d / 365, d % 365)
+    }
+}
+
+/// A watch of a collection (or, under `/watch/`, of one object: a `metadata.name` field
+/// selector, as the real server turns it into): parameters checked as `ListResource` and
+/// the cacher check them, then [`crate::watch`] streams the events.
+fn watch(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
+    let labels = match LabelSelector::parse(req.param("labelSelector").unwrap_or_default()) {
+        Ok(s) => s,
+        Err(e) => return Reply::status(status::bad_request(&e)),
+    };
+    let mut field_text = req.param("fieldSelector").unwrap_or_default().to_string();
+    if let Some(name) = t.name {
+        if !field_text.is_empty() {
+            field_text.push(',');
+        }
+        field_text.push_str(&format!("metadata.name={name}"));
+    }
+    let fields = match FieldSelector::parse(&field_text) {
+        Ok(s) => s,
+        Err(e) => return Reply::status(status::bad_request(&e)),
+    };
+    let start = match req.param("resourceVersion").unwrap_or_default() {
+        "" | "0" => watch::Start::Current,
+        rv => match rv.parse::<u64>() {
+            Ok(rv) => watch::Start::After(rv),
+            // `APIObjectVersioner.ParseResourceVersion`'s error, through
+            // `InterpretWatchError`: 422 Invalid of the resource.
+            Err(e) => {
+                return Reply::status(status::invalid(
+                    &t.served.def.plural,
+                    &t.served.group,
+                    "",
+                    &[FieldError::invalid(
+                        "resourceVersion",
+                        &go::quote(rv),
+                        &format!(
+                            "strconv.ParseUint: parsing {}: {}",
+                            go::quote(rv),
+                            parse_error(&e)
+                        ),
+                    )],
+                ));
+            }
+        },
+    };
+    let timeout = match req.param("timeoutSeconds").filter(|s| !s.is_empty()) {
+        None => watch::default_timeout(
+            shared.config.seed,
+            shared.requests.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if n > 0 => std::time::Duration::from_secs(n as u64),
+            Ok(_) => watch::default_timeout(
+                shared.config.seed,
+                shared.requests.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            Err(_) => {
+                return Reply::status(status::bad_request(&format!(
+                    "invalid timeoutSeconds: {s:?}"
+                )));
+            }
+        },
+    };
+    let rendering = match rendering(&req.accept) {
+        Rendering::Full => watch::Rendering::Full,
+        Rendering::Metadata => watch::Rendering::Metadata,
+        Rendering::Table => watch::Rendering::Table,
+    };
+    watch::serve(
+        shared,
+        watch::Watch {
+            group: t.served.storage.0.clone(),
+            plural: t.served.storage.1.clone(),
+            api_version: t.served.api_version(),
+            kind: t.served.def.kind.clone(),
+            alt: t.served.view == View::EventsV1,
+            namespace: t.namespace.map(str::to_string),
+            labels,
+            fields,
+            rendering,
+            start,
+            bookmarks: matches!(req.param("allowWatchBookmarks"), Some("true" | "1")),
+            timeout,
+        },
+    )
+}
+
+/// What Go's `strconv.ParseUint` says about a string that is not a `uint64`.
+fn parse_error(e: &std::num::ParseIntError) -> &'static str {
+    match e.kind() {
+        std::num::IntErrorKind::PosOverflow => "value out of range",
+        _ => "invalid syntax",
     }
 }
 
@@ -1144,6 +1243,11 @@ pub(crate) fn remove(
         && plural == "customresourcedefinitions"
         && let Some(crd) = state.crds.remove(name)
     {
+        // Its custom resources go first, each a deletion its watchers see.
+        for o in state.store.current(&crd.group, &crd.plural) {
+            let k = store::object_key(o.namespace.as_deref(), &o.name);
+            state.store.delete(&crd.group, &crd.plural, &k, rv);
+        }
         state.store.remove_collection(&crd.group, &crd.plural);
     }
     state

@@ -17,6 +17,13 @@
 //!   `labelSelector`, `fieldSelector` (any field path, e.g. `metadata.name`,
 //!   `spec.nodeName`, `involvedObject.uid`); server-side tables for `kubectl get`; **get, create,
 //!   update (PUT), merge patch, delete**; errors as `Status` objects.
+//! - **Watches** on every collection path (`?watch=1|true`, and the deprecated `/watch/`
+//!   paths, which also watch one object): one JSON `WatchEvent` per line of a chunked
+//!   response, objects typed as a GET returns them (`PartialObjectMetadata` with
+//!   `Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`, one-row
+//!   Tables for `kubectl get -w`), with `resourceVersion`, `labelSelector`,
+//!   `fieldSelector`, `allowWatchBookmarks` and `timeoutSeconds`. Every write is an event:
+//!   [`SimServer::events`] is the log of them all.
 //! - **Faults** ([`Faults`]) and **churn** ([`SimServer::churn`]) on demand.
 //! - **Bearer-token auth** on every request and a **kubeconfig** for itself.
 //!
@@ -70,11 +77,27 @@
 //!   references to missing owners from dependents that keep one, and cascades. A delete
 //!   honours `propagationPolicy`/`orphanDependents` (and the Orphan default of `batch/v1`
 //!   Jobs and `v1` ReplicationControllers): orphaned dependents lose the reference at once.
+//! - Watches follow the watch cache (`cacher.go`, `watch_cache.go`, `cache_watcher.go`):
+//!   without `resourceVersion` (or with `"0"`) an `ADDED` event for every current object,
+//!   then the changes; with a revision, every change after it, in order. A revision older
+//!   than the history (the generated cluster has none; [`SimServer::compact`] drops it)
+//!   answers 200 and one `ERROR` event, a Status 410 `Expired` `too old resource version:
+//!   <rv> (<compacted>)`; a newer one than the server's, after 3 s, an `ERROR` 504 `Timeout`
+//!   (`Too large resource version`); one that is not a number, 422 Invalid. A watcher with
+//!   selectors sees an object that stops matching as `DELETED` (its last matching state at
+//!   the revision of the change) and one that starts matching as `ADDED`. A deletion
+//!   carries the last state at the revision of the deletion. Bookmarks (only with
+//!   `allowWatchBookmarks=true`) are an object of the watched kind with nothing but
+//!   `metadata.resourceVersion`, every minute ([`SimServer::set_bookmark_interval`]). A
+//!   watch without `timeoutSeconds` ends after 30 to 60 minutes, as with the real server's
+//!   `--min-request-timeout`. [`Faults::break_watches`] drops every open watch's
+//!   connection; compaction leaves open watches alone, as it leaves the watch cache.
 //! - kube's default client retries 429, 503 and 504 by itself (up to 15 times, with
 //!   exponential backoff up to minutes, honouring `Retry-After`): set
 //!   `kube::Config::default_retry = false` to see those answers.
 //!
-//! Not simulated: watches (405), finalizers (deletion is immediate, a foreground deletion
+//! Not simulated: streaming lists (`sendInitialEvents`), watches of the metrics API
+//! (which does not offer them), finalizers (deletion is immediate, a foreground deletion
 //! too; the collector then removes the dependents), admission beyond the kinds above (no
 //! NodePort allocation, no schema validation: `fieldValidation` is accepted and not
 //! enforced), JSON patch and server-side apply (415), protobuf.
@@ -96,6 +119,7 @@ mod server;
 mod status;
 mod store;
 mod tls;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -175,6 +199,34 @@ impl ObjectKey {
     pub fn api_version(&self) -> String {
         discovery::group_version(&self.group, &self.version)
     }
+}
+
+/// What a write did to an object, as a watch reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventKind {
+    /// The `type` of a `WatchEvent`: `ADDED`, `MODIFIED` or `DELETED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Added => "ADDED",
+            EventKind::Modified => "MODIFIED",
+            EventKind::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change of the stored objects, see [`SimServer::events`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimEvent {
+    /// The resource version of the change (for a deletion, the revision it was deleted at).
+    pub rv: u64,
+    pub kind: EventKind,
+    pub key: ObjectKey,
 }
 
 /// What [`SimServer::churn`] changed.
@@ -303,10 +355,19 @@ pub(crate) struct Shared {
     pub crd_delay: Mutex<Duration>,
     /// Resource version at the end of start-up; the simulated clock counts from it.
     pub start_rv: u64,
+    /// How often a watch that allows bookmarks gets one.
+    pub bookmark_interval: Mutex<Duration>,
     pub address: String,
 }
 
 impl Shared {
+    pub(crate) fn bookmark_interval(&self) -> Duration {
+        *self
+            .bookmark_interval
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         // The state stays consistent across a panicking request handler (each write is one
         // store call), so a poisoned lock is still usable.
@@ -467,6 +528,7 @@ impl SimServer {
             create_log: Mutex::new(Vec::new()),
             crd_delay: Mutex::new(Duration::ZERO),
             start_rv,
+            bookmark_interval: Mutex::new(Duration::from_secs(60)),
             address: addr.to_string(),
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -593,13 +655,34 @@ impl SimServer {
         self.shared.read().store.current_rv()
     }
 
+    /// Every change of the stored objects since start-up, in order: each create, update,
+    /// patch and delete through the API, the garbage collector's, churn's, and the
+    /// deletions a namespace or CRD takes with it (at the revision of its own deletion).
+    /// Watches report exactly these (filtered by resource, namespace and selectors). Never
+    /// compacted.
+    pub fn events(&self) -> Vec<SimEvent> {
+        self.shared.read().store.journal().to_vec()
+    }
+
     /// Compacts the history now: every continue token issued so far becomes too old and
-    /// answers 410 Expired, as after an etcd compaction.
+    /// answers 410 Expired, as after an etcd compaction, and so does a new watch from any
+    /// resource version handed out so far (an `ERROR` event with a 410 Expired Status, as
+    /// when the watch cache no longer holds the changes). Open watches go on.
     pub fn compact(&self) {
         let mut state = self.shared.write();
         // A fresh revision, so that tokens issued at the newest one expire too.
         let rv = state.store.next_rv();
         state.store.compact(rv);
+    }
+
+    /// How often a watch with `allowWatchBookmarks=true` gets a `BOOKMARK` (a minute by
+    /// default, as the watch cache sends them).
+    pub fn set_bookmark_interval(&self, every: Duration) {
+        *self
+            .shared
+            .bookmark_interval
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = every.max(Duration::from_millis(1));
     }
 
     /// How long a created CRD takes to become `Established` (and its resources served).
@@ -689,6 +772,9 @@ fn build_state(config: &SimConfig, apis: &BuiltinApis) -> State {
         load_object(&mut state, &k, &mut v);
     }
     state.store.finish_bulk();
+    // The generated cluster has no history: a watch starts at its revision or later.
+    let generated = state.store.current_rv();
+    state.store.compact(generated);
     state
 }
 

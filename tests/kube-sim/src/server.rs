@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -54,6 +55,9 @@ pub(crate) enum Reply {
     },
     /// Close the connection without answering (the dropped-connection fault).
     Drop,
+    /// A watch: `200` and a chunked JSON body of what the channel yields; an error ends the
+    /// body without its last chunk (a dropped connection).
+    Stream(tokio::sync::mpsc::Receiver<Result<Bytes, Dropped>>),
 }
 
 impl Reply {
@@ -71,9 +75,10 @@ impl Reply {
     }
 }
 
-/// The error a service returns to make hyper close the connection without a response.
+/// The error a service returns to make hyper close the connection without a response (or a
+/// body, to end it without its last chunk).
 #[derive(Debug)]
-struct Dropped;
+pub(crate) struct Dropped;
 
 impl std::fmt::Display for Dropped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,6 +87,25 @@ impl std::fmt::Display for Dropped {
 }
 
 impl std::error::Error for Dropped {}
+
+type Body = BoxBody<Bytes, Dropped>;
+
+/// The body of a watch: the frames its task sends.
+struct Streamed(tokio::sync::mpsc::Receiver<Result<Bytes, Dropped>>);
+
+impl hyper::body::Body for Streamed {
+    type Data = Bytes;
+    type Error = Dropped;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Dropped>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|next| next.map(|r| r.map(hyper::body::Frame::data)))
+    }
+}
 
 /// Accepts connections until `stop` fires.
 pub(crate) async fn serve(
@@ -136,10 +160,7 @@ where
     }
 }
 
-async fn handle(
-    shared: Arc<Shared>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Dropped> {
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Dropped> {
     shared.requests.fetch_add(1, Ordering::Relaxed);
     let latency = shared.faults.current_latency();
     if !latency.is_zero() {
@@ -217,17 +238,28 @@ fn authorized<B>(req: &Request<B>, token: &str) -> bool {
         .is_some_and(|t| t.trim() == token)
 }
 
-fn to_response(reply: Reply) -> Response<Full<Bytes>> {
+fn to_response(reply: Reply) -> Response<Body> {
     let (code, body, content_type, retry_after) = match reply {
         Reply::Json {
             code,
             body,
             content_type,
             retry_after,
-        } => (code, body, content_type, retry_after),
-        Reply::Drop => (500, Vec::new(), "application/json", None),
+        } => (
+            code,
+            Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed(),
+            content_type,
+            retry_after,
+        ),
+        Reply::Stream(rx) => (200, Streamed(rx).boxed(), "application/json", None),
+        Reply::Drop => (
+            500,
+            Full::new(Bytes::new()).map_err(|e| match e {}).boxed(),
+            "application/json",
+            None,
+        ),
     };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(body);
     *resp.status_mut() =
         hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();

@@ -8,16 +8,20 @@
 //! the next compaction so that a paged list continued at its resource version sees the
 //! snapshot it started from, as with etcd; continuing from a compacted version answers
 //! 410 Expired, also as with etcd.
+//!
+//! Every write is also an event: the store keeps the changes since the last compaction
+//! (what a watch resumes from, as the watch cache and etcd keep theirs) and a journal of
+//! every change for tests, and signals each new revision to the open watches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::ObjectKey;
 use crate::selector::{FieldSelector, LabelSelector};
+use crate::{EventKind, ObjectKey, SimEvent};
 
 /// One version of one object, serialized.
 #[derive(Debug)]
@@ -305,12 +309,49 @@ pub(crate) struct Page {
     pub remaining: Option<u64>,
 }
 
+/// One write as a watch sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    pub rv: u64,
+    pub kind: EventKind,
+    /// Storage group and resource of the object.
+    pub group: Arc<str>,
+    pub plural: Arc<str>,
+    /// The new state; for a deletion, the last state (with its own resource version: the
+    /// watch reports it at `rv`).
+    pub obj: Arc<Obj>,
+    /// The state before the write (none for a creation).
+    pub prev: Option<Arc<Obj>>,
+}
+
 /// Everything stored, and the revision counter.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Store {
     rv: u64,
     compacted: u64,
     collections: BTreeMap<(String, String), Collection>,
+    /// Changes after the compaction point, in revision order.
+    history: VecDeque<Change>,
+    /// Revision of the newest change dropped from the history.
+    dropped: u64,
+    /// Every change since start-up, never compacted (for tests).
+    journal: Vec<SimEvent>,
+    /// The newest revision with a change, for the open watches to wake up on.
+    notify: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Store {
+    fn default() -> Store {
+        Store {
+            rv: 0,
+            compacted: 0,
+            collections: BTreeMap::new(),
+            history: VecDeque::new(),
+            dropped: 0,
+            journal: Vec::new(),
+            notify: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 /// The outcome of a write that can conflict.
@@ -403,7 +444,9 @@ impl Store {
         let c = self
             .collection_mut(group, plural)
             .ok_or(WriteError::NotFound)?;
-        match c.find(&key) {
+        let obj = Arc::new(obj);
+        let written = obj.clone();
+        let prev = match c.find(&key) {
             Ok(i) => {
                 let e = &mut c.entries[i];
                 match (&mode, &e.cur) {
@@ -418,12 +461,13 @@ impl Store {
                 if e.cur.is_none() {
                     c.live += 1;
                 }
-                let prev = e.cur.replace(Arc::new(obj));
-                e.old.push((e.cur_rv, prev));
+                let prev = e.cur.replace(obj);
+                e.old.push((e.cur_rv, prev.clone()));
                 e.cur_rv = rv;
                 if was_plain {
                     c.irregular += 1;
                 }
+                prev
             }
             Err(i) => {
                 if let PutMode::Update(_) = mode {
@@ -435,17 +479,83 @@ impl Store {
                     Entry {
                         key: key.into(),
                         cur_rv: rv,
-                        cur: Some(Arc::new(obj)),
+                        cur: Some(obj),
                         old: Vec::new(),
                     },
                 );
                 // A new key did not exist at older revisions: that is history too.
                 c.irregular += 1;
                 c.entries[i].old.push((0, None));
+                None
             }
-        }
+        };
         c.last_change = rv;
+        let kind = if prev.is_some() {
+            EventKind::Modified
+        } else {
+            EventKind::Added
+        };
+        self.record(group, plural, kind, rv, written, prev);
         Ok(())
+    }
+
+    /// Records a change for the watches and the journal, and wakes the watches up.
+    fn record(
+        &mut self,
+        group: &str,
+        plural: &str,
+        kind: EventKind,
+        rv: u64,
+        obj: Arc<Obj>,
+        prev: Option<Arc<Obj>>,
+    ) {
+        let Some(c) = self.collection(group, plural) else {
+            return;
+        };
+        self.journal.push(SimEvent {
+            rv,
+            kind,
+            key: key_of(&c.rtype, &obj),
+        });
+        // Consecutive changes of one collection share its names.
+        let (group, plural) = match self.history.back() {
+            Some(last) if *last.group == *group && *last.plural == *plural => {
+                (last.group.clone(), last.plural.clone())
+            }
+            _ => (Arc::from(group), Arc::from(plural)),
+        };
+        self.history.push_back(Change {
+            rv,
+            kind,
+            group,
+            plural,
+            obj,
+            prev,
+        });
+        self.notify.send_replace(rv);
+    }
+
+    /// The changes after revision `rv`, or `Err(compacted revision)` when it is older than
+    /// the history. A new watch needs `rv` at or after the compaction point; a `live` one,
+    /// which has seen every change up to `rv`, only needs none of the later ones dropped
+    /// (compaction does not disturb open watches, as it does not disturb the watch cache's).
+    pub(crate) fn changes_after(&self, rv: u64, live: bool) -> Result<Vec<Change>, u64> {
+        let floor = if live { self.dropped } else { self.compacted };
+        if rv < floor {
+            return Err(self.compacted);
+        }
+        let from = self.history.partition_point(|c| c.rv <= rv);
+        Ok(self.history.range(from..).cloned().collect())
+    }
+
+    /// A receiver that changes with every new change.
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.notify.subscribe()
+    }
+
+    /// Every change since start-up.
+    pub(crate) fn journal(&self) -> &[SimEvent] {
+        &self.journal
     }
 
     /// Deletes an object at revision `rv`; returns the deleted version.
@@ -468,6 +578,14 @@ impl Store {
         }
         c.live -= 1;
         c.last_change = rv;
+        self.record(
+            group,
+            plural,
+            EventKind::Deleted,
+            rv,
+            prev.clone(),
+            Some(prev.clone()),
+        );
         Some(prev)
     }
 
@@ -479,6 +597,11 @@ impl Store {
             return;
         }
         self.compacted = rv;
+        let kept = self.history.partition_point(|c| c.rv <= rv);
+        if kept > 0 {
+            self.dropped = self.history[kept - 1].rv;
+            self.history.drain(..kept);
+        }
         for c in self.collections.values_mut() {
             if c.irregular == 0 {
                 continue;

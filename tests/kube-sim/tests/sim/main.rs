@@ -12,4 +12,5 @@ mod kubectl;
 mod paging;
 mod scale;
 mod secrets;
+mod watch;
 mod writes;
