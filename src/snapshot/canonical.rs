@@ -15,15 +15,17 @@ pub fn write(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             out.push(b'{');
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
-            for (i, key) in keys.into_iter().enumerate() {
+            // Sorted whatever order the map keeps (serde_json's is sorted already, unless a
+            // dependency turns on `preserve_order`; sorting a sorted list is a pass over it).
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (i, (key, value)) in entries.into_iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_scalar(&Value::String(key.clone()), out);
+                write_str(key, out);
                 out.push(b':');
-                write(&map[key], out);
+                write(value, out);
             }
             out.push(b'}');
         }
@@ -42,8 +44,17 @@ pub fn write(value: &Value, out: &mut Vec<u8>) {
 }
 
 fn write_scalar(value: &Value, out: &mut Vec<u8>) {
-    // Serializing a scalar into a Vec cannot fail.
-    serde_json::to_writer(&mut *out, value).unwrap_or_default();
+    match value {
+        Value::String(s) => write_str(s, out),
+        // Serializing a scalar into a Vec cannot fail.
+        other => serde_json::to_writer(&mut *out, other).unwrap_or_default(),
+    }
+}
+
+/// A JSON string, escaped as serde_json escapes it.
+fn write_str(s: &str, out: &mut Vec<u8>) {
+    // Serializing a string into a Vec cannot fail.
+    serde_json::to_writer(&mut *out, s).unwrap_or_default();
 }
 
 #[cfg(test)]
