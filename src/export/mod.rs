@@ -134,8 +134,21 @@ fn file_names(manifest: &Manifest) -> Vec<String> {
 /// The files of a manifest's plain layout, in key order: one per run of objects of the same
 /// resource and namespace.
 pub fn plan(manifest: &Manifest) -> Vec<PlannedFile> {
+    let mut files = planned_files(manifest);
+    files.sort_by(|a, b| a.key.cmp(&b.key));
+    debug_assert!(
+        files.windows(2).all(|w| w[0].key != w[1].key),
+        "manifest objects are not sorted by resource and namespace"
+    );
+    files
+}
+
+/// The files of a manifest's plain layout in the manifest's order (by resource, then
+/// namespace), which is about the order the snapshot stored their objects in: files that
+/// follow one another read the same frames of the same packs.
+fn planned_files(manifest: &Manifest) -> Vec<PlannedFile> {
     let names = file_names(manifest);
-    let mut files: Vec<PlannedFile> = manifest
+    manifest
         .groups()
         .map(|group| {
             let first = &group[0];
@@ -178,13 +191,7 @@ pub fn plan(manifest: &Manifest) -> Vec<PlannedFile> {
                 sealed,
             }
         })
-        .collect();
-    files.sort_by(|a, b| a.key.cmp(&b.key));
-    debug_assert!(
-        files.windows(2).all(|w| w[0].key != w[1].key),
-        "manifest objects are not sorted by resource and namespace"
-    );
-    files
+        .collect()
 }
 
 pub use crate::repo::list_file::{LIST_HEAD, LIST_TAIL, render, rendered_size};
@@ -340,7 +347,9 @@ pub async fn export(
     if exporter.written.is_empty() {
         seed_from_latest_export(store, &exporter, manifest).await;
     }
-    let files = plan(manifest);
+    // In the manifest's order, not the keys': the objects of files rendered one after
+    // another sit in the same frames, which are then decompressed once.
+    let files = planned_files(manifest);
     // After a failure no new file is started, but the ones under way finish and are
     // recorded, so that the next run does not upload them again.
     let failed = std::sync::atomic::AtomicBool::new(false);

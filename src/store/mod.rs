@@ -27,7 +27,7 @@ pub mod sealed;
 pub mod uri;
 pub mod wrappers;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -142,7 +142,58 @@ struct Inner {
     /// The objects of the packs found gone, by pack, once asked for (an error path): cleared
     /// by every check.
     gone_objects: Mutex<Option<Arc<HashMap<ObjectId, PackId>>>>,
+    /// Frames of local pack copies decompressed lately.
+    frames: FrameCache,
     config: StoreConfig,
+}
+
+/// The last few frames decompressed from local pack copies. A frame holds about 128 KiB of
+/// objects, and an exported file a few KiB: without it, the files that share a frame (read
+/// one after another, in the manifest's order) would each decompress it again. Only reads
+/// that may use local copies use it; every object taken from it is still checked against
+/// its id.
+struct FrameCache {
+    /// Frames by pack and offset, the most recently used last.
+    frames: Mutex<VecDeque<((PackId, u64), Arc<Vec<u8>>)>>,
+}
+
+impl FrameCache {
+    /// 4 MiB of frames of [`pack::CHUNK_SIZE`].
+    const FRAMES: usize = 32;
+
+    fn new() -> Self {
+        Self {
+            frames: Mutex::new(VecDeque::with_capacity(Self::FRAMES)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<((PackId, u64), Arc<Vec<u8>>)>> {
+        self.frames.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, pack: &PackId, offset: u64) -> Option<Arc<Vec<u8>>> {
+        let mut frames = self.lock();
+        let at = frames
+            .iter()
+            .rposition(|((p, o), _)| *o == offset && p == pack)?;
+        let entry = frames.remove(at)?;
+        let frame = entry.1.clone();
+        frames.push_back(entry);
+        Some(frame)
+    }
+
+    fn insert(&self, pack: PackId, offset: u64, frame: Arc<Vec<u8>>) {
+        let mut frames = self.lock();
+        if frames.len() >= Self::FRAMES {
+            frames.pop_front();
+        }
+        frames.push_back(((pack, offset), frame));
+    }
+
+    /// Drops the frames of `pack` (its local copy turned out damaged).
+    fn forget(&self, pack: &PackId) {
+        self.lock().retain(|((p, _), _)| p != pack);
+    }
 }
 
 /// A handle on the store of one destination; cheap to clone.
@@ -207,6 +258,7 @@ impl Store {
                 cache,
                 local_packs,
                 gone_objects: Mutex::new(None),
+                frames: FrameCache::new(),
                 config,
             }),
         };
@@ -510,6 +562,7 @@ impl Store {
                         "the local copy of a pack is damaged; deleting it and reading the pack \
                          from the destination"
                     );
+                    self.inner.frames.forget(&pack);
                     self.inner.local_packs.remove(&pack);
                 }
                 None => {}
@@ -534,23 +587,43 @@ impl Store {
         extract(&data, wanted)
     }
 
-    /// The wanted objects from the local copy of `pack`; `None` when there is no copy.
+    /// The wanted objects from the local copy of `pack`, or from its frames decompressed
+    /// lately; `None` when there is no copy.
     async fn read_local_copy(
         &self,
         pack: PackId,
         wanted: Vec<(ObjectId, Location)>,
     ) -> Option<StoreResult<Vec<(ObjectId, Bytes)>>> {
+        // When every frame is at hand, nothing is read from disk: no file opened, no
+        // blocking task. (A frame missing stops this at once, with an error ignored.)
+        let frames = &self.inner.frames;
+        let mut at_hand = true;
+        let read = by_frame(wanted.clone(), |id, location| {
+            let frame = frames.get(&pack, location.offset);
+            at_hand &= frame.is_some();
+            frame.ok_or(StoreError::MissingObject(*id))
+        });
+        if at_hand {
+            return Some(read);
+        }
         // Held open until read: eviction leaves it alone, and a copy deleted meanwhile stays
         // readable through the open file.
         let copy = self.inner.local_packs.open_copy(&pack)?;
+        let this = self.clone();
         let read = crate::task::blocking(move || {
             use std::os::unix::fs::FileExt;
+            let frames = &this.inner.frames;
             by_frame(wanted, |id, location| {
+                if let Some(frame) = frames.get(&pack, location.offset) {
+                    return Ok(frame);
+                }
                 let mut stored = vec![0u8; location.length as usize];
                 copy.file
                     .read_exact_at(&mut stored, location.offset)
                     .map_err(|e| StoreError::io(&copy.path, e))?;
-                pack::open_frame(id, location, &stored)
+                let frame = Arc::new(pack::open_frame(id, location, &stored)?);
+                frames.insert(pack, location.offset, frame.clone());
+                Ok(frame)
             })
         })
         .await;
@@ -584,18 +657,18 @@ fn extract(data: &[u8], wanted: Vec<(ObjectId, Location)>) -> StoreResult<Vec<(O
         let stored = data
             .get(start..start + location.length as usize)
             .unwrap_or_default();
-        pack::open_frame(id, location, stored)
+        pack::open_frame(id, location, stored).map(Arc::new)
     })
 }
 
 /// Reads the wanted objects, decompressing each frame once however many of them it holds.
 fn by_frame(
     mut wanted: Vec<(ObjectId, Location)>,
-    mut open: impl FnMut(&ObjectId, &Location) -> StoreResult<Vec<u8>>,
+    mut open: impl FnMut(&ObjectId, &Location) -> StoreResult<Arc<Vec<u8>>>,
 ) -> StoreResult<Vec<(ObjectId, Bytes)>> {
     wanted.sort_by_key(|(_, location)| (location.offset, location.raw_offset));
     let mut out = Vec::with_capacity(wanted.len());
-    let mut current: Option<(u64, Vec<u8>)> = None;
+    let mut current: Option<(u64, Arc<Vec<u8>>)> = None;
     for (id, location) in wanted {
         let frame = match &current {
             Some((offset, frame)) if *offset == location.offset => frame,
