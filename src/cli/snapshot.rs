@@ -35,7 +35,14 @@ pub(super) async fn run_and_report(settings: &JobSettings) -> Result<JobReport, 
             ExitCode::Failed
         })?;
     let (progress, bar) = output::job_progress();
-    let result = run_job(settings, backend, progress).await;
+    // On the runtime's workers, where the tasks of its connections run: polled by
+    // `block_on` on the main thread, the job would be woken across threads (a task switch
+    // in the kernel) for each of its thousands of requests' answers.
+    let job = {
+        let settings = settings.clone();
+        tokio::spawn(async move { run_job(&settings, backend, progress).await })
+    };
+    let result = crate::task::joined(job.await);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

@@ -1017,8 +1017,10 @@ pub async fn take_snapshot(
         sealed_files: sealed_files.as_ref(),
     };
     let outcomes: Vec<Result<ResourceOutcome, WriterGone>> =
-        futures::stream::iter(resources.iter().enumerate())
-            .map(|(i, rt)| lister.list(i as u32, rt))
+        // By index: a closure given `&ResourceType` would make the future not `Send` (the
+        // compiler cannot prove it for every lifetime), and the job runs as a spawned task.
+        futures::stream::iter(0..resources.len())
+            .map(|i| lister.list(i as u32, &resources[i]))
             .buffered(options.concurrency.max(1))
             .collect()
             .await;
