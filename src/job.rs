@@ -151,12 +151,7 @@ pub async fn end_lease(
         return Ok(manifest);
     };
     store.check_packs().await?;
-    let mut missing = 0usize;
-    for object in &manifest.objects {
-        if !store.contains(&object.id)? {
-            missing += 1;
-        }
-    }
+    let missing = crate::repo::manifest::unstored_blobs(store, &manifest.time).await?;
     if missing == 0 {
         tracing::warn!(snapshot = %manifest.time, error = %lost, "the writer's lease lapsed; every object of the snapshot is still stored");
         return Ok(manifest);

@@ -93,7 +93,7 @@ pub async fn forget(global: &GlobalArgs, args: &ForgetArgs) -> ExitCode {
             Ok(policy) => policy,
             Err(e) => return fail(e, ExitCode::Usage),
         };
-        if policy.keeps_everything() && policy.keep_layout.is_none() {
+        if !policy.does_something() {
             return fail(
                 "no retention policy is set (`retention:` in the configuration, or --keep-daily \
                  and the other --keep-* flags) and no snapshot is named; nothing to forget",

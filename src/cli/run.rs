@@ -117,7 +117,7 @@ fn settings(global: &GlobalArgs, args: &RunArgs) -> Result<Mode, ConfigError> {
         }
     }
     let policy = effective_policy(common.file.retention.as_ref(), &args.policy)?;
-    let retention = (!policy.keeps_everything() || policy.keep_layout.is_some()).then_some(policy);
+    let retention = policy.does_something().then_some(policy);
     Ok(Mode::Run(Box::new(DaemonSettings {
         job: common.job_settings(&args.cluster),
         interval,

@@ -20,7 +20,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use crate::job::{JobError, JobSettings, export_state, finish_export, open_backend, take};
-use crate::repo::Manifest;
 use crate::repo::lock::{Held, LockError, lease_writer};
 use crate::repo::prune::{self, PruneError, PruneOptions, Selection};
 use crate::repo::retention::Policy;
@@ -308,20 +307,7 @@ impl Daemon {
             let Ok(time) = name.parse::<SnapshotTime>() else {
                 continue;
             };
-            let missing = match Manifest::load(&self.store, &time).await {
-                Ok(manifest) => {
-                    let mut missing = 0usize;
-                    for object in &manifest.objects {
-                        if !self.store.contains(&object.id)? {
-                            missing += 1;
-                        }
-                    }
-                    missing
-                }
-                Err(e) if e.is_outage() => return Err(e),
-                // Its listings themselves are gone.
-                Err(_) => 1,
-            };
+            let missing = crate::repo::manifest::unstored_blobs(&self.store, &time).await?;
             if missing > 0 {
                 self.staging
                     .staging()
@@ -372,7 +358,7 @@ impl Daemon {
             .settings
             .retention
             .as_ref()
-            .filter(|p| !p.keeps_everything() || p.keep_layout.is_some())
+            .filter(|p| p.does_something())
         else {
             return;
         };

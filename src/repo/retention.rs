@@ -83,6 +83,11 @@ impl Policy {
         self.counts().iter().all(|(_, n)| n.is_none()) && self.keep_within.is_none()
     }
 
+    /// Whether applying the policy can change anything: a keep rule is set, or `keepLayout`.
+    pub fn does_something(&self) -> bool {
+        !self.keeps_everything() || self.keep_layout.is_some()
+    }
+
     /// `over`'s fields where set, else self's (flags over the file).
     pub fn overridden_by(self, over: Policy) -> Policy {
         Policy {

@@ -317,6 +317,26 @@ pub async fn referenced_ids(
     Ok(ids)
 }
 
+/// How many of the blobs the snapshot `time` refers to (pages, listings, objects, sealed
+/// files) the local index no longer holds: what a writer asks after a prune may have run
+/// while it was not looking (its lease lapsed, or the snapshot waited in staging), once the
+/// store has checked its index against the packs. A tree that can no longer be read counts
+/// as one.
+pub async fn unstored_blobs(store: &Store, time: &SnapshotTime) -> StoreResult<usize> {
+    let ids = match referenced_ids(store, std::slice::from_ref(time)).await {
+        Ok(ids) => ids,
+        Err(e) if e.is_outage() => return Err(e),
+        Err(_) => return Ok(1),
+    };
+    let mut missing = 0;
+    for id in &ids {
+        if !store.contains(id)? {
+            missing += 1;
+        }
+    }
+    Ok(missing)
+}
+
 /// How many names after the first a manifest root tries before it gives up: other writers
 /// would have to be taking a snapshot every second for a minute.
 pub const NAME_TRIES: usize = 60;

@@ -597,6 +597,40 @@ mod tests {
         assert_eq!((moved.time, moved.objects), (later, manifest.objects));
     }
 
+    /// After a prune deleted a pack that holds only a page of the manifest (no object), the
+    /// writer's check finds the snapshot unrestorable; before, it finds nothing missing.
+    #[tokio::test]
+    async fn a_deleted_page_makes_a_snapshot_unstored() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote: DynBackend = Arc::new(LocalBackend::new(dir.path().join("remote")).unwrap());
+        let store = store(dir.path(), &remote, "a").await;
+        let mut manifest = manifest(20, 3);
+        // The objects are stored by the snapshot's writer, before the manifest.
+        let mut writer = store.writer().unwrap();
+        for object in &mut manifest.objects {
+            object.id = writer.add(object.name.as_bytes()).await.unwrap();
+        }
+        writer.finish().await.unwrap();
+        manifest.save(&store).await.unwrap();
+        let unstored = super::super::unstored_blobs(&store, &manifest.time).await;
+        assert_eq!(unstored.unwrap(), 1, "the sealed file was never stored");
+
+        manifest.sealed_files.clear();
+        manifest.time = manifest.time.next_second();
+        manifest.save(&store).await.unwrap();
+        let unstored = super::super::unstored_blobs(&store, &manifest.time).await;
+        assert_eq!(unstored.unwrap(), 0);
+
+        let (_, root) = read_root(&store, &manifest.time).await.unwrap();
+        let page = store.location(&root.pages[0].id).await.unwrap().pack;
+        let object = store.location(&manifest.objects[0].id).await.unwrap().pack;
+        assert_ne!(page, object, "the manifest has packs of its own");
+        remote.delete(&RemoteFile::Pack(&page).key()).await.unwrap();
+        store.check_packs().await.unwrap();
+        let unstored = super::super::unstored_blobs(&store, &manifest.time).await;
+        assert!(unstored.unwrap() >= 1);
+    }
+
     #[test]
     fn a_root_of_an_unknown_version_or_of_both_shapes_is_refused() {
         let root = |version: u32, both: bool| {
