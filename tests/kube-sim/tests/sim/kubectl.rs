@@ -1,6 +1,9 @@
 //! kubectl against the simulated server.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use kube_sim::{SimConfig, SimServer};
 use serde_json::Value;
@@ -34,6 +37,22 @@ impl Kubectl {
         (stdout, stderr)
     }
 
+    /// Starts kubectl with its output piped, for a command that runs until it is stopped.
+    fn spawn(&self, args: &[&str]) -> Running {
+        let child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.dir.path().join("config"))
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("cache"))
+            .args(args)
+            .env("HOME", self.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        Running(child)
+    }
+
     /// Runs kubectl; returns whether it succeeded, its output and its errors.
     fn try_run(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new("kubectl")
@@ -49,6 +68,62 @@ impl Kubectl {
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         (out.status.success(), stdout, stderr)
     }
+}
+
+/// A kubectl that runs until stopped; stopped when dropped.
+struct Running(Child);
+
+impl Running {
+    /// Lines of its output, as they come.
+    fn lines(&mut self) -> mpsc::Receiver<String> {
+        let (tx, rx) = mpsc::channel();
+        let stdout = self.0.stdout.take().expect("piped output");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    /// Stops it; returns its errors.
+    fn stop(mut self) -> String {
+        let _ = self.0.kill();
+        let mut err = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let _ = self.0.wait();
+        err
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits up to `within` for a line that contains `needle`; returns the lines read.
+fn wait_for(lines: &mpsc::Receiver<String>, needle: &str, within: Duration) -> (bool, Vec<String>) {
+    let deadline = std::time::Instant::now() + within;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return (true, seen);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    (false, seen)
 }
 
 async fn tls_server(objects: usize) -> SimServer {
@@ -359,4 +434,53 @@ async fn get_resource_only_at_a_non_preferred_version() {
         })
         .collect();
     assert_eq!(shown, expected);
+}
+
+/// `kubectl get configmaps -w` prints the current config maps, then one created while it
+/// watches (it lists, then watches from the list's resource version with server-side
+/// Tables).
+#[tokio::test]
+async fn get_watch_prints_a_change() {
+    let server = tls_server(300).await;
+    let k = Kubectl::new(&server);
+    let mut watching = k.spawn(&[
+        "get",
+        "configmaps",
+        "-n",
+        "default",
+        "-w",
+        "--request-timeout=30s",
+    ]);
+    let lines = watching.lines();
+    let (listed, seen) = tokio::task::spawn_blocking(move || {
+        let found = wait_for(&lines, "kube-root-ca.crt", Duration::from_secs(20));
+        (found, lines)
+    })
+    .await
+    .map(|((found, seen), lines)| ((found, lines), seen))
+    .unwrap();
+    let (found, lines) = listed;
+    assert!(found, "kubectl listed nothing: {seen:?}");
+    let c = client(&server).await;
+    let r = send(
+        &c,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[("Content-Type", "application/json")],
+        Some(serde_json::json!({"metadata": {"name": "made-while-watching"}, "data": {"a": "1"}})),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let (found, seen) = tokio::task::spawn_blocking(move || {
+        wait_for(&lines, "made-while-watching", Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    let err = watching.stop();
+    assert!(
+        found,
+        "kubectl get -w did not print the change: {seen:?}\n{err}"
+    );
+    let row: Vec<&str> = seen.last().unwrap().split_whitespace().collect();
+    assert_eq!(row.first(), Some(&"made-while-watching"), "{seen:?}");
 }
