@@ -1212,9 +1212,11 @@ fn delete(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
     }
 }
 
-/// Deletes a stored object at revision `rv`, with what goes with it at once: a namespace
-/// takes everything in it (immediately, where the real server's namespace controller takes
-/// a while), a CRD its API and custom resources.
+/// Deletes a stored object, with what goes with it at once: a namespace takes everything
+/// in it (immediately, where the real server's namespace controller takes a while), a CRD
+/// its API and custom resources. Each deletion has its own revision, the first `rv` and
+/// the object's own the last, as the controllers delete them one by one before the object
+/// goes: a watch resumed from any of them misses none of the others.
 pub(crate) fn remove(
     state: &mut State,
     group: &str,
@@ -1223,6 +1225,7 @@ pub(crate) fn remove(
     name: &str,
     rv: u64,
 ) {
+    let mut contents: Vec<(String, String, String)> = Vec::new();
     if group.is_empty() && plural == "namespaces" {
         let targets: Vec<(String, String)> = state
             .store
@@ -1233,26 +1236,34 @@ pub(crate) fn remove(
         for (g, p) in targets {
             for o in state.store.current(&g, &p) {
                 if o.namespace.as_deref() == Some(name) {
-                    let k = store::object_key(Some(name), &o.name);
-                    state.store.delete(&g, &p, &k, rv);
+                    contents.push((g.clone(), p.clone(), store::object_key(Some(name), &o.name)));
                 }
             }
         }
     }
-    if group == "apiextensions.k8s.io"
-        && plural == "customresourcedefinitions"
-        && let Some(crd) = state.crds.remove(name)
-    {
-        // Its custom resources go first, each a deletion its watchers see.
+    let crd = if group == "apiextensions.k8s.io" && plural == "customresourcedefinitions" {
+        state.crds.remove(name)
+    } else {
+        None
+    };
+    if let Some(crd) = &crd {
         for o in state.store.current(&crd.group, &crd.plural) {
             let k = store::object_key(o.namespace.as_deref(), &o.name);
-            state.store.delete(&crd.group, &crd.plural, &k, rv);
+            contents.push((crd.group.clone(), crd.plural.clone(), k));
         }
+    }
+    contents.push((
+        group.to_string(),
+        plural.to_string(),
+        store::object_key(namespace, name),
+    ));
+    for (i, (g, p, k)) in contents.iter().enumerate() {
+        let at = if i == 0 { rv } else { state.store.next_rv() };
+        state.store.delete(g, p, k, at);
+    }
+    if let Some(crd) = crd {
         state.store.remove_collection(&crd.group, &crd.plural);
     }
-    state
-        .store
-        .delete(group, plural, &store::object_key(namespace, name), rv);
 }
 
 /// The dependents policy of a delete (`DeleteOptions` in the body or the query).

@@ -657,7 +657,8 @@ impl SimServer {
 
     /// Every change of the stored objects since start-up, in order: each create, update,
     /// patch and delete through the API, the garbage collector's, churn's, and the
-    /// deletions a namespace or CRD takes with it (at the revision of its own deletion).
+    /// deletions a namespace or CRD takes with it (each at its own revision, before the
+    /// namespace's or the CRD's). Revisions only grow.
     /// Watches report exactly these (filtered by resource, namespace and selectors). Never
     /// compacted.
     pub fn events(&self) -> Vec<SimEvent> {

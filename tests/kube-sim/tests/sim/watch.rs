@@ -580,3 +580,39 @@ async fn kube_reads_the_stream() {
         other => panic!("expected a 410 error event: {other:?}"),
     }
 }
+
+/// A namespace takes its objects with it: each is a deletion of its own, at its own
+/// revision, before the namespace's.
+#[tokio::test]
+async fn deleting_a_namespace_deletes_its_objects_one_by_one() {
+    let server = start_n(1000).await;
+    let c = client(&server).await;
+    let ns = server
+        .objects()
+        .into_iter()
+        .find(|k| k.resource == "configmaps" && k.namespace.as_deref() != Some("default"))
+        .and_then(|k| k.namespace)
+        .unwrap();
+    let in_ns = stored_names(&server, "", "configmaps", Some(&ns));
+    let from = server.resource_version();
+    let r = send(&c, "DELETE", &format!("/api/v1/namespaces/{ns}"), &[], None).await;
+    assert_eq!(r.status, 200);
+    let mut w = Watching::open(
+        &c,
+        &format!("/api/v1/configmaps?watch=1&resourceVersion={from}&timeoutSeconds=1"),
+        &[],
+    )
+    .await;
+    let events = w.until_end().await;
+    assert!(events.iter().all(|e| e["type"] == "DELETED"));
+    let objects: Vec<Value> = events.iter().map(|e| e["object"].clone()).collect();
+    assert_eq!(names(&objects), in_ns);
+    let log = server.events();
+    assert!(log.windows(2).all(|p| p[0].rv < p[1].rv), "{log:?}");
+    let last = log.last().unwrap();
+    assert_eq!(
+        (last.key.resource.as_str(), last.key.name.as_str()),
+        ("namespaces", ns.as_str())
+    );
+    assert!(log.len() > in_ns.len());
+}
