@@ -32,6 +32,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::repo::lock::{Held, LockError, LockTimes, lock_prune, wait_for_writers};
 use crate::repo::manifest::{referenced_ids, times_at};
 use crate::repo::retention::{self, Decision, Policy, SnapshotState};
+use crate::store::exclusive::{is_lease_key, lease_is_stale};
 use crate::store::pack::{IndexFile, IndexedBlob, IndexedPack, PackBuilder};
 use crate::store::{
     BackendExt, DynBackend, Folder, IndexId, ObjectId, PackId, PutOutcome, RemoteFile,
@@ -289,7 +290,8 @@ pub struct PrunePlan {
     /// Snapshots that remain.
     pub snapshots: usize,
     pub layouts: Vec<LayoutFolder>,
-    /// Export and dropped-layout records of snapshots that are gone.
+    /// Export and dropped-layout records of snapshots that are gone, and stale leases left
+    /// beside roots and records by crashed writers.
     pub stray_records: Vec<String>,
     /// Packs at the destination and their bytes.
     pub packs: u64,
@@ -355,7 +357,7 @@ impl PrunePlan {
 }
 
 /// Decides what a prune does with the folder in the state `snapshots` (read just before,
-/// or as a forget will leave it). Reads only: the listings of the remaining snapshots, every index file, and the listings of `store/packs/` and
+/// or as a forget will leave it). Reads only: the listings of the remaining snapshots, every index file, leases beside roots and records, and the listings of `store/packs/`, `store/snapshots/`, `store/exports/` and
 /// `backup/`.
 ///
 /// `max_unused` (0 to 1) is the unused share of a pack above which it is rewritten.
@@ -404,6 +406,19 @@ pub async fn plan_prune(
     for time in snapshots.dropped.iter().filter(gone) {
         plan.stray_records
             .push(RemoteFile::DroppedLayout(time).key());
+    }
+    // Leases a writer that crashed while it created a root or a record left beside it, on a
+    // store without conditional writes (`store/exclusive.rs`). No writer is at work while a
+    // prune plans, so only a stale one is found; a live one is left alone all the same.
+    for folder in [Folder::Snapshots, Folder::Exports] {
+        for meta in backend.list_all(&folder.prefix()).await? {
+            if is_lease_key(&meta.key)
+                && let Some(held) = backend.get_opt(&meta.key).await?
+                && lease_is_stale(&held)
+            {
+                plan.stray_records.push(meta.key);
+            }
+        }
     }
     plan.stray_records.sort();
 

@@ -10,7 +10,8 @@
 //! key. A crashed writer's lease expires.
 //!
 //! This module only ever writes the probe key, the lease beside the key (`<key>.lease`) and
-//! the key itself; it deletes only the probe and its own lease.
+//! the key itself; it deletes only the probe and its own lease. A crashed writer's lease is
+//! left behind; a prune deletes it once it is stale ([`lease_is_stale`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -87,6 +88,17 @@ pub async fn create_under_lease(
         key: key.to_string(),
         message: format!("other writers held the lease {lease} for {TRIES} tries"),
     })
+}
+
+/// Whether `key` is the lease beside a key created under one.
+pub fn is_lease_key(key: &str) -> bool {
+    key.ends_with(".lease")
+}
+
+/// Whether a lease (the bytes of a `<key>.lease` object) no longer holds anything: expired,
+/// or not a lease at all (which no writer honours either). Judged by this machine's clock.
+pub fn lease_is_stale(held: &[u8]) -> bool {
+    parse_lease(held).is_none_or(|(_, expires)| expires <= unix_now())
 }
 
 fn parse_lease(held: &[u8]) -> Option<(String, u64)> {

@@ -15,7 +15,7 @@ use kube_autosave::repo::lock::{LockTimes, lock_prune};
 use kube_autosave::repo::prune::{self, PruneOptions, PrunePlan, Selection};
 use kube_autosave::repo::retention::Policy;
 use kube_autosave::store::wrappers::{FaultOps, FaultyBackend};
-use kube_autosave::store::{BackendExt, DynBackend, SnapshotTime, Store, StoreConfig};
+use kube_autosave::store::{BackendExt, DynBackend, RemoteFile, SnapshotTime, Store, StoreConfig};
 
 use crate::support::cluster::Cluster;
 use crate::support::s3_server::{self, S3Server};
@@ -169,8 +169,24 @@ async fn a_month_under_a_policy_keeps_exactly_what_it_says_and_every_kept_snapsh
     )
     .unwrap();
     let config = config.display().to_string();
+    // Leases that writers on a store without conditional writes left beside a root and an
+    // export record: one expired (a crashed writer's), one that still holds.
+    let (_, backend) = history.store("leases").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let stale = format!("{}.lease", RemoteFile::Snapshot(&october(30)).key());
+    let live = format!("{}.lease", RemoteFile::Export(&october(29)).key());
+    for (key, expires) in [(&stale, now - 10), (&live, now + 3_600)] {
+        let lease = format!("crashed-writer {expires}");
+        backend.put(key, lease.into()).await.unwrap();
+    }
     let output = history.run("cli", &["--config", &config, "forget", "--prune"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(backend.get_opt(&stale).await.unwrap().is_none());
+    assert!(backend.get_opt(&live).await.unwrap().is_some());
+    backend.delete(&live).await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("keepDaily 7"), "{stdout}");
     assert!(
