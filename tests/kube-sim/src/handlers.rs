@@ -422,9 +422,57 @@ fn watch(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
         Ok(s) => s,
         Err(e) => return Reply::status(status::bad_request(&e)),
     };
+    let send_initial = match req.param("sendInitialEvents") {
+        None | Some("") => None,
+        Some("true" | "1") => Some(true),
+        Some("false" | "0") => Some(false),
+        Some(other) => {
+            return Reply::status(status::bad_request(&format!(
+                "invalid sendInitialEvents: {other:?}"
+            )));
+        }
+    };
+    // `validateWatchOptions` of the ListOptions.
+    let mut errors = Vec::new();
+    let rv_match = req.param("resourceVersionMatch").unwrap_or_default();
+    if send_initial.is_some() && rv_match != "NotOlderThan" {
+        errors.push(FieldError::forbidden(
+            "resourceVersionMatch",
+            "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        ));
+    }
+    if !rv_match.is_empty() {
+        if send_initial.is_none() {
+            errors.push(FieldError::forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            ));
+        }
+        if rv_match != "NotOlderThan" {
+            errors.push(FieldError::not_supported(
+                "resourceVersionMatch",
+                &go::quote(rv_match),
+                &["NotOlderThan"],
+            ));
+        }
+        if req.param("continue").is_some_and(|c| !c.is_empty()) {
+            errors.push(FieldError::forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden when continue is provided",
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Reply::status(status::invalid("ListOptions", "meta.k8s.io", "", &errors));
+    }
     let start = match req.param("resourceVersion").unwrap_or_default() {
-        "" | "0" => watch::Start::Current,
+        "" | "0" => match send_initial {
+            Some(true) => watch::Start::Initial(0),
+            Some(false) => watch::Start::Latest,
+            None => watch::Start::Current,
+        },
         rv => match rv.parse::<u64>() {
+            Ok(rv) if send_initial == Some(true) => watch::Start::Initial(rv),
             Ok(rv) => watch::Start::After(rv),
             // `APIObjectVersioner.ParseResourceVersion`'s error, through
             // `InterpretWatchError`: 422 Invalid of the resource.

@@ -90,14 +90,17 @@
 //!   `allowWatchBookmarks=true`) are an object of the watched kind with nothing but
 //!   `metadata.resourceVersion`, every minute ([`SimServer::set_bookmark_interval`]). A
 //!   watch without `timeoutSeconds` ends after 30 to 60 minutes, as with the real server's
-//!   `--min-request-timeout`. [`Faults::break_watches`] drops every open watch's
+//!   `--min-request-timeout`. A streaming list (`sendInitialEvents=true` with
+//!   `resourceVersionMatch=NotOlderThan`) sends the state as `ADDED` events, then a bookmark
+//!   annotated `k8s.io/initial-events-end: "true"`; its options are checked as
+//!   `validateWatchOptions` checks them (422 Invalid `ListOptions.meta.k8s.io`).
+//!   [`Faults::break_watches`] drops every open watch's
 //!   connection; compaction leaves open watches alone, as it leaves the watch cache.
 //! - kube's default client retries 429, 503 and 504 by itself (up to 15 times, with
 //!   exponential backoff up to minutes, honouring `Retry-After`): set
 //!   `kube::Config::default_retry = false` to see those answers.
 //!
-//! Not simulated: streaming lists (`sendInitialEvents`), watches of the metrics API
-//! (which does not offer them), finalizers (deletion is immediate, a foreground deletion
+//! Not simulated: watches of the metrics API (which does not offer them), finalizers (deletion is immediate, a foreground deletion
 //! too; the collector then removes the dependents), admission beyond the kinds above (no
 //! NodePort allocation, no schema validation: `fieldValidation` is accepted and not
 //! enforced), JSON patch and server-side apply (415), protobuf.

@@ -41,6 +41,13 @@ pub(crate) enum Start {
     Current,
     /// Every change after this revision.
     After(u64),
+    /// Changes from the current revision on, without the state (`sendInitialEvents=false`
+    /// without a resource version).
+    Latest,
+    /// A streaming list (`sendInitialEvents=true`): the current state, at least at this
+    /// revision, as `ADDED` events, a `BOOKMARK` annotated `k8s.io/initial-events-end`
+    /// (with `allowWatchBookmarks`), then changes.
+    Initial(u64),
 }
 
 /// An accepted watch request.
@@ -142,7 +149,7 @@ async fn run(shared: Arc<Shared>, w: Watch, tx: Sender) {
                 }
             }
             _ = bookmark.tick(), if w.bookmarks => {
-                let line = bookmark_line(&w, cursor);
+                let line = bookmark_line(&w, cursor, false);
                 if tx.send(Ok(line)).await.is_err() {
                     return;
                 }
@@ -157,7 +164,7 @@ async fn opening(
     shared: &Shared,
     w: &Watch,
 ) -> Result<(tokio::sync::watch::Receiver<u64>, u64, Vec<Bytes>), Bytes> {
-    if let Start::After(rv) = w.start {
+    if let Start::After(rv) | Start::Initial(rv) = w.start {
         // The cacher waits for its cache to reach a newer revision, then gives up.
         let mut changes = shared.read().store.subscribe();
         let waited = tokio::time::timeout(FRESHNESS_WAIT, async {
@@ -195,7 +202,8 @@ async fn opening(
             }
             Err(oldest) => Err(too_old(rv, oldest)),
         },
-        Start::Current => {
+        Start::Latest => Ok((changes, current, Vec::new())),
+        Start::Current | Start::Initial(_) => {
             let page = state.store.list(
                 &w.group,
                 &w.plural,
@@ -206,11 +214,14 @@ async fn opening(
                 &w.labels,
                 &w.fields,
             );
-            let lines = page
+            let mut lines: Vec<Bytes> = page
                 .items
                 .iter()
                 .map(|o| line("ADDED", &object(shared, w, o, None, current)))
                 .collect();
+            if matches!(w.start, Start::Initial(_)) && w.bookmarks {
+                lines.push(bookmark_line(w, current, true));
+            }
             Ok((changes, current, lines))
         }
     }
@@ -276,17 +287,21 @@ fn object(shared: &Shared, w: &Watch, o: &Arc<Obj>, rv: Option<u64>, now: u64) -
     }
 }
 
-/// A `BOOKMARK`: an object of the watched kind with only its resource version.
-fn bookmark_line(w: &Watch, rv: u64) -> Bytes {
+/// A `BOOKMARK`: an object of the watched kind with only its resource version (and the
+/// annotation that ends the initial events of a streaming list).
+fn bookmark_line(w: &Watch, rv: u64, initial_events_end: bool) -> Bytes {
     let (api_version, kind) = match w.rendering {
         Rendering::Full => (w.api_version.as_str(), w.kind.as_str()),
         Rendering::Metadata | Rendering::Table => ("meta.k8s.io/v1", "PartialObjectMetadata"),
     };
-    let object = json!({
+    let mut object = json!({
         "kind": kind,
         "apiVersion": api_version,
         "metadata": {"resourceVersion": rv.to_string()},
     });
+    if initial_events_end {
+        object["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
     line("BOOKMARK", &serde_json::to_vec(&object).unwrap_or_default())
 }
 

@@ -616,3 +616,45 @@ async fn deleting_a_namespace_deletes_its_objects_one_by_one() {
     );
     assert!(log.len() > in_ns.len());
 }
+
+/// A streaming list (`sendInitialEvents=true`): the state as ADDED events, a bookmark that
+/// ends them, then the changes; its parameters checked as `validateWatchOptions` does.
+#[tokio::test]
+async fn streaming_list() {
+    let server = start_n(300).await;
+    let c = client(&server).await;
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let expected = stored_names(&server, "", "configmaps", Some("default"));
+    let now = server.resource_version();
+    let mut w = Watching::open(
+        &c,
+        &format!("{cms}?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"),
+        &[],
+    )
+    .await;
+    let first = w.take(expected.len() + 1).await;
+    let objects: Vec<Value> = first[..expected.len()]
+        .iter()
+        .map(|e| e["object"].clone())
+        .collect();
+    assert_eq!(names(&objects), expected);
+    assert_eq!(
+        first[expected.len()],
+        json!({"type": "BOOKMARK", "object": {"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"resourceVersion": now.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}}})
+    );
+    write(&c, "POST", cms, config_map("default", "a", json!({}))).await;
+    assert_eq!(w.take(1).await[0]["type"], "ADDED");
+
+    let r = get(&c, &format!("{cms}?watch=1&sendInitialEvents=true")).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        r.json()["message"],
+        r#"ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"#
+    );
+    let r = get(&c, &format!("{cms}?watch=1&resourceVersionMatch=Exact")).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        r.json()["message"],
+        r#"ListOptions.meta.k8s.io "" is invalid: [resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided, resourceVersionMatch: Unsupported value: "Exact": supported values: "NotOlderThan"]"#
+    );
+}
