@@ -658,3 +658,47 @@ async fn streaming_list() {
         r#"ListOptions.meta.k8s.io "" is invalid: [resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided, resourceVersionMatch: Unsupported value: "Exact": supported values: "NotOlderThan"]"#
     );
 }
+
+/// The garbage collector's deletions and rewrites are events like any other write.
+#[tokio::test]
+async fn the_garbage_collector_emits_events() {
+    let server = start_n(300).await;
+    let c = client(&server).await;
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let owner = write(&c, "POST", cms, config_map("default", "owner", json!({}))).await;
+    let owner_ref = |name: &str, uid: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": uid});
+    let uid = owner["metadata"]["uid"].as_str().unwrap().to_string();
+    for (name, refs) in [
+        (
+            "orphan",
+            vec![owner_ref("gone", "00000000-0000-0000-0000-000000000000")],
+        ),
+        (
+            "mixed",
+            vec![
+                owner_ref("owner", &uid),
+                owner_ref("gone", "00000000-0000-0000-0000-000000000000"),
+            ],
+        ),
+    ] {
+        let mut cm = config_map("default", name, json!({}));
+        cm["metadata"]["ownerReferences"] = json!(refs);
+        write(&c, "POST", cms, cm).await;
+    }
+    let from = server.resource_version();
+    let mut w = Watching::open(&c, &format!("{cms}?watch=1&resourceVersion={from}"), &[]).await;
+    let report = server.collect_garbage();
+    assert_eq!(report.deleted.len(), 1);
+    assert_eq!(report.orphan_refs_removed.len(), 1);
+    let events = w.take(2).await;
+    let got = summary(&events);
+    assert_eq!(got, logged(&server, "configmaps", from));
+    assert!(
+        got.iter().any(|e| e.starts_with("DELETED default/orphan ")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter().any(|e| e.starts_with("MODIFIED default/mixed ")),
+        "{got:?}"
+    );
+}
