@@ -702,3 +702,43 @@ async fn the_garbage_collector_emits_events() {
         "{got:?}"
     );
 }
+
+/// A resource version newer than the server's: the cacher waits 3 s for it, then ends the
+/// watch with a 504 Timeout ERROR event; one that arrives in time starts the watch.
+#[tokio::test]
+async fn too_new_a_resource_version_times_out() {
+    let server = start_n(300).await;
+    let c = client(&server).await;
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let now = server.resource_version();
+    let started = std::time::Instant::now();
+    let mut w = Watching::open(
+        &c,
+        &format!("{cms}?watch=1&resourceVersion={}", now + 100),
+        &[],
+    )
+    .await;
+    let events = w.until_end().await;
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0]["object"],
+        json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("Timeout: Too large resource version: {}, current: {now}", now + 100),
+            "reason": "Timeout",
+            "details": {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1},
+            "code": 504,
+        })
+    );
+    let mut w = Watching::open(
+        &c,
+        &format!("{cms}?watch=1&resourceVersion={}", now + 1),
+        &[],
+    )
+    .await;
+    write(&c, "POST", cms, config_map("default", "a", json!({}))).await;
+    write(&c, "POST", cms, config_map("default", "b", json!({}))).await;
+    let events = w.take(1).await;
+    assert_eq!(events[0]["object"]["metadata"]["name"], "b");
+}
