@@ -153,9 +153,12 @@ struct Inner {
 /// that may use local copies use it; every object taken from it is still checked against
 /// its id.
 struct FrameCache {
-    /// Frames by pack and offset, the most recently used last.
-    frames: Mutex<VecDeque<((PackId, u64), Arc<Vec<u8>>)>>,
+    /// The most recently used last.
+    frames: Mutex<VecDeque<CachedFrame>>,
 }
+
+/// A decompressed frame, by its pack and its offset in the pack.
+type CachedFrame = ((PackId, u64), Arc<Vec<u8>>);
 
 impl FrameCache {
     /// 4 MiB of frames of [`pack::CHUNK_SIZE`].
@@ -167,7 +170,7 @@ impl FrameCache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<((PackId, u64), Arc<Vec<u8>>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<CachedFrame>> {
         self.frames.lock().unwrap_or_else(|e| e.into_inner())
     }
 
