@@ -37,15 +37,23 @@ impl Kubectl {
         (stdout, stderr)
     }
 
-    /// Starts kubectl with its output piped, for a command that runs until it is stopped.
-    fn spawn(&self, args: &[&str]) -> Running {
-        let child = Command::new("kubectl")
+    /// kubectl with this cluster's kubeconfig, a cache and a home of its own, and `args`.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("kubectl");
+        command
             .arg("--kubeconfig")
             .arg(self.dir.path().join("config"))
             .arg("--cache-dir")
             .arg(self.dir.path().join("cache"))
             .args(args)
-            .env("HOME", self.dir.path())
+            .env("HOME", self.dir.path());
+        command
+    }
+
+    /// Starts kubectl with its output piped, for a command that runs until it is stopped.
+    fn spawn(&self, args: &[&str]) -> Running {
+        let child = self
+            .command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -55,15 +63,7 @@ impl Kubectl {
 
     /// Runs kubectl; returns whether it succeeded, its output and its errors.
     fn try_run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.dir.path().join("config"))
-            .arg("--cache-dir")
-            .arg(self.dir.path().join("cache"))
-            .args(args)
-            .env("HOME", self.dir.path())
-            .output()
-            .expect("kubectl runs");
+        let out = self.command(args).output().expect("kubectl runs");
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         (out.status.success(), stdout, stderr)

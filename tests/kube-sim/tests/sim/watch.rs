@@ -265,12 +265,7 @@ async fn resume_gets_exactly_the_changes_after_in_order() {
 async fn without_a_resource_version_the_current_state_then_the_changes() {
     let server = start_n(1000).await;
     let c = client(&server).await;
-    let ns = server
-        .objects()
-        .into_iter()
-        .find(|k| k.resource == "configmaps" && k.namespace.as_deref() != Some("default"))
-        .and_then(|k| k.namespace)
-        .unwrap();
+    let ns = namespace_with_config_maps(&server);
     for rv in ["", "&resourceVersion=0"] {
         let expected = stored_names(&server, "", "configmaps", Some(&ns));
         let path = format!("/api/v1/namespaces/{ns}/configmaps?watch=1{rv}");
@@ -587,12 +582,7 @@ async fn kube_reads_the_stream() {
 async fn deleting_a_namespace_deletes_its_objects_one_by_one() {
     let server = start_n(1000).await;
     let c = client(&server).await;
-    let ns = server
-        .objects()
-        .into_iter()
-        .find(|k| k.resource == "configmaps" && k.namespace.as_deref() != Some("default"))
-        .and_then(|k| k.namespace)
-        .unwrap();
+    let ns = namespace_with_config_maps(&server);
     let in_ns = stored_names(&server, "", "configmaps", Some(&ns));
     let from = server.resource_version();
     let r = send(&c, "DELETE", &format!("/api/v1/namespaces/{ns}"), &[], None).await;
@@ -741,4 +731,14 @@ async fn too_new_a_resource_version_times_out() {
     write(&c, "POST", cms, config_map("default", "b", json!({}))).await;
     let events = w.take(1).await;
     assert_eq!(events[0]["object"]["metadata"]["name"], "b");
+}
+
+/// A namespace other than `default` that holds config maps.
+fn namespace_with_config_maps(server: &SimServer) -> String {
+    server
+        .objects()
+        .into_iter()
+        .find(|k| k.resource == "configmaps" && k.namespace.as_deref() != Some("default"))
+        .and_then(|k| k.namespace)
+        .unwrap()
 }
