@@ -3,12 +3,14 @@
 
 mod support;
 
+mod checkpoints;
 mod cli;
 mod daemon;
 mod deploy;
 mod encryption;
 mod export;
 mod fresh_cluster;
+mod history;
 mod inspect;
 mod prune;
 mod restore;
