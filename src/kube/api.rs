@@ -86,6 +86,9 @@ struct StatusMeta {
     continue_token: Option<String>,
 }
 
+/// The body of a streaming answer, read as it arrives.
+pub type BodyReader = std::pin::Pin<Box<dyn futures::io::AsyncBufRead + Send>>;
+
 /// A thin layer over `kube::Client` for raw requests with retries.
 #[derive(Clone)]
 pub struct Api {
@@ -127,6 +130,40 @@ impl Api {
     pub async fn put(&self, path: &str, body: Bytes) -> Result<Bytes, ApiError> {
         self.request(http::Method::PUT, path, "application/json", Some(body))
             .await
+    }
+
+    /// GETs `path_and_query` and hands back the body of a 2xx answer as it arrives, for a
+    /// watch: the answer's head must come within the request timeout, its body may last as
+    /// long as the server keeps it open. No retries: a watch that cannot open is resumed or
+    /// relisted by its caller, which knows from where.
+    pub async fn get_streaming(
+        &self,
+        path_and_query: &str,
+        accept: &str,
+    ) -> Result<BodyReader, ApiError> {
+        let request = http::Request::builder()
+            .method(http::Method::GET)
+            .uri(path_and_query)
+            .header(http::header::ACCEPT, accept)
+            // One gzip member per event is more than the client's decoder reads.
+            .header(http::header::ACCEPT_ENCODING, "identity")
+            .body(Vec::new())
+            .map_err(|e| ApiError::Decode(e.to_string()))?;
+        let opening = self.client.request_stream(request);
+        match tokio::time::timeout(self.policy.request_timeout, opening).await {
+            Ok(Ok(body)) => Ok(Box::pin(body)),
+            Ok(Err(kube::Error::Api(status))) => Err(ApiError::Status {
+                code: status.code,
+                reason: status.reason.clone(),
+                message: status.message.clone(),
+                continue_token: None,
+            }),
+            Ok(Err(e)) => Err(ApiError::Transport(e.to_string())),
+            Err(_) => Err(ApiError::Transport(format!(
+                "GET {path_and_query} timed out after {:?}",
+                self.policy.request_timeout
+            ))),
+        }
     }
 
     /// Sends one request and returns the body of a 2xx answer, retrying 429, 5xx and dropped

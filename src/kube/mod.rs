@@ -13,6 +13,7 @@ pub mod connect;
 pub mod discovery;
 pub mod identity;
 pub mod skipped;
+pub mod watch;
 
 pub use api::{Api, ApiError, RetryPolicy};
 pub use connect::{ClusterOptions, ConnectError, connect};

@@ -1,0 +1,884 @@
+//! Following one resource's changes between snapshots: a metadata-only watch from a
+//! resource version, read line by line as the server sends it, and what is kept per object
+//! (its uid and resourceVersion, nothing of its content) to tell which objects changed.
+//!
+//! Nothing is ever missed on purpose: a watch that expires (410 Gone, or an `ERROR` event
+//! with code 410), breaks, or fails otherwise is followed by a metadata-only list of the
+//! resource, paged, compared with what is kept, so a change made while no watch ran still
+//! comes out as a change and an object gone as a deletion; the next watch starts from that
+//! list's resource version. A watch the server ends cleanly (its timeout) resumes from the
+//! last resource version seen, which bookmarks keep fresh.
+//!
+//! This module says which objects changed (the dirty set); it never reads their content and
+//! never writes anything anywhere. Reading the changed objects is the checkpoint's business.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::io::AsyncBufReadExt;
+use serde::Deserialize;
+
+use super::api::encode_query;
+use super::{Api, ApiError, ResourceType};
+
+/// Asks for the objects' metadata only; a server that cannot render it sends full objects,
+/// of which only the metadata is read.
+pub const METADATA_WATCH_ACCEPT: &str =
+    "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json";
+
+const METADATA_LIST_ACCEPT: &str =
+    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+
+/// How long the server keeps one watch open (`timeoutSeconds`); it is resumed from the last
+/// resource version afterwards. Below the API server's own minimum request timeout, so the
+/// end is ours and clean.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(290);
+
+/// A line longer than this is not an event of an object the API server stores (etcd takes
+/// 1.5 MiB per object): the stream is taken as broken.
+const MAX_LINE: usize = 16 << 20;
+
+/// Waits after a failed list or watch, doubling up to the last.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(30));
+
+/// Which object: its namespace (for a namespaced resource) and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+/// What says whether an object changed: a new uid is a new object, a new resourceVersion
+/// a new write of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub uid: String,
+    pub resource_version: String,
+}
+
+/// An object's metadata as an event or a list item gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub object: ObjectRef,
+    pub known: Known,
+}
+
+/// One line of a watch.
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    Added(ObjectHead),
+    Modified(ObjectHead),
+    Deleted(ObjectHead),
+    /// Nothing changed up to this resource version.
+    Bookmark {
+        resource_version: String,
+    },
+    /// The server ends the watch with this status (410 Expired when the resource version
+    /// is older than what it keeps).
+    Error(ApiError),
+}
+
+#[derive(Deserialize)]
+struct RawEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    object: RawObject,
+}
+
+#[derive(Deserialize, Default)]
+struct RawObject {
+    #[serde(default)]
+    metadata: RawMeta,
+    // A Status, in an ERROR event.
+    #[serde(default)]
+    code: u16,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize, Default)]
+struct RawMeta {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    uid: String,
+    #[serde(default, rename = "resourceVersion")]
+    resource_version: String,
+}
+
+impl RawMeta {
+    fn head(self, namespaced: bool) -> ObjectHead {
+        ObjectHead {
+            object: ObjectRef {
+                namespace: self.namespace.filter(|ns| namespaced && !ns.is_empty()),
+                name: self.name,
+            },
+            known: Known {
+                uid: self.uid,
+                resource_version: self.resource_version,
+            },
+        }
+    }
+}
+
+/// Reads one line of a watch of a resource (`namespaced` or not).
+pub fn parse_event(line: &[u8], namespaced: bool) -> Result<WatchEvent, ApiError> {
+    let raw: RawEvent = serde_json::from_slice(line)
+        .map_err(|e| ApiError::Decode(format!("a watch event: {e}")))?;
+    let object = raw.object;
+    let named = |object: RawObject| {
+        if object.metadata.name.is_empty() {
+            return Err(ApiError::Decode(format!(
+                "a watch event of type {} without the object's name",
+                raw.kind
+            )));
+        }
+        Ok(object.metadata.head(namespaced))
+    };
+    match raw.kind.as_str() {
+        "ADDED" => named(object).map(WatchEvent::Added),
+        "MODIFIED" => named(object).map(WatchEvent::Modified),
+        "DELETED" => named(object).map(WatchEvent::Deleted),
+        "BOOKMARK" => Ok(WatchEvent::Bookmark {
+            resource_version: object.metadata.resource_version,
+        }),
+        "ERROR" => Ok(WatchEvent::Error(ApiError::Status {
+            code: object.code,
+            reason: object.reason,
+            message: object.message,
+            continue_token: None,
+        })),
+        other => Err(ApiError::Decode(format!(
+            "a watch event of unknown type {other:?}"
+        ))),
+    }
+}
+
+/// What is kept of one resource: every object's uid and resourceVersion, the objects that
+/// changed since the dirty set was last taken, and where the next watch starts.
+#[derive(Debug, Default)]
+pub struct ResourceState {
+    objects: HashMap<ObjectRef, Known>,
+    dirty: BTreeSet<ObjectRef>,
+    /// The resource version to watch from; `None`: list first.
+    resume: Option<String>,
+}
+
+impl ResourceState {
+    /// What a snapshot saw of the resource: the first list compares with it, so that what
+    /// changed between the snapshot's list and the first watch is dirty too.
+    pub fn seen(objects: impl IntoIterator<Item = (ObjectRef, Known)>) -> Self {
+        Self {
+            objects: objects.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Objects kept.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// Takes the objects that changed (were added, written or deleted) since the last take.
+    pub fn take_dirty(&mut self) -> BTreeSet<ObjectRef> {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Gives back objects taken with [`Self::take_dirty`] whose change did not land.
+    pub fn restore_dirty(&mut self, objects: impl IntoIterator<Item = ObjectRef>) {
+        self.dirty.extend(objects);
+    }
+
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Applies one event; returns whether it made an object dirty.
+    pub fn apply(&mut self, event: &WatchEvent) -> bool {
+        match event {
+            WatchEvent::Added(head) | WatchEvent::Modified(head) => {
+                self.note_rv(&head.known.resource_version);
+                let same = self.objects.get(&head.object) == Some(&head.known);
+                if !same {
+                    self.objects.insert(head.object.clone(), head.known.clone());
+                    self.dirty.insert(head.object.clone());
+                }
+                !same
+            }
+            WatchEvent::Deleted(head) => {
+                self.note_rv(&head.known.resource_version);
+                self.objects.remove(&head.object);
+                // Dirty even when it was not kept: the checkpoint finds it gone, which is
+                // nothing to do when no earlier point had it either.
+                self.dirty.insert(head.object.clone());
+                true
+            }
+            WatchEvent::Bookmark { resource_version } => {
+                self.note_rv(resource_version);
+                false
+            }
+            WatchEvent::Error(_) => false,
+        }
+    }
+
+    fn note_rv(&mut self, resource_version: &str) {
+        if !resource_version.is_empty() {
+            self.resume = Some(resource_version.to_string());
+        }
+    }
+
+    /// Replaces what is kept with a list of the resource at `resource_version`: every object
+    /// new, written or gone since is dirty. Returns how many.
+    pub fn relisted(
+        &mut self,
+        listed: HashMap<ObjectRef, Known>,
+        resource_version: Option<String>,
+    ) -> usize {
+        let before = self.dirty.len();
+        for (object, known) in &listed {
+            if self.objects.get(object) != Some(known) {
+                self.dirty.insert(object.clone());
+            }
+        }
+        for object in self.objects.keys() {
+            if !listed.contains_key(object) {
+                self.dirty.insert(object.clone());
+            }
+        }
+        self.objects = listed;
+        self.resume = resource_version.filter(|rv| !rv.is_empty());
+        self.dirty.len() - before
+    }
+
+    /// Forgets where to resume: the next watch lists first.
+    fn expire(&mut self) {
+        self.resume = None;
+    }
+
+    pub fn resume_point(&self) -> Option<&str> {
+        self.resume.as_deref()
+    }
+}
+
+/// Why a watch was started again (a metric's label: a short, fixed set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// The server ended it cleanly (its timeout): resumed from the last resource version.
+    Closed,
+    /// Its resource version is older than the server keeps (410): relisted.
+    Expired,
+    /// The connection broke, or the stream was not what the API promises: relisted.
+    Broken,
+    /// The server refused or ended it with another error: relisted after a pause.
+    Failed,
+}
+
+impl Restart {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Restart::Closed => "closed",
+            Restart::Expired => "expired",
+            Restart::Broken => "broken",
+            Restart::Failed => "failed",
+        }
+    }
+}
+
+/// What the watches tell whoever counts (the daemon's metrics). Only reports.
+pub trait WatchObserver: Send + Sync {
+    /// Events read (bookmarks included).
+    fn events(&self, _count: u64) {}
+    /// A metadata-only list replaced what was kept; `changed` objects came out dirty.
+    fn relisted(&self, _rt: &ResourceType, _changed: usize) {}
+    fn restarted(&self, _rt: &ResourceType, _why: Restart) {}
+}
+
+/// An observer that counts nothing.
+pub struct Unobserved;
+impl WatchObserver for Unobserved {}
+
+/// The resource cannot be watched at all (the server does not serve watches of it, or the
+/// service account may not): its changes wait for the next snapshot.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch {resource}: {source}; its changes wait for the next snapshot")]
+pub struct Unwatchable {
+    pub resource: String,
+    #[source]
+    pub source: ApiError,
+}
+
+/// One resource's watch, kept going: list when there is no resume point, watch from it,
+/// start again when it ends.
+pub struct ResourceWatch {
+    pub api: Api,
+    pub rt: ResourceType,
+    /// The snapshot's label selector, so that the watch sees the objects its lists do.
+    pub label_selector: Option<String>,
+    /// Items per page of a list.
+    pub page_size: u32,
+    pub state: Arc<Mutex<ResourceState>>,
+    pub observer: Arc<dyn WatchObserver>,
+}
+
+/// How one watch ended.
+enum Ended {
+    Restart(Restart, Option<ApiError>),
+    Refused(ApiError),
+}
+
+impl ResourceWatch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ResourceState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Watches until dropped; returns only when the resource cannot be watched.
+    pub async fn run(self) -> Unwatchable {
+        let mut backoff = BACKOFF.0;
+        loop {
+            let resume = self.lock().resume.clone();
+            let from = match resume {
+                Some(rv) => rv,
+                None => match self.relist().await {
+                    Ok(rv) => rv,
+                    Err(e) => {
+                        if let Some(code) = e.code().filter(|c| matches!(c, 403..=405)) {
+                            tracing::debug!(resource = %self.rt.qualified_name(), code, "cannot list");
+                            return self.unwatchable(e);
+                        }
+                        tracing::warn!(resource = %self.rt.qualified_name(), error = %e, retry_in = ?backoff, "cannot list the resource to watch it; trying again");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF.1);
+                        continue;
+                    }
+                },
+            };
+            let (ended, read) = self.watch_from(&from).await;
+            if read > 0 {
+                backoff = BACKOFF.0;
+            }
+            match ended {
+                Ended::Refused(e) => return self.unwatchable(e),
+                Ended::Restart(why, error) => {
+                    self.observer.restarted(&self.rt, why);
+                    if why != Restart::Closed {
+                        self.lock().expire();
+                    }
+                    if let Some(e) = &error {
+                        tracing::info!(resource = %self.rt.qualified_name(), reason = why.reason(), error = %e, "watch ended; listing again");
+                    }
+                    if matches!(why, Restart::Failed | Restart::Broken) && read == 0 {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF.1);
+                    }
+                }
+            }
+        }
+    }
+
+    fn unwatchable(&self, source: ApiError) -> Unwatchable {
+        Unwatchable {
+            resource: self.rt.qualified_name(),
+            source,
+        }
+    }
+
+    fn selector_query(&self) -> String {
+        match &self.label_selector {
+            Some(selector) => format!("&labelSelector={}", encode_query(selector)),
+            None => String::new(),
+        }
+    }
+
+    /// Lists the metadata of every object, page by page, and replaces what is kept with it;
+    /// returns the list's resource version. A continue token that expires starts it again.
+    pub async fn relist(&self) -> Result<String, ApiError> {
+        #[derive(Deserialize, Default)]
+        struct Page {
+            #[serde(default)]
+            metadata: PageMeta,
+            #[serde(default)]
+            items: Option<Vec<Item>>,
+        }
+        #[derive(Deserialize, Default)]
+        struct PageMeta {
+            #[serde(default, rename = "resourceVersion")]
+            resource_version: String,
+            #[serde(default, rename = "continue")]
+            continue_token: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Item {
+            #[serde(default)]
+            metadata: RawMeta,
+        }
+
+        let mut expired = 0;
+        'list: loop {
+            let mut listed = HashMap::new();
+            let mut token: Option<String> = None;
+            let mut resource_version = None;
+            loop {
+                let mut path = format!(
+                    "{}?limit={}{}",
+                    self.rt.collection_path(None),
+                    self.page_size.max(1),
+                    self.selector_query()
+                );
+                if let Some(token) = &token {
+                    path.push_str("&continue=");
+                    path.push_str(&encode_query(token));
+                }
+                let body = match self.api.get(&path, METADATA_LIST_ACCEPT).await {
+                    Ok(body) => body,
+                    Err(e) if e.is_expired() && token.is_some() && expired < 5 => {
+                        expired += 1;
+                        continue 'list;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let page: Page = serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::Decode(format!("{path}: {e}")))?;
+                // Every page of a list is at the first page's resource version.
+                resource_version.get_or_insert(page.metadata.resource_version);
+                for item in page.items.unwrap_or_default() {
+                    let head = item.metadata.head(self.rt.namespaced);
+                    if !head.object.name.is_empty() {
+                        listed.insert(head.object, head.known);
+                    }
+                }
+                match page.metadata.continue_token.filter(|t| !t.is_empty()) {
+                    Some(next) => token = Some(next),
+                    None => break,
+                }
+            }
+            let resource_version =
+                resource_version
+                    .filter(|rv| !rv.is_empty())
+                    .ok_or_else(|| {
+                        ApiError::Decode(format!(
+                            "a list of {} without a resource version to watch from",
+                            self.rt.qualified_name()
+                        ))
+                    })?;
+            let changed = self.lock().relisted(listed, Some(resource_version.clone()));
+            self.observer.relisted(&self.rt, changed);
+            return Ok(resource_version);
+        }
+    }
+
+    /// One watch from `from`, until it ends; also returns how many events it read.
+    async fn watch_from(&self, from: &str) -> (Ended, u64) {
+        let path = format!(
+            "{}?watch=true&allowWatchBookmarks=true&resourceVersion={}&timeoutSeconds={}{}",
+            self.rt.collection_path(None),
+            encode_query(from),
+            WATCH_TIMEOUT.as_secs(),
+            self.selector_query()
+        );
+        let mut body = match self.api.get_streaming(&path, METADATA_WATCH_ACCEPT).await {
+            Ok(body) => body,
+            Err(e @ ApiError::Status { code: 410, .. }) => {
+                return (Ended::Restart(Restart::Expired, Some(e)), 0);
+            }
+            Err(
+                e @ ApiError::Status {
+                    code: 403..=405, ..
+                },
+            ) => {
+                return (Ended::Refused(e), 0);
+            }
+            Err(e) => return (Ended::Restart(Restart::Failed, Some(e)), 0),
+        };
+        let mut read = 0u64;
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let got = futures::io::AsyncReadExt::take(&mut body, MAX_LINE as u64)
+                .read_until(b'\n', &mut line)
+                .await;
+            match got {
+                Ok(0) => return (Ended::Restart(Restart::Closed, None), read),
+                Ok(_) if line.last() != Some(&b'\n') => {
+                    let e = ApiError::Transport(format!(
+                        "the watch of {} ended within an event",
+                        self.rt.qualified_name()
+                    ));
+                    return (Ended::Restart(Restart::Broken, Some(e)), read);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let e = ApiError::Transport(e.to_string());
+                    return (Ended::Restart(Restart::Broken, Some(e)), read);
+                }
+            }
+            let text = line.trim_ascii();
+            if text.is_empty() {
+                continue;
+            }
+            let event = match parse_event(text, self.rt.namespaced) {
+                Ok(event) => event,
+                Err(e) => return (Ended::Restart(Restart::Broken, Some(e)), read),
+            };
+            read += 1;
+            self.observer.events(1);
+            if let WatchEvent::Error(e) = event {
+                let why = if e.code() == Some(410) {
+                    Restart::Expired
+                } else {
+                    Restart::Failed
+                };
+                return (Ended::Restart(why, Some(e)), read);
+            }
+            self.lock().apply(&event);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(namespace: Option<&str>, name: &str) -> ObjectRef {
+        ObjectRef {
+            namespace: namespace.map(str::to_string),
+            name: name.to_string(),
+        }
+    }
+
+    fn known(uid: &str, rv: &str) -> Known {
+        Known {
+            uid: uid.to_string(),
+            resource_version: rv.to_string(),
+        }
+    }
+
+    #[test]
+    fn events_are_read_from_metadata_and_full_objects() {
+        let line = br#"{"type":"MODIFIED","object":{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"a","namespace":"ns","uid":"u1","resourceVersion":"12","managedFields":[]}}}"#;
+        let WatchEvent::Modified(head) = parse_event(line, true).unwrap() else {
+            panic!("not MODIFIED");
+        };
+        assert_eq!(head.object, object(Some("ns"), "a"));
+        assert_eq!(head.known, known("u1", "12"));
+
+        let full = br#"{"type":"ADDED","object":{"kind":"Namespace","apiVersion":"v1","metadata":{"name":"team","uid":"u2","resourceVersion":"3"},"spec":{"finalizers":["kubernetes"]},"status":{"phase":"Active"}}}"#;
+        let WatchEvent::Added(head) = parse_event(full, false).unwrap() else {
+            panic!("not ADDED");
+        };
+        assert_eq!(head.object, object(None, "team"));
+
+        let deleted = br#"{"type":"DELETED","object":{"metadata":{"name":"a","namespace":"ns","uid":"u1","resourceVersion":"13"}}}"#;
+        assert!(
+            matches!(parse_event(deleted, true).unwrap(), WatchEvent::Deleted(h) if h.known.resource_version == "13")
+        );
+    }
+
+    #[test]
+    fn bookmarks_and_errors() {
+        let bookmark = br#"{"type":"BOOKMARK","object":{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"resourceVersion":"99","annotations":{"k8s.io/initial-events-end":"true"}}}}"#;
+        assert!(matches!(
+            parse_event(bookmark, true).unwrap(),
+            WatchEvent::Bookmark { resource_version } if resource_version == "99"
+        ));
+        let expired = br#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 5 (40)","reason":"Expired","code":410}}"#;
+        let WatchEvent::Error(e) = parse_event(expired, true).unwrap() else {
+            panic!("not ERROR");
+        };
+        assert!(e.is_expired());
+        assert!(e.to_string().contains("too old resource version"), "{e}");
+    }
+
+    #[test]
+    fn what_is_not_an_event_is_an_error() {
+        assert!(parse_event(b"{\"type\":\"ADDED\",\"object\":{", true).is_err());
+        assert!(parse_event(br#"{"type":"SOMETHING","object":{}}"#, true).is_err());
+        assert!(parse_event(br#"{"type":"ADDED","object":{"metadata":{}}}"#, true).is_err());
+        assert!(parse_event(b"[]", true).is_err());
+    }
+
+    #[test]
+    fn events_make_objects_dirty_once_and_move_the_resume_point() {
+        let mut state = ResourceState::seen([(object(Some("ns"), "a"), known("u1", "5"))]);
+        let head = |name: &str, uid: &str, rv: &str| ObjectHead {
+            object: object(Some("ns"), name),
+            known: known(uid, rv),
+        };
+        // The state a snapshot saw, sent again: nothing changed.
+        assert!(!state.apply(&WatchEvent::Added(head("a", "u1", "5"))));
+        assert!(!state.has_dirty());
+        assert!(state.apply(&WatchEvent::Modified(head("a", "u1", "6"))));
+        assert!(state.apply(&WatchEvent::Added(head("b", "u2", "7"))));
+        assert!(state.apply(&WatchEvent::Deleted(head("a", "u1", "8"))));
+        assert!(!state.apply(&WatchEvent::Bookmark {
+            resource_version: "10".into()
+        }));
+        assert_eq!(state.resume_point(), Some("10"));
+        let dirty = state.take_dirty();
+        assert_eq!(
+            dirty.into_iter().collect::<Vec<_>>(),
+            vec![object(Some("ns"), "a"), object(Some("ns"), "b")]
+        );
+        assert!(!state.has_dirty());
+        assert_eq!(state.len(), 1);
+        state.restore_dirty([object(Some("ns"), "b")]);
+        assert!(state.has_dirty());
+    }
+
+    #[test]
+    fn a_relist_finds_what_changed_while_no_watch_ran() {
+        let mut state = ResourceState::seen([
+            (object(None, "same"), known("u1", "5")),
+            (object(None, "written"), known("u2", "5")),
+            (object(None, "recreated"), known("u3", "5")),
+            (object(None, "deleted"), known("u4", "5")),
+        ]);
+        let listed: HashMap<_, _> = [
+            (object(None, "same"), known("u1", "5")),
+            (object(None, "written"), known("u2", "9")),
+            (object(None, "recreated"), known("u5", "5")),
+            (object(None, "new"), known("u6", "11")),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(state.relisted(listed, Some("12".into())), 4);
+        assert_eq!(state.resume_point(), Some("12"));
+        let dirty: Vec<String> = state.take_dirty().into_iter().map(|o| o.name).collect();
+        assert_eq!(dirty, ["deleted", "new", "recreated", "written"]);
+        assert_eq!(state.len(), 4);
+    }
+
+    /// Against the simulated API server: one resource's watch, kept going.
+    mod against_the_simulator {
+        use std::collections::BTreeSet;
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        use kube_sim::{EventKind, SimConfig, SimServer};
+
+        use super::super::*;
+        use crate::kube::{ClusterOptions, RetryPolicy, connect};
+
+        #[derive(Default)]
+        struct Counts {
+            events: AtomicU64,
+            relists: AtomicU64,
+            restarts: Mutex<Vec<Restart>>,
+        }
+        impl WatchObserver for Counts {
+            fn events(&self, count: u64) {
+                self.events.fetch_add(count, Ordering::SeqCst);
+            }
+            fn relisted(&self, _rt: &ResourceType, _changed: usize) {
+                self.relists.fetch_add(1, Ordering::SeqCst);
+            }
+            fn restarted(&self, _rt: &ResourceType, why: Restart) {
+                self.restarts.lock().unwrap().push(why);
+            }
+        }
+
+        fn configmaps() -> ResourceType {
+            ResourceType {
+                group: String::new(),
+                version: "v1".into(),
+                kind: "ConfigMap".into(),
+                resource: "configmaps".into(),
+                namespaced: true,
+            }
+        }
+
+        struct Setup {
+            sim: SimServer,
+            api: Api,
+            _dir: tempfile::TempDir,
+        }
+
+        async fn setup(seed: u64) -> Setup {
+            let sim = SimServer::start(SimConfig {
+                objects: 400,
+                seed,
+                ..SimConfig::default()
+            })
+            .await
+            .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let kubeconfig = dir.path().join("kubeconfig");
+            sim.write_kubeconfig(&kubeconfig).unwrap();
+            let client = connect(&ClusterOptions {
+                kubeconfig: Some(kubeconfig),
+                context: None,
+            })
+            .await
+            .unwrap();
+            let policy = RetryPolicy {
+                initial_backoff: Duration::from_millis(20),
+                max_backoff: Duration::from_millis(200),
+                ..RetryPolicy::default()
+            };
+            Setup {
+                sim,
+                api: Api::new(client, policy),
+                _dir: dir,
+            }
+        }
+
+        fn watch(
+            setup: &Setup,
+            state: &Arc<Mutex<ResourceState>>,
+            counts: &Arc<Counts>,
+        ) -> ResourceWatch {
+            ResourceWatch {
+                api: setup.api.clone(),
+                rt: configmaps(),
+                label_selector: None,
+                page_size: 50,
+                state: state.clone(),
+                observer: counts.clone(),
+            }
+        }
+
+        /// The config maps the simulator's event log changed after `rv`.
+        fn changed_after(sim: &SimServer, rv: u64) -> BTreeSet<ObjectRef> {
+            sim.events()
+                .into_iter()
+                .filter(|e| e.rv > rv && e.key.group.is_empty() && e.key.resource == "configmaps")
+                .map(|e| ObjectRef {
+                    namespace: e.key.namespace,
+                    name: e.key.name,
+                })
+                .collect()
+        }
+
+        /// Waits until the dirty set (taken and gathered into `seen`) holds `wanted`.
+        async fn gather(
+            state: &Arc<Mutex<ResourceState>>,
+            seen: &mut BTreeSet<ObjectRef>,
+            wanted: &BTreeSet<ObjectRef>,
+        ) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                seen.extend(state.lock().unwrap().take_dirty());
+                if wanted.is_subset(seen) {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "missing: {:?}",
+                    wanted.difference(seen).collect::<Vec<_>>()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+
+        async fn listed(state: &Arc<Mutex<ResourceState>>) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while state.lock().unwrap().resume_point().is_none() {
+                assert!(tokio::time::Instant::now() < deadline, "never listed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+
+        #[tokio::test]
+        async fn every_change_in_the_event_log_comes_out_through_breaks_and_bookmarks() {
+            let setup = setup(3).await;
+            setup.sim.set_bookmark_interval(Duration::from_millis(200));
+            let state = Arc::new(Mutex::new(ResourceState::default()));
+            let counts = Arc::new(Counts::default());
+            let task = tokio::spawn(watch(&setup, &state, &counts).run());
+            listed(&state).await;
+            let first = state.lock().unwrap().take_dirty();
+            // Nothing was kept before: every config map was new.
+            assert!(first.len() > 5, "{}", first.len());
+            let start = setup.sim.resource_version();
+
+            let mut seen = BTreeSet::new();
+            setup.sim.churn(0.05, 11);
+            gather(&state, &mut seen, &changed_after(&setup.sim, start)).await;
+            assert_eq!(counts.relists.load(Ordering::SeqCst), 1);
+
+            // Bookmarks move the resume point without a change.
+            let before = setup.sim.resource_version();
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let resume: u64 = state
+                .lock()
+                .unwrap()
+                .resume_point()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(resume >= before, "{resume} < {before}");
+
+            // A broken watch: a relist, and what changed meanwhile is dirty still.
+            setup.sim.faults().break_watches();
+            setup.sim.churn(0.05, 12);
+            gather(&state, &mut seen, &changed_after(&setup.sim, start)).await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while counts.relists.load(Ordering::SeqCst) < 2 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no relist after a break"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(counts.restarts.lock().unwrap().contains(&Restart::Broken));
+            // Only what changed: the relist did not make everything dirty again.
+            assert!(
+                seen.len() < first.len() + 40,
+                "{} of {}",
+                seen.len(),
+                first.len()
+            );
+            assert!(counts.events.load(Ordering::SeqCst) > 0);
+            task.abort();
+        }
+
+        #[tokio::test]
+        async fn a_watch_from_a_compacted_resource_version_relists_and_misses_nothing() {
+            let setup = setup(4).await;
+            let state = Arc::new(Mutex::new(ResourceState::default()));
+            let counts = Arc::new(Counts::default());
+            let task = tokio::spawn(watch(&setup, &state, &counts).run());
+            listed(&state).await;
+            state.lock().unwrap().take_dirty();
+            task.abort();
+            let start = setup.sim.resource_version();
+
+            // No watch runs while objects change and the history is compacted.
+            let report = setup.sim.churn(0.1, 21);
+            setup.sim.compact();
+            let wanted = changed_after(&setup.sim, start);
+            assert!(!wanted.is_empty());
+            let deleted: BTreeSet<ObjectRef> = setup
+                .sim
+                .events()
+                .into_iter()
+                .filter(|e| {
+                    e.rv > start && e.kind == EventKind::Deleted && e.key.resource == "configmaps"
+                })
+                .map(|e| ObjectRef {
+                    namespace: e.key.namespace,
+                    name: e.key.name,
+                })
+                .collect();
+            assert!(!report.deleted.is_empty());
+
+            let task = tokio::spawn(watch(&setup, &state, &counts).run());
+            let mut seen = BTreeSet::new();
+            gather(&state, &mut seen, &wanted).await;
+            assert!(counts.restarts.lock().unwrap().contains(&Restart::Expired));
+            assert_eq!(counts.relists.load(Ordering::SeqCst), 2);
+            // Deleted ones are gone from what is kept.
+            let kept = &state.lock().unwrap().objects;
+            assert!(deleted.iter().all(|d| !kept.contains_key(d)));
+            task.abort();
+        }
+    }
+}
