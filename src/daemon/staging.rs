@@ -318,6 +318,8 @@ mod tests {
             stats: Default::default(),
             export: None,
             sealed_files: Default::default(),
+            checkpoint: false,
+            changes: Vec::new(),
         }
     }
 

@@ -31,6 +31,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::repo::lock::{Held, LockError, LockTimes, lock_prune, wait_for_writers};
 use crate::repo::manifest::{referenced_ids, times_at};
+use crate::repo::point::Point;
 use crate::repo::retention::{self, Decision, Policy, SnapshotState};
 use crate::store::exclusive::{is_lease_key, lease_is_stale};
 use crate::store::pack::{IndexFile, IndexedBlob, IndexedPack, PackBuilder};
@@ -89,10 +90,12 @@ pub struct Snapshots {
     pub exported: HashSet<SnapshotTime>,
     /// Those whose plain layout was dropped.
     pub dropped: HashSet<SnapshotTime>,
+    /// Every checkpoint with a manifest root, oldest first.
+    pub checkpoints: Vec<SnapshotTime>,
 }
 
 impl Snapshots {
-    /// Reads the folder's roots and records (three listings).
+    /// Reads the folder's roots and records (four listings).
     pub async fn read(backend: &DynBackend) -> Result<Self, StoreError> {
         let backend = backend.as_ref();
         Ok(Self {
@@ -105,7 +108,21 @@ impl Snapshots {
                 .await?
                 .into_iter()
                 .collect(),
+            checkpoints: times_at(backend, Folder::Checkpoints).await?,
         })
+    }
+
+    /// Every remaining snapshot and checkpoint: what a prune keeps the data of.
+    pub fn points(&self) -> Vec<Point> {
+        let mut points: Vec<Point> = self
+            .times
+            .iter()
+            .copied()
+            .map(Point::Snapshot)
+            .chain(self.checkpoints.iter().copied().map(Point::Checkpoint))
+            .collect();
+        points.sort();
+        points
     }
 
     /// The folder as it is once `plan` is carried out: what a dry run of a forget followed by
@@ -410,7 +427,7 @@ pub async fn plan_prune(
     // Leases a writer that crashed while it created a root or a record left beside it, on a
     // store without conditional writes (`store/exclusive.rs`). No writer is at work while a
     // prune plans, so only a stale one is found; a live one is left alone all the same.
-    for folder in [Folder::Snapshots, Folder::Exports] {
+    for folder in [Folder::Snapshots, Folder::Checkpoints, Folder::Exports] {
         for meta in backend.list_all(&folder.prefix()).await? {
             if is_lease_key(&meta.key)
                 && let Some(held) = backend.get_opt(&meta.key).await?
@@ -422,8 +439,8 @@ pub async fn plan_prune(
     }
     plan.stray_records.sort();
 
-    // What the remaining snapshots refer to.
-    let referenced = referenced_ids(store, &snapshots.times).await?;
+    // What the remaining snapshots and checkpoints refer to.
+    let referenced = referenced_ids(store, &snapshots.points()).await?;
 
     // Every pack at the destination, and what the index files say is in them.
     let mut sizes: HashMap<PackId, u64> = HashMap::new();

@@ -9,6 +9,7 @@
 //! This module never writes to the cluster.
 
 pub mod canonical;
+pub(crate) mod manager;
 pub mod rules;
 pub mod seen;
 
@@ -33,7 +34,7 @@ use crate::kube::{
 use crate::repo::identity;
 use crate::repo::list_file;
 use crate::repo::manifest::{
-    self, Manifest, ManifestObject, ManifestResource, SealedFile, SnapshotStats,
+    self, Change, Manifest, ManifestObject, ManifestResource, SealedFile, SnapshotStats,
 };
 use crate::seal::{Encryption, SealError, Sealer};
 use crate::store::cache::Table;
@@ -60,6 +61,8 @@ pub struct SnapshotOptions {
     pub time: Option<SnapshotTime>,
     /// Resources whose objects are encrypted, and to whom (`None`: nothing is).
     pub encryption: Option<Encryption>,
+    /// Store a checkpoint (`store/checkpoints/`, never exported) instead of a snapshot.
+    pub checkpoint: bool,
 }
 
 impl Default for SnapshotOptions {
@@ -73,6 +76,7 @@ impl Default for SnapshotOptions {
             max_list_restarts: 5,
             time: None,
             encryption: None,
+            checkpoint: false,
         }
     }
 }
@@ -252,6 +256,9 @@ struct ResourceOutcome {
     /// Why objects of a sealed resource could not be encrypted (the resource is skipped:
     /// nothing is stored in the clear instead).
     seal_failure: Option<String>,
+    /// Objects read in full that are new or whose id changed since the previous snapshot,
+    /// when the snapshot records changes.
+    changes: Vec<Change>,
 }
 
 /// Asks for the objects' metadata only; a server that cannot render it sends full objects.
@@ -276,6 +283,10 @@ struct Lister<'a> {
     sealer: Option<&'a Sealer>,
     /// Recipe of a sealed file -> the file stored for it (a table of the local index).
     sealed_files: Option<&'a Table<SealedFile>>,
+    /// Whether to record which objects are new or changed: only when the seen cache has a
+    /// previous snapshot to compare with. Without one every object would be new, and at a
+    /// million objects the list would cost seconds and tens of megabytes for nothing.
+    record_changes: bool,
 }
 
 use tokio::sync::mpsc;
@@ -297,7 +308,7 @@ fn identity(item: &Value) -> (String, String) {
 impl Lister<'_> {
     /// Reads one resource: only what changed when the previous snapshot saw it, else in full.
     async fn list(&self, index: u32, rt: &ResourceType) -> Result<ResourceOutcome, WriterGone> {
-        let mut previous = self.seen_cache.take(rt);
+        let previous = self.seen_cache.take(rt);
         let sealer = self.sealer_of(rt);
         let mut changes = ResourceOutcome::default();
         let read = match sealer {
@@ -311,15 +322,14 @@ impl Lister<'_> {
                     .await?
             }
         };
-        if read.is_none() && sealer.is_some() {
-            // A sealed group's file is rendered from every one of its objects, and sealed
-            // objects stored earlier are not readable here: the full list reads them all.
-            previous = ResourceSeen::default();
-        }
+        // A sealed group's file is rendered from every one of its objects, and sealed
+        // objects stored earlier are not readable here: the full list reads them all (and
+        // still compares them with what was seen, for the changes).
+        let reuse = !(read.is_none() && sealer.is_some());
         let (mut outcome, seen_now) = match read {
             Some(seen_now) => (changes, seen_now),
             None => {
-                let (mut full, seen_now) = self.list_full(index, rt, &previous).await?;
+                let (mut full, seen_now) = self.list_full(index, rt, &previous, reuse).await?;
                 // The requests of a read of the changes that gave way count too.
                 full.pages += changes.pages;
                 full.gets += changes.gets;
@@ -472,7 +482,7 @@ impl Lister<'_> {
                     return Ok(None);
                 }
             };
-            if let Some(object) = self.clean(index, rt, item, outcome, &mut seen_now) {
+            if let Some(object) = self.clean(index, rt, item, previous, outcome, &mut seen_now) {
                 self.objects.send(object).await.map_err(|_| WriterGone)?;
             }
         }
@@ -599,7 +609,7 @@ impl Lister<'_> {
                 };
                 let mut cleaned: Vec<(ObjectId, Bytes)> = Vec::new();
                 let parsed = parse_page(&body, |item| {
-                    cleaned.extend(self.clean(index, rt, item, outcome, &mut seen_now));
+                    cleaned.extend(self.clean(index, rt, item, previous, outcome, &mut seen_now));
                 });
                 let Ok(metadata) = parsed else {
                     return Ok(None);
@@ -618,13 +628,15 @@ impl Lister<'_> {
         Ok(Some(seen_now))
     }
 
-    /// Lists every object in full, page by page; objects unchanged since `previous` are
-    /// taken from it rather than cleaned and hashed again.
+    /// Lists every object in full, page by page; with `reuse`, objects unchanged since
+    /// `previous` are taken from it rather than cleaned and hashed again (the others are
+    /// compared with it all the same, for the changes).
     async fn list_full(
         &self,
         index: u32,
         rt: &ResourceType,
         previous: &ResourceSeen,
+        reuse: bool,
     ) -> Result<(ResourceOutcome, Vec<Seen>), WriterGone> {
         let mut outcome = ResourceOutcome::default();
         let mut seen_now: Vec<Seen> = Vec::new();
@@ -652,6 +664,7 @@ impl Lister<'_> {
                     );
                     outcome.entries.clear();
                     outcome.plaintexts.clear();
+                    outcome.changes.clear();
                     outcome.excluded = 0;
                     outcome.bytes = 0;
                     seen_now.clear();
@@ -663,12 +676,19 @@ impl Lister<'_> {
             // Cleaned objects of this page, handed to the store once the page is read.
             let mut cleaned: Vec<(ObjectId, Bytes)> = Vec::new();
             let mut count = 0u64;
-            let parsed = if previous.is_empty() {
-                // Nothing to compare with: every item in full, one at a time, so that only
+            let parsed = if previous.is_empty() || !reuse {
+                // Nothing to take as it was: every item in full, one at a time, so that only
                 // one item's tree is in memory.
                 parse_page(&body, |item| {
                     count += 1;
-                    cleaned.extend(self.clean(index, rt, item, &mut outcome, &mut seen_now));
+                    cleaned.extend(self.clean(
+                        index,
+                        rt,
+                        item,
+                        previous,
+                        &mut outcome,
+                        &mut seen_now,
+                    ));
                 })
             } else {
                 serde_json::from_slice::<RawListPage>(&body).and_then(|page| {
@@ -689,7 +709,14 @@ impl Lister<'_> {
                             continue;
                         }
                         let item = serde_json::from_str(raw.get())?;
-                        cleaned.extend(self.clean(index, rt, item, &mut outcome, &mut seen_now));
+                        cleaned.extend(self.clean(
+                            index,
+                            rt,
+                            item,
+                            previous,
+                            &mut outcome,
+                            &mut seen_now,
+                        ));
                     }
                     Ok(page.metadata)
                 })
@@ -759,15 +786,24 @@ impl Lister<'_> {
     }
 
     /// Cleans an object with the rules; returns it, canonical and hashed, when it is kept.
+    /// When changes are recorded, one whose id differs from the one in `previous` (or that
+    /// is not there) is a change.
     fn clean(
         &self,
         index: u32,
         rt: &ResourceType,
         mut item: Value,
+        previous: &ResourceSeen,
         outcome: &mut ResourceOutcome,
         seen_now: &mut Vec<Seen>,
     ) -> Option<(ObjectId, Bytes)> {
         let (uid, resource_version) = identity(&item);
+        // Before the rules drop managedFields.
+        let manager = if self.record_changes {
+            manager::last_manager(&item)
+        } else {
+            None
+        };
         let kept = self.options.rules.apply(rt, &mut item).is_ok();
         let metadata = item.get("metadata");
         let name = metadata
@@ -825,6 +861,18 @@ impl Lister<'_> {
             size,
         });
         record.outcome = Outcome::Kept { id, size };
+        if self.record_changes {
+            let key = seen::object_key(record.namespace.as_deref(), &record.name);
+            let before = previous.get(&key).map(|seen| seen.outcome);
+            if !matches!(before, Some(Outcome::Kept { id: was, .. }) if was == id) {
+                outcome.changes.push(Change {
+                    resource: index,
+                    namespace: record.namespace.clone(),
+                    name: record.name.clone(),
+                    manager,
+                });
+            }
+        }
         let stored = match sealer {
             None => Some((id, bytes)),
             Some(sealer) => {
@@ -922,6 +970,7 @@ impl Lister<'_> {
         outcome.entries.clear();
         outcome.plaintexts.clear();
         outcome.sealed_files.clear();
+        outcome.changes.clear();
         outcome.skipped = Some(Skipped {
             group: rt.group.clone(),
             version: Some(rt.version.clone()),
@@ -953,7 +1002,7 @@ pub async fn take_snapshot(
     progress: ProgressFn,
 ) -> Result<Manifest, SnapshotError> {
     let started = Instant::now();
-    let time = unused_time(store, options.time).await?;
+    let time = unused_time(store, options.time, options.checkpoint).await?;
     check_cluster(api, store, &options.cluster_name).await?;
 
     let sealer = match &options.encryption {
@@ -1015,6 +1064,7 @@ pub async fn take_snapshot(
         seen: &seen,
         sealer: sealer.as_ref(),
         sealed_files: sealed_files.as_ref(),
+        record_changes: seen_cache.has_previous(),
     };
     let outcomes: Vec<Result<ResourceOutcome, WriterGone>> =
         // By index: a closure given `&ResourceType` would make the future not `Send` (the
@@ -1041,6 +1091,7 @@ pub async fn take_snapshot(
             .sum(),
     );
     let mut manifest_sealed_files = BTreeMap::new();
+    let mut changes = Vec::new();
     for (rt, outcome) in resources.into_iter().zip(outcomes) {
         // The writer finished without error, so every lister got its objects through.
         let Ok(mut outcome) = outcome else {
@@ -1063,6 +1114,10 @@ pub async fn take_snapshot(
         for (namespace, file) in outcome.sealed_files {
             manifest_sealed_files.insert((index, namespace), file);
         }
+        for mut change in outcome.changes {
+            change.resource = index;
+            changes.push(change);
+        }
         manifest_resources.push(ManifestResource {
             resource: rt,
             count: outcome.entries.len() as u64,
@@ -1072,6 +1127,9 @@ pub async fn take_snapshot(
     // Keys are unique, so an unstable sort gives the one order, without a stable sort's
     // buffer of half the list.
     objects.sort_unstable_by(|a, b| {
+        (a.resource, &a.namespace, &a.name).cmp(&(b.resource, &b.namespace, &b.name))
+    });
+    changes.sort_unstable_by(|a, b| {
         (a.resource, &a.namespace, &a.name).cmp(&(b.resource, &b.namespace, &b.name))
     });
     skipped.sort();
@@ -1093,6 +1151,8 @@ pub async fn take_snapshot(
         stats,
         export: None,
         sealed_files: manifest_sealed_files,
+        checkpoint: options.checkpoint,
+        changes,
     };
     // Every object this snapshot saw is stored by now (and the next snapshot takes an id
     // from the cache only while the local index holds it, which the store checks against
@@ -1200,12 +1260,19 @@ fn unusable(rules: &Rules, read: &[ManifestResource], skipped: &[Skipped]) -> Op
     ))
 }
 
-/// Now, or the next free second if a snapshot of this second exists already.
+/// Now, or the next free second if a snapshot (a checkpoint, for one) of this second exists
+/// already.
 async fn unused_time(
     store: &Store,
     wanted: Option<SnapshotTime>,
+    checkpoint: bool,
 ) -> Result<SnapshotTime, StoreError> {
-    let taken = match Manifest::list(store).await {
+    let listed = if checkpoint {
+        Manifest::list_checkpoints(store).await
+    } else {
+        Manifest::list(store).await
+    };
+    let taken = match listed {
         Ok(taken) => taken,
         // While the destination is away (the daemon stages snapshots), a collision within
         // the same second is the only risk, and the daemon never snapshots that often.

@@ -146,6 +146,12 @@ impl SeenCache {
         cache
     }
 
+    /// Whether a previous snapshot's objects are at hand (a usable file was found): without
+    /// them, every object is read in full and none can be told changed or new.
+    pub fn has_previous(&self) -> bool {
+        self.previous.is_some()
+    }
+
     /// The previous snapshot's objects of `rt` (each resource is taken once), read from the
     /// file now. A damaged frame gives nothing: those objects are read in full.
     pub fn take(&self, rt: &ResourceType) -> ResourceSeen {

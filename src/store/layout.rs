@@ -5,6 +5,8 @@
 //! store/packs/<2 hex>/<id>    immutable packs of zstd-compressed objects
 //! store/index/<id>            index files: which object ids are in which pack, at what offset
 //! store/snapshots/<ts>        snapshot manifests
+//! store/checkpoints/<ts>      checkpoint manifests: what changed since the point before, no
+//!                             plain layout
 //! store/exports/<ts>          export records: the snapshot's plain layout is complete
 //! store/layout-dropped/<ts>   the snapshot's plain layout was dropped by the retention policy
 //! store/locks/prune           the lock of the one prune (or forget) at work
@@ -97,6 +99,10 @@ pub enum RemoteFile<'a> {
     Pack(&'a PackId),
     Index(&'a IndexId),
     Snapshot(&'a SnapshotTime),
+    /// A checkpoint's manifest root: a manifest like a snapshot's, which is never exported.
+    /// Its own folder keeps `list`, retention and the search for unexported snapshots from
+    /// reading every checkpoint's root.
+    Checkpoint(&'a SnapshotTime),
     /// The record of a snapshot's finished export.
     Export(&'a SnapshotTime),
     /// The record that a kept snapshot's plain layout was dropped (it stays restorable from
@@ -126,6 +132,7 @@ impl RemoteFile<'_> {
             }
             RemoteFile::Index(id) => format!("{}{}", Folder::Index.prefix(), id.to_hex()),
             RemoteFile::Snapshot(time) => format!("{}{}", Folder::Snapshots.prefix(), time),
+            RemoteFile::Checkpoint(time) => format!("{}{}", Folder::Checkpoints.prefix(), time),
             RemoteFile::Export(time) => format!("{}{}", Folder::Exports.prefix(), time),
             RemoteFile::DroppedLayout(time) => {
                 format!("{}{}", Folder::DroppedLayouts.prefix(), time)
@@ -151,6 +158,7 @@ pub enum Folder<'a> {
     Packs,
     Index,
     Snapshots,
+    Checkpoints,
     Exports,
     DroppedLayouts,
     Locks,
@@ -169,6 +177,7 @@ impl Folder<'_> {
             Folder::Packs => "store/packs/".to_string(),
             Folder::Index => "store/index/".to_string(),
             Folder::Snapshots => "store/snapshots/".to_string(),
+            Folder::Checkpoints => "store/checkpoints/".to_string(),
             Folder::Exports => "store/exports/".to_string(),
             Folder::DroppedLayouts => "store/layout-dropped/".to_string(),
             Folder::Locks => "store/locks/".to_string(),
@@ -211,6 +220,14 @@ mod tests {
         assert_eq!(
             RemoteFile::Snapshot(&t).key(),
             "store/snapshots/17-05-04_13-48-33"
+        );
+        assert_eq!(
+            RemoteFile::Checkpoint(&t).key(),
+            "store/checkpoints/17-05-04_13-48-33"
+        );
+        assert_eq!(
+            Folder::Checkpoints.name_in("store/checkpoints/17-05-04_13-48-33"),
+            Some("17-05-04_13-48-33")
         );
         let layout = RemoteFile::Layout {
             time: &t,

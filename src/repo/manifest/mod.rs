@@ -9,12 +9,19 @@
 //!
 //! Once the plain layout is in place, the exporter writes `store/exports/<ts>` with its
 //! figures; a snapshot without it has an incomplete plain layout.
+//!
+//! A *checkpoint* is a manifest of the same shape whose root is at `store/checkpoints/<ts>`
+//! and says `"checkpoint": true`: the state of the cluster between two snapshots. It is
+//! never exported. Any manifest may name the objects that are new or changed since the
+//! point before it, each with the field manager that changed it last ([`Change`]), in one
+//! blob of the store the root refers to.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::kube::{ResourceType, Skipped};
+use crate::repo::point::Point;
 
 use crate::store::{
     BackendExt, Folder, ObjectId, PackSource, PutOutcome, PutStats, RemoteFile, SnapshotTime,
@@ -35,6 +42,19 @@ pub struct ManifestObject {
     pub name: String,
     pub id: ObjectId,
     pub size: u32,
+}
+
+/// An object new or changed since the point before the manifest's, with the field manager
+/// that changed it last (from `metadata.managedFields`, as the API server recorded it;
+/// `None` when the object had none). `resource` indexes [`Manifest::resources`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub resource: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub namespace: Option<String>,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub manager: Option<String>,
 }
 
 /// A resource type that was read, with the number of objects kept.
@@ -108,6 +128,11 @@ pub struct Manifest {
     pub export: Option<ExportRecord>,
     /// The encrypted plain-layout file of each group of sealed objects.
     pub sealed_files: BTreeMap<GroupKey, SealedFile>,
+    /// A checkpoint (root in `store/checkpoints/`, never exported), not a snapshot.
+    pub checkpoint: bool,
+    /// The objects new or changed since the point before, sorted like `objects` (empty
+    /// when unknown: the first snapshot of a cache records none).
+    pub changes: Vec<Change>,
 }
 
 /// A manifest without its objects.
@@ -119,6 +144,23 @@ pub struct ManifestHead {
     pub skipped: Vec<Skipped>,
     pub stats: SnapshotStats,
     pub export: Option<ExportRecord>,
+    pub checkpoint: bool,
+    /// How many changes the manifest names (without reading them).
+    pub changes: u64,
+}
+
+impl ManifestHead {
+    pub fn point(&self) -> Point {
+        point_of(self.checkpoint, self.time)
+    }
+}
+
+fn point_of(checkpoint: bool, time: SnapshotTime) -> Point {
+    if checkpoint {
+        Point::Checkpoint(time)
+    } else {
+        Point::Snapshot(time)
+    }
 }
 
 /// The plain-layout file of a group of sealed objects, encrypted to the recipients when the
@@ -150,6 +192,11 @@ impl Manifest {
         self.export.is_some()
     }
 
+    /// The point this manifest is: a snapshot or a checkpoint at its time.
+    pub fn point(&self) -> Point {
+        point_of(self.checkpoint, self.time)
+    }
+
     /// The objects grouped by resource and namespace (runs of the sorted object list): one
     /// group per plain-layout file.
     pub fn groups(&self) -> impl Iterator<Item = &[ManifestObject]> {
@@ -163,9 +210,10 @@ impl Manifest {
     /// added to the store (new pages and listings, and the root).
     ///
     /// The root is created, never overwritten: when another writer took the snapshot's name
-    /// first, the snapshot takes the next free second and `self.time` says which.
+    /// first, the snapshot takes the next free second and `self.time` says which. A
+    /// checkpoint's root goes to `store/checkpoints/`, a snapshot's to `store/snapshots/`.
     pub async fn save(&mut self, store: &Store) -> StoreResult<u64> {
-        let key = RemoteFile::Snapshot(&self.time).key();
+        let key = self.point().root_key();
         let mut writer = store.writer()?;
         let root = stored::write_tree(&mut writer, self, &key).await?;
         let added = writer.finish().await?.compressed_bytes;
@@ -177,21 +225,28 @@ impl Manifest {
     /// Reads a manifest, its pages and listings and, when the plain layout is complete, its export
     /// record. Listings are read from local pack copies where there are good ones.
     pub async fn load(store: &Store, time: &SnapshotTime) -> StoreResult<Self> {
-        Self::load_from(store, time, PackSource::LocalCopyFirst).await
+        Self::load_from(store, &Point::Snapshot(*time), PackSource::LocalCopyFirst).await
+    }
+
+    /// Reads the manifest of a snapshot or a checkpoint, as [`Manifest::load`] does.
+    pub async fn load_point(store: &Store, point: &Point) -> StoreResult<Self> {
+        Self::load_from(store, point, PackSource::LocalCopyFirst).await
     }
 
     /// Like [`Manifest::load`], but reads the listings from the destination only, never from
     /// local copies: what `verify` needs, so that a listing whose pack is gone is noticed.
     pub async fn load_from_destination(store: &Store, time: &SnapshotTime) -> StoreResult<Self> {
-        Self::load_from(store, time, PackSource::Destination).await
+        Self::load_from(store, &Point::Snapshot(*time), PackSource::Destination).await
     }
 
-    async fn load_from(
-        store: &Store,
-        time: &SnapshotTime,
-        source: PackSource,
-    ) -> StoreResult<Self> {
-        let (key, root) = stored::read_root(store, time).await?;
+    /// [`Manifest::load_from_destination`] for a snapshot or a checkpoint.
+    pub async fn load_point_from_destination(store: &Store, point: &Point) -> StoreResult<Self> {
+        Self::load_from(store, point, PackSource::Destination).await
+    }
+
+    async fn load_from(store: &Store, point: &Point, source: PackSource) -> StoreResult<Self> {
+        let (key, root) = stored::read_root(store, point).await?;
+        let changes = stored::read_changes(store, &key, &root, source).await?;
         let listings = stored::listings(store, &key, &root, source).await?;
         let sealed_files = listings
             .iter()
@@ -201,7 +256,10 @@ impl Manifest {
             stored::read_objects(store, &key, &listings, root.stats.objects as usize, source)
                 .await?;
         drop(listings);
-        let export = Self::export_record(store, time).await?;
+        let export = match point {
+            Point::Snapshot(time) => Self::export_record(store, time).await?,
+            Point::Checkpoint(_) => None,
+        };
         Ok(Manifest {
             version: root.version,
             time: root.time,
@@ -212,19 +270,32 @@ impl Manifest {
             stats: root.stats,
             export,
             sealed_files,
+            checkpoint: root.checkpoint,
+            changes,
         })
     }
 
     /// A manifest's figures without its objects (two small reads): what `list` shows.
     pub async fn head(store: &Store, time: &SnapshotTime) -> StoreResult<ManifestHead> {
-        let (_, root) = stored::read_root(store, time).await?;
+        Self::head_point(store, &Point::Snapshot(*time)).await
+    }
+
+    /// [`Manifest::head`] of a snapshot or a checkpoint (a checkpoint's is one read).
+    pub async fn head_point(store: &Store, point: &Point) -> StoreResult<ManifestHead> {
+        let (_, root) = stored::read_root(store, point).await?;
+        let export = match point {
+            Point::Snapshot(time) => Self::export_record(store, time).await?,
+            Point::Checkpoint(_) => None,
+        };
         Ok(ManifestHead {
             time: root.time,
             cluster: root.cluster,
             resources: root.resources,
             skipped: root.skipped,
             stats: root.stats,
-            export: Self::export_record(store, time).await?,
+            export,
+            checkpoint: root.checkpoint,
+            changes: root.changes.map_or(0, |c| u64::from(c.count)),
         })
     }
 
@@ -260,6 +331,26 @@ impl Manifest {
         times_in(store, Folder::Snapshots).await
     }
 
+    /// The checkpoints at the store, oldest first.
+    pub async fn list_checkpoints(store: &Store) -> StoreResult<Vec<SnapshotTime>> {
+        times_in(store, Folder::Checkpoints).await
+    }
+
+    /// Every snapshot and checkpoint at the store, oldest first (two listings).
+    pub async fn list_points(store: &Store) -> StoreResult<Vec<Point>> {
+        points_at(store.backend().as_ref()).await
+    }
+
+    /// The newest snapshot or checkpoint at or before `at` (a snapshot wins over a checkpoint
+    /// of the same second); `None` when every point is newer.
+    pub async fn point_at(
+        store: &Store,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<Option<Point>> {
+        let points = Self::list_points(store).await?;
+        Ok(crate::repo::point::newest_at_or_before(&points, at))
+    }
+
     /// The snapshots whose plain layout is complete, oldest first.
     pub async fn list_exported(store: &Store) -> StoreResult<Vec<SnapshotTime>> {
         times_in(store, Folder::Exports).await
@@ -272,16 +363,17 @@ impl Manifest {
     }
 }
 
-/// Every id the snapshots `times` refer to: their pages and listings, the objects in them
-/// and their sealed plain-layout files. A page or listing shared by several snapshots is read
-/// once. What a prune must keep.
+/// Every id the snapshots and checkpoints `points` refer to: their pages and listings, the
+/// objects in them, their sealed plain-layout files and their changes. A page or listing
+/// shared by several points is read once. What a prune must keep.
 pub async fn referenced_ids(
     store: &Store,
-    times: &[SnapshotTime],
+    points: &[Point],
 ) -> StoreResult<std::collections::HashSet<ObjectId>> {
     let mut ids = std::collections::HashSet::new();
-    for time in times {
-        let (key, root) = stored::read_root(store, time).await?;
+    for point in points {
+        let (key, root) = stored::read_root(store, point).await?;
+        ids.extend(root.changes.map(|c| c.id));
         // A page read for an earlier snapshot was read with every listing it names.
         let fresh_pages: Vec<_> = root.pages.iter().filter(|p| ids.insert(p.id)).collect();
         let mut listings = if root.version == stored::ROOT_VERSION {
@@ -323,7 +415,12 @@ pub async fn referenced_ids(
 /// store has checked its index against the packs. A tree that can no longer be read counts
 /// as one.
 pub async fn unstored_blobs(store: &Store, time: &SnapshotTime) -> StoreResult<usize> {
-    let ids = match referenced_ids(store, std::slice::from_ref(time)).await {
+    unstored_point_blobs(store, &Point::Snapshot(*time)).await
+}
+
+/// [`unstored_blobs`] of a snapshot or a checkpoint.
+pub async fn unstored_point_blobs(store: &Store, point: &Point) -> StoreResult<usize> {
+    let ids = match referenced_ids(store, std::slice::from_ref(point)).await {
         Ok(ids) => ids,
         Err(e) if e.is_outage() => return Err(e),
         Err(_) => return Ok(1),
@@ -341,11 +438,11 @@ pub async fn unstored_blobs(store: &Store, time: &SnapshotTime) -> StoreResult<u
 /// would have to be taking a snapshot every second for a minute.
 pub const NAME_TRIES: usize = 60;
 
-/// Creates the root at its time's name, or at the next free second after it. Returns the
-/// time it was stored under and its size.
+/// Creates the root at its time's name in its folder, or at the next free second after it.
+/// Returns the time it was stored under and its size.
 async fn create_root(store: &Store, mut root: stored::Root) -> StoreResult<(SnapshotTime, u64)> {
     for _ in 0..NAME_TRIES {
-        let key = RemoteFile::Snapshot(&root.time).key();
+        let key = point_of(root.checkpoint, root.time).root_key();
         let bytes = encode_json(&key, &root)?;
         let size = bytes.len() as u64;
         if store.backend().create(&key, bytes).await? == PutOutcome::Created {
@@ -355,28 +452,46 @@ async fn create_root(store: &Store, mut root: stored::Root) -> StoreResult<(Snap
         root.time = root.time.next_second();
     }
     Err(malformed(
-        &RemoteFile::Snapshot(&root.time).key(),
+        &point_of(root.checkpoint, root.time).root_key(),
         format!("{NAME_TRIES} snapshot names in a row are taken by other writers"),
     ))
 }
 
 /// A stored manifest root (as read from `key`) renamed to `time`: what a push does with a
-/// staged snapshot whose name another writer took at the destination meanwhile.
+/// staged snapshot whose name another writer took at the destination meanwhile. A
+/// checkpoint's root stays a checkpoint's: it goes to `Point::of_root_key(key)` at `time`.
 pub fn retimed_root(key: &str, stored: &[u8], time: SnapshotTime) -> StoreResult<bytes::Bytes> {
     let json = zstd::stream::decode_all(stored).map_err(|e| malformed(key, e))?;
     // Any version this build reads is renamed as it is, without rewriting its format.
-    stored::decode_root(key, &json)?;
+    let decoded = stored::decode_root(key, &json)?;
     let mut root: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&json).map_err(|e| malformed(key, e))?;
     root.insert(
         "time".to_string(),
         serde_json::to_value(time).map_err(|e| malformed(key, e))?,
     );
-    encode_json(&RemoteFile::Snapshot(&time).key(), &root)
+    encode_json(&point_of(decoded.checkpoint, time).root_key(), &root)
 }
 
 async fn times_in(store: &Store, folder: Folder<'_>) -> StoreResult<Vec<SnapshotTime>> {
     times_at(store.backend().as_ref(), folder).await
+}
+
+/// Every snapshot and checkpoint in `backend`, oldest first.
+pub async fn points_at(backend: &dyn crate::store::Backend) -> StoreResult<Vec<Point>> {
+    let mut points: Vec<Point> = times_at(backend, Folder::Snapshots)
+        .await?
+        .into_iter()
+        .map(Point::Snapshot)
+        .chain(
+            times_at(backend, Folder::Checkpoints)
+                .await?
+                .into_iter()
+                .map(Point::Checkpoint),
+        )
+        .collect();
+    points.sort();
+    Ok(points)
 }
 
 /// The snapshot times named in `folder` of `backend` (roots, export or dropped-layout

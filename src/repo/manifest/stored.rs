@@ -10,7 +10,11 @@
 //! - a *page* holds the references of a run of listings, one per resource and namespace (8
 //!   on average), each naming its parts;
 //! - the root names the pages and holds the resources, what could not be read and the
-//!   figures.
+//!   figures;
+//! - a checkpoint's root says `"checkpoint": true`, and a root whose manifest names its
+//!   changes refers to one *changes* blob (`[resource, namespace, name, manager]` per
+//!   object). Both fields are left out when unset, so a snapshot's root without changes is
+//!   byte for byte what it was before they existed.
 //!
 //! Where a part or a page ends is decided by the key of its last entry alone (content-defined
 //! chunking), so an object added or deleted moves the ends of the runs around it only, not of
@@ -27,10 +31,13 @@ use std::collections::HashMap;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{Manifest, ManifestObject, ManifestResource, SealedFile, SnapshotStats, malformed};
+use super::{
+    Change, Manifest, ManifestObject, ManifestResource, SealedFile, SnapshotStats, malformed,
+};
 use crate::kube::Skipped;
+use crate::repo::point::Point;
 use crate::store::{
-    ObjectId, PackSource, RemoteFile, SnapshotTime, Store, StoreError, StoreResult, StoreWriter,
+    ObjectId, PackSource, SnapshotTime, Store, StoreError, StoreResult, StoreWriter,
 };
 
 /// The format this build writes: a root of pages.
@@ -41,6 +48,8 @@ const ROOT_VERSION_LISTINGS: u32 = 2;
 const LISTING_VERSION: u32 = 1;
 /// The format of a page.
 const PAGE_VERSION: u32 = 1;
+/// The format of a changes blob.
+const CHANGES_VERSION: u32 = 1;
 
 /// A listing part ends after an object whose name hashes to a multiple of this...
 const PART_EVERY: u32 = 16;
@@ -66,6 +75,26 @@ pub(super) struct Root {
     listings: Vec<ListingRefV2>,
     pub skipped: Vec<Skipped>,
     pub stats: SnapshotStats,
+    /// A checkpoint's root (in `store/checkpoints/`); left out of a snapshot's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checkpoint: bool,
+    /// The objects new or changed since the point before, when the manifest names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<ChangesRef>,
+}
+
+/// The blob of a manifest's changes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(super) struct ChangesRef {
+    pub id: ObjectId,
+    pub count: u32,
+}
+
+/// A manifest's changes: `[resource, namespace, name, manager]` each.
+#[derive(Debug, Serialize, Deserialize)]
+struct Changes {
+    changes: u32,
+    items: Vec<(u32, Option<String>, String, Option<String>)>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -202,6 +231,31 @@ pub(super) async fn write_tree(
             listings: run.len() as u32,
         });
     }
+    let changes = if manifest.changes.is_empty() {
+        None
+    } else {
+        let blob = Changes {
+            changes: CHANGES_VERSION,
+            items: manifest
+                .changes
+                .iter()
+                .map(|c| {
+                    let Change {
+                        resource,
+                        namespace,
+                        name,
+                        manager,
+                    } = c.clone();
+                    (resource, namespace, name, manager)
+                })
+                .collect(),
+        };
+        let json = serde_json::to_vec(&blob).map_err(|e| malformed(key, e))?;
+        Some(ChangesRef {
+            id: writer.add(&json).await?,
+            count: manifest.changes.len() as u32,
+        })
+    };
     Ok(Root {
         version: ROOT_VERSION,
         time: manifest.time,
@@ -211,16 +265,71 @@ pub(super) async fn write_tree(
         listings: Vec::new(),
         skipped: manifest.skipped.clone(),
         stats: manifest.stats,
+        checkpoint: manifest.checkpoint,
+        changes,
     })
 }
 
-/// Reads and checks the root of the snapshot `time`, in either format. Returns its key too.
-pub(super) async fn read_root(store: &Store, time: &SnapshotTime) -> StoreResult<(String, Root)> {
-    let key = RemoteFile::Snapshot(time).key();
+/// Reads and checks the root of the snapshot or checkpoint `point`, in either format.
+/// Returns its key too.
+pub(super) async fn read_root(store: &Store, point: &Point) -> StoreResult<(String, Root)> {
+    let key = point.root_key();
     let bytes = store.backend().get(&key).await?;
     let json = zstd::stream::decode_all(&bytes[..]).map_err(|e| malformed(&key, e))?;
     let root = decode_root(&key, &json)?;
+    if root.checkpoint != point.is_checkpoint() {
+        return Err(malformed(
+            &key,
+            format!(
+                "the root of a {} is in the folder of {}s",
+                if root.checkpoint {
+                    "checkpoint"
+                } else {
+                    "snapshot"
+                },
+                point.kind()
+            ),
+        ));
+    }
     Ok((key, root))
+}
+
+/// The changes a root names, in their stored order (none when it names none).
+pub(super) async fn read_changes(
+    store: &Store,
+    key: &str,
+    root: &Root,
+    source: PackSource,
+) -> StoreResult<Vec<Change>> {
+    let Some(reference) = root.changes else {
+        return Ok(Vec::new());
+    };
+    let what = format!("{key} (changes {:#})", reference.id);
+    let mut blobs = std::pin::pin!(store.read_many(vec![reference.id], source));
+    let blob = match blobs.try_next().await? {
+        Some((_, blob)) => blob,
+        None => return Err(StoreError::MissingObject(reference.id)),
+    };
+    let changes: Changes = serde_json::from_slice(&blob).map_err(|e| malformed(&what, e))?;
+    if changes.changes != CHANGES_VERSION || changes.items.len() != reference.count as usize {
+        return Err(malformed(&what, "unexpected version or number of changes"));
+    }
+    let resources = root.resources.len();
+    changes
+        .items
+        .into_iter()
+        .map(|(resource, namespace, name, manager)| {
+            if resource as usize >= resources {
+                return Err(malformed(&what, "a change names no resource"));
+            }
+            Ok(Change {
+                resource,
+                namespace,
+                name,
+                manager,
+            })
+        })
+        .collect()
 }
 
 pub(super) fn decode_root(key: &str, json: &[u8]) -> StoreResult<Root> {
@@ -388,7 +497,7 @@ mod tests {
 
     use super::*;
     use crate::kube::ResourceType;
-    use crate::store::{DynBackend, LocalBackend, StoreConfig};
+    use crate::store::{DynBackend, LocalBackend, RemoteFile, StoreConfig};
 
     fn resource(plural: &str) -> ManifestResource {
         ManifestResource {
@@ -439,6 +548,8 @@ mod tests {
                     size: 7,
                 },
             )]),
+            checkpoint: false,
+            changes: Vec::new(),
         }
     }
 
@@ -510,10 +621,15 @@ mod tests {
         assert_eq!(loaded.objects, second.objects);
 
         // A prune keeps the pages, the listings, the objects and the sealed file.
-        let referenced = super::super::referenced_ids(&reader, &[first.time, second.time])
+        let referenced = super::super::referenced_ids(
+            &reader,
+            &[Point::Snapshot(first.time), Point::Snapshot(second.time)],
+        )
+        .await
+        .unwrap();
+        let (key, root) = read_root(&reader, &Point::Snapshot(second.time))
             .await
             .unwrap();
-        let (key, root) = read_root(&reader, &second.time).await.unwrap();
         let listings = listings(&reader, &key, &root, PackSource::Destination)
             .await
             .unwrap();
@@ -578,7 +694,7 @@ mod tests {
         assert_eq!(loaded.objects, manifest.objects);
         assert_eq!(loaded.sealed_files, manifest.sealed_files);
         assert_eq!(loaded.version, ROOT_VERSION_LISTINGS);
-        let referenced = super::super::referenced_ids(&store, &[manifest.time])
+        let referenced = super::super::referenced_ids(&store, &[Point::Snapshot(manifest.time)])
             .await
             .unwrap();
         assert!(manifest.objects.iter().all(|o| referenced.contains(&o.id)));
@@ -621,7 +737,9 @@ mod tests {
         let unstored = super::super::unstored_blobs(&store, &manifest.time).await;
         assert_eq!(unstored.unwrap(), 0);
 
-        let (_, root) = read_root(&store, &manifest.time).await.unwrap();
+        let (_, root) = read_root(&store, &Point::Snapshot(manifest.time))
+            .await
+            .unwrap();
         let page = store.location(&root.pages[0].id).await.unwrap().pack;
         let object = store.location(&manifest.objects[0].id).await.unwrap().pack;
         assert_ne!(page, object, "the manifest has packs of its own");
@@ -629,6 +747,122 @@ mod tests {
         store.check_packs().await.unwrap();
         let unstored = super::super::unstored_blobs(&store, &manifest.time).await;
         assert!(unstored.unwrap() >= 1);
+    }
+
+    /// A snapshot's root without changes has exactly the fields it had before checkpoints
+    /// and changes existed, so roots written before and after read and hash the same.
+    #[tokio::test]
+    async fn a_snapshot_root_without_changes_is_unchanged_by_the_new_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote: DynBackend = Arc::new(LocalBackend::new(dir.path().join("remote")).unwrap());
+        let store = store(dir.path(), &remote, "a").await;
+        let mut snapshot = manifest(3, 2);
+        snapshot.save(&store).await.unwrap();
+        let stored = remote
+            .get(&RemoteFile::Snapshot(&snapshot.time).key())
+            .await
+            .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&zstd::stream::decode_all(&stored[..]).unwrap()).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        // In serde_json's order.
+        let old = [
+            "cluster",
+            "pages",
+            "resources",
+            "skipped",
+            "stats",
+            "time",
+            "version",
+        ];
+        assert_eq!(keys, old);
+    }
+
+    /// A checkpoint with changes goes to its own folder, reads back with its changes, is not
+    /// a snapshot, keeps its kind when renamed, and a prune keeps its changes blob.
+    #[tokio::test]
+    async fn a_checkpoint_and_its_changes_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote: DynBackend = Arc::new(LocalBackend::new(dir.path().join("remote")).unwrap());
+        let store = store(dir.path(), &remote, "a").await;
+        let mut snapshot = manifest(5, 2);
+        snapshot.save(&store).await.unwrap();
+        let mut checkpoint = manifest(5, 2);
+        checkpoint.time = snapshot.time.next_second();
+        checkpoint.checkpoint = true;
+        checkpoint.objects[1].id = ObjectId::of(b"changed");
+        checkpoint.changes = vec![
+            Change {
+                resource: 0,
+                namespace: Some("ns-0000".to_string()),
+                name: "object-00001".to_string(),
+                manager: Some("kubectl-edit".to_string()),
+            },
+            Change {
+                resource: 1,
+                namespace: Some("ns-0002".to_string()),
+                name: "object-00000".to_string(),
+                manager: None,
+            },
+        ];
+        checkpoint.save(&store).await.unwrap();
+        let key = RemoteFile::Checkpoint(&checkpoint.time).key();
+        let stored = remote.get(&key).await.unwrap();
+
+        let point = Point::Checkpoint(checkpoint.time);
+        let loaded = Manifest::load_point(&store, &point).await.unwrap();
+        assert_eq!(loaded, checkpoint);
+        assert_eq!(loaded.point(), point);
+        let head = Manifest::head_point(&store, &point).await.unwrap();
+        assert_eq!(
+            (head.checkpoint, head.changes, head.export),
+            (true, 2, None)
+        );
+        assert_eq!(Manifest::list(&store).await.unwrap(), vec![snapshot.time]);
+        assert_eq!(
+            Manifest::list_checkpoints(&store).await.unwrap(),
+            vec![checkpoint.time]
+        );
+        assert_eq!(
+            Manifest::list_points(&store).await.unwrap(),
+            vec![Point::Snapshot(snapshot.time), point]
+        );
+        let err = Manifest::load(&store, &checkpoint.time).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+
+        let (_, root) = read_root(&store, &point).await.unwrap();
+        let changes_id = root.changes.unwrap().id;
+        let referenced = super::super::referenced_ids(&store, &[point])
+            .await
+            .unwrap();
+        assert!(referenced.contains(&changes_id));
+        let snapshot_only = super::super::referenced_ids(&store, &[Point::Snapshot(snapshot.time)])
+            .await
+            .unwrap();
+        assert!(!snapshot_only.contains(&changes_id));
+
+        // Renamed as a push renames a staged root: still a checkpoint.
+        let later = checkpoint.time.next_second();
+        let renamed = super::super::retimed_root(&key, &stored, later).unwrap();
+        let moved = Point::of_root_key(&key).unwrap().at(later);
+        remote.put(&moved.root_key(), renamed).await.unwrap();
+        let loaded = Manifest::load_point(&store, &moved).await.unwrap();
+        assert_eq!((loaded.time, loaded.checkpoint), (later, true));
+        assert_eq!(loaded.changes, checkpoint.changes);
+
+        // A checkpoint's root put in the snapshots' folder is refused, not taken for one.
+        let misplaced = super::super::retimed_root(&key, &stored, later.next_second()).unwrap();
+        let wrong = RemoteFile::Snapshot(&later.next_second()).key();
+        remote.put(&wrong, misplaced).await.unwrap();
+        let err = Manifest::load(&store, &later.next_second())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("folder of snapshots"), "{err}");
     }
 
     #[test]
