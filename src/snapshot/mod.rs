@@ -9,6 +9,7 @@
 //! This module never writes to the cluster.
 
 pub mod canonical;
+pub mod checkpoint;
 pub(crate) mod manager;
 pub mod rules;
 pub mod seen;
