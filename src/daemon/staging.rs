@@ -212,10 +212,14 @@ pub async fn push_staged(backend: &StagingBackend, concurrency: usize) -> StoreR
         Folder::Index,
         Folder::Keys,
         Folder::Snapshots,
+        Folder::Checkpoints,
         Folder::Exports,
     ] {
         let staged = backend.staging.list_all(&folder.prefix()).await?;
-        let by_time = matches!(folder, Folder::Snapshots | Folder::Exports);
+        let by_time = matches!(
+            folder,
+            Folder::Snapshots | Folder::Checkpoints | Folder::Exports
+        );
         // Manifests one by one, in name (= time) order; content-addressed files in parallel.
         let width = if by_time { 1 } else { concurrency.max(1) };
         let moved: Vec<(u64, Option<(SnapshotTime, SnapshotTime)>)> = futures::stream::iter(staged)
@@ -223,7 +227,9 @@ pub async fn push_staged(backend: &StagingBackend, concurrency: usize) -> StoreR
                 let data = backend.staging.get(&meta.key).await?;
                 let size = data.len() as u64;
                 let renamed = match folder {
-                    Folder::Snapshots => push_manifest(backend, &meta.key, data).await?,
+                    Folder::Snapshots | Folder::Checkpoints => {
+                        push_manifest(backend, folder, &meta.key, data).await?
+                    }
                     Folder::Exports | Folder::Keys => {
                         // Another writer that finished the same export wrote the same
                         // fact; its record stands. A run's sealing keys are stored once.
@@ -246,17 +252,20 @@ pub async fn push_staged(backend: &StagingBackend, concurrency: usize) -> StoreR
             pushed.bytes += size;
             if matches!(folder, Folder::Snapshots) {
                 pushed.manifests += 1;
+                // Only snapshots wait for an export under their name.
+                pushed.renamed.extend(renamed);
             }
-            pushed.renamed.extend(renamed);
         }
     }
     Ok(pushed)
 }
 
-/// Creates a staged manifest root at the destination. When its name is taken by another
-/// writer's snapshot (not by an earlier push of this one), it goes under the next free second.
+/// Creates a staged manifest root (a snapshot's or a checkpoint's, in `folder`) at the
+/// destination. When its name is taken by another writer's (not by an earlier push of this
+/// one), it goes under the next free second.
 async fn push_manifest(
     backend: &StagingBackend,
+    folder: Folder<'_>,
     key: &str,
     data: Bytes,
 ) -> StoreResult<Option<(SnapshotTime, SnapshotTime)>> {
@@ -267,7 +276,7 @@ async fn push_manifest(
         // Pushed before, and the push stopped before it could clear staging.
         return Ok(None);
     }
-    let Some(staged_time) = Folder::Snapshots
+    let Some(staged_time) = folder
         .name_in(key)
         .and_then(|name| name.parse::<SnapshotTime>().ok())
     else {
@@ -281,7 +290,11 @@ async fn push_manifest(
     for _ in 0..NAME_TRIES {
         time = time.next_second();
         let renamed = retimed_root(key, &data, time)?;
-        let new_key = RemoteFile::Snapshot(&time).key();
+        // The renamed root's key, from its own kind.
+        let new_key = match folder {
+            Folder::Checkpoints => RemoteFile::Checkpoint(&time).key(),
+            _ => RemoteFile::Snapshot(&time).key(),
+        };
         if backend.remote.create(&new_key, renamed).await? == PutOutcome::Created {
             tracing::warn!(
                 staged = %staged_time,
