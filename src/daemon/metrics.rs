@@ -23,7 +23,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::kube::Skipped;
+use crate::kube::watch::{Restart, WatchObserver};
+use crate::kube::{ResourceType, Skipped};
 use crate::store::SnapshotTime;
 
 /// The labels of a failure: the step (`snapshot`, `push`, `export`, `prune`) and a short
@@ -39,6 +40,12 @@ pub struct FailureLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SkipLabels {
     pub resource: String,
+    pub reason: &'static str,
+}
+
+/// The labels of a watch restart: why it ended (see `kube::watch::Restart::reason`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RestartLabels {
     pub reason: &'static str,
 }
 
@@ -91,6 +98,19 @@ pub struct Metrics {
     pub prune_failures: Counter,
     /// Failures by step and reason.
     pub failures: Family<FailureLabels, Counter>,
+    pub checkpoint_interval: Gauge,
+    pub checkpoints_taken: Counter,
+    pub checkpoint_failures: Counter,
+    pub last_checkpoint_timestamp: Gauge,
+    pub last_checkpoint_objects: Gauge,
+    /// When the recorded state was last known to be the cluster's: a snapshot, a checkpoint,
+    /// or a checkpoint interval with every watch running and nothing changed (0: never).
+    pub recorded_timestamp: Gauge,
+    recovery_point_age: Gauge,
+    pub watched_resources: Gauge,
+    pub watch_events: Counter,
+    pub watch_relists: Counter,
+    pub watch_restarts: Family<RestartLabels, Counter>,
 }
 
 /// A labelled family that is described (HELP, TYPE) before its first event: Prometheus and
@@ -298,6 +318,66 @@ impl Metrics {
             "Failed snapshots, pushes, exports and prunes by step and reason (outages are retried)",
             Declared(failures.clone()),
         );
+        let checkpoint_interval = gauge_in(
+            r,
+            "checkpoint_interval",
+            Unit::Seconds,
+            "The configured time between checkpoints (0: none are written)",
+        );
+        let checkpoints_taken = counter(r, "checkpoints", "Checkpoints written (staged)");
+        let checkpoint_failures = counter(
+            r,
+            "checkpoint_failures",
+            "Checkpoints that failed; their changes wait for the next one",
+        );
+        let last_checkpoint_timestamp = gauge_in(
+            r,
+            "last_checkpoint_timestamp",
+            Unit::Seconds,
+            "Unix time of the last checkpoint written (staged)",
+        );
+        let last_checkpoint_objects = gauge(
+            r,
+            "last_checkpoint_changes",
+            "Objects new or changed in the last checkpoint",
+        );
+        let recorded_timestamp = gauge_in(
+            r,
+            "recovery_point_timestamp",
+            Unit::Seconds,
+            "Unix time up to which the cluster's changes are recorded: the last snapshot, \
+             checkpoint, or checkpoint interval in which every watch ran and nothing changed",
+        );
+        let recovery_point_age = gauge_in(
+            r,
+            "recovery_point_age",
+            Unit::Seconds,
+            "Seconds since the cluster's changes were last known to be recorded (the recovery \
+             point objective met); since the daemon started while none is",
+        );
+        let watched_resources = gauge(
+            r,
+            "watched_resources",
+            "Resource types watched for checkpoints",
+        );
+        let watch_events = counter(
+            r,
+            "watch_events",
+            "Events read from the watches (bookmarks included)",
+        );
+        let watch_relists = counter(
+            r,
+            "watch_relists",
+            "Metadata-only lists of a watched resource, each compared with what was kept: at \
+             a watch's start and after it expired, broke or failed",
+        );
+        let watch_restarts = Family::<RestartLabels, Counter>::default();
+        r.register(
+            "watch_restarts",
+            "Watches started again, by why they ended (closed by the server, expired, broken, \
+             failed)",
+            Declared(watch_restarts.clone()),
+        );
         Self {
             registry,
             ready: AtomicBool::new(false),
@@ -334,6 +414,25 @@ impl Metrics {
             last_prune_timestamp,
             prune_failures,
             failures,
+            checkpoint_interval,
+            checkpoints_taken,
+            checkpoint_failures,
+            last_checkpoint_timestamp,
+            last_checkpoint_objects,
+            recorded_timestamp,
+            recovery_point_age,
+            watched_resources,
+            watch_events,
+            watch_relists,
+            watch_restarts,
+        }
+    }
+
+    /// Records that the cluster's changes are recorded up to `at` (Unix seconds).
+    pub fn recorded(&self, at: u64) {
+        let at = i64::try_from(at).unwrap_or(i64::MAX);
+        if at > self.recorded_timestamp.get() {
+            self.recorded_timestamp.set(at);
         }
     }
 
@@ -384,6 +483,11 @@ impl Metrics {
                 at => at as u64,
             };
             self.set(&self.complete_age, unix_now().saturating_sub(base));
+            let base = match self.recorded_timestamp.get() {
+                0 => self.started,
+                at => at as u64,
+            };
+            self.set(&self.recovery_point_age, unix_now().saturating_sub(base));
         }
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -445,4 +549,23 @@ pub async fn serve(
             tracing::error!(error = %e, "the health and metrics endpoint stopped");
         }
     }))
+}
+
+/// The watches' figures.
+impl WatchObserver for Metrics {
+    fn events(&self, count: u64) {
+        self.watch_events.inc_by(count);
+    }
+
+    fn relisted(&self, _rt: &ResourceType, _changed: usize) {
+        self.watch_relists.inc();
+    }
+
+    fn restarted(&self, _rt: &ResourceType, why: Restart) {
+        self.watch_restarts
+            .get_or_create(&RestartLabels {
+                reason: why.reason(),
+            })
+            .inc();
+    }
 }
