@@ -47,6 +47,9 @@ pub struct FileConfig {
     pub cluster_name: Option<String>,
     pub interval: Option<String>,
     pub push_interval: Option<String>,
+    /// Between checkpoints of what changed (`5m`; `0` switches them off).
+    #[serde(default, deserialize_with = "number_or_string")]
+    pub checkpoint_interval: Option<String>,
     /// The daemon's staging cap: a byte count or a size such as `4Gi`.
     #[serde(default, deserialize_with = "number_or_string")]
     pub staging_limit: Option<String>,
@@ -250,9 +253,13 @@ fn check_retention_written(section: &serde_yaml_ng::Value) -> Result<(), ConfigE
         };
         let problem = match (name, written) {
             (_, Value::Null) => None,
-            ("keepWithin", Value::String(text)) => retention::parse_within(text).err(),
+            ("keepWithin" | "keepCheckpoints", Value::String(text)) => {
+                retention::parse_within(text).err()
+            }
+            // No unit is needed to say none.
+            ("keepCheckpoints", Value::Number(n)) if n.as_u64() == Some(0) => None,
             // A bare number has no unit: 30 could be seconds or days.
-            ("keepWithin", _) => Some(
+            ("keepWithin" | "keepCheckpoints", _) => Some(
                 "is not a duration; write it with a unit, e.g. 30d, 2w, 6months or 1y".to_string(),
             ),
             (
@@ -315,6 +322,31 @@ pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
         });
     }
     Ok(duration)
+}
+
+/// Parses the interval of a setting that `0` switches off (`checkpointInterval`): `None` for
+/// `0` (or any zero duration, `0s`), else the duration. `key` names the setting in the error.
+pub fn parse_interval_or_off(key: &str, value: &str) -> Result<Option<Duration>, ConfigError> {
+    if value.trim() == "0" {
+        return Ok(None);
+    }
+    let duration = humantime::parse_duration(value.trim()).map_err(|e| ConfigError::Value {
+        key: key.to_string(),
+        value: value.to_string(),
+        problem: format!("is not a duration ({e}); write e.g. 5m or 30s, or 0 for none"),
+    })?;
+    if duration.is_zero() {
+        return Ok(None);
+    }
+    if duration < Duration::from_secs(1) {
+        // Checkpoints are named by the second.
+        return Err(ConfigError::Value {
+            key: key.to_string(),
+            value: value.to_string(),
+            problem: "is shorter than a second; write e.g. 5m or 30s, or 0 for none".to_string(),
+        });
+    }
+    Ok(Some(duration))
 }
 
 /// Parses a size in bytes: a plain count (`1073741824`), or a count with a binary suffix
@@ -467,6 +499,22 @@ kubeResourcesAutosave:
         );
         assert_eq!(parse_duration("i", "30s").unwrap(), Duration::from_secs(30));
         assert!(parse_duration("i", "0s").is_err());
+        let every = |v: &str| parse_interval_or_off("kubeResourcesAutosave.checkpointInterval", v);
+        assert_eq!(every("5m").unwrap(), Some(Duration::from_secs(300)));
+        assert_eq!(every("0").unwrap(), None);
+        assert_eq!(every("0s").unwrap(), None);
+        for bad in ["5 minutes please", "500ms", "-1m"] {
+            let err = every(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "kubeResourcesAutosave.checkpointInterval: {bad:?} is"
+                )),
+                "{err}"
+            );
+        }
+        let text = "kubeResourcesAutosave:\n  checkpointInterval: 0\n";
+        let config = FileConfig::parse(Path::new("c.yaml"), text).unwrap();
+        assert_eq!(config.checkpoint_interval.as_deref(), Some("0"));
         let err = parse_destination("s3URI", "s3://").unwrap_err().to_string();
         assert!(err.contains("s3URI") && err.contains("no bucket"), "{err}");
     }
@@ -618,6 +666,21 @@ kubeResourcesAutosave:
                 }),
             ),
             (
+                "  retention:\n    keepCheckpoints: 0\n",
+                Some(Policy {
+                    keep_checkpoints: Some(Duration::ZERO),
+                    ..Policy::default()
+                }),
+            ),
+            (
+                "  retention:\n    keepLast: 3\n    keepCheckpoints: 36h\n",
+                Some(Policy {
+                    keep_last: Some(3),
+                    keep_checkpoints: Some(Duration::from_secs(36 * 3600)),
+                    ..Policy::default()
+                }),
+            ),
+            (
                 "  retention:\n    keepHourly: 24\n    keepYearly: 3\n    keepWithin: 1y\n",
                 Some(Policy {
                     keep_hourly: Some(24),
@@ -703,6 +766,18 @@ kubeResourcesAutosave:
                 "keepYearly",
                 "4294967296",
                 "is too large",
+            ),
+            (
+                "    keepCheckpoints: 7\n",
+                "keepCheckpoints",
+                "7",
+                "is not a duration",
+            ),
+            (
+                "    keepCheckpoints: a week\n",
+                "keepCheckpoints",
+                "a week",
+                "is not a duration",
             ),
         ] {
             let err = load(bad).unwrap_err();

@@ -48,6 +48,15 @@ pub struct PolicyArgs {
     /// [default: the config's retention.keepLayout, else all].
     #[arg(long, value_name = "N", env = "KUBE_AUTOSAVE_KEEP_LAYOUT")]
     pub keep_layout: Option<u32>,
+    /// Keep checkpoints taken less than this before the newest snapshot or checkpoint, e.g.
+    /// 7d, 36h; 0s for none [default: the config's retention.keepCheckpoints, else 7d].
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "KUBE_AUTOSAVE_KEEP_CHECKPOINTS",
+        value_parser = parse_within
+    )]
+    pub keep_checkpoints: Option<Duration>,
 }
 
 impl PolicyArgs {
@@ -62,6 +71,7 @@ impl PolicyArgs {
             keep_yearly: self.keep_yearly,
             keep_within: self.keep_within,
             keep_layout: self.keep_layout,
+            keep_checkpoints: self.keep_checkpoints,
         }
     }
 }
@@ -118,6 +128,8 @@ mod tests {
             "30d",
             "--keep-layout",
             "2",
+            "--keep-checkpoints",
+            "2d",
         ])
         .unwrap();
         assert_eq!(
@@ -131,6 +143,7 @@ mod tests {
                 keep_yearly: Some(0),
                 keep_within: Some(Duration::from_secs(30 * 86_400)),
                 keep_layout: Some(2),
+                keep_checkpoints: Some(Duration::from_secs(2 * 86_400)),
             }
         );
         assert_eq!(flags(&[]).unwrap().policy(), Policy::default());
@@ -158,7 +171,7 @@ mod tests {
                 Some((long, env))
             })
             .collect();
-        assert_eq!(envs.len(), 8, "{envs:?}");
+        assert_eq!(envs.len(), 9, "{envs:?}");
         for (long, env) in envs {
             let expected = format!("KUBE_AUTOSAVE_{}", long.replace('-', "_").to_uppercase());
             assert_eq!(env, expected);

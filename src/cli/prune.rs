@@ -216,6 +216,23 @@ fn print_forget(plan: &ForgetPlan, report: Option<&ForgetReport>) {
             plan.drop_layout.len()
         ),
     }
+    let checkpoints = plan.kept_checkpoints + plan.forget_checkpoints.len();
+    if checkpoints > 0 {
+        let (verb, forgotten) = match report {
+            Some(r) => ("forgotten", r.checkpoints_forgotten as usize),
+            None => ("to forget", plan.forget_checkpoints.len()),
+        };
+        let oldest_kept = match (plan.kept_checkpoints, plan.forget_checkpoints.last()) {
+            (0, _) | (_, None) => String::new(),
+            (_, Some(newest_forgotten)) => {
+                format!(" (every one up to {newest_forgotten})")
+            }
+        };
+        println!(
+            "checkpoints: {} kept, {forgotten} {verb}{oldest_kept}",
+            plan.kept_checkpoints
+        );
+    }
 }
 
 fn print_prune(plan: &PrunePlan, report: Option<&PruneReport>) {

@@ -21,6 +21,10 @@ pub struct RunArgs {
     /// Retry period for pushes that failed [default: the config's pushInterval, else 1m].
     #[arg(long, env = "KUBE_AUTOSAVE_PUSH_INTERVAL")]
     pub push_interval: Option<String>,
+    /// Time between checkpoints of what changed, e.g. 5m; 0 for none [default: the
+    /// config's checkpointInterval, else 5m].
+    #[arg(long, env = "KUBE_AUTOSAVE_CHECKPOINT_INTERVAL")]
+    pub checkpoint_interval: Option<String>,
     /// No new snapshot while staged snapshots take this much local disk, e.g. 4Gi
     /// [default: the config's stagingLimit, else 4Gi].
     #[arg(long, env = "KUBE_AUTOSAVE_STAGING_LIMIT")]
@@ -74,6 +78,13 @@ fn settings(global: &GlobalArgs, args: &RunArgs) -> Result<Mode, ConfigError> {
         (None, None) => ("--push-interval", "1m".to_string()),
     };
     let push_interval = config::parse_duration(key, &push)?;
+    let checkpoint_interval = match (&args.checkpoint_interval, &common.file.checkpoint_interval) {
+        (Some(v), _) => config::parse_interval_or_off("--checkpoint-interval", v)?,
+        (None, Some(v)) => {
+            config::parse_interval_or_off("kubeResourcesAutosave.checkpointInterval", v)?
+        }
+        (None, None) => Some(crate::daemon::DEFAULT_CHECKPOINT_INTERVAL),
+    };
     let (key, listen) = match (&args.listen, &common.file.listen) {
         (Some(v), _) => ("--listen", v.clone()),
         (None, Some(v)) => ("kubeResourcesAutosave.listen", v.clone()),
@@ -122,6 +133,7 @@ fn settings(global: &GlobalArgs, args: &RunArgs) -> Result<Mode, ConfigError> {
         job: common.job_settings(&args.cluster),
         interval,
         push_interval,
+        checkpoint_interval,
         listen,
         staging_limit,
         retention,

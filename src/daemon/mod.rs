@@ -41,6 +41,9 @@ pub struct DaemonSettings {
     pub job: JobSettings,
     pub interval: Duration,
     pub push_interval: Duration,
+    /// Between checkpoints of what changed since the point before (none written when
+    /// nothing changed); `None` writes none.
+    pub checkpoint_interval: Option<Duration>,
     /// The health and metrics endpoint.
     pub listen: SocketAddr,
     /// No new snapshot is taken while staging holds this many bytes or more.
@@ -50,6 +53,9 @@ pub struct DaemonSettings {
     pub retention: Option<Policy>,
     pub prune: PruneOptions,
 }
+
+/// The checkpoint interval when none is configured.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 /// The staging cap when none is configured.
 pub const DEFAULT_STAGING_LIMIT: u64 = 4 * 1024 * 1024 * 1024;

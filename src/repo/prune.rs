@@ -1,9 +1,9 @@
 //! Forget and prune: the end of a snapshot's life at the destination.
 //!
 //! `forget` decides, with the retention policy (or the names a person gives), which snapshots
-//! go and which kept ones lose their plain layout; it deletes the manifest roots of the
-//! snapshots that go and records each dropped layout (`store/layout-dropped/<ts>`). Both are
-//! small writes. `prune` then reclaims what no remaining snapshot refers to: the plain-layout
+//! go and which kept ones lose their plain layout, and which checkpoints are older than the
+//! policy keeps them; it deletes the manifest roots of the snapshots and checkpoints that go
+//! and records each dropped layout (`store/layout-dropped/<ts>`). All are small writes. `prune` then reclaims what no remaining snapshot refers to: the plain-layout
 //! folders of snapshots that are gone or whose layout was dropped, records left without a
 //! snapshot, and packs and index files. A pack whose objects are all unused is deleted; one
 //! whose unused share passes `max_unused` is rewritten with only the used objects.
@@ -14,7 +14,8 @@
 //!
 //! Deletions go in an order that never leaves a remaining snapshot pointing at something
 //! missing, so a prune stopped at any point and run again finishes the job:
-//! 1. manifest roots of forgotten snapshots (forget), then the dropped-layout records;
+//! 1. dropped-layout records, then manifest roots of forgotten snapshots and checkpoints
+//!    (forget);
 //! 2. plain-layout folders, then records left without a snapshot;
 //! 3. rewritten packs, then the index file that lists them and the kept packs of the index
 //!    files it replaces;
@@ -129,6 +130,8 @@ impl Snapshots {
     /// a prune plans the prune on.
     pub fn after_forget(mut self, plan: &ForgetPlan) -> Self {
         self.times.retain(|time| !plan.forget.contains(time));
+        self.checkpoints
+            .retain(|time| !plan.forget_checkpoints.contains(time));
         self.dropped.extend(plan.drop_layout.iter().copied());
         self
     }
@@ -175,6 +178,11 @@ pub struct ForgetPlan {
     pub forget: Vec<SnapshotTime>,
     /// Kept snapshots whose plain layout is dropped.
     pub drop_layout: Vec<SnapshotTime>,
+    /// Checkpoints whose manifest root is deleted (older than `keepCheckpoints` before the
+    /// newest point), oldest first.
+    pub forget_checkpoints: Vec<SnapshotTime>,
+    /// Checkpoints that stay.
+    pub kept_checkpoints: usize,
 }
 
 /// Decides what a forget does. Reads only.
@@ -229,10 +237,20 @@ pub async fn plan_forget(
         .filter(|d| d.keep && !d.layout && d.complete && !snapshots.dropped.contains(&d.time))
         .map(|d| d.time)
         .collect();
+    // Named snapshots are all a person asked to forget; checkpoints go by the policy only.
+    let forget_checkpoints = match selection {
+        Selection::Policy(policy) => {
+            let newest = snapshots.points().last().map(|p| p.time());
+            retention::checkpoints_to_forget(policy, &snapshots.checkpoints, newest)
+        }
+        Selection::Named(_) => Vec::new(),
+    };
     Ok(ForgetPlan {
         decisions,
         forget,
         drop_layout,
+        kept_checkpoints: snapshots.checkpoints.len() - forget_checkpoints.len(),
+        forget_checkpoints,
     })
 }
 
@@ -241,6 +259,7 @@ pub async fn plan_forget(
 pub struct ForgetReport {
     pub forgotten: u64,
     pub layouts_dropped: u64,
+    pub checkpoints_forgotten: u64,
 }
 
 /// Carries out a forget plan while `lock` (the prune lock) is held: the dropped-layout
@@ -268,6 +287,17 @@ pub async fn forget(
         backend.delete(&RemoteFile::Snapshot(time).key()).await?;
         report.forgotten += 1;
         tracing::info!(snapshot = %time, "snapshot forgotten");
+    }
+    for time in &plan.forget_checkpoints {
+        lock.check()?;
+        backend.delete(&RemoteFile::Checkpoint(time).key()).await?;
+        report.checkpoints_forgotten += 1;
+    }
+    if report.checkpoints_forgotten > 0 {
+        tracing::info!(
+            checkpoints = report.checkpoints_forgotten,
+            "checkpoints forgotten"
+        );
     }
     Ok(report)
 }

@@ -9,6 +9,10 @@
 //! clock either: `keepWithin` is measured from the newest complete snapshot, as restic does,
 //! so the same snapshots and policy always give the same decisions.
 //!
+//! Checkpoints (manifests between snapshots) are kept for a time, not by count:
+//! [`checkpoints_to_forget`] names those older than `keepCheckpoints` before the newest
+//! point, snapshot or checkpoint.
+//!
 //! Two differences from restic: there are no groups (a destination folder holds one
 //! cluster's snapshots), and the oldest snapshot is not kept "additionally" when a rule has
 //! counts left (restic 0.16 and later do that); a rule keeps exactly what its buckets give.
@@ -54,7 +58,7 @@ pub struct Policy {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "duration_text"
+        with = "duration_text::keep_within"
     )]
     pub keep_within: Option<Duration>,
     /// How many of the newest kept complete snapshots keep their plain layout `backup/<ts>/`;
@@ -63,7 +67,21 @@ pub struct Policy {
     /// since an unchanged file is copied from the previous snapshot's layout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_layout: Option<u32>,
+    /// How long checkpoints are kept, measured back from the newest point (snapshot or
+    /// checkpoint): "7d", "36h". None = [`DEFAULT_KEEP_CHECKPOINTS`]; 0 keeps none but a
+    /// checkpoint that is the newest point.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration_text::keep_checkpoints"
+    )]
+    pub keep_checkpoints: Option<Duration>,
 }
+
+/// Checkpoints are kept a week unless `keepCheckpoints` says otherwise: long enough to go
+/// back to any five minutes of the last days, short enough that their roots (one per
+/// interval with changes) do not pile up.
+pub const DEFAULT_KEEP_CHECKPOINTS: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A policy that cannot be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,9 +101,15 @@ impl Policy {
         self.counts().iter().all(|(_, n)| n.is_none()) && self.keep_within.is_none()
     }
 
-    /// Whether applying the policy can change anything: a keep rule is set, or `keepLayout`.
+    /// Whether applying the policy can change anything: a keep rule is set, `keepLayout`, or
+    /// `keepCheckpoints`.
     pub fn does_something(&self) -> bool {
-        !self.keeps_everything() || self.keep_layout.is_some()
+        !self.keeps_everything() || self.keep_layout.is_some() || self.keep_checkpoints.is_some()
+    }
+
+    /// How long checkpoints are kept: `keepCheckpoints`, else the default.
+    pub fn checkpoints_kept_for(&self) -> Duration {
+        self.keep_checkpoints.unwrap_or(DEFAULT_KEEP_CHECKPOINTS)
     }
 
     /// `over`'s fields where set, else self's (flags over the file).
@@ -99,6 +123,7 @@ impl Policy {
             keep_yearly: over.keep_yearly.or(self.keep_yearly),
             keep_within: over.keep_within.or(self.keep_within),
             keep_layout: over.keep_layout.or(self.keep_layout),
+            keep_checkpoints: over.keep_checkpoints.or(self.keep_checkpoints),
         }
     }
 
@@ -148,6 +173,9 @@ impl fmt::Display for Policy {
         }
         if let Some(n) = self.keep_layout {
             parts.push(format!("keepLayout {n}"));
+        }
+        if let Some(kept) = self.keep_checkpoints {
+            parts.push(format!("keepCheckpoints {}", format_duration(kept)));
         }
         f.write_str(&parts.join(", "))
     }
@@ -345,6 +373,33 @@ pub fn apply(policy: &Policy, snapshots: &[SnapshotState]) -> Result<Vec<Decisio
     Ok(decisions)
 }
 
+/// The checkpoints (any order) that `policy` does not keep, oldest first: those taken more
+/// than `keepCheckpoints` before `newest`, the newest point of the folder (snapshot or
+/// checkpoint). Reads no clock, as [`apply`] does not.
+pub fn checkpoints_to_forget(
+    policy: &Policy,
+    checkpoints: &[SnapshotTime],
+    newest: Option<SnapshotTime>,
+) -> Vec<SnapshotTime> {
+    let Some(newest) = newest else {
+        return Vec::new();
+    };
+    let Some(since) = chrono::Duration::from_std(policy.checkpoints_kept_for())
+        .ok()
+        .and_then(|kept| newest.datetime().checked_sub_signed(kept))
+    else {
+        // Longer than the calendar: every checkpoint is within.
+        return Vec::new();
+    };
+    let mut old: Vec<SnapshotTime> = checkpoints
+        .iter()
+        .filter(|time| time.datetime() < since)
+        .copied()
+        .collect();
+    old.sort();
+    old
+}
+
 /// Parses a `keepWithin` duration ("30d", "2w", "1y", "36h"); the error is the problem,
 /// for the caller to name the setting and the value.
 pub fn parse_within(text: &str) -> Result<Duration, String> {
@@ -406,12 +461,43 @@ mod duration_text {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            Some(text) => super::parse_within(&text).map(Some).map_err(|problem| {
-                serde::de::Error::custom(format!("keepWithin: {text:?} {problem}"))
-            }),
+    /// Text, or a bare 0 (none needs no unit; any other number does).
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Number(u64),
+    }
+
+    /// Reads the setting `name`, which its errors name.
+    fn read<'de, D: Deserializer<'de>>(d: D, name: &str) -> Result<Option<Duration>, D::Error> {
+        match Option::<Written>::deserialize(d)? {
+            Some(Written::Text(text)) => super::parse_within(&text)
+                .map(Some)
+                .map_err(|problem| serde::de::Error::custom(format!("{name}: {text:?} {problem}"))),
+            Some(Written::Number(0)) => Ok(Some(Duration::ZERO)),
+            Some(Written::Number(n)) => Err(serde::de::Error::custom(format!(
+                "{name}: {n} is not a duration; write it with a unit, e.g. 30d, 2w, 6months or 1y"
+            ))),
             None => Ok(None),
+        }
+    }
+
+    pub mod keep_within {
+        pub use super::serialize;
+        pub fn deserialize<'de, D: super::Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<super::Duration>, D::Error> {
+            super::read(d, "keepWithin")
+        }
+    }
+
+    pub mod keep_checkpoints {
+        pub use super::serialize;
+        pub fn deserialize<'de, D: super::Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<super::Duration>, D::Error> {
+            super::read(d, "keepCheckpoints")
         }
     }
 }
@@ -756,6 +842,7 @@ mod tests {
             keep_yearly: Some(1),
             keep_within: Some(Duration::from_secs(3600)),
             keep_layout: None,
+            keep_checkpoints: None,
         };
         let decisions = apply(&policy, &snapshots).unwrap();
         assert_eq!(
@@ -996,6 +1083,34 @@ mod tests {
     }
 
     #[test]
+    fn checkpoints_older_than_keep_checkpoints_before_the_newest_point_go() {
+        let checkpoints = [
+            at("26-11-20_10-00-00"),
+            at("26-11-26_09-59-59"),
+            at("26-11-26_10-00-00"),
+            at("26-12-03_09-55-00"),
+        ];
+        let newest = Some(at("26-12-03_10-00-00"));
+        let default = Policy::default();
+        assert_eq!(default.checkpoints_kept_for(), DEFAULT_KEEP_CHECKPOINTS);
+        assert_eq!(
+            checkpoints_to_forget(&default, &checkpoints, newest),
+            vec![at("26-11-20_10-00-00"), at("26-11-26_09-59-59")]
+        );
+        let none = Policy {
+            keep_checkpoints: Some(Duration::ZERO),
+            ..Policy::default()
+        };
+        assert_eq!(checkpoints_to_forget(&none, &checkpoints, newest).len(), 4);
+        // The newest point is the newest checkpoint: it stays.
+        let newest = Some(at("26-12-03_09-55-00"));
+        assert_eq!(checkpoints_to_forget(&none, &checkpoints, newest).len(), 3);
+        assert!(checkpoints_to_forget(&none, &checkpoints, None).is_empty());
+        assert!(none.does_something() && !default.does_something());
+        assert_eq!(none.to_string(), "keep everything, keepCheckpoints 0s");
+    }
+
+    #[test]
     fn serde_round_trip() {
         let policy = Policy {
             keep_daily: Some(7),
@@ -1012,5 +1127,12 @@ mod tests {
             err.contains("keepWithin: \"30x\" is not a duration"),
             "{err}"
         );
+        let policy = Policy {
+            keep_checkpoints: Some(Duration::from_secs(36 * 3600)),
+            ..Policy::default()
+        };
+        let yaml = serde_yaml_ng::to_string(&policy).unwrap();
+        assert_eq!(yaml, "keepCheckpoints: 1d12h\n");
+        assert_eq!(serde_yaml_ng::from_str::<Policy>(&yaml).unwrap(), policy);
     }
 }
