@@ -9,6 +9,7 @@
 //! The steps are the job's (`crate::job`: take a snapshot, finish an export); what is the
 //! daemon's own is staging, the pending table, the schedule and its metrics.
 
+mod checkpoints;
 pub mod metrics;
 pub mod staging;
 
@@ -20,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use crate::job::{JobError, JobSettings, export_state, finish_export, open_backend, take};
+use crate::repo::Manifest;
 use crate::repo::lock::{Held, LockError, lease_writer};
 use crate::repo::prune::{self, PruneError, PruneOptions, Selection};
 use crate::repo::retention::Policy;
@@ -30,6 +32,7 @@ use crate::store::{
     Backend, LocalBackend, RemoteFile, SnapshotTime, Store, StoreError, cache_path,
 };
 
+use checkpoints::Checkpoints;
 pub use metrics::Metrics;
 use staging::StagingBackend;
 
@@ -108,6 +111,8 @@ struct Daemon {
     /// Snapshots may wait in staging that were taken without a lease (the destination was
     /// away, or an earlier run staged them): the next push checks what they refer to.
     unleased_staging: std::sync::atomic::AtomicBool,
+    /// A checkpoint waits in staging for a push (it needs no export, so it is not pending).
+    staged_checkpoint: std::sync::atomic::AtomicBool,
 }
 
 impl Daemon {
@@ -196,8 +201,8 @@ impl Daemon {
         Ok(full)
     }
 
-    /// Takes and stages one snapshot; `Ok(false)` when it failed and is tried again later.
-    async fn take_snapshot(&self) -> Result<bool, DaemonError> {
+    /// Takes and stages one snapshot; `Ok(None)` when it failed and is tried again later.
+    async fn take_snapshot(&self) -> Result<Option<Manifest>, DaemonError> {
         let started = std::time::Instant::now();
         match self.take_lease().await {
             Ok(()) => {}
@@ -212,7 +217,7 @@ impl Daemon {
                 m.snapshot_failures.inc();
                 m.failed("snapshot", "locked");
                 tracing::error!(error = %e, "snapshot not taken; trying again at the next push interval");
-                return Ok(false);
+                return Ok(None);
             }
         }
         let result = async {
@@ -259,15 +264,101 @@ impl Daemon {
                 for skipped in &manifest.skipped {
                     tracing::warn!(resource = %skipped.what(), reason = %skipped.reason, "skipped");
                 }
-                Ok(true)
+                m.recorded(manifest.time.datetime().timestamp().max(0) as u64);
+                Ok(Some(manifest))
             }
             Err(SnapshotError::OtherCluster(other)) => Err(other.into()),
             Err(e) => {
                 m.snapshot_failures.inc();
                 m.failed("snapshot", e.reason());
                 tracing::error!(error = %e, "snapshot failed; trying again at the next push interval");
-                Ok(false)
+                Ok(None)
             }
+        }
+    }
+
+    /// Starts the watches for the checkpoints after `snapshot`, when checkpoints are on.
+    /// `None` when they are off or the cluster cannot be reached: the next snapshot tries
+    /// again, and until then the snapshots alone record the cluster.
+    async fn start_checkpoints(&self, snapshot: Manifest) -> Option<Checkpoints> {
+        self.settings.checkpoint_interval?;
+        let observer = self.metrics.clone();
+        match Checkpoints::start(&self.settings.job, &self.store, snapshot, observer).await {
+            Ok(checkpoints) => {
+                let m = &self.metrics;
+                m.set(&m.watched_resources, checkpoints.watched() as u64);
+                Some(checkpoints)
+            }
+            Err(e) => {
+                let m = &self.metrics;
+                m.set(&m.watched_resources, 0);
+                m.checkpoint_failures.inc();
+                m.failed("checkpoint", "cluster_connect");
+                tracing::error!(error = %e, "cannot watch the cluster; no checkpoints until the next snapshot");
+                None
+            }
+        }
+    }
+
+    /// Writes and stages a checkpoint of what changed since the last point, if anything
+    /// did. A failure is counted and logged; its changes wait for the next checkpoint.
+    async fn write_checkpoint(&self, checkpoints: &mut Checkpoints) {
+        let started = std::time::Instant::now();
+        let tick = unix_now();
+        // Read before the changes are taken: with every watch running, what they hold then
+        // is everything that changed up to now.
+        let watching = checkpoints.all_watching();
+        let m = &self.metrics;
+        if !checkpoints.has_changes() {
+            if watching {
+                m.recorded(tick);
+            }
+            return;
+        }
+        match self.take_lease().await {
+            Ok(()) => {}
+            Err(e) if e.is_outage() => {
+                self.unleased_staging.store(true, Ordering::SeqCst);
+                tracing::warn!(error = %e, "cannot take a writer's lease at the destination; the push checks what the checkpoint refers to");
+            }
+            Err(e) => {
+                m.checkpoint_failures.inc();
+                m.failed("checkpoint", "locked");
+                tracing::error!(error = %e, "checkpoint not written; its changes wait for the next one");
+                return;
+            }
+        }
+        match checkpoints.write(&self.store, &self.settings.job).await {
+            Ok(Some(manifest)) => {
+                self.staged_checkpoint.store(true, Ordering::SeqCst);
+                m.checkpoints_taken.inc();
+                m.set(&m.last_checkpoint_timestamp, unix_now());
+                m.set(&m.last_checkpoint_objects, manifest.changes.len() as u64);
+                if watching {
+                    m.recorded(tick);
+                }
+                tracing::info!(
+                    checkpoint = %manifest.time,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    changes = manifest.changes.len(),
+                    objects = manifest.stats.objects,
+                    "checkpoint staged"
+                );
+            }
+            Ok(None) => {
+                if watching {
+                    m.recorded(tick);
+                }
+            }
+            Err(e) => {
+                m.checkpoint_failures.inc();
+                m.failed("checkpoint", e.reason());
+                tracing::error!(error = %e, "checkpoint failed; its changes wait for the next one");
+            }
+        }
+        if self.pending_count() == 0 && !self.staged_checkpoint.load(Ordering::SeqCst) {
+            // Nothing to push: a lease held on would keep prunes waiting.
+            self.release_lease().await;
         }
     }
 
@@ -525,6 +616,10 @@ pub async fn run(
     let pending = store.cache().table(PENDING_TREE)?;
     let metrics = Arc::new(Metrics::default());
     metrics.set(&metrics.interval, settings.interval.as_secs());
+    metrics.set(
+        &metrics.checkpoint_interval,
+        settings.checkpoint_interval.map_or(0, |d| d.as_secs()),
+    );
     let (bound, server) = metrics::serve(settings.listen, metrics.clone())
         .await
         .map_err(|source| DaemonError::Listen {
@@ -549,32 +644,57 @@ pub async fn run(
         endpoint,
         lease: std::sync::Mutex::new(None),
         unleased_staging: std::sync::atomic::AtomicBool::new(true),
+        staged_checkpoint: std::sync::atomic::AtomicBool::new(false),
     };
     daemon.find_unfinished().await?;
 
     let mut shutdown = std::pin::pin!(shutdown);
     let mut next_snapshot = Instant::now();
     let mut next_push = Instant::now();
+    // The watches after the last snapshot, and when their next checkpoint is due.
+    let mut checkpoints: Option<Checkpoints> = None;
+    let mut next_checkpoint = Instant::now();
     loop {
         let snapshot_due = Instant::now() >= next_snapshot;
-        let push_wanted =
-            daemon.pending_count() > 0 || daemon.metrics.staging_full.load(Ordering::Relaxed);
+        let checkpoint_every = daemon.settings.checkpoint_interval;
+        let checkpoint_due = checkpoints.is_some() && Instant::now() >= next_checkpoint;
+        let push_wanted = daemon.pending_count() > 0
+            || daemon.metrics.staging_full.load(Ordering::Relaxed)
+            || daemon.staged_checkpoint.load(Ordering::SeqCst);
         let push_due = push_wanted && Instant::now() >= next_push;
         let step = async {
             if snapshot_due && daemon.staging_is_full()? {
                 // Never make room by deleting a staged snapshot: wait for the pushes.
                 next_snapshot = Instant::now() + daemon.settings.push_interval;
             } else if snapshot_due {
-                if daemon.take_snapshot().await? {
+                if let Some(snapshot) = daemon.take_snapshot().await? {
                     next_snapshot += daemon.settings.interval;
                     if next_snapshot < Instant::now() {
                         next_snapshot = Instant::now() + daemon.settings.interval;
+                    }
+                    // The new snapshot holds everything the old watches saw; new watches
+                    // start from what it saw.
+                    checkpoints = None;
+                    checkpoints = daemon.start_checkpoints(snapshot).await;
+                    if let Some(every) = checkpoint_every {
+                        next_checkpoint = Instant::now() + every;
                     }
                 } else {
                     next_snapshot = Instant::now() + daemon.settings.push_interval;
                 }
                 // Push right away what the snapshot staged.
                 next_push = Instant::now();
+            } else if checkpoint_due {
+                if let Some(checkpoints) = checkpoints.as_mut() {
+                    daemon.write_checkpoint(checkpoints).await;
+                }
+                let every = checkpoint_every.unwrap_or(daemon.settings.interval);
+                next_checkpoint += every;
+                if next_checkpoint < Instant::now() {
+                    next_checkpoint = Instant::now() + every;
+                }
+                // What it staged goes at the next push, right away unless pushes wait for
+                // the destination.
             } else if push_due {
                 daemon.metrics.pushing.store(true, Ordering::Relaxed);
                 let started = std::time::Instant::now();
@@ -586,6 +706,7 @@ pub async fn run(
                 daemon.metrics.pushing.store(false, Ordering::Relaxed);
                 match pushed {
                     Ok(()) => {
+                        daemon.staged_checkpoint.store(false, Ordering::SeqCst);
                         let m = &daemon.metrics;
                         m.pushes.inc();
                         m.set(&m.last_push_timestamp, unix_now());
@@ -604,11 +725,14 @@ pub async fn run(
                     }
                 }
             } else {
-                let wake = if push_wanted {
+                let mut wake = if push_wanted {
                     next_snapshot.min(next_push)
                 } else {
                     next_snapshot
                 };
+                if checkpoints.is_some() {
+                    wake = wake.min(next_checkpoint);
+                }
                 tokio::time::sleep_until(wake).await;
             }
             Ok::<(), DaemonError>(())
