@@ -1,3 +1,276 @@
 //! Checkpoints between daily snapshots: the daemon's watches, what a checkpoint holds, and
 //! that every change the simulator's event log has reaches one, through broken and expired
 //! watches.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube_autosave::repo::Manifest;
+use kube_autosave::snapshot::{SnapshotOptions, take_snapshot};
+use kube_autosave::store::{LocalBackend, ObjectId, Store, StoreConfig};
+use kube_sim::EventKind;
+
+use crate::daemon::{Daemon, write_config};
+use crate::support::cluster::{Cluster, quick_retries};
+use crate::support::s3_server::S3Server;
+
+const BASE: &str = "team/prod/";
+
+/// An object of a point: its resource (`deployments.apps`), namespace and name.
+type Key = (String, Option<String>, String);
+
+fn objects_of(manifest: &Manifest) -> BTreeMap<Key, ObjectId> {
+    manifest
+        .objects
+        .iter()
+        .map(|o| {
+            let rt = manifest.resource_of(o);
+            (
+                (rt.qualified_name(), o.namespace.clone(), o.name.clone()),
+                o.id,
+            )
+        })
+        .collect()
+}
+
+fn changes_of(manifest: &Manifest) -> BTreeSet<Key> {
+    manifest
+        .changes
+        .iter()
+        .map(|c| {
+            let rt = &manifest.resources[c.resource as usize].resource;
+            (rt.qualified_name(), c.namespace.clone(), c.name.clone())
+        })
+        .collect()
+}
+
+fn key_of(key: &kube_sim::ObjectKey) -> Key {
+    let qualified = if key.group.is_empty() {
+        key.resource.clone()
+    } else {
+        format!("{}.{}", key.resource, key.group)
+    };
+    (qualified, key.namespace.clone(), key.name.clone())
+}
+
+/// The snapshots and checkpoints at the destination, oldest first.
+async fn points(s3: &S3Server) -> Vec<Manifest> {
+    let cache = tempfile::tempdir().unwrap();
+    let store = crate::support::reader_store(s3, BASE, cache.path()).await;
+    let mut out = Vec::new();
+    for point in Manifest::list_points(&store).await.unwrap() {
+        out.push(Manifest::load_point(&store, &point).await.unwrap());
+    }
+    out
+}
+
+/// The cluster as a fresh snapshot with the daemon's rules sees it now.
+async fn fresh_snapshot(cluster: &Cluster) -> BTreeMap<Key, ObjectId> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        Arc::new(LocalBackend::new(dir.path().join("destination")).unwrap()),
+        &dir.path().join("cache"),
+        StoreConfig::default(),
+    )
+    .await
+    .unwrap();
+    let options = SnapshotOptions {
+        cluster_name: "prod".to_string(),
+        retry: quick_retries(),
+        ..SnapshotOptions::default()
+    };
+    let manifest = take_snapshot(&cluster.api().await, &store, &options, Arc::new(|_| {}))
+        .await
+        .unwrap();
+    objects_of(&manifest)
+}
+
+/// A daemon with a daily interval, checkpoints every 2 s, pushes every second; returned
+/// once its first snapshot is pushed and every watch has listed its resource.
+fn started(dir: &std::path::Path, s3: &S3Server, cluster: &Cluster) -> Daemon {
+    let config = write_config(dir, s3, "  interval: 24h\n  pushInterval: 1s\n");
+    let daemon = Daemon::start(dir, &config, cluster, &["--checkpoint-interval", "2s"]);
+    daemon.wait_for(
+        "the snapshot and the watches",
+        Duration::from_secs(90),
+        |d| {
+            let watched = d.metric("watched_resources");
+            d.metric("snapshots_total") >= 1.0
+                && d.metric("snapshots_pending") == 0.0
+                && watched > 0.0
+                && d.metric("watch_relists_total") >= watched
+        },
+    );
+    daemon
+}
+
+/// What the event log changed after `rv`: objects written (added or modified) and objects
+/// deleted, each by its last event.
+fn changed_after(cluster: &Cluster, rv: u64) -> (BTreeSet<Key>, BTreeSet<Key>) {
+    let mut last: BTreeMap<Key, EventKind> = BTreeMap::new();
+    for event in cluster.sim.events().into_iter().filter(|e| e.rv > rv) {
+        last.insert(key_of(&event.key), event.kind);
+    }
+    let written = last
+        .iter()
+        .filter(|(_, kind)| **kind != EventKind::Deleted)
+        .map(|(key, _)| key.clone())
+        .collect();
+    let deleted = last
+        .iter()
+        .filter(|(_, kind)| **kind == EventKind::Deleted)
+        .map(|(key, _)| key.clone())
+        .collect();
+    (written, deleted)
+}
+
+/// Checks that the points chain: each checkpoint is the point before it with exactly its
+/// changes (and deletions), nothing else.
+fn assert_chained(points: &[Manifest]) {
+    for pair in points.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        if !after.checkpoint {
+            continue;
+        }
+        let (was, is) = (objects_of(before), objects_of(after));
+        let changes = changes_of(after);
+        for (key, id) in &is {
+            if was.get(key) != Some(id) {
+                assert!(
+                    changes.contains(key),
+                    "checkpoint {} changed {key:?} without naming it",
+                    after.time
+                );
+            }
+        }
+        for key in &changes {
+            assert!(
+                is.contains_key(key),
+                "{key:?} named but not in {}",
+                after.time
+            );
+        }
+    }
+}
+
+/// Waits until the checkpoints hold every change the event log has after `rv` (written
+/// objects the rules keep named as changes, deleted ones gone); returns the points.
+async fn wait_for_changes(
+    s3: &S3Server,
+    cluster: &Cluster,
+    rv: u64,
+    kept: &BTreeMap<Key, ObjectId>,
+    within: Duration,
+) -> Vec<Manifest> {
+    let (written, deleted) = changed_after(cluster, rv);
+    // Only what a snapshot keeps: the rules leave some objects out.
+    let wanted: BTreeSet<Key> = written
+        .into_iter()
+        .filter(|k| kept.contains_key(k))
+        .collect();
+    assert!(!wanted.is_empty());
+    let deadline = Instant::now() + within;
+    loop {
+        let all = points(s3).await;
+        let after_rv: Vec<&Manifest> = all.iter().filter(|m| m.checkpoint).collect();
+        let named: BTreeSet<Key> = after_rv.iter().flat_map(|m| changes_of(m)).collect();
+        let last = all.last().map(objects_of).unwrap_or_default();
+        let missing: Vec<&Key> = wanted.difference(&named).collect();
+        let still_there: Vec<&Key> = deleted.iter().filter(|k| last.contains_key(*k)).collect();
+        if missing.is_empty() && still_there.is_empty() {
+            return all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {within:?}: changes in no checkpoint: {missing:?}; deleted but kept: {still_there:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_is_in_a_checkpoint_within_the_interval_and_the_last_one_is_the_cluster() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start(400, 61).await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = started(dir.path(), &s3, &cluster);
+    let rv = cluster.sim.resource_version();
+    let changed_at = Instant::now();
+    let report = cluster.sim.churn(0.03, 7);
+    assert!(!report.modified.is_empty() && !report.deleted.is_empty());
+    let now = fresh_snapshot(&cluster).await;
+
+    // The interval, the push and a few seconds.
+    let all = wait_for_changes(&s3, &cluster, rv, &now, Duration::from_secs(12)).await;
+    assert!(changed_at.elapsed() < Duration::from_secs(13));
+    assert_chained(&all);
+    let last = all.last().unwrap();
+    assert!(last.checkpoint);
+    assert!(last.export.is_none());
+    assert_eq!(objects_of(last), now, "the last checkpoint is the cluster");
+    // Who changed the objects came with them (the simulator's objects have managedFields).
+    assert!(
+        all.iter()
+            .filter(|m| m.checkpoint)
+            .flat_map(|m| &m.changes)
+            .any(|c| c.manager.is_some())
+    );
+
+    assert!(daemon.metric("checkpoints_total") >= 1.0);
+    assert!(daemon.metric("watch_events_total") > 0.0);
+    assert!(daemon.metric("last_checkpoint_timestamp_seconds") > 0.0);
+    assert!(daemon.metric("checkpoint_interval_seconds") == 2.0);
+    daemon.wait_for("a fresh recovery point", Duration::from_secs(10), |d| {
+        (0.0..10.0).contains(&d.metric("recovery_point_age_seconds"))
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_and_expired_watches_leave_no_change_out_of_the_checkpoints() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start(400, 62).await;
+    cluster
+        .sim
+        .set_bookmark_interval(Duration::from_millis(500));
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = started(dir.path(), &s3, &cluster);
+    let relists = daemon.metric("watch_relists_total");
+    let rv = cluster.sim.resource_version();
+
+    for round in 0..3u64 {
+        cluster.sim.churn(0.02, 100 + round);
+        // The connections drop; what changes before the watches are back is found by
+        // their lists.
+        cluster.sim.faults().break_watches();
+        cluster.sim.churn(0.02, 200 + round);
+        // Every resource version handed out so far is too old now.
+        cluster.sim.compact();
+        cluster.sim.churn(0.01, 300 + round);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let now = fresh_snapshot(&cluster).await;
+    let all = wait_for_changes(&s3, &cluster, rv, &now, Duration::from_secs(30)).await;
+    assert_chained(&all);
+    // Quiet now: the last point is the cluster, whatever checkpoint it took.
+    daemon.wait_for("the last checkpoint", Duration::from_secs(20), |_| true);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = points(&s3).await;
+        if objects_of(all.last().unwrap()) == now {
+            assert_chained(&all);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the last point is not the cluster"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    assert!(
+        daemon.metric("watch_relists_total") > relists,
+        "no relist after the breaks"
+    );
+    assert!(daemon.metric("watch_restarts_total{reason=\"broken\"}") >= 1.0);
+}
