@@ -274,3 +274,60 @@ async fn broken_and_expired_watches_leave_no_change_out_of_the_checkpoints() {
     );
     assert!(daemon.metric("watch_restarts_total{reason=\"broken\"}") >= 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_the_snapshot_lists_reach_the_checkpoints() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start(600, 63).await;
+    // A slow API server: the snapshot lists for a few seconds while objects change.
+    cluster.sim.faults().latency(Duration::from_millis(30));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &s3, "  interval: 24h\n  pushInterval: 1s\n");
+    let daemon = Daemon::start(
+        dir.path(),
+        &config,
+        &cluster,
+        &["--checkpoint-interval", "2s"],
+    );
+    let mut round = 0u64;
+    while daemon.metric("snapshots_total") < 1.0 {
+        assert!(round < 600, "no snapshot");
+        cluster.sim.churn(0.002, 400 + round);
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        round > 3,
+        "the snapshot was too quick to change anything while it listed"
+    );
+    // And while the watches start.
+    for extra in 0..5 {
+        cluster.sim.churn(0.002, 10_000 + extra);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.sim.faults().latency(Duration::ZERO);
+    let now = fresh_snapshot(&cluster).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = points(&s3).await;
+        if all.last().is_some_and(|last| objects_of(last) == now) {
+            assert!(all.iter().any(|m| m.checkpoint), "no checkpoint");
+            assert_chained(&all);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the last point is not the cluster: {:?}",
+            all.last().map(|last| {
+                let last = objects_of(last);
+                now.iter()
+                    .filter(|(k, id)| last.get(*k) != Some(*id))
+                    .map(|(k, _)| k.clone())
+                    .chain(last.keys().filter(|k| !now.contains_key(*k)).cloned())
+                    .take(10)
+                    .collect::<Vec<_>>()
+            })
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
