@@ -1,5 +1,6 @@
-//! `kube-autosave list`, `show`, `diff` and `verify`: read-only looks at a destination, as
-//! text for people or as one JSON document for scripts (`--output json`, the same data).
+//! `kube-autosave list`, `show`, `diff`, `history` and `verify`: read-only looks at a
+//! destination, as text for people or as one JSON document for scripts (`--output json`, the
+//! same data).
 
 use clap::{Args, ValueEnum};
 use indicatif::HumanBytes;
@@ -7,6 +8,7 @@ use serde::Serialize;
 
 use super::{ExitCode, GlobalArgs};
 use crate::inspect::diff::{Op, SnapshotDiff};
+use crate::inspect::history::{ObjectHistory, Wanted};
 use crate::inspect::show::{ObjectFilter, Objects, Overview, objects, overview, read_objects};
 use crate::inspect::{self, InspectError, SnapshotRef};
 use crate::job::open_backend;
@@ -27,6 +29,9 @@ pub enum OutputFormat {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// List the checkpoints too (the states recorded between snapshots), marked as such.
+    #[arg(long)]
+    pub checkpoints: bool,
     /// text for people, json for scripts.
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -34,7 +39,8 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// The snapshot: its time (yy-mm-dd_HH-MM-SS) or `latest`.
+    /// The snapshot or checkpoint: its name (yy-mm-dd_HH-MM-SS), `latest`, or a time in RFC
+    /// 3339 (the newest one at or before it).
     pub snapshot: String,
     /// Print the objects of this namespace.
     #[arg(long, short = 'n')]
@@ -53,10 +59,11 @@ pub struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
-    /// The earlier snapshot: its time or `latest`.
+    /// The earlier snapshot or checkpoint: its name (yy-mm-dd_HH-MM-SS), `latest`, or a time
+    /// in RFC 3339 (the newest one at or before it).
     #[arg(value_name = "FROM")]
     pub older: String,
-    /// The later snapshot: its time or `latest`.
+    /// The later one, named the same ways.
     #[arg(value_name = "TO")]
     pub newer: String,
     /// text for people, json for scripts.
@@ -65,11 +72,24 @@ pub struct DiffArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The object's resource, as `kubectl get` takes it: deployment, deployments, deploy,
+    /// deployments.apps.
+    pub resource: String,
+    /// `<namespace>/<name>`, or `<name>` for a cluster-scoped object.
+    #[arg(value_name = "[NAMESPACE/]NAME")]
+    pub object: String,
+    /// text for people, json for scripts.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The snapshot to verify: its time or `latest` [default: latest].
+    /// The snapshot or checkpoint to verify: its name or `latest` [default: latest].
     #[arg(conflicts_with = "all")]
     pub snapshot: Option<String>,
-    /// Verify every snapshot at the destination.
+    /// Verify every snapshot and checkpoint at the destination.
     #[arg(long)]
     pub all: bool,
     /// text for people, json for scripts (`ok` says whether all is well; the exit code is
@@ -84,9 +104,16 @@ fn fail(e: impl std::fmt::Display, code: ExitCode) -> ExitCode {
     code
 }
 
-fn code_of(e: &InspectError) -> ExitCode {
+/// Bad input (a name that names nothing) is exit code 2; anything else failed.
+pub(crate) fn code_of(e: &InspectError) -> ExitCode {
     match e {
-        InspectError::BadSnapshotName(_) | InspectError::NoSuchSnapshot { .. } => ExitCode::Usage,
+        InspectError::BadSnapshotName(_)
+        | InspectError::NoSuchSnapshot { .. }
+        | InspectError::NoSuchPoint { .. }
+        | InspectError::NothingAtOrBefore { .. }
+        | InspectError::UnknownObject { .. }
+        | InspectError::AmbiguousResource { .. }
+        | InspectError::CheckpointLayout(_) => ExitCode::Usage,
         _ => ExitCode::Failed,
     }
 }
@@ -133,7 +160,7 @@ pub async fn list(global: &GlobalArgs, args: &ListArgs) -> ExitCode {
     finish(
         async {
             let store = open_store(global).await?;
-            let summaries = inspect::list::list(&store)
+            let summaries = inspect::list::list(&store, args.checkpoints)
                 .await
                 .map_err(|e| fail(e, ExitCode::Failed))?;
             if args.output == OutputFormat::Json {
@@ -152,6 +179,14 @@ pub async fn list(global: &GlobalArgs, args: &ListArgs) -> ExitCode {
                 let time = s.snapshot.time.to_string();
                 match &s.error {
                     Some(error) => println!("{time:<17}  unreadable: {error}"),
+                    None if s.point == "checkpoint" => println!(
+                        "{time:<17}  {:>9}  {:>8}  {:>11}  {:>10}  checkpoint, {} changed",
+                        s.objects,
+                        s.resources_skipped,
+                        s.new_objects,
+                        HumanBytes(s.bytes_uploaded).to_string(),
+                        s.changes
+                    ),
                     None => println!(
                         "{time:<17}  {:>9}  {:>8}  {:>11}  {:>10}  {}",
                         s.objects,
@@ -160,6 +195,17 @@ pub async fn list(global: &GlobalArgs, args: &ListArgs) -> ExitCode {
                         HumanBytes(s.bytes_uploaded).to_string(),
                         s.layout
                     ),
+                }
+            }
+            if !args.checkpoints {
+                let checkpoints = Manifest::list_checkpoints(&store)
+                    .await
+                    .map_err(|e| fail(e, ExitCode::Failed))?;
+                if !checkpoints.is_empty() {
+                    println!(
+                        "and {} checkpoint(s) between them (`list --checkpoints` shows them)",
+                        checkpoints.len()
+                    );
                 }
             }
             Ok(ExitCode::Ok)
@@ -213,7 +259,8 @@ pub async fn show(global: &GlobalArgs, args: &ShowArgs) -> ExitCode {
 
 fn print_overview(overview: &Overview) {
     println!(
-        "snapshot {} of {}: {} objects, plain layout {}",
+        "{} {} of {}: {} objects, plain layout {}",
+        overview.point,
         overview.snapshot.time,
         overview.cluster,
         overview.objects,
@@ -221,6 +268,7 @@ fn print_overview(overview: &Overview) {
             LayoutState::Complete => "complete",
             LayoutState::Incomplete => "not complete",
             LayoutState::Dropped => "dropped by the retention policy (restorable from the store)",
+            LayoutState::None => "none (a checkpoint is restored from the store)",
         }
     );
     println!("\nresources:");
@@ -277,8 +325,10 @@ fn short(value: &serde_json::Value) -> String {
 
 fn print_diff(diff: &SnapshotDiff) {
     println!(
-        "{} -> {}: {} added, {} removed, {} changed",
+        "{} {} -> {} {}: {} added, {} removed, {} changed",
+        diff.from_point,
         diff.from,
+        diff.to_point,
         diff.to,
         diff.added.len(),
         diff.removed.len(),
@@ -309,13 +359,17 @@ fn print_diff(diff: &SnapshotDiff) {
             paths.join(", ")
         );
         for op in &c.ops {
-            match op {
-                Op::Add { path, value } => println!("    add {path}: {}", short(value)),
-                Op::Remove { path, from } => println!("    remove {path}: {}", short(from)),
-                Op::Replace { path, from, value } => {
-                    println!("    replace {path}: {} -> {}", short(from), short(value))
-                }
-            }
+            print_op(op);
+        }
+    }
+}
+
+fn print_op(op: &Op) {
+    match op {
+        Op::Add { path, value } => println!("    add {path}: {}", short(value)),
+        Op::Remove { path, from } => println!("    remove {path}: {}", short(from)),
+        Op::Replace { path, from, value } => {
+            println!("    replace {path}: {} -> {}", short(from), short(value))
         }
     }
 }
@@ -359,20 +413,20 @@ pub async fn verify(global: &GlobalArgs, args: &VerifyArgs) -> ExitCode {
             };
             let keyring = keyring(global)?;
             let store = open_store(global).await?;
-            let times = if args.all {
-                Manifest::list(&store)
+            let points = if args.all {
+                Manifest::list_points(&store)
                     .await
                     .map_err(|e| fail(e, ExitCode::Failed))?
             } else {
-                let time = inspect::resolve(&store, which.unwrap_or(SnapshotRef::Latest))
+                let point = inspect::resolve_point(&store, which.unwrap_or(SnapshotRef::Latest))
                     .await
                     .map_err(|e| {
                         let code = code_of(&e);
                         fail(e, code)
                     })?;
-                vec![time]
+                vec![point]
             };
-            let report = inspect::verify::verify(&store, &times, &keyring)
+            let report = inspect::verify::verify_points(&store, &points, &keyring)
                 .await
                 .map_err(|e| fail(e, ExitCode::Failed))?;
             if args.output == OutputFormat::Json {
@@ -387,8 +441,12 @@ pub async fn verify(global: &GlobalArgs, args: &VerifyArgs) -> ExitCode {
                 for sealed in &report.sealed {
                     println!("encrypted: {sealed}");
                 }
+                let checkpoints = match report.checkpoints.len() {
+                    0 => String::new(),
+                    n => format!(" and {n} checkpoint(s)"),
+                };
                 println!(
-                    "verified {} snapshot(s): {} objects in {} packs, {} plain-layout files: {}",
+                    "verified {} snapshot(s){checkpoints}: {} objects in {} packs, {} plain-layout files: {}",
                     report.snapshots.len(),
                     report.objects_checked,
                     report.packs_checked,
@@ -408,4 +466,73 @@ pub async fn verify(global: &GlobalArgs, args: &VerifyArgs) -> ExitCode {
         }
         .await,
     )
+}
+
+pub async fn history(global: &GlobalArgs, args: &HistoryArgs) -> ExitCode {
+    finish(
+        async {
+            let wanted = Wanted::new(&args.resource, &args.object);
+            if wanted.name.is_empty() || wanted.namespace.as_deref() == Some("") {
+                return Err(fail(
+                    format!(
+                        "{:?} is not an object; write <namespace>/<name>, or <name> for a \
+                         cluster-scoped one",
+                        args.object
+                    ),
+                    ExitCode::Usage,
+                ));
+            }
+            let keyring = keyring(global)?;
+            let store = open_store(global).await?;
+            let history = inspect::history::history(&store, &wanted, &keyring)
+                .await
+                .map_err(|e| {
+                    let code = code_of(&e);
+                    fail(e, code)
+                })?;
+            match args.output {
+                OutputFormat::Json => print_json(&history)?,
+                OutputFormat::Text => print_history(&history),
+            }
+            Ok(ExitCode::Ok)
+        }
+        .await,
+    )
+}
+
+fn print_history(history: &ObjectHistory) {
+    let name = ObjectName::new(history.namespace.as_deref(), &history.name);
+    println!(
+        "{} {name}: {} version(s) in {} snapshot(s) and checkpoint(s)",
+        history.resource,
+        history.versions.len(),
+        history.points
+    );
+    for (i, v) in history.versions.iter().enumerate() {
+        let what = match (i, v.recreated) {
+            (0, _) => "first seen",
+            (_, true) => "created again",
+            _ => "changed",
+        };
+        println!(
+            "{:<17}  {:<10}  {what}, by {}  ({})",
+            v.seen.stamp.time.to_string(),
+            v.seen.point,
+            v.manager.as_deref().unwrap_or("unknown"),
+            v.id
+        );
+        if v.encrypted {
+            println!("    encrypted (pass --identity to see what changed)");
+        }
+        for op in &v.ops {
+            print_op(op);
+        }
+        if let Some(deleted) = &v.deleted_at {
+            println!(
+                "{:<17}  {:<10}  deleted",
+                deleted.stamp.time.to_string(),
+                deleted.point
+            );
+        }
+    }
 }

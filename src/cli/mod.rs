@@ -101,7 +101,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "KUBE_AUTOSAVE_RECIPIENTS_FILE")]
     pub recipients_file: Option<PathBuf>,
     /// An age identity file (AGE-SECRET-KEY-1...) to read encrypted Secrets with (restore,
-    /// show, diff, verify); repeat for several.
+    /// show, diff, history, verify); repeat for several.
     #[arg(
         long = "identity",
         global = true,
@@ -156,12 +156,16 @@ pub enum Command {
     /// (before and after some changes) into a local folder, and show where to look.
     #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
-    /// The snapshots at the destination, newest first.
+    /// The snapshots at the destination, newest first (with --checkpoints, the checkpoints
+    /// between them too).
     List(inspect::ListArgs),
-    /// One snapshot's resources and namespaces with counts, or its objects.
+    /// One snapshot's (or checkpoint's) resources and namespaces with counts, or its objects.
     Show(inspect::ShowArgs),
-    /// Objects added, removed and changed between two snapshots.
+    /// Objects added, removed and changed between two snapshots or checkpoints.
     Diff(inspect::DiffArgs),
+    /// Every version of one object across the snapshots and checkpoints: when each was first
+    /// seen, which field manager made it, what changed, and when it was deleted.
+    History(inspect::HistoryArgs),
     /// Check that what the manifests reference is stored intact; exit 1 on any problem.
     Verify(inspect::VerifyArgs),
     /// Restore a snapshot into the cluster of the current kubeconfig context.
@@ -411,6 +415,7 @@ pub async fn main() -> i32 {
         Command::List(args) => inspect::list(&cli.global, args).await,
         Command::Show(args) => inspect::show(&cli.global, args).await,
         Command::Diff(args) => inspect::diff(&cli.global, args).await,
+        Command::History(args) => inspect::history(&cli.global, args).await,
         Command::Verify(args) => inspect::verify(&cli.global, args).await,
         Command::Restore(args) => restore::restore(&cli.global, args).await,
         Command::Forget(args) => prune::forget(&cli.global, args).await,

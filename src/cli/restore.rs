@@ -1,5 +1,6 @@
-//! `kube-autosave restore`: a snapshot into the cluster of the current kubeconfig context.
-//! It says which cluster it writes to before it writes, and prints the plan with `--dry-run`.
+//! `kube-autosave restore`: a snapshot (or a checkpoint, or the state at a time) into the
+//! cluster of the current kubeconfig context. It says which point it restores and which
+//! cluster it writes to before it writes, and prints the plan with `--dry-run`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,11 +8,12 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use kube::config::Kubeconfig;
 
-use super::inspect::open_store;
+use super::inspect::{code_of, open_store};
 use super::{ExitCode, GlobalArgs};
 use crate::inspect::{self, SnapshotRef};
 use crate::kube::{Api, ClusterOptions, RetryPolicy, connect};
-use crate::repo::Manifest;
+use crate::repo::point::parse_instant;
+use crate::repo::{Manifest, Point};
 use crate::restore::{
     Existing, Filters, Loaded, OnDamage, OutsideOwners, Plan, Progress, RestoreError,
     RestoreOptions, Selector, Step, execute, outside_owners, source,
@@ -27,8 +29,14 @@ pub enum ExistingArg {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The snapshot: its time (yy-mm-dd_HH-MM-SS) or `latest`.
+    /// The snapshot or checkpoint: its name (yy-mm-dd_HH-MM-SS) or `latest`.
+    #[arg(conflicts_with = "at")]
     pub snapshot: Option<String>,
+    /// Restore the state at this time: the newest checkpoint or snapshot at or before it.
+    /// RFC 3339 (2026-12-03T10:15:00Z, or with an offset) or a snapshot's name format
+    /// (26-12-03_10-15-00, UTC).
+    #[arg(long, value_name = "TIME", conflicts_with = "from_layout")]
+    pub at: Option<String>,
     /// Read the plain layout instead of the store: the snapshot's `backup/<ts>/` folder at the
     /// destination, or, given a folder, that folder (`[<namespace>/]<resource>.json` files,
     /// e.g. written by an older dump script).
@@ -92,6 +100,10 @@ fn source_of(args: &RestoreArgs) -> Result<Source, ExitCode> {
     let parse = |s: &str| -> Result<SnapshotRef, ExitCode> {
         s.parse().map_err(|e| fail(e, ExitCode::Usage))
     };
+    if let Some(at) = &args.at {
+        let time = parse_instant(at).map_err(|e| fail(e, ExitCode::Usage))?;
+        return Ok(Source::Manifest(SnapshotRef::AtOrBefore(time)));
+    }
     match (&args.from_layout, &args.snapshot) {
         (None, Some(s)) => Ok(Source::Manifest(parse(s)?)),
         (Some(None), Some(s)) => Ok(Source::Layout(parse(s)?)),
@@ -105,7 +117,8 @@ fn source_of(args: &RestoreArgs) -> Result<Source, ExitCode> {
             ExitCode::Usage,
         )),
         (_, None) => Err(fail(
-            "name the snapshot to restore (its time, or `latest`), or a folder with --from-layout <dir>",
+            "name the snapshot to restore (its time, or `latest`), a time with --at, or a folder \
+             with --from-layout <dir>",
             ExitCode::Usage,
         )),
     }
@@ -123,10 +136,7 @@ async fn load_items(
         .and_then(|common| common.keyring())
         .map_err(|e| fail(e, ExitCode::Usage))?;
     let inspect_failed = |e: inspect::InspectError| {
-        let code = match e {
-            inspect::InspectError::NoSuchSnapshot { .. } => ExitCode::Usage,
-            _ => ExitCode::Failed,
-        };
+        let code = code_of(&e);
         fail(e, code)
     };
     match source {
@@ -139,9 +149,17 @@ async fn load_items(
         }
         Source::Layout(which) => {
             let store = open_store(global).await?;
-            let time = inspect::resolve(&store, *which)
+            let time = match inspect::resolve_point(&store, *which)
                 .await
-                .map_err(inspect_failed)?;
+                .map_err(inspect_failed)?
+            {
+                Point::Snapshot(time) => time,
+                Point::Checkpoint(time) => {
+                    return Err(inspect_failed(inspect::InspectError::CheckpointLayout(
+                        time,
+                    )));
+                }
+            };
             let items = source::from_backend_layout(store.backend(), &time, on_damage, &keyring)
                 .await
                 .map_err(failed)?;
@@ -149,10 +167,18 @@ async fn load_items(
         }
         Source::Manifest(which) => {
             let store = open_store(global).await?;
-            let time = inspect::resolve(&store, *which)
+            let point = inspect::resolve_point(&store, *which)
                 .await
                 .map_err(inspect_failed)?;
-            let manifest = Manifest::load(&store, &time)
+            if let SnapshotRef::AtOrBefore(at) = which {
+                // Said first: the point chosen is what the restore will be of.
+                println!(
+                    "point: {} {point}, the newest at or before {}",
+                    point.kind(),
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                );
+            }
+            let manifest = Manifest::load_point(&store, &point)
                 .await
                 .map_err(|e| fail(e, ExitCode::Failed))?;
             let items = source::from_manifest(
@@ -164,7 +190,7 @@ async fn load_items(
             )
             .await
             .map_err(failed)?;
-            Ok((format!("snapshot {time}"), items))
+            Ok((format!("{} {point}", point.kind()), items))
         }
     }
 }

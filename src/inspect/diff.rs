@@ -1,4 +1,4 @@
-//! `diff`: what changed between two snapshots — objects added, removed and changed, and for
+//! `diff`: what changed between two snapshots or checkpoints — objects added, removed and changed, and for
 //! a changed object the JSON operations (RFC 6902-like, with the old value as `from`) that
 //! turn its sanitized form in the first snapshot into the one in the second.
 //!
@@ -12,8 +12,8 @@ use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::InspectError;
 use super::redact::Redactor;
+use super::{InspectError, PointStamp};
 use crate::repo::Manifest;
 use crate::seal::{Keyring, SealError};
 use crate::store::{ObjectId, SnapshotTime, Store};
@@ -79,6 +79,9 @@ pub struct Changed {
 pub struct SnapshotDiff {
     pub from: SnapshotTime,
     pub to: SnapshotTime,
+    /// `snapshot` or `checkpoint`, for `from` and `to`.
+    pub from_point: &'static str,
+    pub to_point: &'static str,
     pub added: Vec<ObjectRef>,
     pub removed: Vec<ObjectRef>,
     pub changed: Vec<Changed>,
@@ -209,9 +212,12 @@ pub async fn diff(
             encrypted: false,
         });
     }
+    let (from, to) = (PointStamp::from(a.point()), PointStamp::from(b.point()));
     Ok(SnapshotDiff {
         from: a.time,
         to: b.time,
+        from_point: from.point,
+        to_point: to.point,
         added,
         removed,
         changed,

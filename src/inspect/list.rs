@@ -1,11 +1,12 @@
-//! `list`: the snapshots at a destination, newest first, with their figures.
+//! `list`: the snapshots at a destination, newest first, with their figures; with
+//! checkpoints, those too, among them.
 
 use serde::Serialize;
 
 use super::{InspectError, SnapshotStamp};
-use crate::repo::Manifest;
 use crate::repo::manifest::ManifestHead;
 use crate::repo::prune::{LayoutState, Snapshots};
+use crate::repo::{Manifest, Point};
 use crate::store::Store;
 
 /// One line of `kube-autosave list`, one element of its JSON array.
@@ -13,6 +14,8 @@ use crate::store::Store;
 pub struct SnapshotSummary {
     #[serde(flatten)]
     pub snapshot: SnapshotStamp,
+    /// `snapshot`, or `checkpoint` (never exported: its layout is `none`).
+    pub point: &'static str,
     pub objects: u64,
     /// Resources (or whole API groups) the snapshot could not read.
     pub resources_skipped: usize,
@@ -25,6 +28,9 @@ pub struct SnapshotSummary {
     /// Where its plain layout stands: complete, incomplete, or dropped by the retention
     /// policy (the snapshot stays restorable from the store).
     pub layout: LayoutState,
+    /// How many objects the point names as new or changed since the point before (none
+    /// named by a first snapshot).
+    pub changes: u64,
     /// Why the manifest could not be read, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -35,43 +41,65 @@ impl SnapshotSummary {
         let export_bytes = manifest.export.as_ref().map_or(0, |e| e.bytes_uploaded);
         Self {
             snapshot: manifest.time.into(),
+            point: manifest.point().kind(),
             objects: manifest.stats.objects,
             resources_skipped: manifest.skipped.len(),
             new_objects: manifest.stats.store.new_objects,
             bytes_uploaded: manifest.stats.store.uploaded_bytes + export_bytes,
-            complete: manifest.export.is_some(),
-            layout: if manifest.export.is_some() {
+            // A checkpoint is complete once its manifest is: it has no plain layout to wait for.
+            complete: manifest.export.is_some() || manifest.checkpoint,
+            layout: if manifest.checkpoint {
+                LayoutState::None
+            } else if manifest.export.is_some() {
                 LayoutState::Complete
             } else {
                 LayoutState::Incomplete
             },
+            changes: manifest.changes,
             error: None,
         }
     }
 }
 
-/// Every snapshot at the store, newest first. A manifest that cannot be read is listed with
-/// the reason, not skipped.
-pub async fn list(store: &Store) -> Result<Vec<SnapshotSummary>, InspectError> {
+/// Every snapshot at the store, and with `checkpoints` every checkpoint too, newest first
+/// (a snapshot before a checkpoint of the same second). A manifest that cannot be read is
+/// listed with the reason, not skipped.
+pub async fn list(store: &Store, checkpoints: bool) -> Result<Vec<SnapshotSummary>, InspectError> {
     let snapshots = Snapshots::read(store.backend()).await?;
-    let mut times = snapshots.times.clone();
-    times.reverse();
-    let mut out = Vec::with_capacity(times.len());
-    for time in times {
-        match Manifest::head(store, &time).await {
+    let mut points: Vec<Point> = if checkpoints {
+        snapshots.points()
+    } else {
+        snapshots
+            .times
+            .iter()
+            .copied()
+            .map(Point::Snapshot)
+            .collect()
+    };
+    points.reverse();
+    let mut out = Vec::with_capacity(points.len());
+    for point in points {
+        let time = point.time();
+        let layout = match point {
+            Point::Snapshot(time) => snapshots.layout(&time),
+            Point::Checkpoint(_) => LayoutState::None,
+        };
+        match Manifest::head_point(store, &point).await {
             Ok(manifest) => out.push(SnapshotSummary {
-                layout: snapshots.layout(&time),
+                layout,
                 ..SnapshotSummary::of(&manifest)
             }),
             Err(e) if e.is_outage() => return Err(e.into()),
             Err(e) => out.push(SnapshotSummary {
                 snapshot: time.into(),
+                point: point.kind(),
                 objects: 0,
                 resources_skipped: 0,
                 new_objects: 0,
                 bytes_uploaded: 0,
                 complete: false,
-                layout: snapshots.layout(&time),
+                layout,
+                changes: 0,
                 error: Some(e.to_string()),
             }),
         }

@@ -33,9 +33,11 @@ pub struct ResourceCount {
 pub struct Overview {
     #[serde(flatten)]
     pub snapshot: SnapshotStamp,
+    /// `snapshot` or `checkpoint`.
+    pub point: &'static str,
     pub cluster: String,
     pub objects: u64,
-    /// The plain layout was completed.
+    /// The plain layout was completed (a checkpoint's manifest is complete as it is).
     pub complete: bool,
     /// Where its plain layout stands: complete, incomplete, or dropped by the retention
     /// policy (the snapshot stays restorable from the store).
@@ -76,10 +78,12 @@ pub fn overview(manifest: &Manifest, dropped: bool) -> Overview {
         .collect();
     Overview {
         snapshot: manifest.time.into(),
+        point: manifest.point().kind(),
         cluster: manifest.cluster.clone(),
         objects: manifest.stats.objects,
-        complete: manifest.is_exported(),
+        complete: manifest.is_exported() || manifest.checkpoint,
         layout: match (dropped, manifest.is_exported()) {
+            _ if manifest.checkpoint => LayoutState::None,
             (true, _) => LayoutState::Dropped,
             (false, true) => LayoutState::Complete,
             (false, false) => LayoutState::Incomplete,

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{InspectError, SnapshotStamp};
 use crate::export::{PlannedFile, is_rendering_of, plan};
-use crate::repo::Manifest;
+use crate::repo::{Manifest, Point};
 use crate::seal::{Keyring, SealError};
 use crate::store::{BackendExt, ObjectId, PackId, RemoteFile, SnapshotTime, Store, StoreError};
 
@@ -27,6 +27,9 @@ pub struct Problem {
 pub struct VerifyReport {
     #[serde(serialize_with = "stamps")]
     pub snapshots: Vec<SnapshotTime>,
+    /// The checkpoints verified (their manifests and objects; they have no plain layout).
+    #[serde(serialize_with = "stamps", skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<SnapshotTime>,
     pub objects_checked: u64,
     pub packs_checked: u64,
     pub files_checked: u64,
@@ -117,10 +120,24 @@ pub async fn verify(
     times: &[SnapshotTime],
     keyring: &Keyring,
 ) -> Result<VerifyReport, InspectError> {
-    let mut report = VerifyReport {
-        snapshots: times.to_vec(),
-        ..VerifyReport::default()
-    };
+    let points: Vec<Point> = times.iter().copied().map(Point::Snapshot).collect();
+    verify_points(store, &points, keyring).await
+}
+
+/// [`verify`] of snapshots and checkpoints: a checkpoint's manifest and objects are checked
+/// as a snapshot's are; it has no plain layout to check.
+pub async fn verify_points(
+    store: &Store,
+    points: &[Point],
+    keyring: &Keyring,
+) -> Result<VerifyReport, InspectError> {
+    let mut report = VerifyReport::default();
+    for point in points {
+        match point {
+            Point::Snapshot(time) => report.snapshots.push(*time),
+            Point::Checkpoint(time) => report.checkpoints.push(*time),
+        }
+    }
     let mut ids = BTreeSet::new();
     let mut files: Vec<PlannedFile> = Vec::new();
     let mut sealed: Vec<(SnapshotTime, Vec<ObjectId>)> = Vec::new();
@@ -128,9 +145,10 @@ pub async fn verify(
         .await?
         .into_iter()
         .collect();
-    for time in times {
-        let key = RemoteFile::Snapshot(time).key();
-        let manifest = match Manifest::load_from_destination(store, time).await {
+    for point in points {
+        let time = &point.time();
+        let key = point.root_key();
+        let manifest = match Manifest::load_point_from_destination(store, point).await {
             Ok(manifest) => manifest,
             Err(e) if e.is_outage() => return Err(e.into()),
             Err(StoreError::Corrupt {
@@ -141,8 +159,9 @@ pub async fn verify(
                 report.problems.push(Problem {
                     key: RemoteFile::Pack(&pack).key(),
                     message: format!(
-                        "snapshot {time} cannot be read: its manifest's page or listing {object:#} in pack \
-                         {pack:#} is damaged: {reason}"
+                        "{} {time} cannot be read: its manifest's page or listing {object:#} in pack \
+                         {pack:#} is damaged: {reason}",
+                        point.kind()
                     ),
                 });
                 continue;
@@ -170,6 +189,8 @@ pub async fn verify(
             sealed.push((*time, sealed_ids));
         }
         match manifest.export {
+            // A checkpoint has no plain layout.
+            _ if point.is_checkpoint() => {}
             // The retention policy dropped it: the store alone holds the snapshot.
             Some(_) if dropped.contains(time) => {}
             Some(_) => files.extend(plan(&manifest)),

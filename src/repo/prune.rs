@@ -157,6 +157,8 @@ pub enum LayoutState {
     Incomplete,
     /// Dropped by the retention policy; the snapshot is restorable from the store.
     Dropped,
+    /// A checkpoint's: it never has one (it is restored from the store).
+    None,
 }
 
 impl std::fmt::Display for LayoutState {
@@ -165,6 +167,7 @@ impl std::fmt::Display for LayoutState {
             LayoutState::Complete => "yes",
             LayoutState::Incomplete => "incomplete",
             LayoutState::Dropped => "dropped",
+            LayoutState::None => "none",
         })
     }
 }

@@ -363,6 +363,62 @@ impl Manifest {
     }
 }
 
+/// Finds one object in many points, reading of each point its root, the pages of its
+/// listings and the parts of the object's listing; pages and parts shared by points are read
+/// once. What `history` walks every point with, without loading whole manifests.
+#[derive(Debug, Default)]
+pub struct ObjectLookup(stored::Lookup);
+
+/// One object as a point holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundObject {
+    pub resource: ResourceType,
+    pub id: ObjectId,
+    /// The point's change of the object, when the point names it as new or changed.
+    pub change: Option<Change>,
+}
+
+/// What a point says of the object looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookedUp {
+    /// The resources the point read (a resource it skipped is not among them: its objects
+    /// are unknown there, not gone).
+    pub resources: Vec<ResourceType>,
+    /// The object in each resource `wanted` accepted that holds it.
+    pub found: Vec<FoundObject>,
+}
+
+impl ObjectLookup {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The object `namespace/name` (the namespace is ignored for cluster-scoped resources)
+    /// in every resource of `point` that `wanted` accepts.
+    pub async fn find(
+        &mut self,
+        store: &Store,
+        point: &Point,
+        wanted: &dyn Fn(&ResourceType) -> bool,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> StoreResult<LookedUp> {
+        let (resources, found) = self.0.find(store, point, wanted, namespace, name).await?;
+        let found = found
+            .into_iter()
+            .map(|(index, id, change)| FoundObject {
+                resource: resources[index as usize].resource.clone(),
+                id,
+                change,
+            })
+            .collect();
+        Ok(LookedUp {
+            resources: resources.into_iter().map(|r| r.resource).collect(),
+            found,
+        })
+    }
+}
+
 /// Every id the snapshots and checkpoints `points` refer to: their pages and listings, the
 /// objects in them, their sealed plain-layout files and their changes. A page or listing
 /// shared by several points is read once. What a prune must keep.

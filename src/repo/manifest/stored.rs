@@ -468,6 +468,140 @@ pub(super) async fn read_listings(
     Ok(())
 }
 
+/// What looking up one object in many points reads once: pages and listing parts by id
+/// (unchanged ones are shared by the points, so most points cost their root alone).
+#[derive(Debug, Default)]
+pub(super) struct Lookup {
+    pages: HashMap<ObjectId, Vec<ListingRef>>,
+    parts: HashMap<ObjectId, Vec<(String, ObjectId, u32)>>,
+}
+
+/// One blob, checked against its id.
+async fn read_blob(store: &Store, id: ObjectId, source: PackSource) -> StoreResult<bytes::Bytes> {
+    let mut blobs = std::pin::pin!(store.read_many(vec![id], source));
+    match blobs.try_next().await? {
+        Some((_, blob)) => Ok(blob),
+        None => Err(StoreError::MissingObject(id)),
+    }
+}
+
+impl Lookup {
+    /// The listings of `root` for the resource `resource` (an index into its resources) and
+    /// `namespace`.
+    async fn listings_of(
+        &mut self,
+        store: &Store,
+        key: &str,
+        root: &Root,
+        resource: u32,
+        namespace: Option<&str>,
+    ) -> StoreResult<Vec<ListingRef>> {
+        let wanted = |l: &ListingRef| l.resource == resource && l.namespace.as_deref() == namespace;
+        if root.version == ROOT_VERSION_LISTINGS {
+            let all = listings(store, key, root, PackSource::LocalCopyFirst).await?;
+            return Ok(all.into_iter().filter(wanted).collect());
+        }
+        // The pages no point before had, read together.
+        let unread: Vec<&PageRef> = root
+            .pages
+            .iter()
+            .filter(|p| !self.pages.contains_key(&p.id))
+            .collect();
+        let mut read = read_pages(
+            store,
+            key,
+            &unread,
+            root.resources.len(),
+            PackSource::LocalCopyFirst,
+        )
+        .await?
+        .into_iter();
+        for page_ref in unread {
+            let listings: Vec<ListingRef> =
+                read.by_ref().take(page_ref.listings as usize).collect();
+            self.pages.entry(page_ref.id).or_insert(listings);
+        }
+        let mut found = Vec::new();
+        for page_ref in &root.pages {
+            if let Some(listings) = self.pages.get(&page_ref.id) {
+                found.extend(listings.iter().filter(|l| wanted(l)).cloned());
+            }
+        }
+        Ok(found)
+    }
+
+    /// The id of the object `name` in `listing`, reading its parts (each once).
+    async fn id_in(
+        &mut self,
+        store: &Store,
+        key: &str,
+        listing: &ListingRef,
+        name: &str,
+    ) -> StoreResult<Option<ObjectId>> {
+        for part in &listing.parts {
+            if !self.parts.contains_key(part) {
+                let blob = read_blob(store, *part, PackSource::LocalCopyFirst).await?;
+                let what = format!("{key} (listing {part:#})");
+                let read: Part = serde_json::from_slice(&blob).map_err(|e| malformed(&what, e))?;
+                if read.listing != LISTING_VERSION {
+                    return Err(malformed(&what, "unexpected listing version"));
+                }
+                self.parts.insert(*part, read.items);
+            }
+            if let Some((_, id, _)) = self.parts[part].iter().find(|(n, _, _)| n == name) {
+                return Ok(Some(*id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The object `namespace/name` of every resource of `point` that `wanted` accepts, with
+    /// its change when the point names one, and the resources of the point.
+    pub(super) async fn find(
+        &mut self,
+        store: &Store,
+        point: &Point,
+        wanted: &dyn Fn(&crate::kube::ResourceType) -> bool,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> StoreResult<(Vec<ManifestResource>, Vec<(u32, ObjectId, Option<Change>)>)> {
+        let (key, root) = read_root(store, point).await?;
+        let mut found = Vec::new();
+        for (index, resource) in root.resources.iter().enumerate() {
+            if !wanted(&resource.resource) {
+                continue;
+            }
+            let index = index as u32;
+            let namespace = namespace.filter(|_| resource.resource.namespaced);
+            for listing in self
+                .listings_of(store, &key, &root, index, namespace)
+                .await?
+            {
+                if let Some(id) = self.id_in(store, &key, &listing, name).await? {
+                    found.push((index, id, None));
+                    break;
+                }
+            }
+        }
+        if !found.is_empty() && root.changes.is_some() {
+            let changes = read_changes(store, &key, &root, PackSource::LocalCopyFirst).await?;
+            for (index, _, change) in &mut found {
+                let namespace =
+                    namespace.filter(|_| root.resources[*index as usize].resource.namespaced);
+                *change = changes
+                    .iter()
+                    .find(|c| {
+                        c.resource == *index
+                            && c.name == name
+                            && c.namespace.as_deref() == namespace
+                    })
+                    .cloned();
+            }
+        }
+        Ok((root.resources, found))
+    }
+}
+
 /// The objects of `listings`, in order.
 pub(super) async fn read_objects(
     store: &Store,
