@@ -678,7 +678,35 @@ fn store_object(
     Ok(Reply::json(code, body))
 }
 
+/// The `fieldManager` option of a write checked as `ValidateCreateOptions` (and its update
+/// and patch twins) check it, before the body is read: 422 Invalid `<Verb>Options`.
+fn check_write_options(req: &Req) -> Result<(), Reply> {
+    let errors = objects::field_manager_errors(req.param("fieldManager").unwrap_or_default());
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let kind = match req.method {
+        hyper::Method::POST => "CreateOptions",
+        hyper::Method::PATCH => "PatchOptions",
+        _ => "UpdateOptions",
+    };
+    Err(Reply::status(crate::status::invalid(
+        kind,
+        "meta.k8s.io",
+        "",
+        &errors,
+    )))
+}
+
+/// Who the request's write is recorded for in `managedFields`.
+fn manager_of(req: &Req) -> String {
+    objects::field_manager(req.param("fieldManager"), req.user_agent.as_deref())
+}
+
 fn create(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
+    if let Err(reply) = check_write_options(req) {
+        return reply;
+    }
     let mut obj = match parse_body(req) {
         Ok(o) => o,
         Err(r) => return r,
@@ -831,13 +859,7 @@ fn create(shared: &Arc<Shared>, req: &Req, t: &Target<'_>) -> Reply {
         _ => {}
     }
     let api_version = t.served.api_version();
-    objects::record_manager(
-        &mut obj,
-        &api_version,
-        &objects::manager_from_user_agent(req.user_agent.as_deref()),
-        &now,
-        false,
-    );
+    objects::record_manager(&mut obj, &api_version, &manager_of(req), &now, false);
     let value = Value::Object(obj);
     let is_crd = group == "apiextensions.k8s.io" && plural == "customresourcedefinitions";
     if is_crd && register_crd(&mut state, &value, crd_delay.is_zero()).is_none() {
@@ -958,6 +980,9 @@ fn schedule_establish(shared: &Arc<Shared>, name: String, delay: std::time::Dura
 }
 
 fn update(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
+    if let Err(reply) = check_write_options(req) {
+        return reply;
+    }
     let mut obj = match parse_body(req) {
         Ok(o) => o,
         Err(r) => return r,
@@ -969,6 +994,9 @@ fn update(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
 }
 
 fn patch(shared: &Shared, req: &Req, t: &Target<'_>) -> Reply {
+    if let Err(reply) = check_write_options(req) {
+        return reply;
+    }
     let ct = req
         .content_type
         .split(';')
@@ -1184,7 +1212,7 @@ fn replace(
     objects::record_manager(
         &mut new,
         &t.served.api_version(),
-        &objects::manager_from_user_agent(req.user_agent.as_deref()),
+        &manager_of(req),
         &now,
         status_only,
     );

@@ -48,7 +48,10 @@
 //! - Timestamps come from a simulated clock (2025-01-15T10:00:00Z at start, one second per
 //!   write), so object content never depends on the wall clock.
 //! - A create sets uid, resourceVersion, creationTimestamp, generation (for kinds that have
-//!   one) and a `managedFields` entry; it drops `status` for resources with a status
+//!   one) and a `managedFields` entry; every write records (or refreshes, with its time) the
+//!   entry of its field manager: the `fieldManager` option, else the User-Agent's program
+//!   (a `fieldManager` too long or not printable is a 422 Invalid `CreateOptions`,
+//!   `UpdateOptions` or `PatchOptions`); it drops `status` for resources with a status
 //!   subresource (controllers own it), and answers 500 if the body carries a
 //!   resourceVersion, as the real storage layer does.
 //! - A create is admitted as the real server admits it for the kinds whose server-made

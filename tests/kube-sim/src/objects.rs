@@ -188,6 +188,40 @@ pub(crate) fn record_manager(
     }
 }
 
+/// The most a `fieldManager` may hold (apimachinery's `FieldManagerMaxLength`).
+pub(crate) const FIELD_MANAGER_MAX: usize = 128;
+
+/// The problems of a `fieldManager` option as `ValidateFieldManager` finds them: too long,
+/// or a character that is not printable (each one named with its position, as Go's
+/// `%#U`).
+pub(crate) fn field_manager_errors(manager: &str) -> Vec<crate::status::FieldError> {
+    use crate::status::{FieldError, go};
+    let mut errors = Vec::new();
+    if manager.len() > FIELD_MANAGER_MAX {
+        errors.push(FieldError::too_long("fieldManager", FIELD_MANAGER_MAX));
+    }
+    for (i, c) in manager.char_indices() {
+        if c.is_control() || (c.is_whitespace() && c != ' ') {
+            errors.push(FieldError::invalid(
+                "fieldManager",
+                &go::quote(manager),
+                &format!("invalid character U+{:04X} (at position {i})", c as u32),
+            ));
+        }
+    }
+    errors
+}
+
+/// Who a write is recorded for in `managedFields`: the request's `fieldManager` option
+/// when it names one (checked first, see [`field_manager_errors`]), else the program name
+/// of its User-Agent, as the real server does.
+pub(crate) fn field_manager(option: Option<&str>, user_agent: Option<&str>) -> String {
+    match option.filter(|m| !m.is_empty()) {
+        Some(manager) => manager.to_string(),
+        None => manager_from_user_agent(user_agent),
+    }
+}
+
 /// The manager name the real server derives from a User-Agent: the program name.
 pub(crate) fn manager_from_user_agent(ua: Option<&str>) -> String {
     let ua = ua.unwrap_or("unknown");

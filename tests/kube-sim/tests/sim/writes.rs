@@ -368,3 +368,82 @@ async fn kube_api_round_trip() {
     api.delete("from-kube", &Default::default()).await.unwrap();
     assert!(api.get_opt("from-kube").await.unwrap().is_none());
 }
+
+/// Writes are recorded for the `fieldManager` they name (else the User-Agent's program), each
+/// manager with the time of its last write, and a `fieldManager` the real server refuses
+/// (too long, not printable) is a 422 Invalid of the write's options.
+#[tokio::test]
+async fn writes_are_recorded_for_their_field_manager() {
+    let server = start(SimConfig {
+        objects: 0,
+        ..Default::default()
+    })
+    .await;
+    let c = client(&server).await;
+    let path = "/api/v1/namespaces/default/configmaps";
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "managed", "namespace": "default"}, "data": {"k": "1"}});
+    let json_type = [("Content-Type", "application/json")];
+    let r = send(
+        &c,
+        "POST",
+        &format!("{path}?fieldManager=alice"),
+        &json_type,
+        Some(cm.clone()),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let patch = [("Content-Type", "application/merge-patch+json")];
+    let r = send(
+        &c,
+        "PATCH",
+        &format!("{path}/managed?fieldManager=bob"),
+        &patch,
+        Some(json!({"data": {"k": "2"}})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let entries = r.json()["metadata"]["managedFields"].clone();
+    let managers: Vec<(&str, &str)> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["manager"].as_str().unwrap(), e["time"].as_str().unwrap()))
+        .collect();
+    assert_eq!(managers.len(), 2, "{entries}");
+    assert_eq!((managers[0].0, managers[1].0), ("alice", "bob"));
+    assert!(managers[0].1 < managers[1].1, "{entries}");
+    assert!(
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["operation"] == "Update")
+    );
+
+    for (manager, verb, kind) in [
+        ("x".repeat(129), "PATCH", "PatchOptions"),
+        ("tab%09bed".to_string(), "PUT", "UpdateOptions"),
+    ] {
+        let r = send(
+            &c,
+            verb,
+            &format!("{path}/managed?fieldManager={manager}"),
+            if verb == "PATCH" { &patch } else { &json_type },
+            Some(if verb == "PATCH" {
+                json!({"data": {"k": "3"}})
+            } else {
+                cm.clone()
+            }),
+        )
+        .await;
+        assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+        let message = r.json()["message"].as_str().unwrap().to_string();
+        assert!(
+            message.starts_with(&format!(
+                "{kind}.meta.k8s.io \"\" is invalid: fieldManager: "
+            )),
+            "{message}"
+        );
+    }
+}
