@@ -5,6 +5,9 @@
 //! push runs waits for it. SIGTERM/SIGINT stop it between two steps or cancel the step under
 //! way; nothing half-written is ever a complete snapshot, and what was staged is pushed after
 //! the next start. Switched off by its configuration, it only serves health and metrics.
+//! Between snapshots it watches the cluster and, every `checkpoint_interval` in which
+//! something changed, stages a checkpoint of the changes (`checkpoints`), pushed like a
+//! snapshot and never exported.
 //!
 //! The steps are the job's (`crate::job`: take a snapshot, finish an export); what is the
 //! daemon's own is staging, the pending table, the schedule and its metrics.
@@ -113,6 +116,9 @@ struct Daemon {
     unleased_staging: std::sync::atomic::AtomicBool,
     /// A checkpoint waits in staging for a push (it needs no export, so it is not pending).
     staged_checkpoint: std::sync::atomic::AtomicBool,
+    /// A staged checkpoint was dropped (a prune took what it refers to): the checkpoints
+    /// after the last snapshot no longer chain, and a snapshot is due now.
+    checkpoints_lost: std::sync::atomic::AtomicBool,
 }
 
 impl Daemon {
@@ -415,6 +421,24 @@ impl Daemon {
                 tracing::error!(snapshot = %time, missing, "a prune deleted objects this staged snapshot refers to while it waited for the destination; it is dropped, and the next snapshot stores them again");
             }
         }
+        for name in staging::staged_checkpoints(self.staging.staging()).await? {
+            let Ok(time) = name.parse::<SnapshotTime>() else {
+                continue;
+            };
+            let point = crate::repo::Point::Checkpoint(time);
+            let missing = crate::repo::manifest::unstored_point_blobs(&self.store, &point).await?;
+            if missing > 0 {
+                self.staging
+                    .staging()
+                    .delete(&RemoteFile::Checkpoint(&time).key())
+                    .await?;
+                // The checkpoints after it build on the same objects: a snapshot starts the
+                // chain again.
+                self.checkpoints_lost.store(true, Ordering::SeqCst);
+                self.metrics.failed("push", "pruned_meanwhile");
+                tracing::error!(checkpoint = %time, missing, "a prune deleted objects this staged checkpoint refers to while it waited for the destination; it is dropped, and a snapshot is taken now");
+            }
+        }
         Ok(())
     }
 
@@ -645,6 +669,7 @@ pub async fn run(
         lease: std::sync::Mutex::new(None),
         unleased_staging: std::sync::atomic::AtomicBool::new(true),
         staged_checkpoint: std::sync::atomic::AtomicBool::new(false),
+        checkpoints_lost: std::sync::atomic::AtomicBool::new(false),
     };
     daemon.find_unfinished().await?;
 
@@ -655,6 +680,10 @@ pub async fn run(
     let mut checkpoints: Option<Checkpoints> = None;
     let mut next_checkpoint = Instant::now();
     loop {
+        if daemon.checkpoints_lost.swap(false, Ordering::SeqCst) {
+            checkpoints = None;
+            next_snapshot = Instant::now();
+        }
         let snapshot_due = Instant::now() >= next_snapshot;
         let checkpoint_every = daemon.settings.checkpoint_interval;
         let checkpoint_due = checkpoints.is_some() && Instant::now() >= next_checkpoint;

@@ -6,8 +6,9 @@
 //! then at the destination; listings merge both. Writes of the plain layout (`backup/`) go
 //! straight to the destination, because they are server-side copies of files already there.
 //! [`push_staged`] then moves staged files to the destination in the write order the store's
-//! invariants demand — packs, then index files, then manifests, oldest first, then export
-//! records — deleting each staged file only once the destination has it.
+//! invariants demand — packs, then index files, then manifests (snapshots', then
+//! checkpoints'), oldest first, then export records — deleting each staged file only once
+//! the destination has it.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -190,6 +191,17 @@ pub fn staged_bytes(staging: &LocalBackend) -> StoreResult<u64> {
 /// Manifests (snapshot names) waiting in the staging folder, oldest first.
 pub async fn staged_manifests(staging: &LocalBackend) -> StoreResult<Vec<String>> {
     let folder = Folder::Snapshots;
+    Ok(staging
+        .list_all(&folder.prefix())
+        .await?
+        .iter()
+        .filter_map(|m| folder.name_in(&m.key).map(str::to_string))
+        .collect())
+}
+
+/// Checkpoint roots (their times) waiting in the staging folder, oldest first.
+pub async fn staged_checkpoints(staging: &LocalBackend) -> StoreResult<Vec<String>> {
+    let folder = Folder::Checkpoints;
     Ok(staging
         .list_all(&folder.prefix())
         .await?
