@@ -211,6 +211,11 @@ fn pause(tries: u32) -> Duration {
     ceiling.mul_f64(random_fraction())
 }
 
+/// `pause` made a random half to whole of itself, so that tries of many requests spread out.
+pub(crate) fn jittered(pause: Duration) -> Duration {
+    pause.mul_f64(random_fraction())
+}
+
 /// A number in [0.5, 1): enough randomness to spread pauses, without a generator crate.
 fn random_fraction() -> f64 {
     static STATE: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
