@@ -27,7 +27,7 @@ use crate::kube::api::encode_query;
 use crate::kube::watch::ObjectRef;
 use crate::kube::{Api, ApiError, ResourceType};
 use crate::repo::manifest::{self, Change, Manifest, ManifestObject, SnapshotStats};
-use crate::store::{ObjectId, SnapshotTime, Store};
+use crate::store::{ObjectId, SnapshotTime, Store, StoreError, StoreWriter};
 
 /// Changed objects read at the same time.
 const READ_CONCURRENCY: usize = 4;
@@ -69,66 +69,64 @@ pub async fn take_checkpoint(
     options: &SnapshotOptions,
 ) -> Result<CheckpointOutcome, SnapshotError> {
     let started = Instant::now();
-    let wanted: Vec<(u32, &ResourceType, &ObjectRef)> = dirty
-        .iter()
-        .filter_map(|(index, objects)| {
-            let rt = &previous.resources.get(*index as usize)?.resource;
-            let sealed = options.encryption.as_ref().is_some_and(|e| e.seals(rt));
-            (!sealed).then_some((*index, rt, objects))
-        })
-        .flat_map(|(index, rt, objects)| objects.iter().map(move |o| (index, rt, o)))
-        .collect();
-
-    let mut reads = futures::stream::iter(wanted)
+    let mut gathered = Gathered {
+        writer: store.writer()?,
+        updates: BTreeMap::new(),
+        changes: Vec::new(),
+        unread: Dirty::new(),
+        reads: 0,
+        lists: 0,
+    };
+    let mut one_by_one: Vec<(u32, &ResourceType, &ObjectRef)> = Vec::new();
+    for (index, objects) in dirty {
+        let Some(resource) = previous.resources.get(*index as usize) else {
+            continue;
+        };
+        let rt = &resource.resource;
+        if options.encryption.as_ref().is_some_and(|e| e.seals(rt)) {
+            continue;
+        }
+        let many = objects.len() as u64;
+        if many > 1 && many * LIST_SHARE > resource.count {
+            // One list of the resource costs less than this many narrowed ones.
+            if let Err(e) = gathered
+                .list_in_full(api, previous, *index, rt, objects, options)
+                .await
+            {
+                match e {
+                    Failed::Store(e) => return Err(e.into()),
+                    Failed::Api(e) => {
+                        tracing::warn!(resource = %rt.qualified_name(), error = %e, "cannot list the resource's changed objects; they wait for the next checkpoint");
+                        gathered
+                            .unread
+                            .entry(*index)
+                            .or_default()
+                            .extend(objects.iter().cloned());
+                    }
+                }
+            }
+            continue;
+        }
+        one_by_one.extend(objects.iter().map(|o| (*index, rt, o)));
+    }
+    let mut reads = futures::stream::iter(one_by_one)
         .map(|(index, rt, object)| async move {
             (index, object, read_one(api, rt, object, options).await)
         })
         .buffered(READ_CONCURRENCY);
-    let mut writer = store.writer()?;
-    // Key -> the object's entry, or `None` when it leaves the manifest.
-    let mut updates: BTreeMap<(u32, Option<String>, String), Option<ManifestObject>> =
-        BTreeMap::new();
-    let mut changes = Vec::new();
-    let mut unread = Dirty::new();
-    let mut reads_sent = 0u64;
     while let Some((index, object, read)) = reads.next().await {
-        reads_sent += 1;
-        let key = (index, object.namespace.clone(), object.name.clone());
-        match read {
-            Err(e) => {
-                tracing::warn!(resource = %previous.resources[index as usize].resource.qualified_name(), namespace = object.namespace.as_deref().unwrap_or_default(), error = %e, "cannot read a changed object; it waits for the next checkpoint");
-                unread.entry(index).or_default().insert(object.clone());
-            }
-            Ok(Read::Gone) => {
-                updates.insert(key, None);
-            }
-            Ok(Read::Kept { id, bytes, manager }) => {
-                let before = find(&previous.objects, index, object);
-                if before.is_some_and(|b| b.id == id) {
-                    // Written, but not in what a snapshot keeps (its status, say).
-                    continue;
-                }
-                writer.add_with_id(id, &bytes).await?;
-                changes.push(Change {
-                    resource: index,
-                    namespace: object.namespace.clone(),
-                    name: object.name.clone(),
-                    manager,
-                });
-                updates.insert(
-                    key,
-                    Some(ManifestObject {
-                        resource: index,
-                        namespace: object.namespace.clone(),
-                        name: object.name.clone(),
-                        id,
-                        size: bytes.len() as u32,
-                    }),
-                );
-            }
-        }
+        gathered.reads += 1;
+        gathered.take(previous, index, object, read).await?;
     }
     drop(reads);
+    let Gathered {
+        writer,
+        mut updates,
+        mut changes,
+        unread,
+        reads: reads_sent,
+        lists,
+    } = gathered;
     // A gone object that no earlier point had is no change either.
     updates.retain(|(index, namespace, name), update| {
         update.is_some()
@@ -168,7 +166,7 @@ pub async fn take_checkpoint(
         bytes: objects.iter().map(|o| u64::from(o.size)).sum(),
         excluded: previous.stats.excluded,
         duration_ms: started.elapsed().as_millis() as u64,
-        list_requests: 0,
+        list_requests: lists,
         get_requests: reads_sent,
         list_restarts: 0,
         store: store_stats,
@@ -193,6 +191,159 @@ pub async fn take_checkpoint(
         manifest: Some(manifest),
         unread,
     })
+}
+
+/// When more than one object of a resource changed, and more than one in this many of its
+/// objects did, the resource is listed in full instead of reading each one (as a snapshot
+/// decides for the objects its metadata list finds changed).
+const LIST_SHARE: u64 = 8;
+
+/// Why a read of changed objects stopped.
+enum Failed {
+    Api(ApiError),
+    Store(StoreError),
+}
+
+/// What the reads of the changed objects gave so far.
+struct Gathered {
+    writer: StoreWriter,
+    /// Key -> the object's entry, or `None` when it leaves the manifest.
+    updates: BTreeMap<(u32, Option<String>, String), Option<ManifestObject>>,
+    changes: Vec<Change>,
+    unread: Dirty,
+    /// Narrowed lists (one object each) and pages of full lists sent.
+    reads: u64,
+    lists: u64,
+}
+
+impl Gathered {
+    /// Takes what became of one changed object: stored and recorded when its content is
+    /// new, left for the next checkpoint when it could not be read.
+    async fn take(
+        &mut self,
+        previous: &Manifest,
+        index: u32,
+        object: &ObjectRef,
+        read: Result<Read, ApiError>,
+    ) -> Result<(), StoreError> {
+        let key = (index, object.namespace.clone(), object.name.clone());
+        match read {
+            Err(e) => {
+                tracing::warn!(resource = %previous.resources[index as usize].resource.qualified_name(), namespace = object.namespace.as_deref().unwrap_or_default(), error = %e, "cannot read a changed object; it waits for the next checkpoint");
+                self.unread.entry(index).or_default().insert(object.clone());
+            }
+            Ok(Read::Gone) => {
+                self.updates.insert(key, None);
+            }
+            Ok(Read::Kept { id, bytes, manager }) => {
+                let before = find(&previous.objects, index, object);
+                if before.is_some_and(|b| b.id == id) {
+                    // Written, but not in what a snapshot keeps (its status, say).
+                    return Ok(());
+                }
+                self.writer.add_with_id(id, &bytes).await?;
+                self.changes.push(Change {
+                    resource: index,
+                    namespace: object.namespace.clone(),
+                    name: object.name.clone(),
+                    manager,
+                });
+                self.updates.insert(
+                    key,
+                    Some(ManifestObject {
+                        resource: index,
+                        namespace: object.namespace.clone(),
+                        name: object.name.clone(),
+                        id,
+                        size: bytes.len() as u32,
+                    }),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists `rt` in full, page by page, and takes the objects of `objects` from it (those
+    /// not listed are gone). An expired continue token starts the list again.
+    async fn list_in_full(
+        &mut self,
+        api: &Api,
+        previous: &Manifest,
+        index: u32,
+        rt: &ResourceType,
+        objects: &BTreeSet<ObjectRef>,
+        options: &SnapshotOptions,
+    ) -> Result<(), Failed> {
+        let mut restarts = 0;
+        'list: loop {
+            let mut listed: BTreeSet<ObjectRef> = BTreeSet::new();
+            let mut token: Option<String> = None;
+            loop {
+                let mut path = format!(
+                    "{}?limit={}",
+                    rt.collection_path(None),
+                    options.page_size.max(1)
+                );
+                if let Some(selector) = &options.rules.label_selector {
+                    path.push_str("&labelSelector=");
+                    path.push_str(&encode_query(selector));
+                }
+                if let Some(token) = &token {
+                    path.push_str("&continue=");
+                    path.push_str(&encode_query(token));
+                }
+                self.lists += 1;
+                let body = match api.get(&path, "application/json").await {
+                    Ok(body) => body,
+                    Err(e) if e.is_expired() && token.is_some() && restarts < 5 => {
+                        restarts += 1;
+                        continue 'list;
+                    }
+                    Err(e) => return Err(Failed::Api(e)),
+                };
+                let mut items = Vec::new();
+                let metadata = parse_page(&body, |item| {
+                    let object = object_ref(rt, &item);
+                    if objects.contains(&object) {
+                        items.push((object, item));
+                    }
+                })
+                .map_err(|e| Failed::Api(ApiError::Decode(format!("{path}: {e}"))))?;
+                for (object, item) in items {
+                    let read = clean(rt, &object, item, options);
+                    self.take(previous, index, &object, Ok(read))
+                        .await
+                        .map_err(Failed::Store)?;
+                    listed.insert(object);
+                }
+                match metadata.continue_token.filter(|t| !t.is_empty()) {
+                    Some(next) => token = Some(next),
+                    None => break,
+                }
+            }
+            for object in objects.difference(&listed) {
+                self.take(previous, index, object, Ok(Read::Gone))
+                    .await
+                    .map_err(Failed::Store)?;
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// Which object a listed item is.
+fn object_ref(rt: &ResourceType, item: &Value) -> ObjectRef {
+    let metadata = item.get("metadata");
+    let field = |name: &str| {
+        metadata
+            .and_then(|m| m.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    ObjectRef {
+        namespace: field("namespace").filter(|_| rt.namespaced),
+        name: field("name").unwrap_or_default(),
+    }
 }
 
 /// The entry of `object` of resource `index` in a sorted object list.
@@ -267,20 +418,33 @@ async fn read_one(
         found.get_or_insert(item);
     })
     .map_err(|e| ApiError::Decode(format!("{path}: {e}")))?;
-    let Some(mut item) = found else {
+    let Some(item) = found else {
         return Ok(Read::Gone);
     };
+    Ok(clean(rt, object, item, options))
+}
+
+/// Cleans a changed object as a snapshot does.
+fn clean(
+    rt: &ResourceType,
+    object: &ObjectRef,
+    mut item: Value,
+    options: &SnapshotOptions,
+) -> Read {
+    if unsafe_key(rt, object.namespace.as_deref(), &object.name).is_some() {
+        return Read::Gone;
+    }
     // Before the rules: they drop managedFields.
     let manager = last_manager(&item);
     if options.rules.apply(rt, &mut item).is_err() {
-        return Ok(Read::Gone);
+        return Read::Gone;
     }
     let bytes = canonical::to_vec(&item);
-    Ok(Read::Kept {
+    Read::Kept {
         id: ObjectId::of(&bytes),
         bytes,
         manager,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -331,3 +331,72 @@ async fn changes_made_while_the_snapshot_lists_reach_the_checkpoints() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_of_most_objects_lists_their_resources_instead_of_reading_each() {
+    use kube_autosave::kube::watch::ObjectRef;
+    use kube_autosave::snapshot::checkpoint::{Dirty, take_checkpoint};
+
+    let cluster = Cluster::start(600, 64).await;
+    let api = cluster.api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        Arc::new(LocalBackend::new(dir.path().join("destination")).unwrap()),
+        &dir.path().join("cache"),
+        StoreConfig::default(),
+    )
+    .await
+    .unwrap();
+    let options = SnapshotOptions {
+        cluster_name: "prod".to_string(),
+        retry: quick_retries(),
+        ..SnapshotOptions::default()
+    };
+    let snapshot = take_snapshot(&api, &store, &options, Arc::new(|_| {}))
+        .await
+        .unwrap();
+    let rv = cluster.sim.resource_version();
+    cluster.sim.churn(0.2, 17);
+    // Every object dirty, as a watch without what the snapshot saw finds them.
+    let index_of: BTreeMap<String, u32> = snapshot
+        .resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.resource.qualified_name(), i as u32))
+        .collect();
+    let mut dirty = Dirty::new();
+    for o in &snapshot.objects {
+        dirty.entry(o.resource).or_default().insert(ObjectRef {
+            namespace: o.namespace.clone(),
+            name: o.name.clone(),
+        });
+    }
+    let mut dirty_objects = snapshot.objects.len();
+    for event in cluster.sim.events().into_iter().filter(|e| e.rv > rv) {
+        let (resource, namespace, name) = key_of(&event.key);
+        if let Some(index) = index_of.get(&resource) {
+            let added = dirty
+                .entry(*index)
+                .or_default()
+                .insert(ObjectRef { namespace, name });
+            dirty_objects += usize::from(added);
+        }
+    }
+    let before = cluster.sim.served();
+    let outcome = take_checkpoint(&api, &store, &snapshot, &dirty, &options)
+        .await
+        .unwrap();
+    let served = cluster.sim.served();
+    assert!(outcome.unread.is_empty());
+    let checkpoint = outcome.manifest.expect("a checkpoint");
+    assert!(checkpoint.checkpoint);
+    // Small resources are read object by object, the others listed.
+    let narrowed = served.named_lists - before.named_lists;
+    assert!(
+        narrowed * 4 < dirty_objects as u64,
+        "{narrowed} objects read one by one of {dirty_objects}"
+    );
+    assert!(served.full_list_items > before.full_list_items);
+    assert_eq!(objects_of(&checkpoint), fresh_snapshot(&cluster).await);
+    assert_chained(&[snapshot, checkpoint]);
+}
