@@ -86,6 +86,7 @@ impl Checkpoints {
                 rt: rt.clone(),
                 label_selector: options.rules.label_selector.clone(),
                 page_size: options.page_size,
+                timeout: crate::kube::watch::WATCH_TIMEOUT,
                 state: state.clone(),
                 observer: observer.clone(),
             };
