@@ -134,10 +134,10 @@ pub async fn lease(store: &Store, what: &str, times: &LockTimes) -> Result<Held,
     Ok(lease)
 }
 
-/// Ends a writer's lease once `manifest` is stored. A lease that could not be renewed in
-/// time may have let a prune run meanwhile: the snapshot then stands only if every object it
-/// refers to is still stored; otherwise its root is removed again and the job fails, to be
-/// taken again.
+/// Ends a writer's lease once `manifest` (a snapshot's or a checkpoint's) is stored. A lease
+/// that could not be renewed in time may have let a prune run meanwhile: the point then
+/// stands only if every object it refers to is still stored; otherwise its root is removed
+/// again and the job fails, to be taken again.
 pub async fn end_lease(
     store: &Store,
     lease: Held,
@@ -151,15 +151,13 @@ pub async fn end_lease(
         return Ok(manifest);
     };
     store.check_packs().await?;
-    let missing = crate::repo::manifest::unstored_blobs(store, &manifest.time).await?;
+    let point = manifest.point();
+    let missing = crate::repo::manifest::unstored_point_blobs(store, &point).await?;
     if missing == 0 {
         tracing::warn!(snapshot = %manifest.time, error = %lost, "the writer's lease lapsed; every object of the snapshot is still stored");
         return Ok(manifest);
     }
-    store
-        .backend()
-        .delete(&crate::store::RemoteFile::Snapshot(&manifest.time).key())
-        .await?;
+    store.backend().delete(&point.root_key()).await?;
     tracing::error!(snapshot = %manifest.time, missing, "the writer's lease lapsed and a prune removed objects the snapshot refers to; the snapshot was removed");
     Err(lost.into())
 }
@@ -178,7 +176,8 @@ pub async fn take(
 
 /// The snapshots at the destination that have a manifest and no export record, oldest
 /// first: a crash, an outage or a failed export left their plain layout incomplete. Read
-/// from the destination, not from local state, so a fresh cache finds them too.
+/// from the destination, not from local state, so a fresh cache finds them too. Checkpoints
+/// are never exported: their roots are in a folder of their own, which is not read here.
 pub async fn unexported(store: &Store) -> StoreResult<Vec<SnapshotTime>> {
     Ok(export_state(store).await?.unexported)
 }

@@ -348,6 +348,13 @@ async fn history_shows_every_version_with_its_manager_and_list_diff_and_verify_s
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("RFC 3339"), "{}", text(&output));
 
+    // Checkpoints are never exported: what a snapshot run would finish is the snapshots.
+    let store = story.store("reader").await;
+    assert_eq!(
+        kube_autosave::job::unexported(&store).await.unwrap(),
+        [at(Duration::zero()), last_snapshot_time()]
+    );
+
     // `verify --all` reads the checkpoints too.
     let verified = story.json(&["verify", "--all", "-o", "json"]);
     assert_eq!(verified["ok"], true, "{verified:#}");
