@@ -10,9 +10,9 @@
 //! from the watches stays theirs until a checkpoint holding it is saved: a checkpoint that
 //! fails gives its changes back for the next one.
 //!
-//! Left to the next snapshot, and said so in the logs: sealed resources (their plain-layout
-//! files are made from every object of a namespace), resource types that appear after the
-//! snapshot, and resources the server will not let us watch.
+//! Left to the next snapshot, and said so in the logs: resource types that appear after the
+//! snapshot, resources the server will not let us watch, and sealed resources when their
+//! objects cannot be encrypted (the recipients' key file cannot be stored).
 
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +22,7 @@ use crate::job::JobSettings;
 use crate::kube::watch::{Known, ObjectRef, ResourceState, ResourceWatch, WatchObserver};
 use crate::kube::{Api, ConnectError, connect};
 use crate::repo::Manifest;
+use crate::seal::Sealer;
 use crate::snapshot::SnapshotError;
 use crate::snapshot::checkpoint::{Dirty, take_checkpoint};
 use crate::snapshot::seen::{ResourceSeen, SeenCache};
@@ -41,6 +42,9 @@ pub(crate) struct Checkpoints {
     watches: Vec<Watched>,
     /// The snapshot the watches started after, or the last checkpoint since.
     last: Manifest,
+    /// Encrypts sealed resources' changes: one run key for all the checkpoints after a
+    /// snapshot, so that they add one key file, not one each.
+    sealer: Option<Sealer>,
 }
 
 impl Drop for Checkpoints {
@@ -68,11 +72,21 @@ impl Checkpoints {
         let api = Api::new(client, settings.snapshot.retry.clone());
         let options = &settings.snapshot;
         let seen = newest_seen_cache(store, options);
+        let sealer = match &options.encryption {
+            Some(encryption) => match Sealer::open(store, encryption).await {
+                Ok(sealer) => Some(sealer),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encrypt; the changes of sealed resources wait for the next snapshot");
+                    None
+                }
+            },
+            None => None,
+        };
         let mut watches = Vec::new();
         for (index, resource) in snapshot.resources.iter().enumerate() {
             let rt = &resource.resource;
-            if options.encryption.as_ref().is_some_and(|e| e.seals(rt)) {
-                tracing::info!(resource = %rt.qualified_name(), "sealed: its changes wait for the next snapshot");
+            let sealed = options.encryption.as_ref().is_some_and(|e| e.seals(rt));
+            if sealed && sealer.is_none() {
                 continue;
             }
             let baseline = seen.as_ref().map(|s| s.take(rt)).unwrap_or_default();
@@ -104,6 +118,7 @@ impl Checkpoints {
             api,
             watches,
             last: snapshot,
+            sealer,
         })
     }
 
@@ -144,7 +159,17 @@ impl Checkpoints {
         if dirty.is_empty() {
             return Ok(None);
         }
-        match take_checkpoint(&self.api, store, &self.last, &dirty, &settings.snapshot).await {
+        let sealer = self.sealer.as_ref();
+        match take_checkpoint(
+            &self.api,
+            store,
+            &self.last,
+            &dirty,
+            &settings.snapshot,
+            sealer,
+        )
+        .await
+        {
             Ok(outcome) => {
                 self.give_back(outcome.unread);
                 if let Some(manifest) = &outcome.manifest {

@@ -6,18 +6,21 @@
 //! replaced, added or removed, marked as a checkpoint, and names each new or changed object
 //! with the field manager that changed it. It has no plain layout.
 //!
-//! What a checkpoint does not do, and leaves to the next snapshot:
-//! - sealed resources (encryption): their plain-layout files are rendered by the snapshot
-//!   from every object of a namespace, which a checkpoint does not read. A checkpoint keeps
-//!   their objects and files as the point before had them; the daemon does not watch them.
-//! - resource types that appear between snapshots (a new CRD): a checkpoint knows the
-//!   resources of the point before only.
+//! Sealed resources (encryption) are stored as a snapshot stores them: a namespace where
+//! any of their objects changed is listed again in full, its new objects are encrypted, and
+//! its encrypted plain-layout file is rendered again from all its objects (or taken from the
+//! local index when the same objects made one before), since the file is what a restore
+//! and the exporter read.
+//!
+//! What a checkpoint leaves to the next snapshot: resource types that appear between
+//! snapshots (a new CRD), since a checkpoint knows the resources of the point before only.
 //!
 //! This module never writes to the cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -26,7 +29,11 @@ use super::{SnapshotError, SnapshotOptions, canonical, parse_page, unsafe_key};
 use crate::kube::api::encode_query;
 use crate::kube::watch::ObjectRef;
 use crate::kube::{Api, ApiError, ResourceType};
+use crate::repo::list_file;
 use crate::repo::manifest::{self, Change, Manifest, ManifestObject, SnapshotStats};
+use crate::repo::manifest::{GroupKey, SealedFile};
+use crate::seal::{SealError, Sealer};
+use crate::store::cache::Table;
 use crate::store::{ObjectId, SnapshotTime, Store, StoreError, StoreWriter};
 
 /// Changed objects read at the same time.
@@ -67,8 +74,17 @@ pub async fn take_checkpoint(
     previous: &Manifest,
     dirty: &Dirty,
     options: &SnapshotOptions,
+    sealer: Option<&Sealer>,
 ) -> Result<CheckpointOutcome, SnapshotError> {
     let started = Instant::now();
+    let sealed_files = match sealer {
+        Some(_) => Some(
+            store
+                .cache()
+                .table::<SealedFile>(super::SEALED_FILES_TABLE)?,
+        ),
+        None => None,
+    };
     let mut gathered = Gathered {
         writer: store.writer()?,
         updates: BTreeMap::new(),
@@ -76,6 +92,7 @@ pub async fn take_checkpoint(
         unread: Dirty::new(),
         reads: 0,
         lists: 0,
+        files: BTreeMap::new(),
     };
     let mut one_by_one: Vec<(u32, &ResourceType, &ObjectRef)> = Vec::new();
     for (index, objects) in dirty {
@@ -84,6 +101,41 @@ pub async fn take_checkpoint(
         };
         let rt = &resource.resource;
         if options.encryption.as_ref().is_some_and(|e| e.seals(rt)) {
+            let Some(sealer) = sealer else {
+                // Nothing to encrypt with: not stored in the clear, and not lost either.
+                gathered
+                    .unread
+                    .entry(*index)
+                    .or_default()
+                    .extend(objects.iter().cloned());
+                continue;
+            };
+            let groups: BTreeSet<Option<&str>> =
+                objects.iter().map(|o| o.namespace.as_deref()).collect();
+            for namespace in groups {
+                let sealing = Sealing {
+                    sealer,
+                    store,
+                    files: sealed_files.as_ref(),
+                };
+                let read = gathered
+                    .reseal_group(api, previous, *index, rt, namespace, &sealing, options)
+                    .await;
+                match read {
+                    Ok(()) => {}
+                    Err(Failed::Store(e)) => return Err(e.into()),
+                    Err(Failed::Seal(e)) => return Err(e.into()),
+                    Err(Failed::Api(e)) => {
+                        tracing::warn!(resource = %rt.qualified_name(), namespace = namespace.unwrap_or_default(), error = %e, "cannot list the changed objects' namespace; they wait for the next checkpoint");
+                        gathered.unread.entry(*index).or_default().extend(
+                            objects
+                                .iter()
+                                .filter(|o| o.namespace.as_deref() == namespace)
+                                .cloned(),
+                        );
+                    }
+                }
+            }
             continue;
         }
         let many = objects.len() as u64;
@@ -95,6 +147,7 @@ pub async fn take_checkpoint(
             {
                 match e {
                     Failed::Store(e) => return Err(e.into()),
+                    Failed::Seal(e) => return Err(e.into()),
                     Failed::Api(e) => {
                         tracing::warn!(resource = %rt.qualified_name(), error = %e, "cannot list the resource's changed objects; they wait for the next checkpoint");
                         gathered
@@ -126,6 +179,7 @@ pub async fn take_checkpoint(
         unread,
         reads: reads_sent,
         lists,
+        files,
     } = gathered;
     // A gone object that no earlier point had is no change either.
     updates.retain(|(index, namespace, name), update| {
@@ -141,7 +195,17 @@ pub async fn take_checkpoint(
             .is_some()
     });
     let store_stats = writer.finish().await?;
-    if updates.is_empty() {
+    let mut manifest_files = previous.sealed_files.clone();
+    let mut files_changed = false;
+    for (group, file) in files {
+        let before = manifest_files.get(&group).map(|f| f.id);
+        files_changed |= before != file.as_ref().map(|f| f.id);
+        match file {
+            Some(file) => manifest_files.insert(group, file),
+            None => manifest_files.remove(&group),
+        };
+    }
+    if updates.is_empty() && !files_changed {
         return Ok(CheckpointOutcome {
             manifest: None,
             unread,
@@ -182,7 +246,7 @@ pub async fn take_checkpoint(
         skipped: previous.skipped.clone(),
         stats,
         export: None,
-        sealed_files: previous.sealed_files.clone(),
+        sealed_files: manifest_files,
         checkpoint: true,
         changes,
     };
@@ -202,6 +266,15 @@ const LIST_SHARE: u64 = 8;
 enum Failed {
     Api(ApiError),
     Store(StoreError),
+    Seal(SealError),
+}
+
+/// What sealing a group needs.
+struct Sealing<'a> {
+    sealer: &'a Sealer,
+    store: &'a Store,
+    /// Recipe of a sealed file -> the file stored for it (the snapshot's table).
+    files: Option<&'a Table<SealedFile>>,
 }
 
 /// What the reads of the changed objects gave so far.
@@ -214,6 +287,9 @@ struct Gathered {
     /// Narrowed lists (one object each) and pages of full lists sent.
     reads: u64,
     lists: u64,
+    /// The encrypted plain-layout file of each sealed group read again (`None`: the group
+    /// has no object left).
+    files: BTreeMap<GroupKey, Option<SealedFile>>,
 }
 
 impl Gathered {
@@ -327,6 +403,165 @@ impl Gathered {
                     .map_err(Failed::Store)?;
             }
             return Ok(());
+        }
+    }
+}
+
+impl Gathered {
+    /// Lists one group of a sealed resource (a namespace, or all of a cluster-scoped one) in
+    /// full, stores its new objects encrypted and its encrypted plain-layout file, and puts
+    /// the group's objects in place of the previous point's.
+    #[allow(clippy::too_many_arguments)]
+    async fn reseal_group(
+        &mut self,
+        api: &Api,
+        previous: &Manifest,
+        index: u32,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        sealing: &Sealing<'_>,
+        options: &SnapshotOptions,
+    ) -> Result<(), Failed> {
+        if let Some(namespace) = namespace
+            && unsafe_key(rt, Some(namespace), "-").is_some()
+        {
+            return Ok(());
+        }
+        let (items, pages) = list_all(api, rt, namespace, options).await?;
+        self.lists += pages;
+        // Name -> (id, plaintext, manager), in the manifest's order.
+        let mut group: BTreeMap<String, (ObjectId, Bytes, Option<String>)> = BTreeMap::new();
+        for item in items {
+            let object = object_ref(rt, &item);
+            if let Read::Kept { bytes, manager, .. } = clean(rt, &object, item, options) {
+                let id = sealing.sealer.id_of(&bytes);
+                group.insert(object.name, (id, Bytes::from(bytes), manager));
+            }
+        }
+        let namespace = namespace.map(str::to_string);
+        let before: Vec<&ManifestObject> = previous
+            .objects
+            .iter()
+            .filter(|o| o.resource == index && o.namespace == namespace)
+            .collect();
+        for gone in before.iter().filter(|o| !group.contains_key(&o.name)) {
+            self.updates
+                .insert((index, namespace.clone(), gone.name.clone()), None);
+        }
+        for (name, (id, bytes, manager)) in &group {
+            let was = before.iter().find(|o| &o.name == name).map(|o| o.id);
+            if was == Some(*id) {
+                continue;
+            }
+            // Encrypting costs more than hashing: only what the store does not hold.
+            if !sealing.store.contains(id).map_err(Failed::Store)? {
+                let sealed = sealing
+                    .sealer
+                    .seal_object(id, bytes)
+                    .map_err(Failed::Seal)?;
+                self.writer
+                    .add_with_id(*id, &sealed)
+                    .await
+                    .map_err(Failed::Store)?;
+            }
+            self.changes.push(Change {
+                resource: index,
+                namespace: namespace.clone(),
+                name: name.clone(),
+                manager: manager.clone(),
+            });
+            self.updates.insert(
+                (index, namespace.clone(), name.clone()),
+                Some(ManifestObject {
+                    resource: index,
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    id: *id,
+                    size: bytes.len() as u32,
+                }),
+            );
+        }
+        let file = if group.is_empty() {
+            None
+        } else {
+            let ids: Vec<ObjectId> = group.values().map(|g| g.0).collect();
+            let recipe = super::sealed_file_recipe(sealing.sealer, &ids);
+            let known = sealing
+                .files
+                .and_then(|table| table.get(recipe.as_bytes()))
+                .filter(|file| sealing.store.contains(&file.id).unwrap_or(false));
+            match known {
+                Some(file) => Some(file),
+                None => {
+                    let objects: Vec<Bytes> = group.values().map(|g| g.1.clone()).collect();
+                    let data = sealing
+                        .sealer
+                        .seal_file(&list_file::render(&objects))
+                        .map_err(Failed::Seal)?;
+                    let file = SealedFile {
+                        id: ObjectId::of(&data),
+                        size: data.len() as u64,
+                    };
+                    self.writer
+                        .add_with_id(file.id, &data)
+                        .await
+                        .map_err(Failed::Store)?;
+                    if let Some(table) = sealing.files {
+                        table
+                            .insert(recipe.as_bytes(), &file)
+                            .map_err(Failed::Store)?;
+                    }
+                    Some(file)
+                }
+            }
+        };
+        self.files.insert((index, namespace), file);
+        Ok(())
+    }
+}
+
+/// Every object of `rt` in `namespace` (`None`: all), in full, page by page; also the pages
+/// it took. An expired continue token starts the list again.
+async fn list_all(
+    api: &Api,
+    rt: &ResourceType,
+    namespace: Option<&str>,
+    options: &SnapshotOptions,
+) -> Result<(Vec<Value>, u64), Failed> {
+    let mut restarts = 0;
+    let mut pages = 0;
+    'list: loop {
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "{}?limit={}",
+                rt.collection_path(namespace),
+                options.page_size.max(1)
+            );
+            if let Some(selector) = &options.rules.label_selector {
+                path.push_str("&labelSelector=");
+                path.push_str(&encode_query(selector));
+            }
+            if let Some(token) = &token {
+                path.push_str("&continue=");
+                path.push_str(&encode_query(token));
+            }
+            pages += 1;
+            let body = match api.get(&path, "application/json").await {
+                Ok(body) => body,
+                Err(e) if e.is_expired() && token.is_some() && restarts < 5 => {
+                    restarts += 1;
+                    continue 'list;
+                }
+                Err(e) => return Err(Failed::Api(e)),
+            };
+            let metadata = parse_page(&body, |item| items.push(item))
+                .map_err(|e| Failed::Api(ApiError::Decode(format!("{path}: {e}"))))?;
+            match metadata.continue_token.filter(|t| !t.is_empty()) {
+                Some(next) => token = Some(next),
+                None => return Ok((items, pages)),
+            }
         }
     }
 }

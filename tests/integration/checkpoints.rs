@@ -383,7 +383,7 @@ async fn a_checkpoint_of_most_objects_lists_their_resources_instead_of_reading_e
         }
     }
     let before = cluster.sim.served();
-    let outcome = take_checkpoint(&api, &store, &snapshot, &dirty, &options)
+    let outcome = take_checkpoint(&api, &store, &snapshot, &dirty, &options, None)
         .await
         .unwrap();
     let served = cluster.sim.served();
@@ -399,4 +399,105 @@ async fn a_checkpoint_of_most_objects_lists_their_resources_instead_of_reading_e
     assert!(served.full_list_items > before.full_list_items);
     assert_eq!(objects_of(&checkpoint), fresh_snapshot(&cluster).await);
     assert_chained(&[snapshot, checkpoint]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_changes_are_encrypted_and_their_files_made_again_as_a_snapshot_makes_them() {
+    use kube_autosave::kube::watch::ObjectRef;
+    use kube_autosave::seal::{Encryption, Recipients, Sealer};
+    use kube_autosave::snapshot::checkpoint::{Dirty, take_checkpoint};
+
+    let cluster = Cluster::start(400, 65).await;
+    let api = cluster.api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        Arc::new(LocalBackend::new(dir.path().join("destination")).unwrap()),
+        &dir.path().join("cache"),
+        StoreConfig::default(),
+    )
+    .await
+    .unwrap();
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let options = SnapshotOptions {
+        cluster_name: "prod".to_string(),
+        retry: quick_retries(),
+        encryption: Some(Encryption {
+            recipients: Recipients::parse([("r".to_string(), recipient.as_str())]).unwrap(),
+            resources: vec!["secrets".to_string()],
+        }),
+        ..SnapshotOptions::default()
+    };
+    let snapshot = take_snapshot(&api, &store, &options, Arc::new(|_| {}))
+        .await
+        .unwrap();
+    assert!(!snapshot.sealed_files.is_empty());
+    let rv = cluster.sim.resource_version();
+    cluster.sim.churn(0.1, 23);
+    let index_of: BTreeMap<String, u32> = snapshot
+        .resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.resource.qualified_name(), i as u32))
+        .collect();
+    let mut dirty = Dirty::new();
+    for event in cluster.sim.events().into_iter().filter(|e| e.rv > rv) {
+        let (resource, namespace, name) = key_of(&event.key);
+        if let Some(index) = index_of.get(&resource) {
+            dirty
+                .entry(*index)
+                .or_default()
+                .insert(ObjectRef { namespace, name });
+        }
+    }
+    let secrets = index_of["secrets"];
+    assert!(dirty.contains_key(&secrets));
+    let sealer = Sealer::open(&store, options.encryption.as_ref().unwrap())
+        .await
+        .unwrap();
+    let outcome = take_checkpoint(&api, &store, &snapshot, &dirty, &options, Some(&sealer))
+        .await
+        .unwrap();
+    assert!(outcome.unread.is_empty());
+    let checkpoint = outcome.manifest.expect("a checkpoint");
+    assert!(checkpoint.changes.iter().any(|c| c.resource == secrets));
+    assert_ne!(checkpoint.sealed_files, snapshot.sealed_files);
+    assert_chained(&[snapshot.clone(), checkpoint.clone()]);
+
+    // A snapshot now, with the same local keys, stores nothing new for the Secrets: the
+    // same objects and the same encrypted files.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let now = take_snapshot(&api, &store, &options, Arc::new(|_| {}))
+        .await
+        .unwrap();
+    assert_eq!(objects_of(&checkpoint), objects_of(&now));
+    assert_eq!(checkpoint.sealed_files, now.sealed_files);
+    // And a changed namespace's file opens with the identity.
+    let identity_file = dir.path().join("key.txt");
+    {
+        use age::secrecy::ExposeSecret;
+        std::fs::write(&identity_file, identity.to_string().expose_secret()).unwrap();
+    }
+    let keyring = kube_autosave::seal::Keyring::load(&[identity_file]).unwrap();
+    let (group, file) = checkpoint
+        .sealed_files
+        .iter()
+        .find(|(group, file)| snapshot.sealed_files.get(*group) != Some(*file))
+        .unwrap();
+    let data = store.get(&file.id).await.unwrap();
+    let opened = keyring.open_file("a sealed file", &data).unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&opened).unwrap();
+    let names: BTreeSet<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    let in_manifest: BTreeSet<&str> = checkpoint
+        .objects
+        .iter()
+        .filter(|o| (o.resource, &o.namespace) == (group.0, &group.1))
+        .map(|o| o.name.as_str())
+        .collect();
+    assert_eq!(names, in_manifest);
 }
