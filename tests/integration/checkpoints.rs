@@ -89,7 +89,16 @@ async fn fresh_snapshot(cluster: &Cluster) -> BTreeMap<Key, ObjectId> {
 /// A daemon with a daily interval, checkpoints every 2 s, pushes every second; returned
 /// once its first snapshot is pushed and every watch has listed its resource.
 fn started(dir: &std::path::Path, s3: &S3Server, cluster: &Cluster) -> Daemon {
-    let config = write_config(dir, s3, "  interval: 24h\n  pushInterval: 1s\n");
+    started_with(dir, s3, cluster, "")
+}
+
+/// [`started`] with more configuration.
+fn started_with(dir: &std::path::Path, s3: &S3Server, cluster: &Cluster, extra: &str) -> Daemon {
+    let config = write_config(
+        dir,
+        s3,
+        &format!("  interval: 24h\n  pushInterval: 1s\n{extra}"),
+    );
     let daemon = Daemon::start(dir, &config, cluster, &["--checkpoint-interval", "2s"]);
     daemon.wait_for(
         "the snapshot and the watches",
@@ -500,4 +509,77 @@ async fn sealed_changes_are_encrypted_and_their_files_made_again_as_a_snapshot_m
         .map(|o| o.name.as_str())
         .collect();
     assert_eq!(names, in_manifest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_daemon_checkpoints_secrets_only_encrypted() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start(400, 66).await;
+    let dir = tempfile::tempdir().unwrap();
+    let identity = age::x25519::Identity::generate();
+    let identity_file = dir.path().join("key.txt");
+    {
+        use age::secrecy::ExposeSecret;
+        std::fs::write(&identity_file, identity.to_string().expose_secret()).unwrap();
+    }
+    let extra = format!(
+        "  encryption:\n    recipients: [{}]\n",
+        identity.to_public()
+    );
+    let _daemon = started_with(dir.path(), &s3, &cluster, &extra);
+    let rv = cluster.sim.resource_version();
+    cluster.sim.churn(0.05, 29);
+    let secrets_changed = changed_after(&cluster, rv)
+        .0
+        .iter()
+        .any(|(resource, _, _)| resource == "secrets");
+    assert!(secrets_changed);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (snapshot, checkpoint) = loop {
+        let all = points(&s3).await;
+        let with_secrets = all.iter().find(|m| {
+            m.checkpoint
+                && changes_of(m)
+                    .iter()
+                    .any(|(resource, _, _)| resource == "secrets")
+        });
+        if let Some(checkpoint) = with_secrets {
+            break (all[0].clone(), checkpoint.clone());
+        }
+        assert!(Instant::now() < deadline, "no checkpoint of the Secrets");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(!snapshot.checkpoint);
+    let cache = tempfile::tempdir().unwrap();
+    let store = crate::support::reader_store(&s3, BASE, cache.path()).await;
+    let keyring = kube_autosave::seal::Keyring::load(&[identity_file]).unwrap();
+    let changed_files: Vec<_> = checkpoint
+        .sealed_files
+        .iter()
+        .filter(|(group, file)| snapshot.sealed_files.get(*group) != Some(*file))
+        .collect();
+    assert!(!changed_files.is_empty());
+    for (_, file) in changed_files {
+        let data = store.get(&file.id).await.unwrap();
+        let opened = keyring.open_file("a sealed file", &data).unwrap();
+        assert!(serde_json::from_slice::<serde_json::Value>(&opened).is_ok());
+    }
+    // The Secrets' objects are stored sealed: none reads as JSON without the key.
+    let secrets = snapshot
+        .resources
+        .iter()
+        .position(|r| r.resource.resource == "secrets")
+        .unwrap() as u32;
+    for change in checkpoint.changes.iter().filter(|c| c.resource == secrets) {
+        let object = checkpoint
+            .objects
+            .iter()
+            .find(|o| {
+                o.resource == secrets && o.namespace == change.namespace && o.name == change.name
+            })
+            .unwrap();
+        let stored = store.get(&object.id).await.unwrap();
+        assert!(serde_json::from_slice::<serde_json::Value>(&stored).is_err());
+    }
 }
