@@ -82,6 +82,7 @@ impl Checkpoints {
             },
             None => None,
         };
+        let lists = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
         let mut watches = Vec::new();
         for (index, resource) in snapshot.resources.iter().enumerate() {
             let rt = &resource.resource;
@@ -101,6 +102,7 @@ impl Checkpoints {
                 label_selector: options.rules.label_selector.clone(),
                 page_size: options.page_size,
                 timeout: crate::kube::watch::WATCH_TIMEOUT,
+                lists: lists.clone(),
                 state: state.clone(),
                 observer: observer.clone(),
             };

@@ -351,6 +351,9 @@ pub struct ResourceWatch {
     pub page_size: u32,
     /// How long the server keeps one watch open ([`WATCH_TIMEOUT`]).
     pub timeout: Duration,
+    /// Lists of all the watches at the same time: a broken connection to the API server
+    /// breaks every watch at once, and their lists should not all hit it together.
+    pub lists: Arc<tokio::sync::Semaphore>,
     pub state: Arc<Mutex<ResourceState>>,
     pub observer: Arc<dyn WatchObserver>,
 }
@@ -447,6 +450,8 @@ impl ResourceWatch {
             metadata: RawMeta,
         }
 
+        // Closed only when the watches are dropped, which also drops this.
+        let _permit = self.lists.acquire().await;
         let mut expired = 0;
         'list: loop {
             let mut listed = HashMap::new();
@@ -766,6 +771,7 @@ mod tests {
                 label_selector: None,
                 page_size: 50,
                 timeout: WATCH_TIMEOUT,
+                lists: Arc::new(tokio::sync::Semaphore::new(2)),
                 state: state.clone(),
                 observer: counts.clone(),
             }
