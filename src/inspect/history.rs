@@ -166,6 +166,7 @@ pub async fn history(
     let mut seen: Vec<(Point, Presence)> = Vec::new();
     let mut resources: BTreeMap<String, ResourceType> = BTreeMap::new();
     let mut read_anywhere = false;
+    let mut namespaced = false;
     for point in &points {
         let found = lookup
             .find(
@@ -178,6 +179,10 @@ pub async fn history(
             .await?;
         let read = found.resources.iter().any(|rt| wanted.names(rt));
         read_anywhere |= read;
+        namespaced |= found
+            .resources
+            .iter()
+            .any(|rt| rt.namespaced && wanted.names(rt));
         let here = found.found.first().map(|f| {
             let manager = f.change.as_ref().map(|c| c.manager.clone());
             (f.id, manager)
@@ -202,10 +207,12 @@ pub async fn history(
         });
     }
     let Some((_, resource)) = resources.pop_first() else {
-        let what = if read_anywhere {
-            wanted.to_string()
-        } else {
+        let what = if !read_anywhere {
             format!("{wanted} (no point read a resource of that name)")
+        } else if namespaced && wanted.namespace.is_none() {
+            format!("{wanted} (its resource is namespaced: write <namespace>/<name>)")
+        } else {
+            wanted.to_string()
         };
         return Err(InspectError::UnknownObject {
             what,

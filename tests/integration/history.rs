@@ -271,6 +271,13 @@ async fn history_shows_every_version_with_its_manager_and_list_diff_and_verify_s
     );
 
     // An object no point holds is bad input, with what to check.
+    let output = story.run(&["history", "cm", "flags"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        text(&output).contains("write <namespace>/<name>"),
+        "{}",
+        text(&output)
+    );
     for (resource, object) in [("configmap", "shop/nope"), ("widgets", "shop/flags")] {
         let output = story.run(&["history", resource, object]);
         assert_eq!(output.status.code(), Some(2), "{}", text(&output));

@@ -999,6 +999,84 @@ mod tests {
         assert!(err.to_string().contains("folder of snapshots"), "{err}");
     }
 
+    /// One object looked up in a snapshot and a checkpoint: its id in each, its change where
+    /// the point names one, nothing in a namespace or resource that does not hold it; the
+    /// pages the two points share are read once.
+    #[tokio::test]
+    async fn an_object_is_looked_up_in_many_points_reading_shared_pages_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote: DynBackend = Arc::new(LocalBackend::new(dir.path().join("remote")).unwrap());
+        let store = store(dir.path(), &remote, "a").await;
+        let mut snapshot = manifest(40, 30);
+        snapshot.save(&store).await.unwrap();
+        let mut checkpoint = manifest(40, 30);
+        checkpoint.time = snapshot.time.next_second();
+        checkpoint.checkpoint = true;
+        let changed = checkpoint
+            .objects
+            .iter()
+            .position(|o| o.namespace.as_deref() == Some("ns-0007") && o.name == "object-00003")
+            .unwrap();
+        checkpoint.objects[changed].id = ObjectId::of(b"version 2");
+        checkpoint.changes = vec![Change {
+            resource: 0,
+            namespace: Some("ns-0007".to_string()),
+            name: "object-00003".to_string(),
+            manager: Some("editor".to_string()),
+        }];
+        checkpoint.save(&store).await.unwrap();
+
+        let configmaps = |rt: &crate::kube::ResourceType| rt.resource == "configmaps";
+        let mut lookup = super::super::ObjectLookup::new();
+        let first = lookup
+            .find(
+                &store,
+                &Point::Snapshot(snapshot.time),
+                &configmaps,
+                Some("ns-0007"),
+                "object-00003",
+            )
+            .await
+            .unwrap();
+        assert_eq!(first.found.len(), 1);
+        assert_eq!(first.found[0].id, snapshot.objects[changed].id);
+        assert_eq!(first.found[0].change, None);
+        let pages_read = lookup.0.pages.len();
+        let second = lookup
+            .find(
+                &store,
+                &Point::Checkpoint(checkpoint.time),
+                &configmaps,
+                Some("ns-0007"),
+                "object-00003",
+            )
+            .await
+            .unwrap();
+        assert_eq!(second.found[0].id, ObjectId::of(b"version 2"));
+        assert_eq!(
+            second.found[0].change.as_ref().unwrap().manager.as_deref(),
+            Some("editor")
+        );
+        // Only the changed page is new.
+        assert_eq!(lookup.0.pages.len(), pages_read + 1);
+        for (namespace, name) in [
+            (Some("ns-0007"), "object-99999"),
+            (Some("nope"), "object-00003"),
+        ] {
+            let none = lookup
+                .find(
+                    &store,
+                    &Point::Snapshot(snapshot.time),
+                    &configmaps,
+                    namespace,
+                    name,
+                )
+                .await
+                .unwrap();
+            assert!(none.found.is_empty() && none.resources.len() == 2);
+        }
+    }
+
     #[test]
     fn a_root_of_an_unknown_version_or_of_both_shapes_is_refused() {
         let root = |version: u32, both: bool| {
