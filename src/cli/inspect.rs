@@ -535,4 +535,12 @@ fn print_history(history: &ObjectHistory) {
             );
         }
     }
+    for u in &history.unreadable {
+        println!(
+            "{:<17}  {:<10}  unreadable, left out: {}",
+            u.point.stamp.time.to_string(),
+            u.point.point,
+            u.error
+        );
+    }
 }

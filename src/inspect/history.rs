@@ -136,6 +136,18 @@ pub struct ObjectHistory {
     pub points: usize,
     /// Oldest first.
     pub versions: Vec<Version>,
+    /// Points whose manifest could not be read (`verify` says more): the object is unknown
+    /// there, and the history goes on without them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A point `history` could not read.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unreadable {
+    #[serde(flatten)]
+    pub point: PointStamp,
+    pub error: String,
 }
 
 /// What one point says of the object.
@@ -167,6 +179,7 @@ pub async fn history(
     let mut resources: BTreeMap<String, ResourceType> = BTreeMap::new();
     let mut read_anywhere = false;
     let mut namespaced = false;
+    let mut unreadable = Vec::new();
     for point in &points {
         let found = lookup
             .find(
@@ -176,7 +189,18 @@ pub async fn history(
                 wanted.namespace.as_deref(),
                 &wanted.name,
             )
-            .await?;
+            .await;
+        let found = match found {
+            Ok(found) => found,
+            Err(e) if e.is_outage() => return Err(e.into()),
+            Err(e) => {
+                unreadable.push(Unreadable {
+                    point: (*point).into(),
+                    error: e.to_string(),
+                });
+                continue;
+            }
+        };
         let read = found.resources.iter().any(|rt| wanted.names(rt));
         read_anywhere |= read;
         namespaced |= found
@@ -258,6 +282,7 @@ pub async fn history(
         name: wanted.name.clone(),
         points: points.len(),
         versions,
+        unreadable,
     })
 }
 

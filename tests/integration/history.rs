@@ -373,6 +373,23 @@ async fn history_shows_every_version_with_its_manager_and_list_diff_and_verify_s
     assert_eq!(verified["ok"], true, "{verified:#}");
     assert_eq!(verified["checkpoints"].as_array().unwrap().len(), 5);
     assert_eq!(verified["snapshots"].as_array().unwrap().len(), 2);
+
+    // A damaged checkpoint root is left out of a history, which goes on without it.
+    let damaged = kube_autosave::store::RemoteFile::Checkpoint(&checkpoint_time(3)).key();
+    store
+        .backend()
+        .put(&damaged, Bytes::from_static(b"not a manifest"))
+        .await
+        .unwrap();
+    let history = story.json(&["history", "cm", "shop/flags", "-o", "json"]);
+    let versions = history["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 5, "{history:#}");
+    assert_eq!(
+        history["unreadable"][0]["time"],
+        checkpoint_time(3).to_string()
+    );
+    assert_eq!(versions[3]["time"], checkpoint_time(4).to_string());
+    assert_eq!(versions[3]["ops"][0]["from"], "2", "{history:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
