@@ -43,7 +43,8 @@ pub(crate) struct Checkpoints {
     /// The snapshot the watches started after, or the last checkpoint since.
     last: Manifest,
     /// Encrypts sealed resources' changes: one run key for all the checkpoints after a
-    /// snapshot, so that they add one key file, not one each.
+    /// snapshot, so that they add one key file, not one each; made for the first sealed
+    /// change (most days' checkpoints have none, and add no key file).
     sealer: Option<Sealer>,
 }
 
@@ -72,24 +73,10 @@ impl Checkpoints {
         let api = Api::new(client, settings.snapshot.retry.clone());
         let options = &settings.snapshot;
         let seen = newest_seen_cache(store, options);
-        let sealer = match &options.encryption {
-            Some(encryption) => match Sealer::open(store, encryption).await {
-                Ok(sealer) => Some(sealer),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot encrypt; the changes of sealed resources wait for the next snapshot");
-                    None
-                }
-            },
-            None => None,
-        };
         let lists = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
         let mut watches = Vec::new();
         for (index, resource) in snapshot.resources.iter().enumerate() {
             let rt = &resource.resource;
-            let sealed = options.encryption.as_ref().is_some_and(|e| e.seals(rt));
-            if sealed && sealer.is_none() {
-                continue;
-            }
             let baseline = seen.as_ref().map(|s| s.take(rt)).unwrap_or_default();
             if baseline.is_empty() && resource.count > 0 {
                 // Every object then reads as changed: the first checkpoint reads them all.
@@ -120,7 +107,7 @@ impl Checkpoints {
             api,
             watches,
             last: snapshot,
-            sealer,
+            sealer: None,
         })
     }
 
@@ -161,6 +148,7 @@ impl Checkpoints {
         if dirty.is_empty() {
             return Ok(None);
         }
+        self.make_sealer(store, settings, &dirty).await;
         let sealer = self.sealer.as_ref();
         match take_checkpoint(
             &self.api,
@@ -182,6 +170,28 @@ impl Checkpoints {
             Err(e) => {
                 self.give_back(dirty);
                 Err(e)
+            }
+        }
+    }
+
+    /// Makes the sealer when `dirty` holds a sealed resource's change and there is none
+    /// yet. When it cannot be made, sealed changes stay dirty, never stored in the clear.
+    async fn make_sealer(&mut self, store: &Store, settings: &JobSettings, dirty: &Dirty) {
+        let Some(encryption) = settings.snapshot.encryption.as_ref() else {
+            return;
+        };
+        let sealed = dirty.keys().any(|index| {
+            self.last
+                .resources
+                .get(*index as usize)
+                .is_some_and(|r| encryption.seals(&r.resource))
+        });
+        if sealed && self.sealer.is_none() {
+            match Sealer::open(store, encryption).await {
+                Ok(sealer) => self.sealer = Some(sealer),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encrypt; the changes of sealed resources wait for a checkpoint that can");
+                }
             }
         }
     }

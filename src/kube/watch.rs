@@ -390,6 +390,7 @@ impl ResourceWatch {
                     }
                 },
             };
+            let opened = std::time::Instant::now();
             let (ended, read) = self.watch_from(&from).await;
             if read > 0 {
                 backoff = BACKOFF.0;
@@ -404,7 +405,10 @@ impl ResourceWatch {
                     if let Some(e) = &error {
                         tracing::info!(resource = %self.rt.qualified_name(), reason = why.reason(), error = %e, "watch ended; listing again");
                     }
-                    if matches!(why, Restart::Failed | Restart::Broken) && read == 0 {
+                    // A watch that fails at once, or that a proxy ends at once, is not
+                    // opened again in a tight loop.
+                    let at_once = read == 0 && opened.elapsed() < Duration::from_secs(1);
+                    if at_once || (matches!(why, Restart::Failed | Restart::Broken) && read == 0) {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(BACKOFF.1);
                     }
