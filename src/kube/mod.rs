@@ -1,6 +1,7 @@
 //! The cluster as kube-autosave sees it: connecting with the standard kubeconfig chain, the
-//! request client with its bounded retries, discovery, and what could not be read. It reads
-//! and (for `restore` only) writes objects; it knows nothing of snapshots or the repository.
+//! request client with its bounded retries, discovery, what could not be read, and watches
+//! that say which objects changed. It reads and (for `restore` only) writes objects; it
+//! knows nothing of snapshots or the repository.
 //!
 //! Discovery is hand-rolled instead of kube's `Discovery`: one failing group (an aggregated
 //! API whose backend is down) must be skipped and reported, not fail all; aggregated

@@ -326,10 +326,6 @@ pub trait WatchObserver: Send + Sync {
     fn restarted(&self, _rt: &ResourceType, _why: Restart) {}
 }
 
-/// An observer that counts nothing.
-pub struct Unobserved;
-impl WatchObserver for Unobserved {}
-
 /// The resource cannot be watched at all (the server does not serve watches of it, or the
 /// service account may not): its changes wait for the next snapshot.
 #[derive(Debug, thiserror::Error)]

@@ -66,8 +66,10 @@ enum Read {
 }
 
 /// Reads the objects in `dirty`, stores the changed ones and saves a checkpoint built from
-/// `previous` (the last snapshot or checkpoint). See the module's header for what it leaves
-/// to the next snapshot.
+/// `previous` (the last snapshot or checkpoint). `sealer` encrypts the changes of sealed
+/// resources; without one they are not read and come back in
+/// [`CheckpointOutcome::unread`]. See the module's header for what it leaves to the next
+/// snapshot.
 pub async fn take_checkpoint(
     api: &Api,
     store: &Store,
