@@ -244,7 +244,10 @@ impl Direct {
             };
             let again = match &failure {
                 Failure::Transport(_) => true,
-                Failure::Answer { status, .. } if matches!(status, 500 | 502 | 504) => true,
+                Failure::Answer {
+                    status: 500 | 502 | 504,
+                    ..
+                } => true,
                 Failure::Answer { code, .. }
                     if !refreshed
                         && matches!(
