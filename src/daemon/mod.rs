@@ -443,9 +443,13 @@ impl Daemon {
     }
 
     /// Pushes what is staged and exports every pending snapshot, oldest first; then, when
-    /// nothing is left staged, applies the retention policy.
+    /// snapshots waited and nothing is left staged, applies the retention policy.
     async fn push(&self) -> Result<(), PushError> {
         let before = self.remote_counts.snapshot();
+        // The retention policy is applied after snapshots land, not after every checkpoint's
+        // push: a prune reads every manifest, and checkpoints come every few minutes.
+        let snapshots_waited =
+            self.pending_count() > 0 || self.metrics.staging_full.load(Ordering::Relaxed);
         let result = async {
             self.take_lease().await.map_err(JobError::from)?;
             if self.unleased_staging.load(Ordering::SeqCst) {
@@ -456,7 +460,7 @@ impl Daemon {
         }
         .await;
         self.release_lease().await;
-        if result.is_ok() && self.pending_count() == 0 {
+        if result.is_ok() && self.pending_count() == 0 && snapshots_waited {
             self.maintain().await;
         }
         let sent = self.remote_counts.snapshot().since(&before);
