@@ -718,7 +718,10 @@ pub async fn run(
                 // Push right away what the snapshot staged.
                 next_push = Instant::now();
             } else if checkpoint_due {
-                if let Some(checkpoints) = checkpoints.as_mut() {
+                // At the staging cap the changes stay with the watches until there is room.
+                if let Some(checkpoints) = checkpoints.as_mut()
+                    && !daemon.staging_is_full()?
+                {
                     daemon.write_checkpoint(checkpoints).await;
                 }
                 let every = checkpoint_every.unwrap_or(daemon.settings.interval);
