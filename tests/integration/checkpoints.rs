@@ -583,3 +583,30 @@ async fn an_encrypted_daemon_checkpoints_secrets_only_encrypted() {
         assert!(serde_json::from_slice::<serde_json::Value>(&stored).is_err());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_written_while_s3_is_away_are_staged_and_pushed_when_it_is_back() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start(300, 67).await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = started(dir.path(), &s3, &cluster);
+    s3.stop();
+    let rv = cluster.sim.resource_version();
+    cluster.sim.churn(0.03, 41);
+    daemon.wait_for("a staged checkpoint", Duration::from_secs(20), |d| {
+        d.metric("checkpoints_total") >= 1.0 && d.metric("push_failures_total") >= 1.0
+    });
+    cluster.sim.churn(0.03, 42);
+    s3.restart();
+    let now = fresh_snapshot(&cluster).await;
+    let all = wait_for_changes(&s3, &cluster, rv, &now, Duration::from_secs(30)).await;
+    assert_chained(&all);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while objects_of(points(&s3).await.last().unwrap()) != now {
+        assert!(
+            Instant::now() < deadline,
+            "the last point is not the cluster"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
