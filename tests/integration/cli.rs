@@ -299,12 +299,13 @@ fn the_demo_takes_two_snapshots_and_points_at_a_layout_that_is_there() {
 }
 
 /// The commands every completion script and manual page must know.
-const COMMANDS: [&str; 11] = [
+const COMMANDS: [&str; 12] = [
     "snapshot",
     "run",
     "list",
     "show",
     "diff",
+    "history",
     "verify",
     "restore",
     "forget",
