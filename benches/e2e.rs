@@ -8,6 +8,7 @@
 //! cargo bench --bench e2e -- --large --s3-latency-ms 25     # S3 over a network
 //! cargo bench --bench e2e -- --s3-latency-ms 25 --s3-jitter-ms 10 --s3-throttle 0.05
 //! cargo bench --bench e2e -- --large --export-concurrency 64
+//! cargo bench --bench e2e -- --large --hour 240             # the daemon through an hour
 //! ```
 //!
 //! One run starts, in this process, the simulated API server with N objects and an S3 server
@@ -54,6 +55,9 @@
 //! snapshot, which runs exactly as `kube-autosave snapshot` runs for a user, except
 //! `--export-concurrency N` when the harness is given it. (`--wrap` runs it under a
 //! profiler for a look at the hot spots; its figures then include the profiler.)
+
+#[path = "e2e/hour.rs"]
+mod hour;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -102,6 +106,8 @@ struct Args {
     s3: S3Model,
     /// The snapshot's `--export-concurrency`, passed only when given.
     export_concurrency: Option<usize>,
+    /// `--hour SECONDS`: the daemon through a simulated hour instead of two snapshots.
+    hour: Option<u64>,
 }
 
 /// What the counting proxy adds to every request it passes on.
@@ -133,7 +139,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: cargo bench --bench e2e -- [--objects N | --large | --huge] [--churn F] \
          [--seed S] [--json PATH] [--wrap CMD] [--days N] [--encrypt] [--s3-latency-ms N] \
-         [--s3-jitter-ms J] [--s3-throttle R] [--export-concurrency N]\n\
+         [--s3-jitter-ms J] [--s3-throttle R] [--export-concurrency N] [--hour SECONDS]\n\
          \x20 --objects N   objects in the simulated cluster (default 10000)\n\
          \x20 --large       100,000 objects\n\
          \x20 --huge        1,000,000 objects\n\
@@ -148,7 +154,9 @@ fn usage() -> ! {
          \x20 --s3-jitter-ms J        and a random 0..=J ms more (default 0)\n\
          \x20 --s3-throttle R         answer a fraction R (0 <= R < 1) of S3 requests\n\
          \x20                         503 SlowDown instead (default 0)\n\
-         \x20 --export-concurrency N  passed on to the snapshot (default: the snapshot's own)"
+         \x20 --export-concurrency N  passed on to the snapshot (default: the snapshot's own)\n\
+         \x20 --hour SECONDS         instead of two snapshots: the daemon through a simulated\n\
+         \x20                         hour of churn (checkpoints) played in SECONDS"
     );
     std::process::exit(2)
 }
@@ -164,6 +172,7 @@ fn parse_args(args: &[String]) -> Args {
         encrypt: false,
         s3: S3Model::default(),
         export_concurrency: None,
+        hour: None,
     };
     let mut it = args.iter();
     fn value<T: std::str::FromStr>(flag: &str, v: Option<&String>) -> T {
@@ -189,6 +198,7 @@ fn parse_args(args: &[String]) -> Args {
             "--s3-jitter-ms" => parsed.s3.jitter_ms = value(arg, it.next()),
             "--s3-throttle" => parsed.s3.throttle = value(arg, it.next()),
             "--export-concurrency" => parsed.export_concurrency = Some(value(arg, it.next())),
+            "--hour" => parsed.hour = Some(value(arg, it.next())),
             "-h" | "--help" => usage(),
             other => {
                 eprintln!("unknown argument {other:?}");
@@ -839,6 +849,20 @@ async fn run(args: Args) {
         client,
     };
 
+    if let Some(seconds) = bench.args.hour {
+        let figures = hour::run(&bench, seconds).await;
+        let report = json!({
+            "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "objects": bench.args.objects,
+            "churn_per_hour": bench.args.churn,
+            "seed": bench.args.seed,
+            "s3_model": bench.args.s3,
+            "hour": figures,
+        });
+        write_report(&bench.args.json, &report);
+        return;
+    }
+
     let first = bench.snapshot("snapshot 1", 0).await;
     let base_first = bench.baseline("baseline 1", &first.snapshot).await;
 
@@ -892,13 +916,17 @@ async fn run(args: Args) {
         "targets": targets,
         "retention": retention,
     });
-    if let Some(parent) = bench.args.json.parent() {
+    write_report(&bench.args.json, &report);
+}
+
+fn write_report(path: &Path, report: &serde_json::Value) {
+    if let Some(parent) = path.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    let json = serde_json::to_vec_pretty(&report).expect("JSON of the report");
-    match std::fs::write(&bench.args.json, json) {
-        Ok(()) => println!("\nfigures written to {}", bench.args.json.display()),
-        Err(e) => eprintln!("cannot write {}: {e}", bench.args.json.display()),
+    let json = serde_json::to_vec_pretty(report).expect("JSON of the report");
+    match std::fs::write(path, json) {
+        Ok(()) => println!("\nfigures written to {}", path.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
     }
 }
 
