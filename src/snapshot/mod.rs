@@ -768,8 +768,9 @@ impl Lister<'_> {
             Outcome::Excluded => outcome.excluded += 1,
             Outcome::Kept { id, size } => {
                 // An object the store lost (its pack gone from the destination) is read and
-                // stored again; referring to it would make the snapshot unrestorable.
-                if !self.store.contains(&id).unwrap_or(false) {
+                // stored again; referring to it would make the snapshot unrestorable. While
+                // the index has forgotten nothing since the cache was written, none was lost.
+                if !self.seen_cache.ids_still_held() && !self.store.contains(&id).unwrap_or(false) {
                     return false;
                 }
                 outcome.bytes += u64::from(size);
@@ -1024,7 +1025,9 @@ pub async fn take_snapshot(
         None => store.local_file("seen"),
     };
     let rules = options.rules.clone();
-    let opening = tokio::task::spawn_blocking(move || SeenCache::open(&seen_path, &rules));
+    let holdings = store.cache().holdings()?;
+    let opening =
+        tokio::task::spawn_blocking(move || SeenCache::open(&seen_path, &rules).holding(holdings));
     let discovered = discover(api).await?;
     // A group the rules leave out whole is not missed when its discovery fails.
     let mut skipped: Vec<Skipped> = discovered

@@ -60,6 +60,10 @@ struct Header {
     fingerprint: String,
     /// Seconds since the epoch of the full read this file descends from.
     since: u64,
+    /// The local index's [`holdings`](crate::store::cache::Cache::holdings) token when the
+    /// snapshot that wrote the file began: while it is the same, every id here is still held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    holdings: Option<String>,
 }
 
 /// Where each resource type's frame is: `(offset, length)` by [`resource_key`].
@@ -97,6 +101,9 @@ pub struct SeenCache {
     fingerprint: String,
     since: u64,
     previous: Option<Previous>,
+    /// The previous file's holdings token, and this snapshot's.
+    previous_holdings: Option<String>,
+    holdings: Option<String>,
     current: Mutex<Writer>,
 }
 
@@ -121,6 +128,8 @@ impl SeenCache {
             fingerprint: fingerprint(rules),
             since: now(),
             previous: None,
+            previous_holdings: None,
+            holdings: None,
             current: Mutex::new(Writer::default()),
         };
         let Ok(file) = std::fs::File::open(path) else {
@@ -131,6 +140,7 @@ impl SeenCache {
                 let age = Duration::from_secs(cache.since.saturating_sub(header.since));
                 if header.fingerprint == cache.fingerprint && age < MAX_AGE {
                     cache.since = header.since;
+                    cache.previous_holdings = header.holdings;
                     cache.previous = Some(Previous {
                         file,
                         index: Mutex::new(index),
@@ -144,6 +154,19 @@ impl SeenCache {
             }
         }
         cache
+    }
+
+    /// Says which [`holdings`](crate::store::cache::Cache::holdings) token the local index
+    /// has now; it is written into the new file.
+    pub fn holding(mut self, token: String) -> Self {
+        self.holdings = Some(token);
+        self
+    }
+
+    /// Whether every id of the previous file is certainly still in the local index (its
+    /// token is the index's): then no id needs looking up before it is reused.
+    pub fn ids_still_held(&self) -> bool {
+        self.holdings.is_some() && self.holdings == self.previous_holdings
     }
 
     /// Whether a previous snapshot's objects are at hand (a usable file was found): without
@@ -198,6 +221,7 @@ impl SeenCache {
                 let header = Header {
                     fingerprint: self.fingerprint.clone(),
                     since: self.since,
+                    holdings: self.holdings.clone(),
                 };
                 let file = std::fs::File::create(self.path.with_extension("tmp"))?;
                 writer.out = Some(std::io::BufWriter::with_capacity(1 << 16, file));
@@ -378,6 +402,37 @@ mod tests {
             writer.index.insert(key.clone(), frame);
         }
         writer.finish(&temp, path).unwrap();
+    }
+
+    #[test]
+    fn ids_are_known_held_only_under_the_same_holdings_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.seen");
+        let cache = SeenCache::open(&path, &Rules::default()).holding("a".into());
+        cache.record(&deployments("v1"), vec![web()]);
+        cache.save();
+        let open = |token: Option<&str>| {
+            let cache = SeenCache::open(&path, &Rules::default());
+            match token {
+                Some(token) => cache.holding(token.into()),
+                None => cache,
+            }
+        };
+        assert!(open(Some("a")).ids_still_held());
+        assert!(
+            !open(Some("b")).ids_still_held(),
+            "the index forgot something"
+        );
+        assert!(
+            !open(None).ids_still_held(),
+            "the index's token is not known"
+        );
+        // A file written without a token (an earlier build) is looked up id by id.
+        let (mut header, resources) = contents(&path);
+        header.holdings = None;
+        write(&path, &header, &resources);
+        assert!(!open(Some("a")).ids_still_held());
+        assert!(open(Some("a")).has_previous());
     }
 
     #[test]

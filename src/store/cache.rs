@@ -21,6 +21,20 @@ use super::pack::{IndexFile, IndexedPack, Location};
 
 /// Bumped when the layout of the trees changes; an older cache is rebuilt.
 const CACHE_FORMAT: &[u8] = b"3";
+/// The key of the [`Cache::holdings`] token.
+const HOLDINGS: &[u8] = b"holdings";
+
+/// A token unlike any before it: the time, the process and the token it replaces, hashed.
+fn new_holdings(previous: Option<&str>) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&nanos.to_le_bytes());
+    hasher.update(&std::process::id().to_le_bytes());
+    hasher.update(previous.unwrap_or_default().as_bytes());
+    hasher.finalize().to_hex()[..32].to_string()
+}
 /// Entries per sled batch when an index file is recorded.
 const INSERT_BATCH: usize = 1024;
 /// How long a locked index is waited for before it is reported as in use.
@@ -191,6 +205,9 @@ impl Cache {
                 opened.insert(b"format", CACHE_FORMAT)?;
             }
         }
+        if opened.get(HOLDINGS)?.is_none() {
+            opened.insert(HOLDINGS, new_holdings(None).as_bytes())?;
+        }
         Ok(Self {
             path: path.to_path_buf(),
             objects: opened.open_tree("objects")?,
@@ -218,6 +235,28 @@ impl Cache {
         self.objects
             .contains_key(id.as_bytes())
             .map_err(|e| sled_error(&self.path, e))
+    }
+
+    /// A token of what the index holds, renewed whenever an object is forgotten (objects
+    /// are otherwise only added, and a wiped index is a new one with a new token). So an id
+    /// recorded while the token was T is still held while the token is T: what lets a
+    /// snapshot take a hundred thousand unchanged ids from the seen-objects cache without
+    /// looking each one up.
+    pub fn holdings(&self) -> StoreResult<String> {
+        let token = self
+            .db
+            .get(HOLDINGS)
+            .map_err(|e| sled_error(&self.path, e))?
+            .unwrap_or_default();
+        Ok(String::from_utf8_lossy(&token).into_owned())
+    }
+
+    fn renew_holdings(&self) -> StoreResult<()> {
+        let previous = self.holdings()?;
+        self.db
+            .insert(HOLDINGS, new_holdings(Some(&previous)).as_bytes())
+            .map_err(|e| sled_error(&self.path, e))?;
+        Ok(())
     }
 
     pub fn object_count(&self) -> usize {
@@ -366,6 +405,9 @@ impl Cache {
                 .map_err(|e| sled_error(&self.path, e))?;
             forgotten.packs += 1;
         }
+        if forgotten.objects > 0 {
+            self.renew_holdings()?;
+        }
         Ok((gone, forgotten))
     }
 
@@ -409,7 +451,7 @@ impl Cache {
         ] {
             tree.clear().map_err(|e| sled_error(&self.path, e))?;
         }
-        Ok(())
+        self.renew_holdings()
     }
 
     /// A named table for other parts of the program (the exporter's file hashes, the
@@ -485,8 +527,13 @@ mod tests {
         assert_eq!((cache.object_count(), cache.pack_count()), (4, 3));
 
         let listed: HashSet<PackId> = [kept.id, again.id].into();
+        let holdings = cache.holdings().unwrap();
+        assert_eq!(holdings.len(), 32);
         let (found, forgotten) = cache.forget_gone_packs(&listed).unwrap();
         assert_eq!(found, vec![gone.id]);
+        // Objects were forgotten: ids recorded under the old token must be looked up again.
+        let renewed = cache.holdings().unwrap();
+        assert_ne!(renewed, holdings);
         assert_eq!(
             forgotten,
             Forgotten {
@@ -498,9 +545,18 @@ mod tests {
             assert_eq!(cache.contains(&ObjectId::of(object)).unwrap(), known);
         }
         assert_eq!(cache.gone_objects().unwrap()[&ObjectId::of(b"c")], gone.id);
-        // Checked again: nothing more to forget.
+        // Checked again: nothing more to forget, and the token stays.
         let (found, _) = cache.forget_gone_packs(&listed).unwrap();
         assert!(found.is_empty());
+        assert_eq!(cache.holdings().unwrap(), renewed);
+        // Added objects keep it too; a cleared index gets a new one.
+        cache
+            .insert_index_file(
+                &IndexId::of(b"l"),
+                &IndexFile::new(vec![indexed(b"new", &[b"e"])]),
+            )
+            .unwrap();
+        assert_eq!(cache.holdings().unwrap(), renewed);
 
         // Another index file read from the destination that lists the gone pack does not
         // bring its objects back ...
@@ -520,6 +576,8 @@ mod tests {
         cache.insert_index_file(&IndexId::of(b"k"), &other).unwrap();
         assert!(cache.contains(&ObjectId::of(b"c")).unwrap());
         assert!(cache.gone_objects().unwrap().is_empty());
+        cache.clear_store_entries().unwrap();
+        assert_ne!(cache.holdings().unwrap(), renewed);
     }
 
     #[test]
