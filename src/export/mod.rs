@@ -225,9 +225,16 @@ pub fn is_rendering_of(data: &[u8], file: &PlannedFile) -> bool {
     rest == LIST_TAIL
 }
 
+/// Files recorded in the local index at once: one sled write for this many files instead
+/// of one each (about a tenth of a second export's CPU at 100,000 objects).
+const REMEMBER_BATCH: usize = 256;
+
 struct Exporter<'a> {
     store: &'a Store,
     written: Table<Written>,
+    /// Files written and not yet recorded in `written`. Recorded before the export returns,
+    /// whether it succeeds or fails.
+    pending: std::sync::Mutex<Vec<(FileHash, Written)>>,
 }
 
 impl Exporter<'_> {
@@ -236,7 +243,29 @@ impl Exporter<'_> {
     }
 
     fn remember(&self, recipe: &FileHash, written: &Written) -> Result<(), StoreError> {
-        self.written.insert(recipe.as_bytes(), written)
+        let full = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.push((*recipe, written.clone()));
+            if pending.len() < REMEMBER_BATCH {
+                return Ok(());
+            }
+            std::mem::take(&mut *pending)
+        };
+        self.record(&full)
+    }
+
+    /// Records the files written since the last batch.
+    fn flush(&self) -> Result<(), StoreError> {
+        let rest = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        self.record(&rest)
+    }
+
+    fn record(&self, files: &[(FileHash, Written)]) -> Result<(), StoreError> {
+        self.written.insert_many(
+            files
+                .iter()
+                .map(|(recipe, written)| (recipe.as_bytes(), written)),
+        )
     }
 
     async fn export_file(&self, file: PlannedFile) -> Result<ExportedFile, ExportError> {
@@ -343,7 +372,11 @@ pub async fn export(
         .cache()
         .table(EXPORTED_TREE)
         .map_err(ExportError::Manifest)?;
-    let exporter = Exporter { store, written };
+    let exporter = Exporter {
+        store,
+        written,
+        pending: std::sync::Mutex::default(),
+    };
     if exporter.written.is_empty() {
         seed_from_latest_export(store, &exporter, manifest).await;
     }
@@ -385,10 +418,14 @@ pub async fn export(
             }
         }
     }
+    // What was written is recorded even after a failure, so that the next run copies it.
+    let recorded = exporter.flush();
     if let Some(e) = first_error {
+        recorded.map_err(ExportError::Manifest)?;
         store.cache().flush().await.map_err(ExportError::Manifest)?;
         return Err(e);
     }
+    recorded.map_err(ExportError::Manifest)?;
     let mut record = ExportRecord {
         files: results.len() as u64,
         ..ExportRecord::default()
@@ -440,6 +477,8 @@ async fn seed_from_latest_export(store: &Store, exporter: &Exporter<'_>, current
             };
             let _ = exporter.remember(&file.recipe, &written);
         }
+        // Recorded before the export looks anything up.
+        let _ = exporter.flush();
         return;
     }
 }

@@ -117,6 +117,28 @@ impl<V: serde::Serialize + serde::de::DeserializeOwned> Table<V> {
             .map_err(|e| sled_error(&self.path, e))
     }
 
+    /// Inserts many values in one write: sled's per-write overhead is paid once, which
+    /// matters for callers that record thousands of small values.
+    pub fn insert_many<'v, K: AsRef<[u8]>>(
+        &self,
+        entries: impl IntoIterator<Item = (K, &'v V)>,
+    ) -> StoreResult<()>
+    where
+        V: 'v,
+    {
+        let mut batch = sled::Batch::default();
+        for (key, value) in entries {
+            let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Index {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+            batch.insert(key.as_ref(), bytes);
+        }
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| sled_error(&self.path, e))
+    }
+
     pub fn remove(&self, key: &[u8]) -> StoreResult<()> {
         self.tree
             .remove(key)
