@@ -3,7 +3,6 @@
 //! Switched off, it stays up and idle, serving health and metrics, until it is stopped.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::Args;
 
@@ -128,10 +127,7 @@ fn settings(global: &GlobalArgs, args: &RunArgs) -> Result<Mode, ConfigError> {
             });
         }
     }
-    let policy = with_checkpoint_default(
-        effective_policy(common.file.retention.as_ref(), &args.policy)?,
-        checkpoint_interval,
-    );
+    let policy = effective_policy(common.file.retention.as_ref(), &args.policy)?;
     let retention = policy.does_something().then_some(policy);
     Ok(Mode::Run(Box::new(DaemonSettings {
         job: common.job_settings(&args.cluster),
@@ -186,21 +182,6 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> ExitCode {
     }
 }
 
-/// A daemon that writes checkpoints forgets the ones older than `keepCheckpoints` (7 days
-/// unless set) even without a retention section: they come every few minutes, and would
-/// otherwise pile up for ever. Snapshots stay as the policy (or its absence) says.
-fn with_checkpoint_default(
-    mut policy: crate::repo::retention::Policy,
-    checkpoint_interval: Option<Duration>,
-) -> crate::repo::retention::Policy {
-    if checkpoint_interval.is_some() {
-        policy
-            .keep_checkpoints
-            .get_or_insert(crate::repo::retention::DEFAULT_KEEP_CHECKPOINTS);
-    }
-    policy
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -209,23 +190,5 @@ mod tests {
         assert!(super::parse_listen("l", "127.0.0.1:9").is_ok());
         let err = super::parse_listen("kubeResourcesAutosave.listen", "8080x").unwrap_err();
         assert!(err.to_string().contains("kubeResourcesAutosave.listen"));
-    }
-
-    #[test]
-    fn a_daemon_with_checkpoints_forgets_old_ones_without_a_retention_section() {
-        use crate::repo::retention::{DEFAULT_KEEP_CHECKPOINTS, Policy};
-        let minutes = Some(std::time::Duration::from_secs(300));
-        let policy = super::with_checkpoint_default(Policy::default(), minutes);
-        assert!(policy.does_something());
-        assert_eq!(policy.checkpoints_kept_for(), DEFAULT_KEEP_CHECKPOINTS);
-        // Without checkpoints, no policy stays no policy.
-        assert!(!super::with_checkpoint_default(Policy::default(), None).does_something());
-        // A set keepCheckpoints stays as set.
-        let set = Policy {
-            keep_checkpoints: Some(std::time::Duration::from_secs(3600)),
-            ..Policy::default()
-        };
-        let kept = super::with_checkpoint_default(set, minutes);
-        assert_eq!(kept.checkpoints_kept_for().as_secs(), 3600);
     }
 }
