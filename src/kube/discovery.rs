@@ -115,6 +115,27 @@ impl ResourceType {
         )
     }
 
+    /// One page of a list of this resource in `namespace` (`None`: all): at most `limit`
+    /// items, narrowed by a label selector where given, from a continue token where given.
+    pub fn list_page_path(
+        &self,
+        namespace: Option<&str>,
+        limit: u32,
+        label_selector: Option<&str>,
+        continue_token: Option<&str>,
+    ) -> String {
+        let mut path = format!("{}?limit={}", self.collection_path(namespace), limit.max(1));
+        if let Some(selector) = label_selector {
+            path.push_str("&labelSelector=");
+            path.push_str(&super::api::encode_query(selector));
+        }
+        if let Some(token) = continue_token {
+            path.push_str("&continue=");
+            path.push_str(&super::api::encode_query(token));
+        }
+        path
+    }
+
     /// The path of one object.
     pub fn object_path(&self, namespace: Option<&str>, name: &str) -> String {
         format!("{}/{name}", self.collection_path(namespace))

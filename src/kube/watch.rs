@@ -458,16 +458,12 @@ impl ResourceWatch {
             let mut token: Option<String> = None;
             let mut resource_version = None;
             loop {
-                let mut path = format!(
-                    "{}?limit={}{}",
-                    self.rt.collection_path(None),
-                    self.page_size.max(1),
-                    self.selector_query()
+                let path = self.rt.list_page_path(
+                    None,
+                    self.page_size,
+                    self.label_selector.as_deref(),
+                    token.as_deref(),
                 );
-                if let Some(token) = &token {
-                    path.push_str("&continue=");
-                    path.push_str(&encode_query(token));
-                }
                 let body = match self.api.get(&path, METADATA_LIST_ACCEPT).await {
                     Ok(body) => body,
                     Err(e) if e.is_expired() && token.is_some() && expired < 5 => {

@@ -357,19 +357,12 @@ impl Gathered {
             let mut listed: BTreeSet<ObjectRef> = BTreeSet::new();
             let mut token: Option<String> = None;
             loop {
-                let mut path = format!(
-                    "{}?limit={}",
-                    rt.collection_path(None),
-                    options.page_size.max(1)
+                let path = rt.list_page_path(
+                    None,
+                    options.page_size,
+                    options.rules.label_selector.as_deref(),
+                    token.as_deref(),
                 );
-                if let Some(selector) = &options.rules.label_selector {
-                    path.push_str("&labelSelector=");
-                    path.push_str(&encode_query(selector));
-                }
-                if let Some(token) = &token {
-                    path.push_str("&continue=");
-                    path.push_str(&encode_query(token));
-                }
                 self.lists += 1;
                 let body = match api.get(&path, "application/json").await {
                     Ok(body) => body,
@@ -536,19 +529,12 @@ async fn list_all(
         let mut items = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut path = format!(
-                "{}?limit={}",
-                rt.collection_path(namespace),
-                options.page_size.max(1)
+            let path = rt.list_page_path(
+                namespace,
+                options.page_size,
+                options.rules.label_selector.as_deref(),
+                token.as_deref(),
             );
-            if let Some(selector) = &options.rules.label_selector {
-                path.push_str("&labelSelector=");
-                path.push_str(&encode_query(selector));
-            }
-            if let Some(token) = &token {
-                path.push_str("&continue=");
-                path.push_str(&encode_query(token));
-            }
             pages += 1;
             let body = match api.get(&path, "application/json").await {
                 Ok(body) => body,

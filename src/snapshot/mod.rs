@@ -28,7 +28,6 @@ use serde_json::value::RawValue;
 
 pub use rules::Rules;
 
-use crate::kube::api::encode_query;
 use crate::kube::{
     Api, ApiError, ConnectError, DiscoveryError, ResourceType, RetryPolicy, Skipped, discover,
 };
@@ -374,16 +373,12 @@ impl Lister<'_> {
         page_size: u32,
         token: Option<&str>,
     ) -> String {
-        let mut path = format!("{}?limit={page_size}", rt.collection_path(namespace));
-        if let Some(selector) = &self.options.rules.label_selector {
-            path.push_str("&labelSelector=");
-            path.push_str(&encode_query(selector));
-        }
-        if let Some(token) = token {
-            path.push_str("&continue=");
-            path.push_str(&encode_query(token));
-        }
-        path
+        rt.list_page_path(
+            namespace,
+            page_size,
+            self.options.rules.label_selector.as_deref(),
+            token,
+        )
     }
 
     /// Reads one object with a list narrowed to its name (a `metadata.name` field selector),
@@ -1328,10 +1323,22 @@ mod tests {
         assert!(names(r#"[]"#).is_err());
     }
     #[test]
-    fn query_values_are_encoded() {
+    fn list_pages_carry_an_encoded_selector_and_continue_token() {
+        let rt = ResourceType {
+            group: "apps".to_string(),
+            version: "v1".to_string(),
+            kind: "Deployment".to_string(),
+            resource: "deployments".to_string(),
+            namespaced: true,
+        };
         assert_eq!(
-            super::encode_query("app in (a,b)"),
-            "app%20in%20%28a%2Cb%29"
+            rt.list_page_path(Some("prod"), 0, Some("app in (a,b)"), Some("t=1")),
+            "/apis/apps/v1/namespaces/prod/deployments?limit=1\
+             &labelSelector=app%20in%20%28a%2Cb%29&continue=t%3D1"
+        );
+        assert_eq!(
+            rt.list_page_path(None, 500, None, None),
+            "/apis/apps/v1/deployments?limit=500"
         );
     }
 
