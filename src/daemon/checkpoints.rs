@@ -88,6 +88,7 @@ impl Checkpoints {
                 rt: rt.clone(),
                 label_selector: options.rules.label_selector.clone(),
                 page_size: options.page_size,
+                max_list_restarts: options.max_list_restarts,
                 timeout: crate::kube::watch::WATCH_TIMEOUT,
                 lists: lists.clone(),
                 state: state.clone(),

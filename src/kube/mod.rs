@@ -1,7 +1,7 @@
 //! The cluster as kube-autosave sees it: connecting with the standard kubeconfig chain, the
-//! request client with its bounded retries, discovery, what could not be read, and watches
-//! that say which objects changed. It reads and (for `restore` only) writes objects; it
-//! knows nothing of snapshots or the repository.
+//! request client with its bounded retries, discovery, lists walked page by page, what could
+//! not be read, and watches that say which objects changed. It reads and (for `restore`
+//! only) writes objects; it knows nothing of snapshots or the repository.
 //!
 //! Discovery is hand-rolled instead of kube's `Discovery`: one failing group (an aggregated
 //! API whose backend is down) must be skipped and reported, not fail all; aggregated
@@ -13,6 +13,7 @@ pub mod api;
 pub mod connect;
 pub mod discovery;
 pub mod identity;
+pub mod paging;
 pub mod skipped;
 pub mod watch;
 
@@ -20,4 +21,5 @@ pub use api::{Api, ApiError, RetryPolicy};
 pub use connect::{ClusterOptions, ConnectError, connect};
 pub use discovery::{Discovered, DiscoveryError, ResourceType, discover};
 pub use identity::kube_system_uid;
+pub use paging::Paging;
 pub use skipped::Skipped;

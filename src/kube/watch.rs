@@ -20,7 +20,7 @@ use futures::io::AsyncBufReadExt;
 use serde::Deserialize;
 
 use super::api::encode_query;
-use super::{Api, ApiError, ResourceType};
+use super::{Api, ApiError, Paging, ResourceType};
 
 /// Asks for the objects' metadata only; a server that cannot render it sends full objects,
 /// of which only the metadata is read.
@@ -345,6 +345,8 @@ pub struct ResourceWatch {
     pub label_selector: Option<String>,
     /// Items per page of a list.
     pub page_size: u32,
+    /// Restarts of a list after its continue token expired before it fails.
+    pub max_list_restarts: u32,
     /// How long the server keeps one watch open ([`WATCH_TIMEOUT`]).
     pub timeout: Duration,
     /// Lists of all the watches at the same time: a broken connection to the API server
@@ -452,54 +454,51 @@ impl ResourceWatch {
 
         // Closed only when the watches are dropped, which also drops this.
         let _permit = self.lists.acquire().await;
-        let mut expired = 0;
-        'list: loop {
-            let mut listed = HashMap::new();
-            let mut token: Option<String> = None;
-            let mut resource_version = None;
-            loop {
-                let path = self.rt.list_page_path(
-                    None,
-                    self.page_size,
-                    self.label_selector.as_deref(),
-                    token.as_deref(),
-                );
-                let body = match self.api.get(&path, METADATA_LIST_ACCEPT).await {
-                    Ok(body) => body,
-                    Err(e) if e.is_expired() && token.is_some() && expired < 5 => {
-                        expired += 1;
-                        continue 'list;
-                    }
-                    Err(e) => return Err(e),
-                };
-                let page: Page = serde_json::from_slice(&body)
-                    .map_err(|e| ApiError::Decode(format!("{path}: {e}")))?;
-                // Every page of a list is at the first page's resource version.
-                resource_version.get_or_insert(page.metadata.resource_version);
-                for item in page.items.unwrap_or_default() {
-                    let head = item.metadata.head(self.rt.namespaced);
-                    if !head.object.name.is_empty() {
-                        listed.insert(head.object, head.known);
-                    }
+        let mut paging = Paging::new(
+            &self.rt,
+            None,
+            self.label_selector.as_deref(),
+            self.page_size,
+            self.max_list_restarts,
+        );
+        let mut listed = HashMap::new();
+        let mut resource_version = None;
+        loop {
+            let path = paging.path();
+            let body = match self.api.get(&path, METADATA_LIST_ACCEPT).await {
+                Ok(body) => body,
+                Err(e) if paging.restart(&e) => {
+                    listed.clear();
+                    resource_version = None;
+                    continue;
                 }
-                match page.metadata.continue_token.filter(|t| !t.is_empty()) {
-                    Some(next) => token = Some(next),
-                    None => break,
+                Err(e) => return Err(e),
+            };
+            let page: Page = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::Decode(format!("{path}: {e}")))?;
+            // Every page of a list is at the first page's resource version.
+            resource_version.get_or_insert(page.metadata.resource_version);
+            for item in page.items.unwrap_or_default() {
+                let head = item.metadata.head(self.rt.namespaced);
+                if !head.object.name.is_empty() {
+                    listed.insert(head.object, head.known);
                 }
             }
-            let resource_version =
-                resource_version
-                    .filter(|rv| !rv.is_empty())
-                    .ok_or_else(|| {
-                        ApiError::Decode(format!(
-                            "a list of {} without a resource version to watch from",
-                            self.rt.qualified_name()
-                        ))
-                    })?;
-            let changed = self.lock().relisted(listed, Some(resource_version.clone()));
-            self.observer.relisted(&self.rt, changed);
-            return Ok(resource_version);
+            if !paging.advance(page.metadata.continue_token) {
+                break;
+            }
         }
+        let resource_version = resource_version
+            .filter(|rv| !rv.is_empty())
+            .ok_or_else(|| {
+                ApiError::Decode(format!(
+                    "a list of {} without a resource version to watch from",
+                    self.rt.qualified_name()
+                ))
+            })?;
+        let changed = self.lock().relisted(listed, Some(resource_version.clone()));
+        self.observer.relisted(&self.rt, changed);
+        Ok(resource_version)
     }
 
     /// One watch from `from`, until it ends; also returns how many events it read.
@@ -766,6 +765,7 @@ mod tests {
                 rt: configmaps(),
                 label_selector: None,
                 page_size: 50,
+                max_list_restarts: 5,
                 timeout: WATCH_TIMEOUT,
                 lists: Arc::new(tokio::sync::Semaphore::new(2)),
                 state: state.clone(),
@@ -889,6 +889,39 @@ mod tests {
             assert!(counts.restarts.lock().unwrap().contains(&Restart::Closed));
             assert_eq!(counts.relists.load(Ordering::SeqCst), 1);
             task.abort();
+        }
+
+        #[tokio::test]
+        async fn a_relist_whose_continue_token_expires_starts_again_and_keeps_every_object() {
+            let setup = setup(6).await;
+            let counts = Arc::new(Counts::default());
+            let whole = Arc::new(Mutex::new(ResourceState::default()));
+            watch(&setup, &whole, &counts).relist().await.unwrap();
+            let everything = whole.lock().unwrap().objects.clone();
+            assert!(everything.len() > 4, "{} config maps", everything.len());
+
+            // Pages of two, and every token handed out with a first page too old: the list
+            // starts again with bigger pages until one is enough.
+            setup.sim.faults().expire_continue_after(Some(1));
+            let state = Arc::new(Mutex::new(ResourceState::default()));
+            let paged = ResourceWatch {
+                page_size: 2,
+                ..watch(&setup, &state, &counts)
+            };
+            paged.relist().await.unwrap();
+            assert_eq!(state.lock().unwrap().objects, everything);
+
+            // Out of restarts, the expiry is the relist's failure, and nothing is replaced.
+            let state = Arc::new(Mutex::new(ResourceState::default()));
+            let stubborn = ResourceWatch {
+                page_size: 2,
+                max_list_restarts: 0,
+                ..watch(&setup, &state, &counts)
+            };
+            let e = stubborn.relist().await.unwrap_err();
+            assert!(e.is_expired(), "{e}");
+            assert!(state.lock().unwrap().objects.is_empty());
+            setup.sim.faults().expire_continue_after(None);
         }
 
         #[tokio::test]

@@ -28,7 +28,7 @@ use super::manager::last_manager;
 use super::{SnapshotError, SnapshotOptions, canonical, parse_page, unsafe_key};
 use crate::kube::api::encode_query;
 use crate::kube::watch::ObjectRef;
-use crate::kube::{Api, ApiError, ResourceType};
+use crate::kube::{Api, ApiError, Paging, ResourceType};
 use crate::repo::list_file;
 use crate::repo::manifest::{self, Change, Manifest, ManifestObject, SnapshotStats};
 use crate::repo::manifest::{GroupKey, SealedFile};
@@ -341,6 +341,25 @@ impl Gathered {
         Ok(())
     }
 
+    /// Forgets what was taken of `objects` of resource `index` (their store writes stay: a
+    /// prune removes what no point refers to).
+    fn forget(&mut self, index: u32, objects: &BTreeSet<ObjectRef>) {
+        self.updates.retain(|(i, namespace, name), _| {
+            *i != index
+                || !objects.contains(&ObjectRef {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                })
+        });
+        self.changes.retain(|c| {
+            c.resource != index
+                || !objects.contains(&ObjectRef {
+                    namespace: c.namespace.clone(),
+                    name: c.name.clone(),
+                })
+        });
+    }
+
     /// Lists `rt` in full, page by page, and takes the objects of `objects` from it (those
     /// not listed are gone). An expired continue token starts the list again.
     async fn list_in_full(
@@ -352,53 +371,46 @@ impl Gathered {
         objects: &BTreeSet<ObjectRef>,
         options: &SnapshotOptions,
     ) -> Result<(), Failed> {
-        let mut restarts = 0;
-        'list: loop {
-            let mut listed: BTreeSet<ObjectRef> = BTreeSet::new();
-            let mut token: Option<String> = None;
-            loop {
-                let path = rt.list_page_path(
-                    None,
-                    options.page_size,
-                    options.rules.label_selector.as_deref(),
-                    token.as_deref(),
-                );
-                self.lists += 1;
-                let body = match api.get(&path, "application/json").await {
-                    Ok(body) => body,
-                    Err(e) if e.is_expired() && token.is_some() && restarts < 5 => {
-                        restarts += 1;
-                        continue 'list;
-                    }
-                    Err(e) => return Err(Failed::Api(e)),
-                };
-                let mut items = Vec::new();
-                let metadata = parse_page(&body, |item| {
-                    let object = object_ref(rt, &item);
-                    if objects.contains(&object) {
-                        items.push((object, item));
-                    }
-                })
-                .map_err(|e| Failed::Api(ApiError::Decode(format!("{path}: {e}"))))?;
-                for (object, item) in items {
-                    let read = clean(rt, &object, item, options);
-                    self.take(previous, index, &object, Ok(read))
-                        .await
-                        .map_err(Failed::Store)?;
-                    listed.insert(object);
+        let mut paging = paging(rt, None, options);
+        let mut listed: BTreeSet<ObjectRef> = BTreeSet::new();
+        loop {
+            let path = paging.path();
+            self.lists += 1;
+            let body = match api.get(&path, "application/json").await {
+                Ok(body) => body,
+                Err(e) if paging.restart(&e) => {
+                    // Taken again as the new list finds them (perhaps changed again, or back).
+                    self.forget(index, &listed);
+                    listed.clear();
+                    continue;
                 }
-                match metadata.continue_token.filter(|t| !t.is_empty()) {
-                    Some(next) => token = Some(next),
-                    None => break,
+                Err(e) => return Err(Failed::Api(e)),
+            };
+            let mut items = Vec::new();
+            let metadata = parse_page(&body, |item| {
+                let object = object_ref(rt, &item);
+                if objects.contains(&object) {
+                    items.push((object, item));
                 }
-            }
-            for object in objects.difference(&listed) {
-                self.take(previous, index, object, Ok(Read::Gone))
+            })
+            .map_err(|e| Failed::Api(ApiError::Decode(format!("{path}: {e}"))))?;
+            for (object, item) in items {
+                let read = clean(rt, &object, item, options);
+                self.take(previous, index, &object, Ok(read))
                     .await
                     .map_err(Failed::Store)?;
+                listed.insert(object);
             }
-            return Ok(());
+            if !paging.advance(metadata.continue_token) {
+                break;
+            }
         }
+        for object in objects.difference(&listed) {
+            self.take(previous, index, object, Ok(Read::Gone))
+                .await
+                .map_err(Failed::Store)?;
+        }
+        Ok(())
     }
 }
 
@@ -523,35 +535,41 @@ async fn list_all(
     namespace: Option<&str>,
     options: &SnapshotOptions,
 ) -> Result<(Vec<Value>, u64), Failed> {
-    let mut restarts = 0;
+    let mut paging = paging(rt, namespace, options);
     let mut pages = 0;
-    'list: loop {
-        let mut items = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let path = rt.list_page_path(
-                namespace,
-                options.page_size,
-                options.rules.label_selector.as_deref(),
-                token.as_deref(),
-            );
-            pages += 1;
-            let body = match api.get(&path, "application/json").await {
-                Ok(body) => body,
-                Err(e) if e.is_expired() && token.is_some() && restarts < 5 => {
-                    restarts += 1;
-                    continue 'list;
-                }
-                Err(e) => return Err(Failed::Api(e)),
-            };
-            let metadata = parse_page(&body, |item| items.push(item))
-                .map_err(|e| Failed::Api(ApiError::Decode(format!("{path}: {e}"))))?;
-            match metadata.continue_token.filter(|t| !t.is_empty()) {
-                Some(next) => token = Some(next),
-                None => return Ok((items, pages)),
+    let mut items = Vec::new();
+    loop {
+        let path = paging.path();
+        pages += 1;
+        let body = match api.get(&path, "application/json").await {
+            Ok(body) => body,
+            Err(e) if paging.restart(&e) => {
+                items.clear();
+                continue;
             }
+            Err(e) => return Err(Failed::Api(e)),
+        };
+        let metadata = parse_page(&body, |item| items.push(item))
+            .map_err(|e| Failed::Api(ApiError::Decode(format!("{path}: {e}"))))?;
+        if !paging.advance(metadata.continue_token) {
+            return Ok((items, pages));
         }
     }
+}
+
+/// A list of `rt` in `namespace` (`None`: all) as the snapshot pages it.
+fn paging<'a>(
+    rt: &'a ResourceType,
+    namespace: Option<&'a str>,
+    options: &'a SnapshotOptions,
+) -> Paging<'a> {
+    Paging::new(
+        rt,
+        namespace,
+        options.rules.label_selector.as_deref(),
+        options.page_size,
+        options.max_list_restarts,
+    )
 }
 
 /// Which object a listed item is.

@@ -29,7 +29,8 @@ use serde_json::value::RawValue;
 pub use rules::Rules;
 
 use crate::kube::{
-    Api, ApiError, ConnectError, DiscoveryError, ResourceType, RetryPolicy, Skipped, discover,
+    Api, ApiError, ConnectError, DiscoveryError, Paging, ResourceType, RetryPolicy, Skipped,
+    discover,
 };
 use crate::repo::identity;
 use crate::repo::list_file;
@@ -230,9 +231,6 @@ struct ListMeta {
     continue_token: Option<String>,
 }
 
-/// Page size after restarts grows up to this.
-const MAX_RESTART_PAGE_SIZE: u32 = 10_000;
-
 /// The store writer stopped (its error is what the caller reports).
 struct WriterGone;
 
@@ -360,24 +358,14 @@ impl Lister<'_> {
         Ok(outcome)
     }
 
-    /// A list request for one page.
-    fn page_path(&self, rt: &ResourceType, page_size: u32, token: Option<&str>) -> String {
-        self.namespace_page_path(rt, None, page_size, token)
-    }
-
-    /// A list request for one page of one namespace's objects (`None`: all namespaces).
-    fn namespace_page_path(
-        &self,
-        rt: &ResourceType,
-        namespace: Option<&str>,
-        page_size: u32,
-        token: Option<&str>,
-    ) -> String {
-        rt.list_page_path(
+    /// A list of one namespace's objects (`None`: all namespaces), page by page.
+    fn paging<'a>(&'a self, rt: &'a ResourceType, namespace: Option<&'a str>) -> Paging<'a> {
+        Paging::new(
+            rt,
             namespace,
-            page_size,
             self.options.rules.label_selector.as_deref(),
-            token,
+            self.options.page_size,
+            self.options.max_list_restarts,
         )
     }
 
@@ -419,10 +407,10 @@ impl Lister<'_> {
     ) -> Result<Option<Vec<Seen>>, WriterGone> {
         let mut seen_now: Vec<Seen> = Vec::new();
         let mut changed: Vec<(Option<String>, String)> = Vec::new();
-        let mut token: Option<String> = None;
+        let mut paging = self.paging(rt, None);
         let mut count = 0u64;
         loop {
-            let path = self.page_path(rt, self.options.page_size, token.as_deref());
+            let path = paging.path();
             outcome.pages += 1;
             let body = match self.api.get(&path, METADATA_ACCEPT).await {
                 Ok(body) => body,
@@ -453,9 +441,8 @@ impl Lister<'_> {
             if changed.len() > 64 && changed.len() as u64 * GET_SHARE > count {
                 return Ok(None);
             }
-            match page.metadata.continue_token.filter(|t| !t.is_empty()) {
-                Some(next) => token = Some(next),
-                None => break,
+            if !paging.advance(page.metadata.continue_token) {
+                break;
             }
         }
         if changed.len() as u64 * GET_SHARE > count {
@@ -505,10 +492,10 @@ impl Lister<'_> {
         }
         let mut seen_now: Vec<Seen> = Vec::new();
         let mut namespaces: BTreeMap<String, bool> = BTreeMap::new();
-        let mut token: Option<String> = None;
+        let mut paging = self.paging(rt, None);
         let mut count = 0u64;
         loop {
-            let path = self.page_path(rt, self.options.page_size, token.as_deref());
+            let path = paging.path();
             outcome.pages += 1;
             let Ok(body) = self.api.get(&path, METADATA_ACCEPT).await else {
                 return Ok(None);
@@ -535,9 +522,8 @@ impl Lister<'_> {
                 let reused = self.reuse(index, rt, &head, previous, outcome, &mut seen_now);
                 *namespaces.entry(namespace.to_string()).or_default() |= !reused;
             }
-            match page.metadata.continue_token.filter(|t| !t.is_empty()) {
-                Some(next) => token = Some(next),
-                None => break,
+            if !paging.advance(page.metadata.continue_token) {
+                break;
             }
         }
         // A namespace whose objects are all unchanged keeps its file, when the set of its
@@ -591,14 +577,9 @@ impl Lister<'_> {
         outcome.entries.retain(|e| !is_changed(&e.namespace));
         seen_now.retain(|s| !is_changed(&s.namespace));
         for namespace in &changed {
-            let mut token: Option<String> = None;
+            let mut paging = self.paging(rt, Some(namespace));
             loop {
-                let path = self.namespace_page_path(
-                    rt,
-                    Some(namespace),
-                    self.options.page_size,
-                    token.as_deref(),
-                );
+                let path = paging.path();
                 outcome.pages += 1;
                 let Ok(body) = self.api.get(&path, "application/json").await else {
                     return Ok(None);
@@ -613,9 +594,8 @@ impl Lister<'_> {
                 for object in cleaned {
                     self.objects.send(object).await.map_err(|_| WriterGone)?;
                 }
-                match metadata.continue_token.filter(|t| !t.is_empty()) {
-                    Some(next) => token = Some(next),
-                    None => break,
+                if !paging.advance(metadata.continue_token) {
+                    break;
                 }
             }
         }
@@ -636,35 +616,22 @@ impl Lister<'_> {
     ) -> Result<(ResourceOutcome, Vec<Seen>), WriterGone> {
         let mut outcome = ResourceOutcome::default();
         let mut seen_now: Vec<Seen> = Vec::new();
-        let mut token: Option<String> = None;
-        let mut page_size = self.options.page_size;
+        let mut paging = self.paging(rt, None);
         loop {
-            let path = self.page_path(rt, page_size, token.as_deref());
+            let path = paging.path();
             outcome.pages += 1;
             let body = match self.api.get(&path, "application/json").await {
                 Ok(body) => body,
-                Err(e) if e.is_expired() && token.is_some() => {
-                    // The consistent choice: start the list again, forget what this resource
-                    // gave so far (the store keeps the objects; they are not sent twice).
+                Err(e) if paging.restart(&e) => {
+                    // Forget what this resource gave so far (the store keeps the objects;
+                    // they are not sent twice).
                     outcome.restarts += 1;
-                    if u64::from(self.options.max_list_restarts) < outcome.restarts {
-                        return Ok((self.skip(rt, outcome, &e), seen_now));
-                    }
-                    // Bigger pages finish the list in fewer round trips, before the next
-                    // compaction expires the token again.
-                    page_size = page_size.saturating_mul(4).min(MAX_RESTART_PAGE_SIZE);
-                    tracing::info!(
-                        resource = %rt.qualified_name(),
-                        page_size,
-                        "continue token expired; restarting the list"
-                    );
                     outcome.entries.clear();
                     outcome.plaintexts.clear();
                     outcome.changes.clear();
                     outcome.excluded = 0;
                     outcome.bytes = 0;
                     seen_now.clear();
-                    token = None;
                     continue;
                 }
                 Err(e) => return Ok((self.skip(rt, outcome, &e), seen_now)),
@@ -729,9 +696,8 @@ impl Lister<'_> {
             }
             self.seen.fetch_add(count, Ordering::Relaxed);
             (self.progress)(Progress::Page { objects: count });
-            match metadata.continue_token.filter(|t| !t.is_empty()) {
-                Some(next) => token = Some(next),
-                None => break,
+            if !paging.advance(metadata.continue_token) {
+                break;
             }
         }
         Ok((outcome, seen_now))
