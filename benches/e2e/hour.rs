@@ -33,12 +33,11 @@ const CHECKPOINT_EVERY: f64 = 300.0;
 type Key = (String, Option<String>, String);
 
 fn key_of(key: &kube_sim::ObjectKey) -> Key {
-    let qualified = if key.group.is_empty() {
-        key.resource.clone()
-    } else {
-        format!("{}.{}", key.resource, key.group)
-    };
-    (qualified, key.namespace.clone(), key.name.clone())
+    (
+        key.qualified_resource(),
+        key.namespace.clone(),
+        key.name.clone(),
+    )
 }
 
 /// The steady-state memory target at 100,000 objects.

@@ -190,18 +190,16 @@ pub fn staged_bytes(staging: &LocalBackend) -> StoreResult<u64> {
 
 /// Manifests (snapshot names) waiting in the staging folder, oldest first.
 pub async fn staged_manifests(staging: &LocalBackend) -> StoreResult<Vec<String>> {
-    let folder = Folder::Snapshots;
-    Ok(staging
-        .list_all(&folder.prefix())
-        .await?
-        .iter()
-        .filter_map(|m| folder.name_in(&m.key).map(str::to_string))
-        .collect())
+    staged_names(staging, Folder::Snapshots).await
 }
 
 /// Checkpoint roots (their times) waiting in the staging folder, oldest first.
 pub async fn staged_checkpoints(staging: &LocalBackend) -> StoreResult<Vec<String>> {
-    let folder = Folder::Checkpoints;
+    staged_names(staging, Folder::Checkpoints).await
+}
+
+/// The names of the files of `folder` waiting in the staging folder, oldest first.
+async fn staged_names(staging: &LocalBackend, folder: Folder<'_>) -> StoreResult<Vec<String>> {
     Ok(staging
         .list_all(&folder.prefix())
         .await?

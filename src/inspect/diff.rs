@@ -13,9 +13,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::redact::Redactor;
-use super::{InspectError, PointStamp};
+use super::{InspectError, PointStamp, open_object};
 use crate::repo::Manifest;
-use crate::seal::{Keyring, SealError};
+use crate::seal::Keyring;
 use crate::store::{ObjectId, SnapshotTime, Store};
 
 /// An object named the way both snapshots agree on (the version may differ).
@@ -150,21 +150,7 @@ pub async fn diff(
     // Sealed objects opened, or `None` when no identity given opens them.
     let mut contents: BTreeMap<ObjectId, Option<bytes::Bytes>> = BTreeMap::new();
     for (id, blob) in stored {
-        let opened = match keyring
-            .open_object(store, &format!("object {id:#}"), &id, blob)
-            .await
-        {
-            Ok(bytes) => Some(bytes),
-            Err(e) if e.is_locked() => None,
-            Err(SealError::Store(e)) => return Err(e.into()),
-            Err(e) => {
-                return Err(InspectError::BadObject {
-                    id,
-                    what: format!("object {id:#}"),
-                    reason: e.to_string(),
-                });
-            }
-        };
+        let opened = open_object(store, keyring, &format!("object {id:#}"), id, blob).await?;
         contents.insert(id, opened);
     }
     let parse = |id: &ObjectId, what: &ObjectRef| -> Result<Option<Value>, InspectError> {

@@ -15,12 +15,12 @@ use serde_json::Value;
 
 use super::diff::{Op, json_diff};
 use super::redact::Redactor;
-use super::{InspectError, PointStamp};
+use super::{InspectError, PointStamp, open_object};
 use crate::kube::ResourceType;
 use crate::object_name::ObjectName;
 use crate::repo::manifest::ObjectLookup;
 use crate::repo::{Manifest, Point};
-use crate::seal::{Keyring, SealError};
+use crate::seal::Keyring;
 use crate::store::{ObjectId, Store, StoreError};
 
 /// The object asked about, as the command line names it.
@@ -303,19 +303,7 @@ async fn describe_changes(
     let mut objects: BTreeMap<ObjectId, Option<Value>> = BTreeMap::new();
     for (id, blob) in stored {
         let what = format!("{} object {id:#}", resource.qualified_name());
-        let opened = match keyring.open_object(store, &what, &id, blob).await {
-            Ok(bytes) => Some(bytes),
-            Err(e) if e.is_locked() => None,
-            Err(SealError::Store(e)) => return Err(e.into()),
-            Err(e) => {
-                return Err(InspectError::BadObject {
-                    id,
-                    what,
-                    reason: e.to_string(),
-                });
-            }
-        };
-        let value = match opened {
+        let value = match open_object(store, keyring, &what, id, blob).await? {
             Some(bytes) => {
                 let mut value: Value =
                     serde_json::from_slice(&bytes).map_err(|e| InspectError::BadObject {

@@ -13,11 +13,13 @@ pub mod verify;
 use std::fmt;
 use std::str::FromStr;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::repo::point::parse_instant;
 use crate::repo::{Manifest, Point};
+use crate::seal::{Keyring, SealError};
 use crate::store::{ObjectId, SnapshotTime, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +217,28 @@ pub async fn at_or_before(store: &Store, time: DateTime<Utc>) -> Result<Point, I
 pub async fn load(store: &Store, which: SnapshotRef) -> Result<Manifest, InspectError> {
     let point = resolve_point(store, which).await?;
     Ok(Manifest::load_point(store, &point).await?)
+}
+
+/// One stored object's content, opened where it is sealed: `None` when it is sealed and no
+/// identity given opens it. An object that cannot be opened is a [`InspectError::BadObject`]
+/// named `what`.
+pub(crate) async fn open_object(
+    store: &Store,
+    keyring: &Keyring,
+    what: &str,
+    id: ObjectId,
+    blob: Bytes,
+) -> Result<Option<Bytes>, InspectError> {
+    match keyring.open_object(store, what, &id, blob).await {
+        Ok(content) => Ok(Some(content)),
+        Err(e) if e.is_locked() => Ok(None),
+        Err(SealError::Store(e)) => Err(e.into()),
+        Err(e) => Err(InspectError::BadObject {
+            id,
+            what: what.to_string(),
+            reason: e.to_string(),
+        }),
+    }
 }
 
 #[cfg(test)]

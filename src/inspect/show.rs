@@ -11,11 +11,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::redact::Redactor;
-use super::{InspectError, SnapshotStamp};
+use super::{InspectError, SnapshotStamp, open_object};
 use crate::object_name::ObjectName;
 use crate::repo::prune::LayoutState;
 use crate::repo::{Manifest, ManifestObject};
-use crate::seal::{Keyring, SealError};
+use crate::seal::Keyring;
 use crate::store::{ObjectId, Store, StoreError};
 
 /// A resource of the snapshot with its number of objects.
@@ -188,14 +188,9 @@ pub async fn read_objects(
             what: what.clone(),
             reason,
         };
-        let content = match keyring.open_object(store, &what, &line.id, blob).await {
-            Ok(content) => content,
-            Err(e) if e.is_locked() => {
-                line.encrypted = true;
-                continue;
-            }
-            Err(SealError::Store(e)) => return Err(e.into()),
-            Err(e) => return Err(bad(e.to_string())),
+        let Some(content) = open_object(store, keyring, &what, line.id, blob).await? else {
+            line.encrypted = true;
+            continue;
         };
         let mut value: Value = serde_json::from_slice(&content).map_err(|e| bad(e.to_string()))?;
         redactor.redact(&line.kind, &line.resource, &mut value);

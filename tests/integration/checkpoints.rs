@@ -46,12 +46,11 @@ fn changes_of(manifest: &Manifest) -> BTreeSet<Key> {
 }
 
 fn key_of(key: &kube_sim::ObjectKey) -> Key {
-    let qualified = if key.group.is_empty() {
-        key.resource.clone()
-    } else {
-        format!("{}.{}", key.resource, key.group)
-    };
-    (qualified, key.namespace.clone(), key.name.clone())
+    (
+        key.qualified_resource(),
+        key.namespace.clone(),
+        key.name.clone(),
+    )
 }
 
 /// The snapshots and checkpoints at the destination, oldest first.
@@ -65,16 +64,51 @@ async fn points(s3: &S3Server) -> Vec<Manifest> {
     out
 }
 
-/// The cluster as a fresh snapshot with the daemon's rules sees it now.
-async fn fresh_snapshot(cluster: &Cluster) -> BTreeMap<Key, ObjectId> {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        Arc::new(LocalBackend::new(dir.path().join("destination")).unwrap()),
-        &dir.path().join("cache"),
+/// A store whose destination and cache are folders under `dir`.
+async fn local_store(dir: &std::path::Path) -> Store {
+    Store::open(
+        Arc::new(LocalBackend::new(dir.join("destination")).unwrap()),
+        &dir.join("cache"),
         StoreConfig::default(),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// Marks dirty, in `dirty`, every object of `snapshot`'s resources the simulator changed
+/// after `rv`, as the watches would; returns the index of each resource by its name and how
+/// many objects were not dirty before.
+fn dirty_since(
+    cluster: &Cluster,
+    rv: u64,
+    snapshot: &Manifest,
+    dirty: &mut kube_autosave::snapshot::checkpoint::Dirty,
+) -> (BTreeMap<String, u32>, usize) {
+    use kube_autosave::kube::watch::ObjectRef;
+    let index_of: BTreeMap<String, u32> = snapshot
+        .resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.resource.qualified_name(), i as u32))
+        .collect();
+    let mut added = 0;
+    for event in cluster.sim.events().into_iter().filter(|e| e.rv > rv) {
+        let (resource, namespace, name) = key_of(&event.key);
+        if let Some(index) = index_of.get(&resource) {
+            let new = dirty
+                .entry(*index)
+                .or_default()
+                .insert(ObjectRef { namespace, name });
+            added += usize::from(new);
+        }
+    }
+    (index_of, added)
+}
+
+/// The cluster as a fresh snapshot with the daemon's rules sees it now.
+async fn fresh_snapshot(cluster: &Cluster) -> BTreeMap<Key, ObjectId> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
     let options = SnapshotOptions {
         cluster_name: "prod".to_string(),
         retry: quick_retries(),
@@ -349,13 +383,7 @@ async fn a_checkpoint_of_most_objects_lists_their_resources_instead_of_reading_e
     let cluster = Cluster::start(600, 64).await;
     let api = cluster.api().await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        Arc::new(LocalBackend::new(dir.path().join("destination")).unwrap()),
-        &dir.path().join("cache"),
-        StoreConfig::default(),
-    )
-    .await
-    .unwrap();
+    let store = local_store(dir.path()).await;
     let options = SnapshotOptions {
         cluster_name: "prod".to_string(),
         retry: quick_retries(),
@@ -367,12 +395,6 @@ async fn a_checkpoint_of_most_objects_lists_their_resources_instead_of_reading_e
     let rv = cluster.sim.resource_version();
     cluster.sim.churn(0.2, 17);
     // Every object dirty, as a watch without what the snapshot saw finds them.
-    let index_of: BTreeMap<String, u32> = snapshot
-        .resources
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.resource.qualified_name(), i as u32))
-        .collect();
     let mut dirty = Dirty::new();
     for o in &snapshot.objects {
         dirty.entry(o.resource).or_default().insert(ObjectRef {
@@ -380,17 +402,8 @@ async fn a_checkpoint_of_most_objects_lists_their_resources_instead_of_reading_e
             name: o.name.clone(),
         });
     }
-    let mut dirty_objects = snapshot.objects.len();
-    for event in cluster.sim.events().into_iter().filter(|e| e.rv > rv) {
-        let (resource, namespace, name) = key_of(&event.key);
-        if let Some(index) = index_of.get(&resource) {
-            let added = dirty
-                .entry(*index)
-                .or_default()
-                .insert(ObjectRef { namespace, name });
-            dirty_objects += usize::from(added);
-        }
-    }
+    let (_, added) = dirty_since(&cluster, rv, &snapshot, &mut dirty);
+    let dirty_objects = snapshot.objects.len() + added;
     // Small pages, and every continue token too old once a page was read: each list starts
     // again, with bigger pages, and what the aborted one took is not counted twice.
     let small_pages = SnapshotOptions {
@@ -427,20 +440,13 @@ async fn a_checkpoint_of_most_objects_lists_their_resources_instead_of_reading_e
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_changes_are_encrypted_and_their_files_made_again_as_a_snapshot_makes_them() {
-    use kube_autosave::kube::watch::ObjectRef;
     use kube_autosave::seal::{Encryption, Recipients, Sealer};
     use kube_autosave::snapshot::checkpoint::{Dirty, take_checkpoint};
 
     let cluster = Cluster::start(400, 65).await;
     let api = cluster.api().await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        Arc::new(LocalBackend::new(dir.path().join("destination")).unwrap()),
-        &dir.path().join("cache"),
-        StoreConfig::default(),
-    )
-    .await
-    .unwrap();
+    let store = local_store(dir.path()).await;
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
     let options = SnapshotOptions {
@@ -458,22 +464,8 @@ async fn sealed_changes_are_encrypted_and_their_files_made_again_as_a_snapshot_m
     assert!(!snapshot.sealed_files.is_empty());
     let rv = cluster.sim.resource_version();
     cluster.sim.churn(0.1, 23);
-    let index_of: BTreeMap<String, u32> = snapshot
-        .resources
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.resource.qualified_name(), i as u32))
-        .collect();
     let mut dirty = Dirty::new();
-    for event in cluster.sim.events().into_iter().filter(|e| e.rv > rv) {
-        let (resource, namespace, name) = key_of(&event.key);
-        if let Some(index) = index_of.get(&resource) {
-            dirty
-                .entry(*index)
-                .or_default()
-                .insert(ObjectRef { namespace, name });
-        }
-    }
+    let (index_of, _) = dirty_since(&cluster, rv, &snapshot, &mut dirty);
     let secrets = index_of["secrets"];
     assert!(dirty.contains_key(&secrets));
     let sealer = Sealer::open(&store, options.encryption.as_ref().unwrap())

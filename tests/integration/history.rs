@@ -10,11 +10,10 @@ use std::process::Output;
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
-use kube_autosave::job::open_backend;
 use kube_autosave::kube::Api;
 use kube_autosave::repo::Manifest;
 use kube_autosave::snapshot::{SnapshotOptions, take_snapshot};
-use kube_autosave::store::{SnapshotTime, Store, StoreConfig};
+use kube_autosave::store::{SnapshotTime, Store};
 use serde_json::{Value, json};
 
 use crate::support::cluster::Cluster;
@@ -98,20 +97,7 @@ impl Story {
     /// The writer's store: the same local state (and seen-objects cache) for every point, as
     /// the daemon has.
     async fn store(&self, name: &str) -> Store {
-        let backend = open_backend(
-            &"s3://backups/team".parse().unwrap(),
-            "prod",
-            &self.s3.options(),
-        )
-        .await
-        .unwrap();
-        Store::open(
-            backend,
-            &self.cache.path().join(name),
-            StoreConfig::default(),
-        )
-        .await
-        .unwrap()
+        crate::support::reader_store(&self.s3, "team/prod/", &self.cache.path().join(name)).await
     }
 
     /// A snapshot, or a checkpoint with a full read, named `time`.

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::process::Output;
 
 use kube_autosave::inspect::{self, redact};
-use kube_autosave::job::{JobSettings, open_backend};
+use kube_autosave::job::JobSettings;
 use kube_autosave::repo::Manifest;
 use kube_autosave::store::{RemoteFile, Store, StoreConfig};
 use serde_json::Value;
@@ -55,16 +55,7 @@ impl Setup {
 
     /// A reader's store, with its own local index (as `verify` on another machine).
     async fn store(&self, name: &str) -> Store {
-        let backend = open_backend(&self.settings.destination, "prod", &self.settings.s3)
-            .await
-            .unwrap();
-        Store::open(
-            backend,
-            &self.cache.path().join(name),
-            StoreConfig::default(),
-        )
-        .await
-        .unwrap()
+        crate::support::reader_store(&self.s3, "team/prod/", &self.cache.path().join(name)).await
     }
 
     /// The binary with this setup's destination.
@@ -94,12 +85,7 @@ fn json_of(output: &Output) -> Value {
 }
 
 fn sim_key(k: &kube_sim::ObjectKey) -> Key {
-    let resource = if k.group.is_empty() {
-        k.resource.clone()
-    } else {
-        format!("{}.{}", k.resource, k.group)
-    };
-    (resource, k.namespace.clone(), k.name.clone())
+    (k.qualified_resource(), k.namespace.clone(), k.name.clone())
 }
 
 fn manifest_keys(m: &Manifest) -> BTreeSet<Key> {

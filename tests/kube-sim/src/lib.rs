@@ -205,6 +205,16 @@ impl ObjectKey {
     pub fn api_version(&self) -> String {
         discovery::group_version(&self.group, &self.version)
     }
+
+    /// The resource as `kubectl get` names it: `configmaps` in the core group,
+    /// `deployments.apps` in the others.
+    pub fn qualified_resource(&self) -> String {
+        if self.group.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        }
+    }
 }
 
 /// What a write did to an object, as a watch reports it.
